@@ -1,0 +1,1 @@
+"""Everything in matchjobs that has effects: config, storage, jobs, Ray, worker, CLI."""
