@@ -1,0 +1,238 @@
+"""The ``matchjobs`` command line.
+
+Each subcommand parses its arguments, loads config, builds the engine and scope, calls a job
+or storage function, and prints a one-line summary (or ``--json``). No computation, no SQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from jobs import config as config_mod
+from jobs import progress, runner
+from jobs.context import Scope
+from jobs.errors import ConfigError, JobError
+from jobs.storage import engine as engine_mod
+from jobs.storage import ledger, migrate
+
+logger = logging.getLogger("jobs.cli")
+
+DATABASE_ENV = "MATCHJOBS_DATABASE_URL"
+
+# job name -> module whose ``run(ctx, scope)`` implements it
+JOB_MODULES: dict[str, str] = {
+    "quiz": "jobs.quiz",
+    "interests": "jobs.interests",
+    "ratings": "jobs.ratings",
+    "match": "jobs.match",
+    "feed": "jobs.feed",
+    "nightly": "jobs.nightly",
+}
+
+
+def database_url(arg: str | None) -> str:
+    """``--db``, else ``$MATCHJOBS_DATABASE_URL``, else an SQLite file in the working dir."""
+    if arg:
+        return arg
+    if DATABASE_ENV in os.environ:
+        value = os.environ[DATABASE_ENV]
+        if not value.strip():
+            raise ConfigError(f"{DATABASE_ENV} is set but empty; unset it or give a URL")
+        return value
+    return f"sqlite:///{Path.cwd() / engine_mod.DEFAULT_SQLITE_FILE}"
+
+
+class Env:
+    """What a subcommand needs, built lazily from the global options."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.url = database_url(args.db)
+        self._engine = None
+        self._config: config_mod.Config | None = None
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            self._engine = engine_mod.create_engine(self.url)
+        return self._engine
+
+    @property
+    def config(self) -> config_mod.Config:
+        if self._config is None:
+            self._config = config_mod.load_config(self.args.config or ())
+        return self._config
+
+    @property
+    def show_progress(self) -> bool:
+        return progress.interactive() and not getattr(self.args, "json", False)
+
+
+def emit(args: argparse.Namespace, summary: str, data: Any) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        print(summary)
+
+
+def run_job(env: Env, job: str, scope: Scope, trigger: str) -> tuple[int, Any]:
+    config = env.config  # a bad config stops here, before the ledger or any table is written
+    module = importlib.import_module(JOB_MODULES[job])
+    return runner.execute(
+        job,
+        module.run,
+        engine=env.engine,
+        database_url=env.url,
+        config=config,
+        scope=scope,
+        trigger=trigger,
+        show_progress=env.show_progress,
+    )
+
+
+# ------------------------------------------------------------------------ subcommands
+
+
+def cmd_db(env: Env) -> int:
+    if env.args.db_command == "upgrade":
+        revision = migrate.upgrade(env.engine)
+        emit(
+            env.args,
+            f"database at revision {revision} ({engine_mod.redact(env.url)})",
+            {"revision": revision},
+        )
+    else:
+        current = migrate.current_revision(env.engine)
+        head = migrate.head_revision()
+        emit(env.args, f"current {current}, head {head}", {"current": current, "head": head})
+    return 0
+
+
+def cmd_run(env: Env) -> int:
+    scope = Scope.users(*env.args.user) if env.args.user else Scope.all()
+    run_id, result = run_job(env, env.args.job, scope, env.args.trigger)
+    skipped = sum(result.skipped.values())
+    emit(
+        env.args,
+        f"{env.args.job} run {run_id}: {result.users} users, {result.rows_read} rows read, "
+        f"{result.rows_written} rows written, {skipped} skipped",
+        {"run_id": run_id, **result.__dict__},
+    )
+    return 0
+
+
+def cmd_runs(env: Env) -> int:
+    frame = ledger.recent_runs(env.engine, limit=env.args.limit, job_name=env.args.job)
+    if env.args.json:
+        emit(env.args, "", json.loads(frame.to_json(orient="records", date_format="iso")))
+        return 0
+    if frame.empty:
+        print("no runs yet")
+        return 0
+    shown = frame[
+        [
+            "id",
+            "job_name",
+            "status",
+            "trigger",
+            "scope",
+            "started_at",
+            "duration_ms",
+            "attempt",
+            "algorithm_version",
+            "error",
+        ]
+    ].copy()
+    shown["started_at"] = shown["started_at"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    shown["error"] = shown["error"].fillna("").astype(str).str.split("\n").str[0].str[:60]
+    print(shown.to_string(index=False))
+    return 0
+
+
+Handler = Callable[[Env], int]
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    parser = argparse.ArgumentParser(
+        prog="matchjobs",
+        description="Compute ranked suggestions (match_scores) for a dating app.",
+    )
+    parser.add_argument("--db", help=f"database URL (default: ${DATABASE_ENV} or ./matchjobs.db)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        metavar="FILE",
+        help="experiment YAML merged over configs/default.yaml (repeatable)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    handlers: dict[str, Handler] = {}
+
+    db = sub.add_parser("db", help="create, upgrade or inspect the schema")
+    db.add_argument("db_command", choices=["upgrade", "current"])
+    db.add_argument("--json", action="store_true")
+    handlers["db"] = cmd_db
+
+    run = sub.add_parser("run", help="run one job (all active users, or --user)")
+    run.add_argument("job", choices=sorted(JOB_MODULES))
+    run.add_argument("--user", type=int, action="append", help="restrict to user ID (repeatable)")
+    run.add_argument("--trigger", choices=runner.TRIGGERS, default="on_demand")
+    run.add_argument("--json", action="store_true")
+    handlers["run"] = cmd_run
+
+    runs = sub.add_parser("runs", help="recent job runs")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--job", choices=runner.JOB_NAMES)
+    runs.add_argument("--json", action="store_true")
+    handlers["runs"] = cmd_runs
+
+    for register in _EXTENSIONS:
+        register(sub, handlers)
+    return parser, handlers
+
+
+# Subcommands defined in other modules register here: (subparsers, handlers) -> None.
+_EXTENSIONS: list[Callable[[Any, dict[str, Handler]], None]] = []
+
+
+def _load_extensions() -> None:
+    for name in ("jobs.cli_data", "jobs.cli_match", "jobs.cli_ops"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        if module.register not in _EXTENSIONS:
+            _EXTENSIONS.append(module.register)
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_extensions()
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        env = Env(args)
+        return handlers[args.command](env)
+    except JobError as exc:
+        print(f"matchjobs: error: {runner.error_chain(exc)}", file=sys.stderr)
+        return 1

@@ -1,0 +1,238 @@
+"""Typed, immutable configuration loaded from YAML (``configs/default.yaml`` + overrides).
+
+Every section is a frozen pydantic model that forbids unknown keys, so a misspelt key is an
+error. ``load_config`` merges experiment files over the default by key, validates, and raises
+``ConfigError`` with one line per problem (``file: key.path: message``) before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jobs.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+Unit = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Weights(_Model):
+    """Weight of each signal in the combined score (normalized by their sum)."""
+
+    quiz: NonNegative = 0.25
+    interests: NonNegative = 0.20
+    rating_quality: NonNegative = 0.15
+    rating_fit: NonNegative = 0.10
+    newness: NonNegative = 0.10
+    proximity: NonNegative = 0.20
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Weights:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("at least one weight must be > 0")
+        return self
+
+
+class Signals(_Model):
+    neutral_value: Unit = 0.5
+    newness_half_life_days: Positive = 30.0
+    proximity_scale_km: Positive = 25.0
+
+
+class QuizJob(_Model):
+    min_answers: Annotated[int, Field(ge=1)] = 5
+
+
+class InterestJob(_Model):
+    dim: Annotated[int, Field(ge=2, le=4096)] = 64
+    projection_seed: int = 20261128
+    idf: bool = True
+
+
+class RatingJob(_Model):
+    prior_weight: NonNegative = 10.0
+    min_ratings_for_preference: Annotated[int, Field(ge=1)] = 5
+
+
+class Filters(_Model):
+    default_max_distance_km: Positive = 100.0
+    min_age: Annotated[int, Field(ge=18)] = 18
+    max_age: Annotated[int, Field(le=130)] = 120
+
+    @model_validator(mode="after")
+    def _ages(self) -> Filters:
+        if self.min_age > self.max_age:
+            raise ValueError(f"min_age ({self.min_age}) must be <= max_age ({self.max_age})")
+        return self
+
+
+class Candidates(_Model):
+    quiz_k: Annotated[int, Field(ge=1)] = 200
+    interest_k: Annotated[int, Field(ge=1)] = 200
+    exact_below: Annotated[int, Field(ge=0)] = 20000
+    nlist: Annotated[int, Field(ge=1)] | None = None  # None: 4·√N per partition
+    nprobe: Annotated[int, Field(ge=1)] = 64
+    seed: int = 0
+
+
+class Reciprocal(_Model):
+    enabled: bool = False
+    combine: Literal["harmonic", "geometric", "min"] = "harmonic"
+
+
+class Dormancy(_Model):
+    enabled: bool = False
+    grace_days: NonNegative = 14.0
+    half_life_days: Positive = 30.0
+
+
+class ExposureCap(_Model):
+    enabled: bool = False
+    max_lists: Annotated[int, Field(ge=1)] = 500
+    penalty: Unit = 0.5
+
+
+class Scoring(_Model):
+    top_k: Annotated[int, Field(ge=1, le=5000)] = 200
+    reciprocal: Reciprocal = Reciprocal()
+    dormancy: Dormancy = Dormancy()
+    exposure_cap: ExposureCap = ExposureCap()
+
+
+class Fanout(_Model):
+    max_reverse: Annotated[int, Field(ge=0)] = 50
+
+
+class Feed(_Model):
+    score_threshold: Unit = 0.85
+
+
+class RayConfig(_Model):
+    num_actors: Annotated[int, Field(ge=1)] = 2
+    num_cpus_per_actor: Annotated[float, Field(gt=0)] = 1.0
+    shard_size: Annotated[int, Field(ge=1)] = 2000
+    object_store_mb: Annotated[int, Field(ge=75)] = 1024
+    max_retries: Annotated[int, Field(ge=0)] = 2
+
+
+class Runner(_Model):
+    heartbeat_interval_s: Positive = 10.0
+    lease_s: Positive = 120.0
+
+    @model_validator(mode="after")
+    def _lease(self) -> Runner:
+        if self.lease_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"lease_s ({self.lease_s}) must exceed heartbeat_interval_s "
+                f"({self.heartbeat_interval_s})"
+            )
+        return self
+
+
+class Audit(_Model):
+    sample_users: Annotated[int, Field(ge=0)] = 200
+    seed: int = 0
+
+
+class Worker(_Model):
+    poll_interval_s: Positive = 1.0
+    batch_size: Annotated[int, Field(ge=1)] = 100
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+
+
+class Config(_Model):
+    algorithm_version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w.\-]+$")]
+    weights: Weights = Weights()
+    signals: Signals = Signals()
+    quiz: QuizJob = QuizJob()
+    interests: InterestJob = InterestJob()
+    ratings: RatingJob = RatingJob()
+    filters: Filters = Filters()
+    candidates: Candidates = Candidates()
+    scoring: Scoring = Scoring()
+    fanout: Fanout = Fanout()
+    feed: Feed = Feed()
+    ray: RayConfig = RayConfig()
+    runner: Runner = Runner()
+    audit: Audit = Audit()
+    worker: Worker = Worker()
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> Config:
+        pool = self.candidates.quiz_k + self.candidates.interest_k
+        if self.scoring.top_k > pool:
+            raise ValueError(
+                f"scoring.top_k ({self.scoring.top_k}) must be <= candidates.quiz_k + "
+                f"candidates.interest_k ({pool})"
+            )
+        return self
+
+    @property
+    def content_hash(self) -> str:
+        """First 16 hex digits of the SHA-256 of the canonical JSON of every setting."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping; got {type(data).__name__}")
+    return data
+
+
+def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
+    """Validate an already-parsed mapping; ``source`` names it in error messages."""
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(part) for part in err["loc"]) or "<root>"
+            lines.append(f"{source}: {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from exc
+
+
+def load_config(overrides: Sequence[str | Path] = (), base: str | Path | None = None) -> Config:
+    """Load ``base`` (default: configs/default.yaml), merge each override file over it by key."""
+    base_path = Path(base) if base is not None else DEFAULT_CONFIG
+    data = _read_yaml(base_path)
+    sources = [str(base_path)]
+    for override in overrides:
+        path = Path(override)
+        data = _deep_merge(data, _read_yaml(path))
+        sources.append(str(path))
+    return from_mapping(data, source=" + ".join(sources))

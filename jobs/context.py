@@ -1,0 +1,107 @@
+"""What every job receives: ``JobContext`` (config, session, clock, logger) and ``Scope``."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from jobs.config import Config
+from jobs.errors import ScopeError
+
+
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """What a run processes: every active user (``user_ids is None``) or the listed users."""
+
+    user_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.user_ids is not None:
+            if not self.user_ids:
+                raise ScopeError("a user scope needs at least one user id")
+            if any(int(u) <= 0 for u in self.user_ids):
+                raise ScopeError(f"user ids must be positive; got {self.user_ids}")
+
+    @classmethod
+    def all(cls) -> Scope:
+        return cls(None)
+
+    @classmethod
+    def users(cls, *user_ids: int) -> Scope:
+        return cls(tuple(sorted({int(u) for u in user_ids})))
+
+    @property
+    def is_all(self) -> bool:
+        return self.user_ids is None
+
+    def ids_array(self) -> np.ndarray | None:
+        return None if self.user_ids is None else np.asarray(self.user_ids, dtype=np.int64)
+
+    @property
+    def label(self) -> str:
+        """The ledger's scope key: ``all``, ``user:42`` or ``users:<n>:<digest>``."""
+        if self.user_ids is None:
+            return "all"
+        if len(self.user_ids) == 1:
+            return f"user:{self.user_ids[0]}"
+        digest = hashlib.sha1(",".join(map(str, self.user_ids)).encode()).hexdigest()[:10]
+        return f"users:{len(self.user_ids)}:{digest}"
+
+
+@dataclasses.dataclass
+class Figures:
+    """Mutable figures a job collects while it runs; the runner stores them in ``job_runs``."""
+
+    phases_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    counts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases_s[name] = round(
+                self.phases_s.get(name, 0.0) + time.perf_counter() - start, 4
+            )
+
+    def skip(self, counts: dict[str, int], logger: logging.Logger, action: str) -> None:
+        """Add skipped-row counts; log one line per reason."""
+        for reason, n in counts.items():
+            if n:
+                self.skipped[reason] = self.skipped.get(reason, 0) + int(n)
+                logger.warning(
+                    "skipped %d rows: %s", n, reason, extra={"action": action, "reason": reason}
+                )
+
+
+@dataclasses.dataclass(frozen=True)
+class JobContext:
+    config: Config
+    session: Session
+    now: dt.datetime
+    logger: logging.Logger
+    database_url: str
+    run_id: int | None = None
+    trigger: str = "on_demand"
+    figures: Figures = dataclasses.field(default_factory=Figures)
+    show_progress: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    rows_read: int = 0
+    rows_written: int = 0
+    users: int = 0
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)

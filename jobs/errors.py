@@ -1,0 +1,41 @@
+"""The matchjobs error tree.
+
+    JobError                      anything a job, the runner or the CLI reports as a failure
+    ├── ConfigError               a config file or option is invalid; nothing was written
+    ├── StorageError              the database refused or failed an operation
+    ├── ScopeError                the requested scope (user, shard) does not exist or is invalid
+    ├── RunConflictError          a run of the same job and scope is already in progress
+    └── InputDataError            the input tables are unusable as a whole (not a bad row)
+
+Each class's docstring is its default message. Bad *rows* are never errors: they are
+skipped and counted in the run's metadata.
+"""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """A matchjobs job failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or "").strip())
+
+
+class ConfigError(JobError):
+    """The configuration is invalid; nothing was written."""
+
+
+class StorageError(JobError):
+    """The database operation failed."""
+
+
+class ScopeError(JobError):
+    """The requested scope is invalid."""
+
+
+class RunConflictError(JobError):
+    """A run of this job and scope is already in progress."""
+
+
+class InputDataError(JobError):
+    """The input data cannot be used."""

@@ -1,0 +1,182 @@
+"""Runs a job under the ``job_runs`` ledger: the only code that writes ``job_runs``.
+
+``execute`` claims the (job, scope) slot, keeps a heartbeat while the job runs, commits the
+job's session on success or rolls it back on failure, and records status, duration, figures
+and error (with its cause chain) in a ``finally`` block.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from jobs.config import Config
+from jobs.context import Figures, JobContext, JobResult, Scope
+from jobs.storage import ledger
+
+logger = logging.getLogger(__name__)
+
+JOB_NAMES = ("quiz", "interests", "ratings", "match", "feed", "nightly")
+TRIGGERS = ("nightly", "event", "on_demand", "backfill")
+
+JobFn = Callable[[JobContext, Scope], JobResult]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def error_chain(exc: BaseException) -> str:
+    """``Type: message`` for the exception and each of its causes, outermost first."""
+    parts = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return "\ncaused by ".join(parts)
+
+
+class _Heartbeat:
+    """Refreshes the run's heartbeat from a daemon thread until stopped."""
+
+    def __init__(self, engine: sa.Engine, run_id: int, interval_s: float) -> None:
+        self._engine = engine
+        self._run_id = run_id
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                ledger.heartbeat(self._engine, self._run_id, utcnow())
+            except Exception:
+                # A missed beat must not kill the job; a long outage shows up as abandonment.
+                logger.warning(
+                    "heartbeat for run %d failed",
+                    self._run_id,
+                    exc_info=True,
+                    extra={"action": "runner.heartbeat"},
+                )
+
+
+def execute(
+    job_name: str,
+    job_fn: JobFn,
+    *,
+    engine: sa.Engine,
+    database_url: str,
+    config: Config,
+    scope: Scope,
+    trigger: str = "on_demand",
+    clock: Callable[[], dt.datetime] = utcnow,
+    show_progress: bool = False,
+) -> tuple[int, JobResult]:
+    """Run ``job_fn(ctx, scope)`` under the ledger; return ``(run_id, result)``.
+
+    Raises ``RunConflictError`` when the same job and scope is already running. Any failure
+    of the job is recorded (status ``failed``, the error and its causes) and re-raised.
+    """
+    if job_name not in JOB_NAMES:
+        raise ValueError(f"job_name must be one of {JOB_NAMES}; got {job_name!r}")
+    if trigger not in TRIGGERS:
+        raise ValueError(f"trigger must be one of {TRIGGERS}; got {trigger!r}")
+    now = clock()
+    run_id, attempt = ledger.start_run(
+        engine,
+        job_name=job_name,
+        scope=scope.label,
+        trigger=trigger,
+        algorithm_version=config.algorithm_version,
+        config_hash=config.content_hash,
+        now=now,
+        lease_s=config.runner.lease_s,
+    )
+    job_logger = logging.getLogger(f"jobs.{job_name}")
+    job_logger.info(
+        "run %d: %s %s (attempt %d)",
+        run_id,
+        job_name,
+        scope.label,
+        attempt,
+        extra={"action": f"{job_name}.start", "run_id": run_id},
+    )
+    figures = Figures()
+    started = time.perf_counter()
+    status = "failed"
+    error: str | None = None
+    result: JobResult | None = None
+    try:
+        with (
+            _Heartbeat(engine, run_id, config.runner.heartbeat_interval_s),
+            Session(engine) as session,
+        ):
+            ctx = JobContext(
+                config=config,
+                session=session,
+                now=now,
+                logger=job_logger,
+                database_url=database_url,
+                run_id=run_id,
+                trigger=trigger,
+                figures=figures,
+                show_progress=show_progress,
+            )
+            try:
+                result = job_fn(ctx, scope)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+        status = "succeeded"
+        return run_id, result
+    except Exception as exc:
+        error = error_chain(exc)
+        raise
+    finally:
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        metadata: dict[str, Any] = {
+            "phases_s": figures.phases_s,
+            "skipped": dict(result.skipped if result is not None else figures.skipped),
+            **figures.counts,
+        }
+        if result is not None:
+            metadata.update(
+                rows_read=result.rows_read,
+                rows_written=result.rows_written,
+                users=result.users,
+                **result.extra,
+            )
+        ledger.finish_run(
+            engine,
+            run_id,
+            status=status,
+            now=clock(),
+            duration_ms=duration_ms,
+            error=error,
+            metadata=metadata,
+        )
+        job_logger.info(
+            "run %d: %s in %.1f s",
+            run_id,
+            status,
+            duration_ms / 1000,
+            extra={"action": f"{job_name}.finish", "run_id": run_id, "status": status},
+        )

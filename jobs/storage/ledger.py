@@ -1,0 +1,148 @@
+"""SQL for the ``job_runs`` ledger. Only ``jobs.runner`` calls these."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from jobs.errors import RunConflictError
+from jobs.storage import bulk
+from jobs.storage.engine import translate_errors
+from jobs.storage.schema import job_runs
+
+
+def start_run(
+    engine: sa.Engine,
+    *,
+    job_name: str,
+    scope: str,
+    trigger: str,
+    algorithm_version: str,
+    config_hash: str,
+    now: dt.datetime,
+    lease_s: float,
+) -> tuple[int, int]:
+    """Insert a ``running`` row for (job, scope); return ``(run_id, attempt)``.
+
+    A running row whose heartbeat is older than ``lease_s`` is marked ``abandoned`` first, and
+    the new run counts the next attempt. A live running row raises ``RunConflictError``; the
+    unique partial index on (job_name, scope) WHERE status='running' settles a race between two
+    processes that both found none.
+    """
+    stale_before = now - dt.timedelta(seconds=lease_s)
+    try:
+        with engine.begin() as conn, translate_errors(f"start of {job_name} run"):
+            running = conn.execute(
+                sa.select(job_runs.c.id, job_runs.c.heartbeat_at, job_runs.c.attempt).where(
+                    job_runs.c.job_name == job_name,
+                    job_runs.c.scope == scope,
+                    job_runs.c.status == "running",
+                )
+            ).first()
+            if running is not None:
+                if running.heartbeat_at >= stale_before:
+                    raise RunConflictError(
+                        f"job {job_name!r} scope {scope!r} is already running as run "
+                        f"{running.id} (last heartbeat {running.heartbeat_at:%Y-%m-%d %H:%M:%S}Z)"
+                    )
+                conn.execute(
+                    sa.update(job_runs)
+                    .where(job_runs.c.id == running.id)
+                    .values(
+                        status="abandoned",
+                        finished_at=now,
+                        error=(
+                            f"abandoned: no heartbeat since {running.heartbeat_at:%H:%M:%S}Z "
+                            f"(lease {lease_s:g} s)"
+                        ),
+                    )
+                )
+            previous = conn.execute(
+                sa.select(job_runs.c.status, job_runs.c.attempt)
+                .where(job_runs.c.job_name == job_name, job_runs.c.scope == scope)
+                .order_by(job_runs.c.id.desc())
+                .limit(1)
+            ).first()
+            attempt = 1
+            if previous is not None and previous.status in ("failed", "abandoned"):
+                attempt = previous.attempt + 1
+            run_id = conn.execute(
+                sa.insert(job_runs)
+                .values(
+                    job_name=job_name,
+                    status="running",
+                    trigger=trigger,
+                    scope=scope,
+                    started_at=now,
+                    algorithm_version=algorithm_version,
+                    config_hash=config_hash,
+                    attempt=attempt,
+                    metadata="{}",
+                    heartbeat_at=now,
+                )
+                .returning(job_runs.c.id)
+            ).scalar_one()
+    except RunConflictError:
+        raise
+    except Exception as exc:
+        if _is_unique_violation(exc):
+            raise RunConflictError(
+                f"job {job_name!r} scope {scope!r} was started by another process just now"
+            ) from exc
+        raise
+    return int(run_id), attempt
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sa.exc.IntegrityError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def heartbeat(engine: sa.Engine, run_id: int, now: dt.datetime) -> None:
+    with engine.begin() as conn, translate_errors("job_runs heartbeat"):
+        conn.execute(
+            sa.update(job_runs)
+            .where(job_runs.c.id == run_id, job_runs.c.status == "running")
+            .values(heartbeat_at=now)
+        )
+
+
+def finish_run(
+    engine: sa.Engine,
+    run_id: int,
+    *,
+    status: str,
+    now: dt.datetime,
+    duration_ms: int,
+    error: str | None,
+    metadata: dict[str, Any],
+) -> None:
+    with engine.begin() as conn, translate_errors("job_runs finish"):
+        conn.execute(
+            sa.update(job_runs)
+            .where(job_runs.c.id == run_id)
+            .values(
+                status=status,
+                finished_at=now,
+                duration_ms=duration_ms,
+                error=error,
+                metadata=json.dumps(metadata, sort_keys=True, default=str),
+                heartbeat_at=now,
+            )
+        )
+
+
+def recent_runs(engine: sa.Engine, limit: int = 20, job_name: str | None = None) -> pd.DataFrame:
+    query = sa.select(*job_runs.c).order_by(job_runs.c.id.desc()).limit(limit)
+    if job_name is not None:
+        query = query.where(job_runs.c.job_name == job_name)
+    with engine.connect() as conn:
+        return bulk.read_frame(conn, query, what="read job_runs")

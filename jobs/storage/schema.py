@@ -1,0 +1,334 @@
+"""The database schema, as SQLAlchemy Core tables (the migrations create exactly this).
+
+Source tables are written by the app; jobs only read them. Each derived table has exactly
+one writer job (see ``DERIVED_OWNERS``). Conventions:
+
+- ids are 64-bit integers; timestamps are UTC (``timestamptz`` on PostgreSQL).
+- ``users.gender`` is a code: 0 woman, 1 man, 2 nonbinary. ``users.seeking_mask`` has bit
+  ``g`` set when the user seeks gender ``g`` (1 = women, 2 = men, 4 = nonbinary people).
+- Vectors are stored as little-endian float32 bytes (``vector``) with their ``dim``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp on both engines (SQLite stores naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}: {value!r}")
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: matchjobs stores UTC-aware times only")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def _ts(name: str, nullable: bool = False, **kw: Any) -> sa.Column[Any]:
+    return sa.Column(name, UTCDateTime(), nullable=nullable, **kw)
+
+
+# ---------------------------------------------------------------- source tables (app-owned)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("birth_date", sa.Date, nullable=True),
+    sa.Column("gender", sa.SmallInteger, nullable=True),
+    sa.Column("seeking_mask", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("age_min", sa.SmallInteger, nullable=False, server_default="18"),
+    sa.Column("age_max", sa.SmallInteger, nullable=False, server_default="99"),
+    sa.Column("max_distance_km", sa.Float, nullable=True),
+    sa.Column("latitude", sa.Float, nullable=True),
+    sa.Column("longitude", sa.Float, nullable=True),
+    sa.Column("city", sa.Text, nullable=True),
+    _ts("created_at"),
+    _ts("last_active_at", nullable=True),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("display_name", sa.Text, nullable=True),
+)
+sa.Index("ix_users_active", users.c.is_active)
+
+quiz_questions = sa.Table(
+    "quiz_questions",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("scale_min", sa.Float, nullable=False),
+    sa.Column("scale_max", sa.Float, nullable=False),
+    sa.Column("weight", sa.Float, nullable=False, server_default="1"),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+)
+
+quiz_answers = sa.Table(
+    "quiz_answers",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True),
+    sa.Column("question_id", sa.BigInteger, primary_key=True),
+    sa.Column("value", sa.Float, nullable=True),
+    _ts("answered_at"),
+)
+
+subjects = sa.Table(
+    "subjects",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+)
+
+interests = sa.Table(
+    "interests",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("subject_id", sa.BigInteger, sa.ForeignKey("subjects.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+)
+
+user_interests = sa.Table(
+    "user_interests",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True),
+    sa.Column("interest_id", sa.BigInteger, primary_key=True),
+    # Strength of the interest on the app's 1-10 slider; NULL = plain "interested".
+    sa.Column("weight", sa.Float, nullable=True),
+    _ts("created_at"),
+)
+
+rating_dimensions = sa.Table(
+    "rating_dimensions",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("scale_min", sa.Float, nullable=False),
+    sa.Column("scale_max", sa.Float, nullable=False),
+)
+
+ratings = sa.Table(
+    "ratings",
+    metadata,
+    sa.Column("rater_id", sa.BigInteger, primary_key=True),
+    sa.Column("rated_id", sa.BigInteger, primary_key=True),
+    sa.Column("dimension_id", sa.BigInteger, primary_key=True),
+    sa.Column("value", sa.Float, nullable=True),
+    _ts("created_at"),
+)
+sa.Index("ix_ratings_rated_id", ratings.c.rated_id)
+
+likes = sa.Table(
+    "likes",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True),
+    sa.Column("target_id", sa.BigInteger, primary_key=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    _ts("created_at"),
+    sa.CheckConstraint("kind IN ('like', 'pass', 'block')", name="kind"),
+)
+sa.Index("ix_likes_target_id", likes.c.target_id)
+
+# ---------------------------------------------------------------- derived tables (job-owned)
+
+user_quiz_vectors = sa.Table(
+    "user_quiz_vectors",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("n_answers", sa.Integer, nullable=False),
+    _ts("updated_at"),
+)
+
+user_interest_index = sa.Table(
+    "user_interest_index",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True),
+    sa.Column("interest_id", sa.BigInteger, primary_key=True),
+    sa.Column("subject_id", sa.BigInteger, nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    _ts("updated_at"),
+)
+
+user_interest_vectors = sa.Table(
+    "user_interest_vectors",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("n_interests", sa.Integer, nullable=False),
+    _ts("updated_at"),
+)
+
+profile_rating_aggregates = sa.Table(
+    "profile_rating_aggregates",
+    metadata,
+    sa.Column("profile_id", sa.BigInteger, primary_key=True),
+    sa.Column("dimension_id", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("mean", sa.Float, nullable=False),
+    sa.Column("shrunk_mean", sa.Float, nullable=False),
+    _ts("updated_at"),
+)
+
+user_rating_preferences = sa.Table(
+    "user_rating_preferences",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("n_ratings", sa.Integer, nullable=False),
+    _ts("updated_at"),
+)
+
+SUBSCORE_COLUMNS = ("quiz", "interests", "rating_quality", "rating_fit", "newness", "proximity")
+
+match_scores = sa.Table(
+    "match_scores",
+    metadata,
+    sa.Column("algorithm_version", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.BigInteger, primary_key=True),
+    sa.Column("candidate_id", sa.BigInteger, primary_key=True),
+    sa.Column("score", sa.Float, nullable=False),
+    # Subscores, one column per signal (each in [0, 1]): cheaper to COPY than a JSON blob.
+    *(sa.Column(f"s_{name}", sa.Float, nullable=False) for name in SUBSCORE_COLUMNS),
+    # JSON array of {"code", "params", "text"}, most important first.
+    sa.Column("reasons", sa.Text, nullable=False),
+    sa.Column("config_hash", sa.String(16), nullable=False),
+    _ts("computed_at"),
+    # NaN > every number on PostgreSQL and is stored as NULL on SQLite: both are refused.
+    sa.CheckConstraint("score >= 0 AND score <= 1", name="score_range"),
+)
+sa.Index(
+    "ix_match_scores_read",
+    match_scores.c.algorithm_version,
+    match_scores.c.user_id,
+    match_scores.c.score.desc(),
+)
+sa.Index("ix_match_scores_reverse", match_scores.c.algorithm_version, match_scores.c.candidate_id)
+
+feed_cards = sa.Table(
+    "feed_cards",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("other_user_id", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="match"),
+    # 'mutual_match' or 'high_score'
+    sa.Column("cause", sa.String(16), nullable=False),
+    sa.Column("algorithm_version", sa.String(64), nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    _ts("created_at"),
+    sa.UniqueConstraint("user_id", "other_user_id", "kind", "cause", "algorithm_version"),
+)
+
+# ---------------------------------------------------------------- operations
+
+job_runs = sa.Table(
+    "job_runs",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("job_name", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("scope", sa.String(128), nullable=False),
+    _ts("started_at"),
+    _ts("finished_at", nullable=True),
+    sa.Column("duration_ms", sa.BigInteger, nullable=True),
+    sa.Column("algorithm_version", sa.String(64), nullable=False),
+    sa.Column("config_hash", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("metadata", sa.Text, nullable=False, server_default="{}"),
+    _ts("heartbeat_at"),
+    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'abandoned')", name="status"),
+    sa.CheckConstraint(
+        "\"trigger\" IN ('nightly', 'event', 'on_demand', 'backfill')", name="trigger"
+    ),
+)
+# The database itself guarantees one running run per (job, scope).
+sa.Index(
+    "ux_job_runs_one_running",
+    job_runs.c.job_name,
+    job_runs.c.scope,
+    unique=True,
+    postgresql_where=job_runs.c.status == "running",
+    sqlite_where=job_runs.c.status == "running",
+)
+sa.Index("ix_job_runs_job_started", job_runs.c.job_name, job_runs.c.started_at)
+
+EVENT_KINDS = ("quiz_submitted", "interests_changed", "rating_created", "user_changed")
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    # For rating_created: the rated profile.
+    sa.Column("other_user_id", sa.BigInteger, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    _ts("created_at"),
+    _ts("processed_at", nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.CheckConstraint(
+        "status IN ('pending', 'processing', 'done', 'coalesced', 'dead')", name="status"
+    ),
+    sa.CheckConstraint(
+        "kind IN ('quiz_submitted', 'interests_changed', 'rating_created', 'user_changed')",
+        name="kind",
+    ),
+)
+sa.Index("ix_events_status_id", events.c.status, events.c.id)
+
+SOURCE_TABLES = (
+    users,
+    quiz_questions,
+    quiz_answers,
+    subjects,
+    interests,
+    user_interests,
+    rating_dimensions,
+    ratings,
+    likes,
+)
+
+# job name -> the tables only that job writes
+DERIVED_OWNERS: dict[str, tuple[sa.Table, ...]] = {
+    "quiz": (user_quiz_vectors,),
+    "interests": (user_interest_index, user_interest_vectors),
+    "ratings": (profile_rating_aggregates, user_rating_preferences),
+    "match": (match_scores,),
+    "feed": (feed_cards,),
+}

@@ -1,0 +1,143 @@
+"""Shared fixtures: databases on both engines, one local Ray instance, the default config.
+
+Migrations run once per test session into a template (a PostgreSQL template database, or an
+SQLite file); each test that asks for ``db`` gets a fresh clone, dropped afterwards, so tests
+that cross processes (Ray actors, CLI subprocesses) see committed data like production does.
+
+PostgreSQL must be reachable (``.ci/run`` starts it): an unreachable server fails the tests
+rather than skipping them, unless ``MATCHJOBS_TEST_SKIP_PG=1`` is set explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from jobs import config as config_mod
+from jobs.storage import engine as engine_mod
+from jobs.storage import migrate
+
+PG_ADMIN_URL = os.environ.get(
+    "MATCHJOBS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SKIP_PG = os.environ.get("MATCHJOBS_TEST_SKIP_PG") == "1"
+
+
+@dataclasses.dataclass
+class Db:
+    """A fresh, migrated database for one test."""
+
+    kind: str  # "sqlite" | "postgres"
+    url: str
+    engine: sa.Engine
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.kind == "postgres"
+
+
+def _pg_url(name: str) -> str:
+    return str(sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(False))
+
+
+def _pg_admin() -> sa.Engine:
+    return engine_mod.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    if SKIP_PG:
+        pytest.skip("MATCHJOBS_TEST_SKIP_PG=1: PostgreSQL tests skipped on request")
+    admin = _pg_admin()
+    name = f"mjt_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.orig}")
+    engine = engine_mod.create_engine(_pg_url(name))
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    engine = engine_mod.create_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+def make_db(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    if kind == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "test.db"
+        shutil.copyfile(template, path)
+        url = f"sqlite:///{path}"
+        engine = engine_mod.create_engine(url)
+        yield Db(kind, url, engine)
+        engine.dispose()
+        return
+    template_name: str = request.getfixturevalue("pg_template")
+    name = f"mjt_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
+    url = _pg_url(name)
+    engine = engine_mod.create_engine(url)
+    yield Db(kind, url, engine)
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """A fresh migrated database, once on SQLite and once on PostgreSQL."""
+    yield from make_db(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def sqlite_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    yield from make_db("sqlite", request, tmp_path)
+
+
+@pytest.fixture
+def pg_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    yield from make_db("postgres", request, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def default_config() -> config_mod.Config:
+    return config_mod.load_config()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray instance for the whole test session, with bounded resources."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=256 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield
+    ray.shutdown()
