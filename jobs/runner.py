@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from jobs.config import Config
 from jobs.context import Figures, JobContext, JobResult, Scope
+from jobs.storage import engine as engine_mod
 from jobs.storage import ledger
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def execute(
     try:
         with (
             _Heartbeat(engine, run_id, config.runner.heartbeat_interval_s),
-            Session(engine) as session,
+            Session(engine_mod.writer(engine)) as session,
         ):
             ctx = JobContext(
                 config=config,

@@ -63,7 +63,20 @@ def _disable_pysqlite_autobegin(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    mode = connection.get_execution_options().get("sqlite_begin", "")
+    connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def writer(engine: sa.Engine) -> sa.Engine:
+    """The engine for read-then-write transactions.
+
+    On SQLite such transactions begin ``IMMEDIATE``: two deferred transactions that both read
+    and then both write deadlock, and SQLite answers one of them "database is locked" at once
+    instead of waiting. Readers keep the plain engine so they never queue behind a writer.
+    """
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin="IMMEDIATE")
+    return engine
 
 
 def is_postgres(bind: sa.Engine | sa.Connection) -> bool:

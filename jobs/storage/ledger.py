@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from jobs.errors import RunConflictError
 from jobs.storage import bulk
-from jobs.storage.engine import translate_errors
+from jobs.storage.engine import translate_errors, writer
 from jobs.storage.schema import job_runs
 
 
@@ -35,7 +35,7 @@ def start_run(
     """
     stale_before = now - dt.timedelta(seconds=lease_s)
     try:
-        with engine.begin() as conn, translate_errors(f"start of {job_name} run"):
+        with writer(engine).begin() as conn, translate_errors(f"start of {job_name} run"):
             running = conn.execute(
                 sa.select(job_runs.c.id, job_runs.c.heartbeat_at, job_runs.c.attempt).where(
                     job_runs.c.job_name == job_name,
@@ -107,7 +107,7 @@ def _is_unique_violation(exc: BaseException) -> bool:
 
 
 def heartbeat(engine: sa.Engine, run_id: int, now: dt.datetime) -> None:
-    with engine.begin() as conn, translate_errors("job_runs heartbeat"):
+    with writer(engine).begin() as conn, translate_errors("job_runs heartbeat"):
         conn.execute(
             sa.update(job_runs)
             .where(job_runs.c.id == run_id, job_runs.c.status == "running")
@@ -125,7 +125,7 @@ def finish_run(
     error: str | None,
     metadata: dict[str, Any],
 ) -> None:
-    with engine.begin() as conn, translate_errors("job_runs finish"):
+    with writer(engine).begin() as conn, translate_errors("job_runs finish"):
         conn.execute(
             sa.update(job_runs)
             .where(job_runs.c.id == run_id)
