@@ -147,6 +147,8 @@ def insert_frame(conn: sa.Connection, table: sa.Table | str, frame: pd.DataFrame
     columns = list(frame.columns)
     if frame.empty:
         return 0
+    if isinstance(table, sa.Table):
+        frame = _dates_as_text(frame, table)
     with translate_errors(f"bulk write into {name}"):
         if is_postgres(conn):
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -164,6 +166,25 @@ def insert_frame(conn: sa.Connection, table: sa.Table | str, frame: pd.DataFrame
             while batch := list(itertools.islice(rows, CHUNK_ROWS)):
                 cursor.executemany(sql, [_sqlite_row(r) for r in batch])
     return len(frame)
+
+
+def _dates_as_text(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
+    """Date columns given as datetimes become ``YYYY-MM-DD`` text, which both engines read."""
+    date_columns = [
+        c.name
+        for c in table.columns
+        if isinstance(c.type, sa.Date)
+        and c.name in frame.columns
+        and pd.api.types.is_datetime64_any_dtype(frame[c.name])
+    ]
+    if not date_columns:
+        return frame
+    frame = frame.copy()
+    for name in date_columns:
+        frame[name] = (
+            frame[name].dt.strftime("%Y-%m-%d").astype(object).where(frame[name].notna(), None)
+        )
+    return frame
 
 
 def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
