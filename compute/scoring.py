@@ -1,0 +1,316 @@
+"""Combine the pair signals into one score in [0, 1] and keep the top K per user.
+
+For a pair (a = user, b = candidate), with the six signals x_i of :mod:`compute.signals`
+(missing ones replaced by ``neutral``) and weights w_i ≥ 0:
+
+    s(a→b) = Σ_i w_i · x_i / Σ_i w_i                                     ∈ [0, 1]
+
+Reciprocal fusion (``reciprocal=True``) also scores b→a (b's preferences about a) and
+combines them:
+
+    harmonic  = 2 · s_ab · s_ba / (s_ab + s_ba)   (0 when both are 0)
+    geometric = √(s_ab · s_ba)
+    min       = min(s_ab, s_ba)
+
+Optional factors, off by default:
+
+* dormancy: × 0.5 ** (max(inactive_days_b − grace_days, 0) / half_life_days)
+  (NaN inactive_days → 1);
+* exposure cap: × ``exposure_factor`` for candidates that appear in more than
+  ``exposure_cap`` users' top K. Exact exposure needs *global* counts: the jobs layer
+  scores every shard once without the cap, sums :func:`exposure_counts` over shards,
+  and passes the total as ``exposure_counts`` to a second pass. Without it the counts
+  of the current call (one shard) are used, which under-counts.
+
+The final score is clipped to [0, 1] and is never NaN. Top K per user is ordered by
+score descending, ties broken by candidate ``user_id`` ascending (deterministic, and
+identical whether a user is scored alone or inside a shard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from compute import filters, signals
+from compute.population import Population
+
+Fusion = Literal["harmonic", "geometric", "min"]
+FUSIONS: tuple[str, ...] = ("harmonic", "geometric", "min")
+
+
+@dataclass(frozen=True)
+class SignalWeights:
+    """Non-negative weight per signal (normalized by their sum when scoring)."""
+
+    quiz: float = 0.30
+    interest: float = 0.25
+    rating_quality: float = 0.15
+    rating_fit: float = 0.10
+    newness: float = 0.05
+    proximity: float = 0.15
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, int | float) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"weights.{f.name} must be a finite number ≥ 0; got {value!r}")
+        if sum(getattr(self, f.name) for f in fields(self)) <= 0:
+            raise ValueError("weights must not all be 0")
+
+    def as_array(self) -> npt.NDArray[np.float64]:
+        """(6,) float64 weights in :data:`compute.signals.SIGNAL_NAMES` order, summing to 1."""
+        raw = np.array([getattr(self, name) for name in signals.SIGNAL_NAMES], dtype=np.float64)
+        return raw / raw.sum()
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    """Everything that shapes the score (filled from YAML).
+
+    Attributes
+    ----------
+    weights : SignalWeights
+    signal_params : SignalParams
+    neutral : float in [0, 1]
+        Value used for a missing signal.
+    top_k : int ≥ 1
+        Pairs kept per user.
+    reciprocal : bool
+        Score both directions and fuse them with ``fusion``.
+    fusion : {"harmonic", "geometric", "min"}
+    dormancy : bool
+        Apply the candidate dormancy decay.
+    dormancy_grace_days, dormancy_half_life_days : float
+    exposure_cap : int or None
+        None = off; else the number of top-K appearances above which a candidate is
+        penalized.
+    exposure_factor : float in [0, 1]
+    """
+
+    weights: SignalWeights = field(default_factory=SignalWeights)
+    signal_params: signals.SignalParams = field(default_factory=signals.SignalParams)
+    neutral: float = 0.5
+    top_k: int = 200
+    reciprocal: bool = True
+    fusion: Fusion = "harmonic"
+    dormancy: bool = False
+    dormancy_grace_days: float = 14.0
+    dormancy_half_life_days: float = 30.0
+    exposure_cap: int | None = None
+    exposure_factor: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.neutral <= 1.0:
+            raise ValueError(f"neutral must be in [0, 1]; got {self.neutral!r}")
+        if not (isinstance(self.top_k, int) and self.top_k >= 1):
+            raise ValueError(f"top_k must be an int ≥ 1; got {self.top_k!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}; got {self.fusion!r}")
+        if not self.dormancy_grace_days >= 0:
+            raise ValueError(f"dormancy_grace_days must be ≥ 0; got {self.dormancy_grace_days!r}")
+        if not self.dormancy_half_life_days > 0:
+            raise ValueError(
+                f"dormancy_half_life_days must be > 0; got {self.dormancy_half_life_days!r}"
+            )
+        if self.exposure_cap is not None and not (
+            isinstance(self.exposure_cap, int) and self.exposure_cap >= 0
+        ):
+            raise ValueError(f"exposure_cap must be None or an int ≥ 0; got {self.exposure_cap!r}")
+        if not 0.0 <= self.exposure_factor <= 1.0:
+            raise ValueError(f"exposure_factor must be in [0, 1]; got {self.exposure_factor!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class ScoredPairs:
+    """The kept pairs of one scoring call, sorted by (user row, rank).
+
+    Attributes
+    ----------
+    user_rows, cand_rows : (m,) int64
+    rank : (m,) int32
+        0-based rank within the user's list.
+    score : (m,) float32 in [0, 1], never NaN
+        Final score (fused, times dormancy and exposure factors).
+    forward_score, reverse_score : (m,) float32
+        s(a→b) and s(b→a) before fusion (reverse = forward when not reciprocal).
+    subscores : (m, 6) float32
+        a→b signals, missing ones replaced by ``neutral``; columns in
+        :data:`compute.signals.SIGNAL_NAMES` order.
+    missing : (m,) uint8
+        Bit i set ⇔ signal i was missing.
+    weights : (6,) float64
+        Normalized weights used (for reasons).
+    shared_interest_ids : (m, 3) int64, -1 padded
+    distance_km : (m,) float32, -1 when unknown
+    """
+
+    user_rows: npt.NDArray[np.int64]
+    cand_rows: npt.NDArray[np.int64]
+    rank: npt.NDArray[np.int32]
+    score: npt.NDArray[np.float32]
+    forward_score: npt.NDArray[np.float32]
+    reverse_score: npt.NDArray[np.float32]
+    subscores: npt.NDArray[np.float32]
+    missing: npt.NDArray[np.uint8]
+    weights: npt.NDArray[np.float64]
+    shared_interest_ids: npt.NDArray[np.int64]
+    distance_km: npt.NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return int(self.user_rows.size)
+
+    def subscore(self, name: str) -> npt.NDArray[np.float32]:
+        """(m,) float32 subscore of one signal by name."""
+        if name not in signals.SIGNAL_NAMES:
+            raise ValueError(f"name must be one of {signals.SIGNAL_NAMES}; got {name!r}")
+        return self.subscores[:, signals.SIGNAL_NAMES.index(name)]
+
+
+def combine(
+    values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], neutral: float
+) -> npt.NDArray[np.float64]:
+    """Weighted mean of signals with missing → neutral.
+
+    Parameters
+    ----------
+    values : (p, 6) float64, NaN = missing
+    weights : (6,) float64, summing to 1
+    neutral : float
+
+    Returns
+    -------
+    (p,) float64 in [0, 1]: ``Σ_i w_i · (x_i if present else neutral)``
+    """
+    filled = np.where(np.isnan(values), neutral, values)
+    return np.clip(filled @ weights, 0.0, 1.0)
+
+
+def fuse(
+    forward: npt.NDArray[np.float64], reverse: npt.NDArray[np.float64], fusion: str
+) -> npt.NDArray[np.float64]:
+    """Combine both directions' scores (see module docstring); inputs in [0, 1]."""
+    if fusion == "harmonic":
+        total = forward + reverse
+        safe = np.where(total > 0, total, 1.0)
+        return np.where(total > 0, 2.0 * forward * reverse / safe, 0.0)
+    if fusion == "geometric":
+        return np.sqrt(forward * reverse)
+    if fusion == "min":
+        return np.minimum(forward, reverse)
+    raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
+
+
+def dormancy_factor(
+    inactive_days: npt.NDArray[np.float32], grace_days: float, half_life_days: float
+) -> npt.NDArray[np.float64]:
+    """(p,) float64 ``0.5 ** (max(inactive_days − grace, 0) / half_life)``; NaN days → 1."""
+    days = inactive_days.astype(np.float64)
+    beyond = np.where(np.isnan(days), 0.0, np.maximum(days - grace_days, 0.0))
+    return np.power(0.5, beyond / half_life_days)
+
+
+def exposure_counts(scored: ScoredPairs, n_users: int) -> npt.NDArray[np.int64]:
+    """(n_users,) int64: in how many users' top K each row appears (sum these over shards)."""
+    return np.bincount(scored.cand_rows, minlength=n_users).astype(np.int64)
+
+
+def top_k_order(
+    user_rows: npt.NDArray[np.int64],
+    score: npt.NDArray[np.float32],
+    cand_user_ids: npt.NDArray[np.int64],
+    k: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+    """Indices of the top ``k`` pairs per user and their ranks.
+
+    Order: user row ascending, score descending, candidate user id ascending.
+
+    Returns
+    -------
+    (indices, ranks) : (m,) int64 and (m,) int32
+    """
+    order = np.lexsort((cand_user_ids, -score, user_rows))
+    sorted_users = user_rows[order]
+    first = np.r_[True, sorted_users[1:] != sorted_users[:-1]] if order.size else np.empty(0, bool)
+    group_start = np.maximum.accumulate(np.where(first, np.arange(order.size), 0))
+    rank = np.arange(order.size) - group_start
+    keep = rank < k
+    return order[keep].astype(np.int64), rank[keep].astype(np.int32)
+
+
+def score_pairs(
+    pop: Population,
+    user_rows: npt.ArrayLike,
+    cand_rows: npt.ArrayLike,
+    params: ScoreParams | None = None,
+    *,
+    exposure_counts: npt.NDArray[np.int64] | None = None,
+) -> ScoredPairs:
+    """Score already-filtered pairs and keep the top K per user.
+
+    Parameters
+    ----------
+    pop : Population
+    user_rows, cand_rows : (p,) int
+        Aligned pairs (user a, candidate b); should be distinct pairs that passed
+        :func:`compute.filters.mutual_filter`.
+    params : ScoreParams, optional
+    exposure_counts : (n_users,) int, optional
+        Global top-K appearance counts from a first pass (used only when
+        ``params.exposure_cap`` is set).
+
+    Returns
+    -------
+    ScoredPairs
+    """
+    params = params or ScoreParams()
+    a, b = filters.check_pairs(pop, user_rows, cand_rows)
+    if exposure_counts is not None:
+        exposure_counts = np.asarray(exposure_counts)
+        if exposure_counts.shape != (pop.n_users,):
+            raise ValueError(
+                f"exposure_counts must be ({pop.n_users},); got {exposure_counts.shape}"
+            )
+    weights = params.weights.as_array()
+    sig = signals.compute_signals(pop, a, b, params.signal_params, with_reverse=params.reciprocal)
+    forward = combine(sig.values, weights, params.neutral)
+    if sig.reverse_values is not None:
+        reverse = combine(sig.reverse_values, weights, params.neutral)
+        fused = fuse(forward, reverse, params.fusion)
+    else:
+        reverse = forward
+        fused = forward
+    if params.dormancy:
+        fused = fused * dormancy_factor(
+            pop.inactive_days[b], params.dormancy_grace_days, params.dormancy_half_life_days
+        )
+    score = np.clip(np.nan_to_num(fused, nan=0.0), 0.0, 1.0).astype(np.float32)
+    cand_user_ids = pop.user_ids[b]
+
+    if params.exposure_cap is not None:
+        if exposure_counts is None:
+            idx, _ = top_k_order(a, score, cand_user_ids, params.top_k)
+            exposure_counts = np.bincount(b[idx], minlength=pop.n_users)
+        over = exposure_counts[b] > params.exposure_cap
+        score = np.where(over, score * np.float32(params.exposure_factor), score).astype(np.float32)
+
+    idx, rank = top_k_order(a, score, cand_user_ids, params.top_k)
+    missing_bits = np.isnan(sig.values[idx]) @ (1 << np.arange(len(signals.SIGNAL_NAMES)))
+    subscores = np.where(np.isnan(sig.values[idx]), params.neutral, sig.values[idx])
+    distance = sig.distance_km[idx]
+    return ScoredPairs(
+        user_rows=a[idx],
+        cand_rows=b[idx],
+        rank=rank,
+        score=score[idx],
+        forward_score=forward[idx].astype(np.float32),
+        reverse_score=reverse[idx].astype(np.float32),
+        subscores=subscores.astype(np.float32),
+        missing=missing_bits.astype(np.uint8),
+        weights=weights,
+        shared_interest_ids=sig.shared_interest_ids[idx],
+        distance_km=np.where(np.isnan(distance), -1.0, distance).astype(np.float32),
+    )
