@@ -27,16 +27,6 @@ logger = logging.getLogger("jobs.cli")
 
 DATABASE_ENV = "MATCHJOBS_DATABASE_URL"
 
-# job name -> module whose ``run(ctx, scope)`` implements it
-JOB_MODULES: dict[str, str] = {
-    "quiz": "jobs.quiz",
-    "interests": "jobs.interests",
-    "ratings": "jobs.ratings",
-    "match": "jobs.match",
-    "feed": "jobs.feed",
-    "nightly": "jobs.nightly",
-}
-
 
 def database_url(arg: str | None) -> str:
     """``--db``, else ``$MATCHJOBS_DATABASE_URL``, else an SQLite file in the working dir."""
@@ -85,10 +75,9 @@ def emit(args: argparse.Namespace, summary: str, data: Any) -> None:
 
 def run_job(env: Env, job: str, scope: Scope, trigger: str) -> tuple[int, Any]:
     config = env.config  # a bad config stops here, before the ledger or any table is written
-    module = importlib.import_module(JOB_MODULES[job])
     return runner.execute(
         job,
-        module.run,
+        runner.job_function(job),
         engine=env.engine,
         database_url=env.url,
         config=config,
@@ -182,7 +171,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers["db"] = cmd_db
 
     run = sub.add_parser("run", help="run one job (all active users, or --user)")
-    run.add_argument("job", choices=sorted(JOB_MODULES))
+    run.add_argument("job", choices=sorted(runner.JOB_MODULES))
     run.add_argument("--user", type=int, action="append", help="restrict to user ID (repeatable)")
     run.add_argument("--trigger", choices=runner.TRIGGERS, default="on_demand")
     run.add_argument("--json", action="store_true")

@@ -8,6 +8,7 @@ and error (with its cause chain) in a ``finally`` block.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 import threading
 import time
@@ -24,10 +25,28 @@ from jobs.storage import ledger
 
 logger = logging.getLogger(__name__)
 
-JOB_NAMES = ("quiz", "interests", "ratings", "match", "feed", "nightly")
+# job name -> module whose ``run(ctx, scope)`` implements it
+JOB_MODULES: dict[str, str] = {
+    "quiz": "jobs.quiz",
+    "interests": "jobs.interests",
+    "ratings": "jobs.ratings",
+    "match": "jobs.match",
+    "feed": "jobs.feed",
+    "nightly": "jobs.nightly",
+}
+JOB_NAMES = tuple(JOB_MODULES)
 TRIGGERS = ("nightly", "event", "on_demand", "backfill")
 
 JobFn = Callable[[JobContext, Scope], JobResult]
+
+
+def job_function(job_name: str) -> JobFn:
+    """The ``run`` function of a job, imported on first use."""
+    if job_name not in JOB_MODULES:
+        raise ValueError(f"job_name must be one of {JOB_NAMES}; got {job_name!r}")
+    module = importlib.import_module(JOB_MODULES[job_name])
+    fn: JobFn = module.run
+    return fn
 
 
 def utcnow() -> dt.datetime:

@@ -300,6 +300,8 @@ events = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     _ts("created_at"),
+    # Set when a worker claims the event; a claim older than the lease is handed out again.
+    _ts("claimed_at", nullable=True),
     _ts("processed_at", nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.CheckConstraint(
