@@ -1,0 +1,122 @@
+"""Data-loading subcommands: ``matchjobs seed`` and ``matchjobs import speed-dating``.
+
+Both write the app-owned source tables (never derived ones) in one transaction, after
+ensuring the schema, and refuse a database that already has users unless ``--replace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from jobs import cli
+from jobs import seed as seed_mod
+from jobs.errors import ConfigError
+from jobs.importers import speed_dating
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS keeps a --db given before the subcommand from being reset to None.
+    parser.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="database URL (default: $MATCHJOBS_DATABASE_URL or ./matchjobs.db)",
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="delete every source row (users, quiz, interests, ratings, likes) first",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _parse_now(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"--now must be an ISO 8601 time such as 2026-11-01T00:00Z; got {text!r}"
+        ) from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def cmd_seed(env: cli.Env) -> int:
+    args = env.args
+    if args.users < 1:
+        raise ConfigError(f"--users must be at least 1; got {args.users}")
+    now = _parse_now(args.now) if args.now else seed_mod.DEFAULT_NOW
+    try:
+        result = seed_mod.seed(
+            env.engine, n_users=args.users, seed=args.seed, now=now, replace=args.replace
+        )
+    finally:
+        # cli.main does not dispose the engine; close pooled connections before exit.
+        env.engine.dispose()
+    total = sum(result.rows.values())
+    seconds = result.generate_seconds + result.write_seconds
+    summary = (
+        f"seeded {result.n_users} users (seed {result.seed}, now {now.isoformat()}): "
+        f"{total} rows in {seconds:.1f}s — "
+        + ", ".join(f"{name} {rows}" for name, rows in result.rows.items())
+    )
+    cli.emit(args, summary, dataclasses.asdict(result))
+    return 0
+
+
+def cmd_import(env: cli.Env) -> int:
+    args = env.args
+    try:
+        result = speed_dating.import_csv(env.engine, Path(args.path), replace=args.replace)
+    finally:
+        env.engine.dispose()
+    skipped = sum(result.skipped.values())
+    summary = (
+        f"imported {args.path}: "
+        + ", ".join(f"{name} {rows}" for name, rows in result.rows.items())
+        + f"; skipped {skipped} values ("
+        + ", ".join(f"{reason} {n}" for reason, n in sorted(result.skipped.items()))
+        + ")"
+    )
+    cli.emit(args, summary, dataclasses.asdict(result))
+    return 0
+
+
+def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
+    seed = subparsers.add_parser(
+        "seed",
+        help="write a deterministic synthetic population into the source tables",
+        description="Generate N users with quiz answers, interests, ratings and likes "
+        "(same --users, --seed and --now give identical rows) and write them in one "
+        "transaction.",
+    )
+    seed.add_argument("--users", type=int, required=True, metavar="N", help="number of users")
+    seed.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    seed.add_argument(
+        "--now",
+        metavar="TIME",
+        help=f"reference time, ISO 8601 UTC (default {seed_mod.DEFAULT_NOW.isoformat()})",
+    )
+    _add_common(seed)
+    handlers["seed"] = cmd_seed
+
+    imp = subparsers.add_parser(
+        "import",
+        help="import a public data set into the source tables",
+        description="Import a public data set into the source tables.",
+    )
+    sources = imp.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    sd = sources.add_parser(
+        "speed-dating",
+        help="Fisman & Iyengar speed-dating experiment CSV",
+        description="Import 'Speed Dating Data.csv' (participants → users, sign-up survey → "
+        "quiz answers, activities → interests, scorecards → ratings, decisions → likes). "
+        "Values that are missing or outside their scale are skipped and counted per reason.",
+    )
+    sd.add_argument("path", metavar="PATH", help="path to 'Speed Dating Data.csv'")
+    _add_common(sd)
+    handlers["import"] = cmd_import

@@ -1,0 +1,811 @@
+"""A deterministic synthetic population with real structure, for demos, tests and benchmarks.
+
+``generate(n_users, seed, now)`` is pure numpy → pandas (randomness only from
+``np.random.default_rng(seed)``; same arguments, identical frames); ``write(conn, frames)``
+appends the frames to the source tables in the caller's transaction. ``seed(engine, ...)`` is
+what ``matchjobs seed`` runs.
+
+The latent model (kept in :class:`Latent` so tests and evaluations can check against it):
+
+- Each user belongs to one of ``N_TYPES`` personality types. A type has a mean answer per quiz
+  question and a preference over interest subjects; users answer ``type profile + noise``
+  and pick interests mostly from their type's favourite subjects (Zipf popularity inside a
+  subject, so IDF matters).
+- ``affinity[type_a, type_b]`` in [-1, 1] mixes the correlation of the two types' quiz profiles
+  with the cosine of their subject preferences (1 on the diagonal).
+- Each profile has a latent quality per rating dimension (a shared "general" factor plus a
+  per-dimension one, z-scale); each rater has a bias (harsh/generous, rating points), a taste
+  (weights over the dimensions, summing to 1) and a generosity in liking.
+- Users meet people in their own city whose gender they seek; most of those would pass the
+  match job's hard filters (both directions), a few do not. Likes/passes/blocks follow
+  :func:`like_probability`; some of the people one liked (fewer one passed) were then met and
+  rated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import sqlalchemy as sa
+
+from jobs.errors import ConfigError
+from jobs.storage import migrate, source
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# ------------------------------------------------------------------------------ catalogues
+
+N_TYPES = 12
+SECONDS_PER_DAY = 86_400
+
+CITIES: tuple[tuple[str, float, float], ...] = (
+    ("New York", 40.7128, -74.0060),
+    ("Los Angeles", 34.0522, -118.2437),
+    ("Chicago", 41.8781, -87.6298),
+    ("Houston", 29.7604, -95.3698),
+    ("Phoenix", 33.4484, -112.0740),
+    ("Philadelphia", 39.9526, -75.1652),
+    ("San Antonio", 29.4241, -98.4936),
+    ("San Diego", 32.7157, -117.1611),
+    ("Dallas", 32.7767, -96.7970),
+    ("San Jose", 37.3382, -121.8863),
+    ("Austin", 30.2672, -97.7431),
+    ("Jacksonville", 30.3322, -81.6557),
+    ("San Francisco", 37.7749, -122.4194),
+    ("Columbus", 39.9612, -82.9988),
+    ("Seattle", 47.6062, -122.3321),
+    ("Denver", 39.7392, -104.9903),
+    ("Boston", 42.3601, -71.0589),
+    ("Nashville", 36.1627, -86.7816),
+    ("Portland", 45.5152, -122.6784),
+    ("Atlanta", 33.7490, -84.3880),
+)
+CITY_ZIPF_EXPONENT = 0.9
+CITY_JITTER_KM = 15.0
+
+# (text, weight, is_active) on a 1-5 Likert scale (1 = strongly disagree, 5 = strongly agree)
+QUIZ_QUESTIONS: tuple[tuple[str, float, bool], ...] = (
+    ("I'd rather spend a weekend outdoors than in the city.", 1.0, True),
+    ("I enjoy big parties more than quiet evenings.", 1.0, True),
+    ("I want children someday.", 2.0, True),
+    ("Religion or spirituality is important in my life.", 1.0, True),
+    ("I like to plan things well in advance.", 1.0, True),
+    ("Politics is a topic I care a lot about.", 0.5, True),
+    ("I'd happily move to another city for a partner.", 1.0, True),
+    ("I'm looking for a long-term relationship.", 2.0, True),
+    ("I love trying new foods.", 1.0, True),
+    ("I consider myself ambitious about my career.", 1.0, True),
+    ("Keeping fit is a big part of my routine.", 1.0, True),
+    ("I want a partner who shares my political views.", 2.0, True),
+    ("I'm a morning person.", 1.0, True),
+    ("I spend a lot of time reading.", 1.0, True),
+    ("Astrology says a lot about a person.", 1.0, False),
+    ("I enjoy travelling to places I've never been.", 1.0, True),
+    ("I'd rather save money than spend it on experiences.", 1.0, True),
+    ("Pets are a must in my home.", 1.0, True),
+    ("I like to talk through conflicts right away.", 1.0, True),
+    ("Family traditions matter a lot to me.", 2.0, True),
+    ("I'm comfortable being the centre of attention.", 1.0, True),
+    ("I prefer a tidy home.", 1.0, True),
+    ("Humour is the most attractive quality.", 1.0, True),
+    ("I drink alcohol socially.", 0.5, True),
+    ("I'd describe myself as adventurous.", 1.0, True),
+    ("I need a lot of time on my own.", 1.0, True),
+    ("Art and culture are important to me.", 1.0, True),
+    ("I'd go on a first date on a weeknight.", 1.0, False),
+    ("I value honesty over tact.", 1.0, True),
+    ("Smoking is a deal-breaker for me.", 1.5, True),
+)
+QUIZ_SCALE = (1.0, 5.0)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Comma-separated names as a tuple (keeps the catalogues below compact)."""
+    return tuple(word.strip() for word in text.split(","))
+
+
+SUBJECTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "outdoors",
+        _words(
+            "hiking, camping, cycling, climbing, surfing, skiing, kayaking, "
+            "gardening, fishing, birdwatching"
+        ),
+    ),
+    (
+        "music",
+        _words(
+            "indie, hip hop, rock, jazz, electronic, classical, karaoke, country, "
+            "live concerts, opera"
+        ),
+    ),
+    (
+        "food & drink",
+        _words(
+            "coffee, cooking, sushi, brunch, wine, craft beer, baking, street food, "
+            "vegan food, barbecue"
+        ),
+    ),
+    (
+        "arts & culture",
+        _words(
+            "film, museums, photography, theater, comedy, painting, dance, "
+            "architecture, design, poetry"
+        ),
+    ),
+    (
+        "sports & fitness",
+        _words(
+            "gym, running, yoga, soccer, basketball, tennis, swimming, pilates, "
+            "boxing, martial arts"
+        ),
+    ),
+    (
+        "games & tech",
+        _words(
+            "video games, podcasts, board games, sci-fi, anime, coding, puzzles, "
+            "chess, gadgets, esports"
+        ),
+    ),
+    (
+        "travel",
+        _words(
+            "road trips, beaches, city breaks, backpacking, national parks, "
+            "learning languages, food tours, history, train travel, cruises"
+        ),
+    ),
+    (
+        "lifestyle",
+        _words(
+            "reading, dogs, cats, volunteering, meditation, fashion, trivia nights, "
+            "thrift shopping, clubbing, astrology"
+        ),
+    ),
+)
+INTEREST_ZIPF_EXPONENT = 1.1
+
+FIRST_NAMES: dict[int, tuple[str, ...]] = {
+    0: _words(
+        "Emma, Olivia, Ava, Sophia, Mia, Isabella, Amelia, Harper, Evelyn, Abigail, Emily, "
+        "Ella, Elizabeth, Camila, Luna, Sofia, Avery, Mila, Aria, Scarlett, Penelope, Layla, "
+        "Chloe, Victoria, Madison, Eleanor, Grace, Nora, Riley, Zoey, Hannah, Hazel, Lily, "
+        "Ellie, Violet, Lillian, Zoe, Stella, Aurora, Natalie"
+    ),
+    1: _words(
+        "Liam, Noah, Oliver, Elijah, James, William, Benjamin, Lucas, Henry, Theodore, Jack, "
+        "Levi, Alexander, Jackson, Mateo, Daniel, Michael, Mason, Sebastian, Ethan, Logan, "
+        "Owen, Samuel, Jacob, Asher, Aiden, John, Joseph, Wyatt, David, Leo, Luke, Julian, "
+        "Hudson, Grayson, Matthew, Ezra, Gabriel, Carter, Isaac"
+    ),
+    2: _words(
+        "Alex, Sam, Jordan, Taylor, Casey, Riley, Jamie, Morgan, Quinn, Avery, Rowan, Sage, "
+        "Skyler, Charlie, Emerson, Finley, Hayden, Reese, Dakota, Parker"
+    ),
+}
+
+# ------------------------------------------------------------------------------ the model
+
+GENDER_SHARES = (0.485, 0.485, 0.03)  # woman, man, nonbinary
+# seeking masks (1 women, 2 men, 4 nonbinary) and their shares, per own gender
+ORIENTATIONS: dict[int, tuple[tuple[int, ...], tuple[float, ...]]] = {
+    0: ((2, 1, 3, 7), (0.84, 0.05, 0.07, 0.04)),  # straight, lesbian, bi, pan
+    1: ((1, 2, 3, 7), (0.88, 0.05, 0.04, 0.03)),  # straight, gay, bi, pan
+    2: ((7, 5, 6, 4, 3), (0.40, 0.20, 0.20, 0.10, 0.10)),
+}
+NO_LOCATION_SHARE = 0.03
+INACTIVE_SHARE = 0.08
+BRAND_NEW_SHARE = 0.02
+TOO_FEW_ANSWERS_SHARE = 0.03
+NULL_MAX_DISTANCE_SHARE = 0.10
+NULL_INTEREST_WEIGHT_SHARE = 0.12
+MAX_DISTANCE_CHOICES = (10.0, 25.0, 50.0, 100.0, 200.0)
+MAX_DISTANCE_SHARES = (0.10, 0.30, 0.30, 0.20, 0.10)
+DEFAULT_MAX_DISTANCE_KM = 100.0  # what a NULL limit means when deciding who meets whom
+HISTORY_DAYS = 730
+
+ENCOUNTERS_PER_USER = 16.0  # people shown to an average user (before reciprocal showings)
+RECIPROCAL_SHARE = 0.35  # share of showings where the other person also saw this user
+OFF_FILTER_SHARE = 0.03  # showings kept although the pair fails a hard filter
+
+# The likes model (see like_probability).
+LIKE_BASE = -0.9
+LIKE_AFFINITY = 2.0
+LIKE_APPEAL = 1.0
+LIKE_DISTANCE_PER_10KM = 0.1
+BLOCK_RATE = 0.03
+
+# P(met and rated | decision) by decision, and for mutual likes
+MEET_AFTER_LIKE = 0.60
+MEET_AFTER_MUTUAL = 0.90
+MEET_AFTER_PASS = 0.15
+RATING_MISSING = (0.02, 0.02, 0.02, 0.02, 0.07, 0.12)  # per dimension, share left unrated
+
+
+@dataclasses.dataclass(frozen=True)
+class Latent:
+    """The hidden truth behind a generated population (row ``i`` = user id ``i + 1``).
+
+    user_types : (n,) int64 — personality type
+    type_profiles : (N_TYPES, n_questions) float64 — mean answer per type
+    type_subject_prefs : (N_TYPES, n_subjects) float64 — rows sum to 1
+    affinity : (N_TYPES, N_TYPES) float64 — in [-1, 1], 1 on the diagonal
+    quality : (n, 6) float64 — latent quality per rating dimension, z-scale
+    rater_bias : (n,) float64 — added to every rating the user gives, in rating points
+    taste : (n, 6) float64 — weight of each dimension in the user's likes; rows sum to 1
+    generosity : (n,) float64 — added to the user's like logit
+    home_city : (n,) int64 — index into CITIES (also for users without a location)
+    """
+
+    user_types: IntArray
+    type_profiles: FloatArray
+    type_subject_prefs: FloatArray
+    affinity: FloatArray
+    quality: FloatArray
+    rater_bias: FloatArray
+    taste: FloatArray
+    generosity: FloatArray
+    home_city: IntArray
+
+
+def like_probability(
+    affinity: FloatArray,
+    appeal: FloatArray,
+    generosity: FloatArray,
+    distance_km: FloatArray,
+) -> FloatArray:
+    """P(user u likes target t) when u is shown t.
+
+    ``logit = LIKE_BASE + LIKE_AFFINITY·affinity + LIKE_APPEAL·appeal + generosity
+    − LIKE_DISTANCE_PER_10KM·distance_km/10`` and ``P(like) = 1 / (1 + exp(−logit))``, where
+
+    - ``affinity = Latent.affinity[type_u, type_t]`` in [-1, 1] (what quiz similarity and
+      interest overlap measure),
+    - ``appeal = Σ_d taste[u, d] · quality[t, d]`` (what rating quality and rating fit measure),
+    - ``generosity`` is u's own propensity to like,
+    - ``distance_km`` is the pair's distance, NaN (a missing location) counting as 0.
+
+    Of the showings not liked, a share ``BLOCK_RATE · (1 − P(like))²`` ends in a block, the
+    rest in a pass. All arguments are (m,) float64; returns (m,) float64.
+    """
+    distance = np.nan_to_num(distance_km, nan=0.0)
+    logit = (
+        LIKE_BASE
+        + LIKE_AFFINITY * affinity
+        + LIKE_APPEAL * appeal
+        + generosity
+        - LIKE_DISTANCE_PER_10KM * distance / 10.0
+    )
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def block_probability(p_like: FloatArray) -> FloatArray:
+    """P(block) for a showing whose like probability is ``p_like`` (see like_probability)."""
+    return BLOCK_RATE * (1.0 - p_like) ** 2
+
+
+def haversine_km(
+    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
+) -> FloatArray:
+    """Great-circle distance in km (NaN where a coordinate is NaN)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp, dl = p2 - p1, np.radians(lon2 - lon1)
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+# ------------------------------------------------------------------------------ generation
+
+
+def generate(n_users: int, seed: int, now: dt.datetime) -> dict[str, pd.DataFrame]:
+    """Source-table frames for a population of ``n_users`` (ids 1..n), keyed by table name."""
+    frames, _ = generate_with_latent(n_users, seed, now)
+    return frames
+
+
+def generate_with_latent(
+    n_users: int, seed: int, now: dt.datetime
+) -> tuple[dict[str, pd.DataFrame], Latent]:
+    """Like :func:`generate`, and also the latent truth the rows were drawn from."""
+    if n_users < 1:
+        raise ValueError(f"n_users must be >= 1; got {n_users}")
+    if now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware (UTC); got naive {now!r}")
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    now_s = int(now.timestamp())
+
+    types = _types(rng)
+    users, people = _users(rng, n_users, now_s)
+    user_types = rng.choice(N_TYPES, size=n_users, p=types.shares).astype(np.int64)
+    quiz_questions, quiz_answers = _quiz(rng, user_types, types.profiles, people, now_s)
+    subjects, interests, user_interests = _interests(rng, user_types, types.subject_prefs, people)
+
+    quality = 0.6 * rng.standard_normal((n_users, 1)) + 0.8 * rng.standard_normal((n_users, 6))
+    rater_bias = rng.normal(0.0, 0.9, n_users)
+    taste = rng.dirichlet([3.0, 1.5, 1.5, 2.0, 1.0, 1.5], size=n_users)
+    generosity = 0.4 * rater_bias / 0.9 + rng.normal(0.0, 0.4, n_users)
+    latent = Latent(
+        user_types=user_types,
+        type_profiles=types.profiles,
+        type_subject_prefs=types.subject_prefs,
+        affinity=types.affinity,
+        quality=quality,
+        rater_bias=rater_bias,
+        taste=taste,
+        generosity=generosity,
+        home_city=people.home_city,
+    )
+    likes, met = _likes(rng, people, latent, now_s)
+    ratings = _ratings(rng, met, latent, people)
+
+    frames = {
+        "users": users,
+        "quiz_questions": quiz_questions,
+        "quiz_answers": quiz_answers,
+        "subjects": subjects,
+        "interests": interests,
+        "user_interests": user_interests,
+        "rating_dimensions": source.rating_dimensions_frame(),
+        "ratings": ratings,
+        "likes": likes,
+    }
+    logger.debug(
+        "generated %d users in %.2fs",
+        n_users,
+        time.perf_counter() - started,
+        extra={"action": "seed.generate", "rows": {k: len(v) for k, v in frames.items()}},
+    )
+    return frames, latent
+
+
+@dataclasses.dataclass(frozen=True)
+class _Types:
+    shares: FloatArray
+    profiles: FloatArray
+    subject_prefs: FloatArray
+    affinity: FloatArray
+
+
+def _types(rng: np.random.Generator) -> _Types:
+    shares = rng.dirichlet(np.full(N_TYPES, 6.0))
+    profiles = np.clip(3.0 + 1.3 * rng.standard_normal((N_TYPES, len(QUIZ_QUESTIONS))), 1.0, 5.0)
+    subject_prefs = rng.dirichlet(np.full(len(SUBJECTS), 0.6), size=N_TYPES)
+    centred = profiles - profiles.mean(axis=1, keepdims=True)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    quiz_corr = centred @ centred.T
+    unit_prefs = subject_prefs / np.linalg.norm(subject_prefs, axis=1, keepdims=True)
+    subject_cos = unit_prefs @ unit_prefs.T  # in [0, 1]
+    affinity = np.clip(0.5 * quiz_corr + 0.5 * (2.0 * subject_cos - 1.0), -1.0, 1.0)
+    np.fill_diagonal(affinity, 1.0)
+    return _Types(shares, profiles, subject_prefs, affinity)
+
+
+@dataclasses.dataclass(frozen=True)
+class _People:
+    """Per-user arrays the later stages need (row i = user id i + 1)."""
+
+    gender: IntArray
+    seeking: IntArray
+    age: IntArray
+    age_min: IntArray
+    age_max: IntArray
+    max_distance: FloatArray  # NaN = no limit set
+    lat: FloatArray  # NaN = no location
+    lon: FloatArray
+    home_city: IntArray
+    created_s: IntArray
+    last_active_s: IntArray
+
+
+def _timestamps(seconds: IntArray) -> pd.Series:
+    return pd.Series(seconds.astype("datetime64[s]")).dt.tz_localize("UTC")
+
+
+def _users(rng: np.random.Generator, n: int, now_s: int) -> tuple[pd.DataFrame, _People]:
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    gender = rng.choice(3, size=n, p=GENDER_SHARES).astype(np.int64)
+    seeking = np.zeros(n, dtype=np.int64)
+    for g, (masks, shares) in ORIENTATIONS.items():
+        rows = np.flatnonzero(gender == g)
+        seeking[rows] = rng.choice(np.asarray(masks), size=len(rows), p=shares)
+
+    # Ages 18-70, most between 22 and 40 (18 + lognormal, median 30).
+    age_float = np.minimum(18.0 + np.exp(rng.normal(np.log(12.0), 0.5, n)), 70.99)
+    now_day = now_s // SECONDS_PER_DAY
+    birth_day = now_day - np.round(age_float * 365.25).astype(np.int64)
+    age = ((now_day - birth_day) / 365.25).astype(np.int64)
+    # Men skew their range a little younger, everyone stays within 18-99.
+    below = np.round(rng.uniform(2, 9, n) + 1.5 * (gender == 1)).astype(np.int64)
+    above = np.round(rng.uniform(3, 12, n) - 1.5 * (gender == 1)).astype(np.int64)
+    age_min = np.clip(age - below, 18, 99)
+    age_max = np.clip(age + np.maximum(above, 1), 18, 99)
+
+    max_distance = rng.choice(np.asarray(MAX_DISTANCE_CHOICES), size=n, p=MAX_DISTANCE_SHARES)
+    max_distance[rng.random(n) < NULL_MAX_DISTANCE_SHARE] = np.nan
+
+    ranks = np.arange(1, len(CITIES) + 1, dtype=np.float64)
+    city_p = ranks**-CITY_ZIPF_EXPONENT
+    home_city = rng.choice(len(CITIES), size=n, p=city_p / city_p.sum()).astype(np.int64)
+    centres = np.asarray([(c[1], c[2]) for c in CITIES])
+    radius = np.minimum(np.abs(rng.normal(0.0, CITY_JITTER_KM / 2.5, n)), CITY_JITTER_KM)
+    bearing = rng.uniform(0.0, 2 * np.pi, n)
+    lat = centres[home_city, 0] + radius * np.cos(bearing) / 111.32
+    lon = centres[home_city, 1] + radius * np.sin(bearing) / (
+        111.32 * np.cos(np.radians(centres[home_city, 0]))
+    )
+    no_location = rng.random(n) < NO_LOCATION_SHARE
+    lat[no_location] = np.nan
+    lon[no_location] = np.nan
+    city_names = np.asarray([c[0] for c in CITIES], dtype=object)[home_city]
+    city_names[no_location] = None
+
+    # Sign-ups grow over two years; a few joined in the last three days.
+    days_ago = HISTORY_DAYS * rng.random(n) ** 1.3
+    brand_new = rng.random(n) < BRAND_NEW_SHARE
+    days_ago[brand_new] = rng.uniform(0.0, 3.0, brand_new.sum())
+    created_s = now_s - np.round(days_ago * SECONDS_PER_DAY).astype(np.int64)
+    tenure_s = now_s - created_s
+    inactive = (rng.random(n) < INACTIVE_SHARE) & ~brand_new
+    recent_s = np.round(rng.exponential(4.0 * SECONDS_PER_DAY, n)).astype(np.int64)
+    last_active_s = np.where(
+        inactive,
+        created_s + np.round(tenure_s * rng.uniform(0.0, 0.6, n)).astype(np.int64),
+        np.maximum(now_s - recent_s, created_s),
+    )
+
+    names = np.empty(n, dtype=object)
+    for g, pool in FIRST_NAMES.items():
+        rows = np.flatnonzero(gender == g)
+        names[rows] = np.asarray(pool, dtype=object)[rng.integers(0, len(pool), len(rows))]
+    initials = np.asarray(list("ABCDEFGHIJKLMNOPRSTVWZ"), dtype=object)
+    display = names + " " + initials[rng.integers(0, len(initials), n)] + "."
+
+    frame = pd.DataFrame(
+        {
+            "id": ids,
+            "birth_date": pd.Series(birth_day.astype("datetime64[D]").astype("datetime64[s]")),
+            "gender": gender,
+            "seeking_mask": seeking,
+            "age_min": age_min,
+            "age_max": age_max,
+            "max_distance_km": max_distance,
+            "latitude": lat,
+            "longitude": lon,
+            "city": pd.Series(city_names, dtype=object),
+            "created_at": _timestamps(created_s),
+            "last_active_at": _timestamps(last_active_s),
+            "is_active": ~inactive,
+            "display_name": pd.Series(display, dtype=object),
+        }
+    )
+    people = _People(
+        gender=gender,
+        seeking=seeking,
+        age=age,
+        age_min=age_min,
+        age_max=age_max,
+        max_distance=max_distance,
+        lat=lat,
+        lon=lon,
+        home_city=home_city,
+        created_s=created_s,
+        last_active_s=last_active_s,
+    )
+    return frame, people
+
+
+def _between(rng: np.random.Generator, start_s: IntArray, end_s: IntArray) -> IntArray:
+    """A uniform whole second in [start, end] per row (end < start collapses to start)."""
+    span = np.maximum(end_s - start_s, 0)
+    return start_s + np.floor(rng.random(len(start_s)) * (span + 1)).astype(np.int64)
+
+
+def _quiz(
+    rng: np.random.Generator,
+    user_types: IntArray,
+    profiles: FloatArray,
+    people: _People,
+    now_s: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n, n_q = len(user_types), len(QUIZ_QUESTIONS)
+    questions = pd.DataFrame(
+        {
+            "id": np.arange(1, n_q + 1, dtype=np.int64),
+            "text": [q[0] for q in QUIZ_QUESTIONS],
+            "scale_min": np.full(n_q, QUIZ_SCALE[0]),
+            "scale_max": np.full(n_q, QUIZ_SCALE[1]),
+            "weight": np.asarray([q[1] for q in QUIZ_QUESTIONS]),
+            "is_active": np.asarray([q[2] for q in QUIZ_QUESTIONS]),
+        }
+    )
+    # Most users answer ~90% of the questions; ~3% give up after a handful; retired
+    # (inactive) questions were only answered by some.
+    p_answer = rng.beta(12.0, 1.5, n)
+    p_answer[rng.random(n) < TOO_FEW_ANSWERS_SHARE] = 0.08
+    question_factor = np.where(questions["is_active"].to_numpy(), 1.0, 0.4)
+    answered = rng.random((n, n_q)) < p_answer[:, None] * question_factor[None, :]
+    style = rng.normal(0.0, 0.3, n)  # a user's tendency to agree or disagree overall
+    noise = rng.normal(0.0, 0.85, (n, n_q))
+    values = np.clip(np.round(profiles[user_types] + style[:, None] + noise), 1.0, 5.0)
+    rows, cols = np.nonzero(answered)
+    quiz_s = np.minimum(
+        people.created_s + np.round(rng.exponential(6 * 3600.0, n)).astype(np.int64),
+        people.last_active_s,
+    )
+    answers = pd.DataFrame(
+        {
+            "user_id": rows.astype(np.int64) + 1,
+            "question_id": cols.astype(np.int64) + 1,
+            "value": values[rows, cols],
+            "answered_at": _timestamps(np.minimum(quiz_s[rows] + 10 * cols, now_s)),
+        }
+    )
+    return questions, answers
+
+
+def _interests(
+    rng: np.random.Generator,
+    user_types: IntArray,
+    subject_prefs: FloatArray,
+    people: _People,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    n_subjects = len(SUBJECTS)
+    per_subject = len(SUBJECTS[0][1])
+    subjects = pd.DataFrame(
+        {"id": np.arange(1, n_subjects + 1, dtype=np.int64), "name": [s[0] for s in SUBJECTS]}
+    )
+    interests = pd.DataFrame(
+        {
+            "id": np.arange(1, n_subjects * per_subject + 1, dtype=np.int64),
+            "subject_id": np.repeat(subjects["id"].to_numpy(), per_subject),
+            "name": [name for _, names in SUBJECTS for name in names],
+        }
+    )
+    # P(interest | type) = 0.8 · P(subject | type) · Zipf within subject + 0.2 · overall
+    zipf = np.arange(1, per_subject + 1, dtype=np.float64) ** -INTEREST_ZIPF_EXPONENT
+    zipf /= zipf.sum()
+    by_type = (subject_prefs[:, :, None] * zipf[None, None, :]).reshape(N_TYPES, -1)
+    overall = by_type.mean(axis=0)
+    log_p = np.log(0.8 * by_type + 0.2 * overall[None, :]).astype(np.float32)
+
+    n = len(user_types)
+    counts = 3 + rng.binomial(12, 0.4, n)  # 3..15 interests each
+    # Gumbel top-k: sampling k distinct interests per user without a Python loop.
+    keys = log_p[user_types] + rng.gumbel(size=(n, log_p.shape[1])).astype(np.float32)
+    order = np.argsort(-keys, axis=1)
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(log_p.shape[1])[None, :], axis=1)
+    chosen = ranks < counts[:, None]
+    rows, cols = np.nonzero(chosen)
+    # Favourites (picked first) tend to get higher weights.
+    weights = np.clip(
+        np.round(8.5 - 0.45 * ranks[rows, cols] + rng.normal(0, 1.6, len(rows))), 1, 10
+    )
+    weights[rng.random(len(rows)) < NULL_INTEREST_WEIGHT_SHARE] = np.nan
+    created = np.minimum(
+        people.created_s[rows] + rng.integers(0, 3 * SECONDS_PER_DAY, len(rows)),
+        people.last_active_s[rows],
+    )
+    user_interests = pd.DataFrame(
+        {
+            "user_id": rows.astype(np.int64) + 1,
+            "interest_id": cols.astype(np.int64) + 1,
+            "weight": weights,
+            "created_at": _timestamps(created),
+        }
+    )
+    return subjects, interests, user_interests
+
+
+def _passes_filters(
+    people: _People, u: IntArray, t: IntArray, distance: FloatArray
+) -> npt.NDArray[np.bool_]:
+    """Whether u→t passes the match job's hard filters in both directions (no location = pass)."""
+    gender_ok = ((people.seeking[u] >> people.gender[t]) & 1).astype(bool) & (
+        (people.seeking[t] >> people.gender[u]) & 1
+    ).astype(bool)
+    age_ok = (
+        (people.age[t] >= people.age_min[u])
+        & (people.age[t] <= people.age_max[u])
+        & (people.age[u] >= people.age_min[t])
+        & (people.age[u] <= people.age_max[t])
+    )
+    limit = np.minimum(
+        np.nan_to_num(people.max_distance[u], nan=DEFAULT_MAX_DISTANCE_KM),
+        np.nan_to_num(people.max_distance[t], nan=DEFAULT_MAX_DISTANCE_KM),
+    )
+    distance_ok = np.isnan(distance) | (distance <= limit)
+    return gender_ok & age_ok & distance_ok
+
+
+def _showings(rng: np.random.Generator, people: _People) -> tuple[IntArray, IntArray]:
+    """Who was shown whom: (user rows, target rows), unique pairs sorted by (user, target)."""
+    n = len(people.gender)
+    tenure_days = (people.last_active_s - people.created_s) / SECONDS_PER_DAY
+    activity = np.exp(rng.normal(-0.18, 0.6, n)) * np.clip(tenure_days / 14.0, 0.1, 1.0)
+    per_user = rng.poisson(ENCOUNTERS_PER_USER * activity)
+    u = np.repeat(np.arange(n, dtype=np.int64), per_user)
+
+    # The gender of each shown person: one the user seeks, in proportion to how many there are.
+    gender_share = np.bincount(people.gender, minlength=3) / n
+    bits = (people.seeking[u][:, None] >> np.arange(3)[None, :]) & 1
+    weights = np.cumsum(bits * gender_share[None, :], axis=1)
+    total = weights[:, -1]
+    pick = rng.random(len(u)) * total
+    target_gender = (pick[:, None] >= weights).sum(axis=1)
+    keep = total > 0
+    u, target_gender = u[keep], np.minimum(target_gender[keep], 2)
+
+    # Someone of that gender in the same city, uniformly.
+    block_key = people.home_city * 3 + people.gender
+    by_block = np.argsort(block_key, kind="stable")
+    block_starts = np.searchsorted(block_key[by_block], np.arange(len(CITIES) * 3 + 1))
+    want = people.home_city[u] * 3 + target_gender
+    start, size = block_starts[want], block_starts[want + 1] - block_starts[want]
+    keep = size > 0
+    u, start, size = u[keep], start[keep], size[keep]
+    t = by_block[start + np.floor(rng.random(len(u)) * size).astype(np.int64)]
+
+    # Reciprocal showings: the other person saw this user too (so mutual likes can happen).
+    back = rng.random(len(u)) < RECIPROCAL_SHARE
+    u, t = np.concatenate([u, t[back]]), np.concatenate([t, u[back]])
+    keep = u != t
+    pair_keys = np.unique(u[keep] * n + t[keep])
+    return pair_keys // n, pair_keys % n
+
+
+def _likes(
+    rng: np.random.Generator, people: _People, latent: Latent, now_s: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n = len(people.gender)
+    u, t = _showings(rng, people)
+    distance = haversine_km(people.lat[u], people.lon[u], people.lat[t], people.lon[t])
+    keep = _passes_filters(people, u, t, distance) | (rng.random(len(u)) < OFF_FILTER_SHARE)
+    # u can only act on t while u is active and after t signed up.
+    start_s = np.maximum(people.created_s[u], people.created_s[t])
+    keep &= start_s <= people.last_active_s[u]
+    u, t, distance, start_s = u[keep], t[keep], distance[keep], start_s[keep]
+
+    affinity = latent.affinity[latent.user_types[u], latent.user_types[t]]
+    appeal = np.einsum("ij,ij->i", latent.taste[u], latent.quality[t])
+    p_like = like_probability(affinity, appeal, latent.generosity[u], distance)
+    draw = rng.random(len(u))
+    like = draw < p_like
+    block = draw >= 1.0 - block_probability(p_like)
+    kind = np.where(like, "like", np.where(block, "block", "pass")).astype(object)
+    acted_s = _between(rng, start_s, np.minimum(people.last_active_s[u], now_s))
+    likes = pd.DataFrame(
+        {
+            "user_id": u + 1,
+            "target_id": t + 1,
+            "kind": kind,
+            "created_at": _timestamps(acted_s),
+        }
+    )
+
+    # Who met and rated whom: most mutual likes, some one-sided likes, a few passes.
+    keys = u * n + t
+    liked_keys = keys[like]
+    mutual = like & np.isin(t * n + u, liked_keys)
+    p_meet = np.where(mutual, MEET_AFTER_MUTUAL, np.where(like, MEET_AFTER_LIKE, 0.0))
+    p_meet = np.where(~like & ~block, MEET_AFTER_PASS, p_meet)
+    met = rng.random(len(u)) < p_meet
+    met_frame = pd.DataFrame(
+        {
+            "rater": u[met],
+            "rated": t[met],
+            "rated_at": np.minimum(
+                acted_s[met] + rng.integers(3600, 3 * SECONDS_PER_DAY, met.sum()),
+                np.minimum(people.last_active_s[u[met]], now_s),
+            ),
+        }
+    )
+    return likes, met_frame
+
+
+def _ratings(
+    rng: np.random.Generator, met: pd.DataFrame, latent: Latent, people: _People
+) -> pd.DataFrame:
+    rater = met["rater"].to_numpy()
+    rated = met["rated"].to_numpy()
+    m, n_dims = len(rater), len(source.RATING_DIMENSIONS)
+    # Dimensions 1-5 rate the person; "shared_interests" (6) rates the pair.
+    affinity = latent.affinity[latent.user_types[rater], latent.user_types[rated]]
+    centre = np.empty((m, n_dims))
+    centre[:, :5] = 5.8 + 1.5 * latent.quality[rated, :5]
+    centre[:, 5] = 5.0 + 2.5 * affinity + 0.5 * latent.quality[rated, 5]
+    values = np.clip(
+        np.round(centre + latent.rater_bias[rater, None] + rng.normal(0.0, 1.1, (m, n_dims))),
+        1.0,
+        10.0,
+    )
+    present = rng.random((m, n_dims)) >= np.asarray(RATING_MISSING)[None, :]
+    rows, dims = np.nonzero(present)
+    return pd.DataFrame(
+        {
+            "rater_id": rater[rows] + 1,
+            "rated_id": rated[rows] + 1,
+            "dimension_id": dims.astype(np.int64) + 1,
+            "value": values[rows, dims],
+            "created_at": _timestamps(met["rated_at"].to_numpy()[rows]),
+        }
+    )
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def write(conn: sa.Connection, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Append generated frames to the source tables in ``conn``'s transaction; rows per table."""
+    return source.write_frames(conn, frames)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedResult:
+    n_users: int
+    seed: int
+    now: dt.datetime
+    rows: dict[str, int]
+    deleted: dict[str, int]
+    generate_seconds: float
+    write_seconds: float
+
+
+def seed(
+    engine: sa.Engine,
+    *,
+    n_users: int,
+    seed: int,
+    now: dt.datetime = DEFAULT_NOW,
+    replace: bool = False,
+) -> SeedResult:
+    """Ensure the schema, then write a generated population in one transaction.
+
+    Refuses a database that already has users unless ``replace`` (which first deletes every
+    source row; derived tables are left to their jobs' next run).
+    """
+    migrate.upgrade(engine)
+    started = time.perf_counter()
+    frames = generate(n_users, seed, now)
+    generated = time.perf_counter()
+    deleted: dict[str, int] = {}
+    with engine.begin() as conn:
+        existing = source.count_users(conn)
+        if existing and not replace:
+            raise ConfigError(
+                f"database already has {existing} users; seed expects an empty users table "
+                "(pass --replace to delete all source rows first)"
+            )
+        if existing or replace:
+            deleted = source.delete_source_rows(conn)
+        rows = write(conn, frames)
+    finished = time.perf_counter()
+    result = SeedResult(
+        n_users=n_users,
+        seed=seed,
+        now=now,
+        rows=rows,
+        deleted=deleted,
+        generate_seconds=generated - started,
+        write_seconds=finished - generated,
+    )
+    logger.info(
+        "seeded %d users (seed %d): %d rows in %.1fs",
+        n_users,
+        seed,
+        sum(rows.values()),
+        finished - started,
+        extra={"action": "seed.write", "rows": rows, "seed": seed},
+    )
+    return result

@@ -1,0 +1,255 @@
+"""The synthetic population: deterministic, structured like real data, written on both engines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from jobs import cli, seed
+from jobs.errors import ConfigError
+from jobs.storage import bulk, schema, source
+
+NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def population() -> tuple[dict[str, pd.DataFrame], seed.Latent]:
+    return seed.generate_with_latent(3000, 11, NOW)
+
+
+# ------------------------------------------------------------------------ determinism
+
+
+def test_same_seed_gives_identical_frames() -> None:
+    first = seed.generate(400, 5, NOW)
+    second = seed.generate(400, 5, NOW)
+    assert list(first) == [t.name for t in schema.SOURCE_TABLES]
+    for name in first:
+        pd.testing.assert_frame_equal(first[name], second[name], check_exact=True)
+
+
+def test_different_seed_gives_different_rows() -> None:
+    first = seed.generate(400, 5, NOW)
+    other = seed.generate(400, 6, NOW)
+    assert not first["users"].equals(other["users"])
+    assert not first["quiz_answers"].equals(other["quiz_answers"])
+    assert not first["likes"].equals(other["likes"])
+
+
+def test_frames_match_the_schema_columns() -> None:
+    frames = seed.generate(200, 1, NOW)
+    tables = {t.name: t for t in schema.SOURCE_TABLES}
+    for name, frame in frames.items():
+        assert list(frame.columns) == [c.name for c in tables[name].columns], name
+
+
+def test_naive_now_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        seed.generate(10, 1, dt.datetime(2026, 11, 1))
+
+
+# ------------------------------------------------------------------------ structure
+
+
+def test_answers_correlate_within_latent_type(population: tuple) -> None:
+    frames, latent = population
+    answers = frames["quiz_answers"]
+    matrix = answers.pivot(index="user_id", columns="question_id", values="value")
+    matrix = matrix[matrix.notna().sum(axis=1) >= 20].fillna(matrix.mean())
+    rows = matrix.to_numpy()
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True) + 1e-9
+    types = latent.user_types[matrix.index.to_numpy() - 1]
+    sample = rows[:800]
+    corr = sample @ sample.T
+    same = types[:800, None] == types[None, :800]
+    off_diagonal = ~np.eye(len(sample), dtype=bool)
+    within = corr[same & off_diagonal].mean()
+    across = corr[~same].mean()
+    assert within > across + 0.25, (within, across)
+
+
+def test_users_cluster_around_city_centres(population: tuple) -> None:
+    users = population[0]["users"]
+    located = users[users["latitude"].notna()]
+    centres = {name: (lat, lon) for name, lat, lon in seed.CITIES}
+    lat0 = located["city"].map(lambda c: centres[c][0]).to_numpy()
+    lon0 = located["city"].map(lambda c: centres[c][1]).to_numpy()
+    distance = seed.haversine_km(
+        located["latitude"].to_numpy(), located["longitude"].to_numpy(), lat0, lon0
+    )
+    assert distance.max() <= seed.CITY_JITTER_KM + 0.1
+    assert np.median(distance) < 8.0
+    # Zipf city sizes: the biggest city is several times the median one.
+    sizes = users["city"].value_counts()
+    assert sizes.iloc[0] > 4 * sizes.median()
+    assert 0.015 < users["latitude"].isna().mean() < 0.05
+
+
+def test_population_shares(population: tuple) -> None:
+    frames, _ = population
+    users = frames["users"]
+    assert 0.05 < (~users["is_active"]).mean() < 0.11
+    assert 0.015 < (users["gender"] == 2).mean() < 0.05
+    age_days = (pd.Timestamp(NOW).tz_localize(None) - users["birth_date"]).dt.days
+    ages = age_days / 365.25
+    assert ages.min() >= 18 and ages.max() < 71
+    assert ((ages >= 22) & (ages <= 40)).mean() > 0.6
+    assert (users["age_min"] <= users["age_max"]).all()
+    straight = ((users["gender"] == 0) & (users["seeking_mask"] == 2)) | (
+        (users["gender"] == 1) & (users["seeking_mask"] == 1)
+    )
+    assert 0.75 < straight.mean() < 0.95
+    assert users["max_distance_km"].isna().any()
+    assert (users["created_at"] >= pd.Timestamp(NOW) - pd.Timedelta(days=3)).any()
+    assert (users["last_active_at"] >= users["created_at"]).all()
+    assert (users["last_active_at"] <= pd.Timestamp(NOW)).all()
+
+
+def test_quiz_and_interest_shapes(population: tuple) -> None:
+    frames, _ = population
+    n_users = len(frames["users"])
+    questions = frames["quiz_questions"]
+    assert (~questions["is_active"]).sum() in (1, 2)
+    assert (questions["weight"] != 1.0).any()
+    per_user = (
+        frames["quiz_answers"]
+        .groupby("user_id")
+        .size()
+        .reindex(frames["users"]["id"], fill_value=0)
+    )
+    assert 0.01 < (per_user < 5).mean() < 0.06
+    assert frames["quiz_answers"]["value"].between(1, 5).all()
+
+    chosen = frames["user_interests"]
+    counts = chosen.groupby("user_id").size()
+    assert len(counts) == n_users and counts.min() >= 3 and counts.max() <= 15
+    weights = chosen["weight"]
+    assert weights.isna().any() and weights.dropna().between(1, 10).all()
+    popularity = chosen["interest_id"].value_counts()
+    assert popularity.iloc[0] > 4 * popularity.median()  # skewed, so IDF matters
+    assert {"hiking", "jazz", "sushi"} <= set(frames["interests"]["name"])
+
+
+def test_ratings_scale_and_rater_bias(population: tuple) -> None:
+    frames, latent = population
+    ratings = frames["ratings"]
+    assert ratings["value"].between(1, 10).all()
+    assert set(ratings["dimension_id"]) == {d[0] for d in source.RATING_DIMENSIONS}
+    assert not ratings.duplicated(["rater_id", "rated_id", "dimension_id"]).any()
+    # Generous raters (positive bias) give higher ratings than harsh ones.
+    mean_given = ratings.groupby("rater_id")["value"].mean()
+    bias = latent.rater_bias[mean_given.index.to_numpy() - 1]
+    assert np.corrcoef(bias, mean_given.to_numpy())[0, 1] > 0.3
+    # Profiles' latent attractiveness shows in their attractive ratings.
+    attractive = ratings[ratings["dimension_id"] == 1].groupby("rated_id")["value"].mean()
+    quality = latent.quality[attractive.index.to_numpy() - 1, 0]
+    assert np.corrcoef(quality, attractive.to_numpy())[0, 1] > 0.3
+
+
+def test_likes_follow_compatibility(population: tuple) -> None:
+    frames, latent = population
+    likes = frames["likes"]
+    assert set(likes["kind"]) == {"like", "pass", "block"}
+    assert (likes["kind"] == "block").mean() < 0.03
+    assert (likes["user_id"] != likes["target_id"]).all()
+    assert not likes.duplicated(["user_id", "target_id"]).any()
+    u = likes["user_id"].to_numpy() - 1
+    t = likes["target_id"].to_numpy() - 1
+    liked = (likes["kind"] == "like").to_numpy()
+    same_type = latent.user_types[u] == latent.user_types[t]
+    assert liked[same_type].mean() > liked[~same_type].mean() + 0.2
+    appeal = np.einsum("ij,ij->i", latent.taste[u], latent.quality[t])
+    top = appeal > np.quantile(appeal, 0.75)
+    bottom = appeal < np.quantile(appeal, 0.25)
+    assert liked[top].mean() > liked[bottom].mean() + 0.1
+    # Mostly between people who would pass each other's gender filter.
+    users = frames["users"].set_index("id")
+    seeks = users["seeking_mask"].to_numpy()
+    gender = users["gender"].to_numpy()
+    mutual_gender = ((seeks[u] >> gender[t]) & 1) & ((seeks[t] >> gender[u]) & 1)
+    assert mutual_gender.mean() > 0.9
+    # Mutual likes exist (the feed job needs matches).
+    pairs = set(zip(u[liked], t[liked], strict=True))
+    assert any((b, a) in pairs for a, b in pairs)
+
+
+def test_like_probability_formula() -> None:
+    zeros = np.zeros(3)
+    p = seed.like_probability(np.array([-1.0, 0.0, 1.0]), zeros, zeros, zeros)
+    assert np.all(np.diff(p) > 0)
+    expected = 1 / (1 + np.exp(-(seed.LIKE_BASE + seed.LIKE_AFFINITY)))
+    assert p[2] == pytest.approx(expected)
+    far = seed.like_probability(zeros, zeros, zeros, np.array([0.0, 50.0, np.nan]))
+    assert far[1] < far[0] == far[2]
+    assert np.all(seed.block_probability(p) + p <= 1.0)
+
+
+def test_volume_is_proportional() -> None:
+    small = seed.generate(1000, 3, NOW)
+    large = seed.generate(4000, 3, NOW)
+    for name in ("quiz_answers", "user_interests", "ratings", "likes"):
+        ratio = len(large[name]) / len(small[name])
+        assert 3.0 < ratio < 5.5, (name, ratio)
+
+
+# ------------------------------------------------------------------------ database
+
+
+def _read(conn: sa.Connection, table: sa.Table) -> pd.DataFrame:
+    pk = list(table.primary_key.columns)
+    return bulk.read_frame(conn, sa.select(table).order_by(*pk))
+
+
+def _assert_same(stored: pd.DataFrame, generated: pd.DataFrame, table: sa.Table) -> None:
+    pk = [c.name for c in table.primary_key.columns]
+    generated = generated.sort_values(pk).reset_index(drop=True)
+    assert len(stored) == len(generated)
+    for column in table.columns:
+        got, want = stored[column.name], generated[column.name]
+        if isinstance(column.type, schema.UTCDateTime):
+            assert (pd.to_datetime(got, utc=True) == pd.to_datetime(want, utc=True)).all()
+        elif isinstance(column.type, sa.Date):
+            assert (pd.to_datetime(got) == pd.to_datetime(want)).all()
+        elif isinstance(column.type, sa.Float):
+            np.testing.assert_array_equal(got.to_numpy(float), want.to_numpy(float))
+        else:
+            assert (
+                got.astype(object).where(got.notna(), None).tolist()
+                == want.astype(object).where(want.notna(), None).tolist()
+            ), column.name
+
+
+def test_seed_writes_identical_rows_on_both_engines(db) -> None:
+    frames = seed.generate(250, 9, NOW)
+    result = seed.seed(db.engine, n_users=250, seed=9, now=NOW)
+    assert result.rows == {name: len(frame) for name, frame in frames.items()}
+    with db.engine.connect() as conn:
+        assert source.count_rows(conn) == result.rows
+        for table in schema.SOURCE_TABLES:
+            _assert_same(_read(conn, table), frames[table.name], table)
+
+
+def test_seed_refuses_a_populated_database_unless_replace(db) -> None:
+    seed.seed(db.engine, n_users=60, seed=1, now=NOW)
+    with pytest.raises(ConfigError, match="already has 60 users"):
+        seed.seed(db.engine, n_users=60, seed=2, now=NOW)
+    result = seed.seed(db.engine, n_users=80, seed=2, now=NOW, replace=True)
+    assert result.deleted["users"] == 60
+    with db.engine.connect() as conn:
+        assert source.count_rows(conn) == result.rows
+        assert source.count_users(conn) == 80
+
+
+def test_cli_seed_json(db, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["seed", "--users", "40", "--seed", "4", "--db", db.url, "--json"]
+    assert cli.main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["rows"]["users"] == 40 and data["seed"] == 4
+    assert cli.main(["seed", "--users", "40", "--seed", "4", "--db", db.url]) == 1
+    assert "--replace" in capsys.readouterr().err
