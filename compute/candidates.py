@@ -3,11 +3,14 @@
 Partitions
     Eligible candidates (active users) are split by filter cohort
     (:func:`compute.filters.cohort_keys`: gender × seeking mask, ≤ 24 cohorts) and,
-    when ``CandidateParams.geo_cell_deg`` is set, by coarse lat/lon grid cell (users
+    when ``CandidateParams.age_band_years`` is set, by age band, and when
+    ``CandidateParams.geo_cell_deg`` is set, by coarse lat/lon grid cell (users
     without location form cell -1). A query user searches only partitions whose
     cohort is gender-compatible both ways and, when the distance filter is on and the
     user has a location, whose cell may lie within ``min(user limit, largest member
-    limit)`` (a rigorous lower bound, :func:`compute.geo.min_distance_to_cell_km`).
+    limit)`` (a rigorous lower bound, :func:`compute.geo.min_distance_to_cell_km`),
+    and, when the age filter is on, whose age band meets the user's range and whose
+    members' ranges may include the user's age.
     Partition -1 cells and location-less users search / are searched everywhere. So a
     selective gender filter never starves a user: a nonbinary user seeking nonbinary
     users searches exactly the few compatible users.
@@ -53,6 +56,7 @@ VECTOR_SOURCES: tuple[str, ...] = ("quiz", "interest")
 SOURCE_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(SOURCES)}
 _NO_CELL = -1
 _CELL_SPAN = 1 << 40
+_BAND_SPAN = 256
 
 RowArray = npt.NDArray[np.int64]
 
@@ -80,6 +84,8 @@ class CandidateParams:
         results identical despite float rounding in FAISS).
     growth : int ≥ 2
         Fetch multiplier when too few candidates survive the filters.
+    age_band_years : int or None
+        Width of age-band partitions; None = no age partitions.
     geo_cell_deg : float or None
         Grid cell size for geographic partitioning; None = no geographic partitions.
     fallback_neutral_quality : float
@@ -95,6 +101,7 @@ class CandidateParams:
     train_points_per_list: int = 64
     margin: int = 8
     growth: int = 4
+    age_band_years: int | None = 5
     geo_cell_deg: float | None = None
     fallback_neutral_quality: float = 0.5
 
@@ -115,6 +122,12 @@ class CandidateParams:
                 raise ValueError(f"{name} must be an int in its documented range; got {value!r}")
         if not self.nlist_factor > 0:
             raise ValueError(f"nlist_factor must be > 0; got {self.nlist_factor!r}")
+        if self.age_band_years is not None and not (
+            isinstance(self.age_band_years, int) and 1 <= self.age_band_years <= 120
+        ):
+            raise ValueError(
+                f"age_band_years must be None or an int in [1, 120]; got {self.age_band_years!r}"
+            )
         if self.geo_cell_deg is not None and not 0 < self.geo_cell_deg <= 180:
             raise ValueError(f"geo_cell_deg must be None or in (0, 180]; got {self.geo_cell_deg!r}")
 
@@ -161,6 +174,11 @@ class CandidateIndexes:
     partition_cell : (P,) int64, -1 = no location / no geographic partitioning
     partition_max_distance_km : (P,) float64
         Largest member distance limit (inf if any member has none).
+    partition_age_band : (P,) int64
+        Band b covers ages [b·w, (b+1)·w); 0 with w = 0 when not partitioned by age.
+    partition_age_min, partition_age_max : (P,) int64
+        Smallest ``age_min`` and largest ``age_max`` among members.
+    age_band_years : int or None
     geo_cell_deg : float or None
     sources : tuple[SourceIndex, ...]
         In :data:`SOURCES` order.
@@ -170,6 +188,10 @@ class CandidateIndexes:
     partition_cohort: RowArray
     partition_cell: RowArray
     partition_max_distance_km: npt.NDArray[np.float64]
+    partition_age_band: RowArray
+    partition_age_min: RowArray
+    partition_age_max: RowArray
+    age_band_years: int | None
     geo_cell_deg: float | None
     sources: tuple[SourceIndex, ...]
 
@@ -192,6 +214,10 @@ class CandidateIndexes:
             "partition_cohort": self.partition_cohort,
             "partition_cell": self.partition_cell,
             "partition_max_distance_km": self.partition_max_distance_km,
+            "partition_age_band": self.partition_age_band,
+            "partition_age_min": self.partition_age_min,
+            "partition_age_max": self.partition_age_max,
+            "age_band_years": np.array([self.age_band_years or 0], dtype=np.int64),
             "geo_cell_deg": np.array([np.nan if self.geo_cell_deg is None else self.geo_cell_deg]),
         }
         for src in self.sources:
@@ -232,6 +258,10 @@ class CandidateIndexes:
             partition_cohort=stored["partition_cohort"],
             partition_cell=stored["partition_cell"],
             partition_max_distance_km=stored["partition_max_distance_km"],
+            partition_age_band=stored["partition_age_band"],
+            partition_age_min=stored["partition_age_min"],
+            partition_age_max=stored["partition_age_max"],
+            age_band_years=int(stored["age_band_years"][0]) or None,
             geo_cell_deg=None if np.isnan(cell_deg) else cell_deg,
             sources=tuple(sources),
         )
@@ -355,7 +385,12 @@ def build_indexes(
         cell = np.full(pop.n_users, _NO_CELL, dtype=np.int64)
     else:
         cell = geo.cell_ids(pop.lat, pop.lon, params.geo_cell_deg)
-    key = cohort[eligible] * _CELL_SPAN + (cell[eligible] + 1)
+    if params.age_band_years is None:
+        band = np.zeros(pop.n_users, dtype=np.int64)
+    else:
+        years = np.nan_to_num(pop.age.astype(np.float64), nan=0.0)
+        band = np.clip(years // params.age_band_years, 0, _BAND_SPAN - 1).astype(np.int64)
+    key = (cohort[eligible] * _BAND_SPAN + band[eligible]) * _CELL_SPAN + (cell[eligible] + 1)
     partition_keys, partition_of = np.unique(key, return_inverse=True)
     partition_of = partition_of.reshape(-1)
     n_partitions = partition_keys.size
@@ -363,6 +398,10 @@ def build_indexes(
     limits = np.where(np.isnan(limits), np.inf, limits)
     max_limit = np.full(n_partitions, -np.inf)
     np.maximum.at(max_limit, partition_of, limits)
+    age_min = np.full(n_partitions, np.iinfo(np.int64).max)
+    np.minimum.at(age_min, partition_of, pop.age_min[eligible].astype(np.int64))
+    age_max = np.full(n_partitions, np.iinfo(np.int64).min)
+    np.maximum.at(age_max, partition_of, pop.age_max[eligible].astype(np.int64))
 
     # Members of each partition, ascending row (eligible is ascending; stable sort).
     order = np.argsort(partition_of, kind="stable")
@@ -397,7 +436,11 @@ def build_indexes(
     )
     return CandidateIndexes(
         n_users=pop.n_users,
-        partition_cohort=(partition_keys // _CELL_SPAN).astype(np.int64),
+        partition_cohort=(partition_keys // _CELL_SPAN // _BAND_SPAN).astype(np.int64),
+        partition_age_band=(partition_keys // _CELL_SPAN % _BAND_SPAN).astype(np.int64),
+        partition_age_min=age_min,
+        partition_age_max=age_max,
+        age_band_years=params.age_band_years,
         partition_cell=(partition_keys % _CELL_SPAN - 1).astype(np.int64),
         partition_max_distance_km=max_limit,
         geo_cell_deg=params.geo_cell_deg,
@@ -414,6 +457,18 @@ def _search_mask(
     """(q, P) bool: which partitions each query row searches."""
     query_cohort = filters.cohort_keys(pop.gender[query_rows], pop.seeking_mask[query_rows])
     mask = filters.cohorts_compatible(query_cohort[:, None], indexes.partition_cohort[None, :])
+    if filter_params.enforce_age:
+        # Member ages floor into [age_min_q, age_max_q] ⇔ age ∈ [age_min_q, age_max_q + 1).
+        years = np.floor(pop.age[query_rows].astype(np.float64))
+        mask &= (indexes.partition_age_min[None, :] <= years[:, None]) & (
+            years[:, None] <= indexes.partition_age_max[None, :]
+        )
+        if indexes.age_band_years is not None:
+            width = indexes.age_band_years
+            band_lo = indexes.partition_age_band * width
+            lo = pop.age_min[query_rows].astype(np.int64)
+            hi = pop.age_max[query_rows].astype(np.int64) + 1
+            mask &= (band_lo[None, :] < hi[:, None]) & (lo[:, None] < band_lo[None, :] + width)
     if indexes.geo_cell_deg is None or not filter_params.enforce_distance:
         return mask
     limit = pop.max_distance_km[query_rows].astype(np.float64)

@@ -169,20 +169,21 @@ def test_index_building_is_deterministic_for_the_same_rng(make_random_population
 
 
 def test_recall_on_clustered_population_with_ivf(make_random_population):
-    # Default-like params scaled down: partitions of ~1.3k vectors use IVF with
-    # nlist = 4·√N ≈ 145; nprobe 32 probes ~22% of lists.
+    # Default-like params scaled down: cohort × 10-year-band partitions of ~100-300
+    # vectors use IVF with nlist = 4·√N ≈ 40-70 and nprobe 32 (escalating when the
+    # filters leave too few survivors).
     pop = make_random_population(3000, np.random.default_rng(13), p_no_location=1.0)
     params = candidates.CandidateParams(
-        k_quiz=50, k_interest=50, k_fallback=10, exact_below=500, nprobe=32
+        k_quiz=50, k_interest=50, k_fallback=10, exact_below=100, nprobe=32, age_band_years=10
     )
-    pool, indexes = generate(pop, params)
+    rows = np.arange(0, pop.n_users, 4)
+    pool, indexes = generate(pop, params, rows=rows)
     assert any(
         isinstance(ix, candidates.faiss.IndexIVFFlat) for ix in indexes.source("quiz").indexes
     )
-    rows = np.arange(0, pop.n_users, 3)
     for source in candidates.VECTOR_SOURCES:
         exact_ids, _ = candidates.exact_candidates(pop, rows, source, 50)
-        approx = pool.source_table(source, 50)[rows]
+        approx = pool.source_table(source, 50)
         assert candidates.recall_at_k(approx, exact_ids) >= 0.98
 
 

@@ -1,0 +1,232 @@
+"""Up to three human-readable reasons per scored pair, and their bulk JSON encoding.
+
+A signal qualifies as a reason when it was present (not replaced by the neutral
+value) and its subscore reaches ``ReasonParams`` threshold for it; shared interests
+also need at least one shared interest with a catalogue name. Qualifying signals
+are ordered by contribution ``w_i · x_i`` (normalized weight × subscore),
+descending, ties by signal order, and the first ``max_reasons`` are kept.
+
+Each reason is ``{"code": ..., "params": {...}, "text": ...}``:
+
+================  ==================================  =====================================
+signal            code / params                       text
+================  ==================================  =====================================
+quiz              quiz_match, {}                      Your quiz answers line up closely
+interest          shared_interests, {"interests": […]}  You both love hiking and jazz
+rating_quality    highly_rated, {}                    Highly rated by people they've met
+rating_fit        rating_fit, {}                      Has the qualities you rate highly
+newness           new_here, {}                        New here
+proximity         nearby, {"km": b}                   Less than 1 km away / About b km away
+================  ==================================  =====================================
+
+Distances are coarse: < 1 km → "Less than 1 km away" (``km`` = 1); < 50 km → nearest
+multiple of 5 (at least 5); otherwise nearest multiple of 10.
+
+:func:`encode_reasons_json` builds the JSON column without a ``json.dumps`` per row:
+each distinct reason fragment (a static code, a distance bucket, a set of shared
+interests) is encoded once, then each distinct combination of up to three fragments
+is joined once and broadcast to its rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from compute import signals
+from compute.population import Population
+from compute.scoring import ScoredPairs
+
+REASON_CODES: dict[str, str] = {
+    "quiz": "quiz_match",
+    "interest": "shared_interests",
+    "rating_quality": "highly_rated",
+    "rating_fit": "rating_fit",
+    "newness": "new_here",
+    "proximity": "nearby",
+}
+STATIC_TEXTS: dict[str, str] = {
+    "quiz": "Your quiz answers line up closely",
+    "rating_quality": "Highly rated by people they've met",
+    "rating_fit": "Has the qualities you rate highly",
+    "newness": "New here",
+}
+_INTEREST = signals.SIGNAL_NAMES.index("interest")
+_PROXIMITY = signals.SIGNAL_NAMES.index("proximity")
+
+
+@dataclass(frozen=True)
+class ReasonParams:
+    """Minimum subscore for a signal to be offered as a reason (filled from YAML).
+
+    Attributes
+    ----------
+    max_reasons : int in [0, 3]
+    min_quiz, min_interest, min_rating_quality, min_rating_fit, min_newness,
+    min_proximity : float
+        Thresholds on the subscore (see :mod:`compute.signals` for scales; with the
+        default 25 km proximity scale, 0.3 ≈ within 30 km, and with a 30-day newness
+        half-life, 0.5 ≈ account younger than 30 days).
+    """
+
+    max_reasons: int = 3
+    min_quiz: float = 0.75
+    min_interest: float = 0.15
+    min_rating_quality: float = 0.7
+    min_rating_fit: float = 0.7
+    min_newness: float = 0.5
+    min_proximity: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_reasons, int) and 0 <= self.max_reasons <= 3):
+            raise ValueError(f"max_reasons must be an int in [0, 3]; got {self.max_reasons!r}")
+
+    def thresholds(self) -> npt.NDArray[np.float64]:
+        """(6,) float64 thresholds in :data:`compute.signals.SIGNAL_NAMES` order."""
+        return np.array([getattr(self, f"min_{name}") for name in signals.SIGNAL_NAMES])
+
+
+def _catalogue_lookup(
+    pop: Population, interest_ids: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.object_]]:
+    """(known mask, names) for an int64 array of interest ids of any shape."""
+    cat_ids = pop.catalogue_interest_ids
+    if cat_ids.size == 0:
+        return np.zeros(interest_ids.shape, bool), np.full(interest_ids.shape, "", dtype=object)
+    order = np.argsort(cat_ids, kind="stable")
+    sorted_ids = cat_ids[order]
+    pos = np.minimum(np.searchsorted(sorted_ids, interest_ids), sorted_ids.size - 1)
+    known = (interest_ids >= 0) & (sorted_ids[pos] == interest_ids)
+    names = np.where(known, pop.catalogue_interest_names[order][pos], "")
+    return known, names
+
+
+def select_reasons(
+    pop: Population, scored: ScoredPairs, params: ReasonParams | None = None
+) -> npt.NDArray[np.int8]:
+    """Choose the reasons of every pair.
+
+    Parameters
+    ----------
+    pop : Population
+        For the interest catalogue.
+    scored : ScoredPairs
+    params : ReasonParams, optional
+
+    Returns
+    -------
+    (m, 3) int8
+        Signal index (into :data:`compute.signals.SIGNAL_NAMES`) per reason slot, by
+        decreasing contribution ``weights[i] · subscores[:, i]``; -1 = no reason.
+    """
+    params = params or ReasonParams()
+    m = len(scored)
+    subscores = scored.subscores.astype(np.float64)
+    present = (scored.missing[:, None] >> np.arange(len(signals.SIGNAL_NAMES))) & 1 == 0
+    qualifies = present & (subscores >= params.thresholds())
+    named, _ = _catalogue_lookup(pop, scored.shared_interest_ids)
+    qualifies[:, _INTEREST] &= named.any(axis=1)
+    qualifies[:, _PROXIMITY] &= scored.distance_km >= 0
+    contribution = np.where(qualifies, scored.weights * subscores, -np.inf)
+    # Stable sort on the negated contribution keeps signal order for ties.
+    order = np.argsort(-contribution, axis=1, kind="stable")[:, :3]
+    chosen = np.take_along_axis(contribution, order, axis=1)
+    slots = np.where(np.isfinite(chosen), order, -1).astype(np.int8)
+    slots[:, params.max_reasons :] = -1
+    return slots.reshape(m, 3)
+
+
+def distance_bucket_km(distance_km: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
+    """Coarse distance: < 1 → 1; < 50 → max(5, round to 5); else round to 10. (p,) int64."""
+    d = np.where(np.isfinite(distance_km), distance_km, 0.0).astype(np.float64)
+    five = np.maximum(5, 5 * np.round(d / 5.0))
+    ten = 10 * np.round(d / 10.0)
+    return np.where(d < 1.0, 1, np.where(d < 50.0, five, ten)).astype(np.int64)
+
+
+def _interest_text(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"You both love {names[0]}"
+    return "You both love " + ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _fragment(code_signal: str, params: dict[str, object], text: str) -> str:
+    return json.dumps(
+        {"code": REASON_CODES[code_signal], "params": params, "text": text}, ensure_ascii=False
+    )
+
+
+def encode_reasons_json(
+    pop: Population, scored: ScoredPairs, slots: npt.NDArray[np.int8]
+) -> npt.NDArray[np.object_]:
+    """JSON text of each pair's reasons, e.g. ``[{"code": "nearby", ...}, ...]``.
+
+    Parameters
+    ----------
+    pop : Population
+    scored : ScoredPairs
+    slots : (m, 3) int8
+        From :func:`select_reasons`.
+
+    Returns
+    -------
+    (m,) object array of str
+        ``"[]"`` for pairs without reasons.
+    """
+    m = len(scored)
+    if slots.shape != (m, 3):
+        raise ValueError(f"slots must be ({m}, 3); got {slots.shape}")
+    fragments: list[str] = []
+    frag_ids = np.full((m, 3), -1, dtype=np.int64)
+
+    for name, text in STATIC_TEXTS.items():
+        frag_ids[slots == signals.SIGNAL_NAMES.index(name)] = len(fragments)
+        fragments.append(_fragment(name, {}, text))
+
+    near = slots == _PROXIMITY
+    if near.any():
+        pair_idx = np.nonzero(near)[0]
+        buckets = distance_bucket_km(scored.distance_km[pair_idx])
+        unique_buckets, inverse = np.unique(buckets, return_inverse=True)
+        base = len(fragments)
+        for km in unique_buckets.tolist():
+            text = "Less than 1 km away" if km <= 1 else f"About {km} km away"
+            fragments.append(_fragment("proximity", {"km": km}, text))
+        frag_ids[near] = base + inverse.reshape(-1)
+
+    shared = slots == _INTEREST
+    if shared.any():
+        pair_idx = np.nonzero(shared)[0]
+        ids = scored.shared_interest_ids[pair_idx]
+        known, _ = _catalogue_lookup(pop, ids)
+        ids = np.where(known, ids, -1)
+        unique_sets, inverse = np.unique(ids, axis=0, return_inverse=True)
+        _, set_names = _catalogue_lookup(pop, unique_sets)
+        base = len(fragments)
+        for row_ids, row_names in zip(unique_sets.tolist(), set_names.tolist(), strict=True):
+            names = [nm for i, nm in zip(row_ids, row_names, strict=True) if i >= 0]
+            fragments.append(_fragment("interest", {"interests": names}, _interest_text(names)))
+        frag_ids[shared] = base + inverse.reshape(-1)
+
+    span = len(fragments) + 1
+    if span**3 < 2**62:
+        keys = ((frag_ids[:, 0] + 1) * span + (frag_ids[:, 1] + 1)) * span + (frag_ids[:, 2] + 1)
+        unique_keys, inverse = np.unique(keys, return_inverse=True)
+        combos = np.stack(
+            [
+                unique_keys // (span * span) - 1,
+                (unique_keys // span) % span - 1,
+                unique_keys % span - 1,
+            ],
+            axis=1,
+        )
+    else:
+        combos, inverse = np.unique(frag_ids, axis=0, return_inverse=True)
+    texts = np.array(
+        ["[" + ", ".join(fragments[f] for f in row if f >= 0) + "]" for row in combos.tolist()],
+        dtype=object,
+    )
+    return texts[inverse.reshape(-1)] if m else np.empty(0, dtype=object)

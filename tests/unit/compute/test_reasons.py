@@ -1,0 +1,108 @@
+"""Reasons: selection by contribution, plain sentences, bulk JSON encoding."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from compute import filters, reasons, scoring, signals
+
+
+def reasons_of(pop, a, b, params=None, reason_params=None):
+    scored = scoring.score_pairs(pop, a, b, params or scoring.ScoreParams(reciprocal=False))
+    slots = reasons.select_reasons(pop, scored, reason_params)
+    texts = reasons.encode_reasons_json(pop, scored, slots)
+    return scored, slots, [json.loads(t) for t in texts]
+
+
+def test_four_users_reasons_are_hand_checkable(four_users):
+    _, _, decoded = reasons_of(four_users, [0], [1])
+    # Contributions: quiz 0.30·1, interest 0.25·1, proximity 0.15·exp(-8.9/25) ≈ 0.105;
+    # rating quality 0.6 and newness are below their thresholds.
+    assert decoded[0] == [
+        {"code": "quiz_match", "params": {}, "text": "Your quiz answers line up closely"},
+        {
+            "code": "shared_interests",
+            "params": {"interests": ["hiking", "jazz"]},
+            "text": "You both love hiking and jazz",
+        },
+        {"code": "nearby", "params": {"km": 10}, "text": "About 10 km away"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("km", "bucket"), [(0.3, 1), (1.2, 5), (7.4, 5), (8.0, 10), (49.0, 50), (123.0, 120)]
+)
+def test_distance_buckets(km, bucket):
+    assert reasons.distance_bucket_km(np.array([km]))[0] == bucket
+
+
+def test_less_than_one_km_and_unnamed_interests(make_population):
+    man = {"gender": 1, "seeking": 0b001, "lat": 52.521, "interests": {99: 0.5, 11: 0.5}}
+    pop = make_population([{"quiz": None, "interests": {99: 0.5, 11: 0.5}}, man])
+    _, _, decoded = reasons_of(pop, [0], [1])
+    by_code = {r["code"]: r for r in decoded[0]}
+    assert by_code["nearby"]["text"] == "Less than 1 km away"
+    # Interest 99 is not in the catalogue, so only jazz is named.
+    assert by_code["shared_interests"]["params"] == {"interests": ["jazz"]}
+    assert by_code["shared_interests"]["text"] == "You both love jazz"
+
+
+def test_missing_signals_never_become_reasons(make_population):
+    man = {"gender": 1, "seeking": 0b001, "lat": np.nan, "lon": np.nan}
+    pop = make_population(
+        [{"quiz": None, "interests": {}, "preference": None}, {**man, "account_age_days": 0}]
+    )
+    _, _, decoded = reasons_of(pop, [0], [1])
+    assert [r["code"] for r in decoded[0]] == ["new_here"]
+
+
+def test_reasons_follow_largest_contributions(make_random_population):
+    pop = make_random_population(80, np.random.default_rng(21))
+    a, b = np.meshgrid(np.arange(80), np.arange(80), indexing="ij")
+    keep, _ = filters.mutual_filter(pop, a.ravel(), b.ravel())
+    scored, slots, decoded = reasons_of(
+        pop, a.ravel()[keep], b.ravel()[keep], scoring.ScoreParams(top_k=1000)
+    )
+    thresholds = reasons.ReasonParams().thresholds()
+    code_of = {reasons.REASON_CODES[name]: i for i, name in enumerate(signals.SIGNAL_NAMES)}
+    assert any(len(d) == 3 for d in decoded)
+    for p in range(len(scored)):
+        sub = scored.subscores[p].astype(np.float64)
+        eligible = []
+        for i in range(len(signals.SIGNAL_NAMES)):
+            missing = (int(scored.missing[p]) >> i) & 1
+            if missing or sub[i] < thresholds[i]:
+                continue
+            if i == code_of["shared_interests"] and not any(
+                x in set(pop.catalogue_interest_ids.tolist()) for x in scored.shared_interest_ids[p]
+            ):
+                continue
+            eligible.append((-scored.weights[i] * sub[i], i))
+        expected = [i for _, i in sorted(eligible)[:3]]
+        assert [code_of[r["code"]] for r in decoded[p]] == expected
+        assert [int(s) for s in slots[p] if s >= 0] == expected
+
+
+def test_bulk_encoding_equals_per_row_json(make_random_population):
+    pop = make_random_population(60, np.random.default_rng(22))
+    a, b = np.meshgrid(np.arange(60), np.arange(60), indexing="ij")
+    keep, _ = filters.mutual_filter(pop, a.ravel(), b.ravel())
+    scored = scoring.score_pairs(pop, a.ravel()[keep], b.ravel()[keep])
+    slots = reasons.select_reasons(pop, scored)
+    texts = reasons.encode_reasons_json(pop, scored, slots)
+    assert texts.shape == (len(scored),)
+    for text in texts:
+        decoded = json.loads(text)
+        assert json.dumps(decoded, ensure_ascii=False, separators=(", ", ": ")) == text
+
+
+def test_no_reasons_encode_as_empty_list(make_population):
+    pop = make_population([{}, {"gender": 1, "seeking": 0b001}])
+    scored = scoring.score_pairs(pop, [0], [1])
+    slots = reasons.select_reasons(pop, scored, reasons.ReasonParams(max_reasons=0))
+    assert reasons.encode_reasons_json(pop, scored, slots).tolist() == ["[]"]
+    with pytest.raises(ValueError, match=r"slots must be \(1, 3\)"):
+        reasons.encode_reasons_json(pop, scored, slots[:, :2])
