@@ -548,7 +548,9 @@ def _quiz(
             "user_id": rows.astype(np.int64) + 1,
             "question_id": cols.astype(np.int64) + 1,
             "value": values[rows, cols],
-            "answered_at": _timestamps(np.minimum(quiz_s[rows] + 10 * cols, now_s)),
+            "answered_at": _timestamps(
+                np.minimum(quiz_s[rows] + 10 * cols, np.minimum(people.last_active_s[rows], now_s))
+            ),
         }
     )
     return questions, answers

@@ -253,3 +253,18 @@ def test_cli_seed_json(db, capsys: pytest.CaptureFixture[str]) -> None:
     assert data["rows"]["users"] == 40 and data["seed"] == 4
     assert cli.main(["seed", "--users", "40", "--seed", "4", "--db", db.url]) == 1
     assert "--replace" in capsys.readouterr().err
+
+
+def test_timestamps_respect_each_users_history(population: tuple) -> None:
+    frames, _ = population
+    users = frames["users"].set_index("id")
+    answers = frames["quiz_answers"]
+    created = users["created_at"].reindex(answers["user_id"]).to_numpy()
+    active = users["last_active_at"].reindex(answers["user_id"]).to_numpy()
+    answered = answers["answered_at"].to_numpy()
+    assert (answered >= created).all() and (answered <= active).all()
+    likes = frames["likes"]
+    acted = likes["created_at"].to_numpy()
+    for column in ("user_id", "target_id"):
+        assert (acted >= users["created_at"].reindex(likes[column]).to_numpy()).all()
+    assert (acted <= users["last_active_at"].reindex(likes["user_id"]).to_numpy()).all()
