@@ -61,6 +61,11 @@ class Env:
             self._config = config_mod.load_config(self.args.config or ())
         return self._config
 
+    def close(self) -> None:
+        """Return pooled connections, so a CLI process leaves none behind."""
+        if self._engine is not None:
+            self._engine.dispose()
+
     @property
     def show_progress(self) -> bool:
         return progress.interactive() and not getattr(self.args, "json", False)
@@ -219,9 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
+    env: Env | None = None
     try:
         env = Env(args)
         return handlers[args.command](env)
     except JobError as exc:
         print(f"matchjobs: error: {runner.error_chain(exc)}", file=sys.stderr)
         return 1
+    finally:
+        if env is not None:
+            env.close()

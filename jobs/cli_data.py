@@ -50,13 +50,9 @@ def cmd_seed(env: cli.Env) -> int:
     if args.users < 1:
         raise ConfigError(f"--users must be at least 1; got {args.users}")
     now = _parse_now(args.now) if args.now else seed_mod.DEFAULT_NOW
-    try:
-        result = seed_mod.seed(
-            env.engine, n_users=args.users, seed=args.seed, now=now, replace=args.replace
-        )
-    finally:
-        # cli.main does not dispose the engine; close pooled connections before exit.
-        env.engine.dispose()
+    result = seed_mod.seed(
+        env.engine, n_users=args.users, seed=args.seed, now=now, replace=args.replace
+    )
     total = sum(result.rows.values())
     seconds = result.generate_seconds + result.write_seconds
     summary = (
@@ -70,10 +66,7 @@ def cmd_seed(env: cli.Env) -> int:
 
 def cmd_import(env: cli.Env) -> int:
     args = env.args
-    try:
-        result = speed_dating.import_csv(env.engine, Path(args.path), replace=args.replace)
-    finally:
-        env.engine.dispose()
+    result = speed_dating.import_csv(env.engine, Path(args.path), replace=args.replace)
     skipped = sum(result.skipped.values())
     summary = (
         f"imported {args.path}: "

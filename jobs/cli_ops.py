@@ -1,0 +1,224 @@
+"""Subcommands for people who run the system: suggestions, status, worker, events, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jobs import cli, runner, worker
+from jobs.context import Scope
+from jobs.errors import InputDataError
+from jobs.storage import api, events, migrate
+from jobs.storage import engine as engine_mod
+from jobs.storage.schema import EVENT_KINDS, SUBSCORE_COLUMNS
+
+
+def _reason_texts(reasons_json: str) -> str:
+    return "; ".join(r.get("text", r.get("code", "")) for r in json.loads(reasons_json))
+
+
+def cmd_suggestions(env: cli.Env) -> int:
+    args = env.args
+    version = args.version or env.config.algorithm_version
+    with env.engine.connect() as conn:
+        frame = api.suggestions(conn, version, args.user, args.limit)
+    if args.json:
+        records = []
+        for row in frame.itertuples(index=False):
+            records.append(
+                {
+                    "candidate_id": int(row.candidate_id),
+                    "score": float(row.score),
+                    "subscores": {n: float(getattr(row, f"s_{n}")) for n in SUBSCORE_COLUMNS},
+                    "reasons": json.loads(row.reasons),
+                    "computed_at": row.computed_at.isoformat(),
+                }
+            )
+        cli.emit(
+            args, "", {"user_id": args.user, "algorithm_version": version, "suggestions": records}
+        )
+        return 0
+    if frame.empty:
+        print(
+            f"no suggestions for user {args.user} (version {version}); "
+            f"run `matchjobs score-user {args.user}` or the nightly job"
+        )
+        return 0
+    shown = pd.DataFrame(
+        {
+            "candidate": frame["candidate_id"],
+            "score": frame["score"].round(3),
+            **{n: frame[f"s_{n}"].round(2) for n in SUBSCORE_COLUMNS},
+            "reasons": frame["reasons"].map(_reason_texts),
+        }
+    )
+    print(
+        f"suggestions for user {args.user} (version {version}, "
+        f"computed {frame['computed_at'].min():%Y-%m-%d %H:%M}Z)"
+    )
+    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+        print(shown.to_string(index=False))
+    return 0
+
+
+def status_data(env: cli.Env) -> dict[str, Any]:
+    now = runner.utcnow()
+    with env.engine.connect() as conn:
+        history = api.job_history(conn, limit_per_job=10)
+        coverage = api.coverage(conn, env.config.algorithm_version, now)
+        queue = events.counts_by_status(conn)
+    jobs: dict[str, Any] = {}
+    for name, runs in history.groupby("job_name", sort=True):
+        ok = runs[runs["status"] == "succeeded"]
+        failed = runs[runs["status"].isin(["failed", "abandoned"])]
+        last_ok = ok.iloc[0] if not ok.empty else None
+        jobs[str(name)] = {
+            "last_status": runs.iloc[0]["status"],
+            "last_success_at": None if last_ok is None else last_ok["started_at"].isoformat(),
+            "last_success_scope": None if last_ok is None else last_ok["scope"],
+            "recent_durations_s": [
+                round(float(d) / 1000, 2) for d in ok["duration_ms"].dropna().tolist()[:5]
+            ],
+            "recent_failures": len(failed),
+            "last_error": None if failed.empty else str(failed.iloc[0]["error"]).split("\n")[0],
+        }
+    return {
+        "algorithm_version": env.config.algorithm_version,
+        "jobs": jobs,
+        "coverage": coverage,
+        "queue": {
+            "pending": queue.get("pending", 0),
+            "processing": queue.get("processing", 0),
+            "dead": queue.get("dead", 0),
+            "done": queue.get("done", 0),
+        },
+    }
+
+
+def cmd_status(env: cli.Env) -> int:
+    data = status_data(env)
+    if env.args.json:
+        cli.emit(env.args, "", data)
+        return 0
+    cov = data["coverage"]
+    stale = cov["staleness_hours"]
+    print(
+        f"version {data['algorithm_version']}: {cov['users_with_scores']}/{cov['active_users']} "
+        f"active users have suggestions ({cov['coverage']:.1%}); oldest set "
+        + ("none" if stale is None else f"{stale:.1f} h old")
+    )
+    q = data["queue"]
+    print(
+        f"event queue: {q['pending']} pending, {q['processing']} processing, "
+        f"{q['dead']} dead, {q['done']} done"
+    )
+    if not data["jobs"]:
+        print("no job runs yet")
+    for name, job in data["jobs"].items():
+        durations = ", ".join(f"{d:g}s" for d in job["recent_durations_s"]) or "-"
+        line = (
+            f"  {name:<10} last {job['last_status']:<10} last success "
+            f"{job['last_success_at'] or 'never'} · recent durations {durations} · "
+            f"{job['recent_failures']} recent failures"
+        )
+        if job["last_error"]:
+            line += f" · last error: {job['last_error'][:80]}"
+        print(line)
+    return 0
+
+
+def cmd_worker(env: cli.Env) -> int:
+    args = env.args
+    stop = threading.Event()
+    stats = worker.run_worker(env.engine, env.url, env.config, stop=stop, once=args.once)
+    cli.emit(
+        args,
+        f"worker: {stats.batches} batches, {stats.events_done} events done, "
+        f"{stats.events_coalesced} coalesced, {stats.events_failed} failed",
+        stats.__dict__,
+    )
+    return 0
+
+
+def cmd_event(env: cli.Env) -> int:
+    args = env.args
+    event_id = events.enqueue(
+        env.engine, args.kind, args.user, runner.utcnow(), other_user_id=args.other
+    )
+    cli.emit(args, f"queued event {event_id}: {args.kind} user {args.user}", {"id": event_id})
+    return 0
+
+
+def cmd_demo(env: cli.Env) -> int:
+    from jobs import seed as seed_mod
+
+    args = env.args
+    migrate.upgrade(env.engine)
+    seeded = seed_mod.seed(
+        env.engine, n_users=args.users, seed=args.seed, now=seed_mod.DEFAULT_NOW, replace=True
+    )
+    print(f"seeded {seeded.n_users} users into {engine_mod.redact(env.url)}")
+    run_id, _ = cli.run_job(env, "nightly", Scope.all(), "nightly")
+    data = status_data(env)
+    cov = data["coverage"]
+    print(
+        f"nightly run {run_id}: {cov['users_with_scores']}/{cov['active_users']} active users "
+        f"have suggestions"
+    )
+    with env.engine.connect() as conn:
+        covered = api.users_with_scores(conn, env.config.algorithm_version)
+    if not covered:
+        raise InputDataError("the nightly run produced no suggestions at all")
+    sample = int(np.random.default_rng(args.seed).choice(covered))
+    print()
+    env.args.user, env.args.limit, env.args.version = sample, 5, None
+    cmd_suggestions(env)
+    print("\nwhere to look next:")
+    for line in (
+        f"matchjobs --db {env.url} suggestions {sample} --limit 20",
+        f"matchjobs --db {env.url} explain {sample} <candidate id>",
+        f"matchjobs --db {env.url} runs",
+        f"matchjobs --db {env.url} status",
+        f"matchjobs --db {env.url} report --out report/",
+    ):
+        print("  " + line)
+    return 0
+
+
+def register(sub: Any, handlers: dict[str, cli.Handler]) -> None:
+    p = sub.add_parser("suggestions", help="a user's suggestions, exactly as the API reads them")
+    p.add_argument("user", type=int)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--version", help="algorithm version (default: the config's)")
+    p.add_argument("--json", action="store_true")
+    handlers["suggestions"] = cmd_suggestions
+
+    p = sub.add_parser("status", help="per-job health, coverage, staleness, event queue")
+    p.add_argument("--json", action="store_true")
+    handlers["status"] = cmd_status
+
+    p = sub.add_parser("worker", help="drain the event queue (runs until stopped)")
+    p.add_argument("--once", action="store_true", help="stop when the queue is empty")
+    p.add_argument("--json", action="store_true")
+    handlers["worker"] = cmd_worker
+
+    p = sub.add_parser("event", help="queue an event as the app would")
+    p.add_argument("kind", choices=EVENT_KINDS)
+    p.add_argument("user", type=int)
+    p.add_argument("--other", type=int, help="rated profile, for rating_created")
+    p.add_argument("--json", action="store_true")
+    handlers["event"] = cmd_event
+
+    p = sub.add_parser(
+        "demo",
+        help="seed a population, run the nightly pipeline, show a user's suggestions",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=7)
+    handlers["demo"] = cmd_demo
