@@ -81,11 +81,22 @@ class Filters(_Model):
 
 
 class Candidates(_Model):
+    """Candidate generation (``compute.candidates.CandidateParams``)."""
+
     quiz_k: Annotated[int, Field(ge=1)] = 200
     interest_k: Annotated[int, Field(ge=1)] = 200
-    exact_below: Annotated[int, Field(ge=0)] = 20000
-    nlist: Annotated[int, Field(ge=1)] | None = None  # None: 4·√N per partition
+    # Users with neither vector: best-rated, newest compatible users.
+    fallback_k: Annotated[int, Field(ge=0)] = 200
+    exact_below: Annotated[int, Field(ge=1)] = 20000
+    nlist_factor: Annotated[float, Field(gt=0)] = 4.0  # IVF lists = nlist_factor * sqrt(N)
     nprobe: Annotated[int, Field(ge=1)] = 64
+    train_points_per_list: Annotated[int, Field(ge=1)] = 64
+    # Search partitions: age bands of this width (null: none) and lat/lon cells (null: none).
+    age_band_years: Annotated[int, Field(ge=1, le=120)] | None = 5
+    geo_cell_deg: Annotated[float, Field(gt=0, le=180)] | None = None
+    margin: Annotated[int, Field(ge=0)] = 8
+    growth: Annotated[int, Field(ge=2)] = 4
+    # Seeds IVF training; the nightly and single-user runs build identical indexes from it.
     seed: int = 0
 
 
@@ -122,6 +133,10 @@ class Feed(_Model):
 
 
 class RayConfig(_Model):
+    """The nightly's Ray driver (``jobs.match_ray``)."""
+
+    # false: the nightly scores its shards in-process, one after another (same code).
+    enabled: bool = True
     num_actors: Annotated[int, Field(ge=1)] = 2
     num_cpus_per_actor: Annotated[float, Field(gt=0)] = 1.0
     shard_size: Annotated[int, Field(ge=1)] = 2000

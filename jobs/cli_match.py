@@ -1,0 +1,51 @@
+"""``matchjobs score-user ID``: one user's match scores, in-process (no Ray), under the ledger.
+
+Runs the match job with scope ``users`` and trigger ``on_demand``: the user's list is
+recomputed with the nightly's code and indexes, plus at most ``fanout.max_reverse`` users who
+currently list them (``--no-reverse`` skips those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from jobs import cli
+from jobs import config as config_mod
+from jobs.context import Scope
+
+
+def cmd_score_user(env: cli.Env) -> int:
+    args = env.args
+    config = env.config
+    if args.no_reverse:
+        config = config_mod.from_mapping(
+            {**config.model_dump(), "fanout": {**config.fanout.model_dump(), "max_reverse": 0}},
+            source="--no-reverse",
+        )
+        env._config = config
+    run_id, result = cli.run_job(env, "match", Scope.users(args.user_id), "on_demand")
+    reverse = result.extra.get("reverse_user_ids", [])
+    data: dict[str, Any] = {"run_id": run_id, **dataclasses.asdict(result)}
+    cli.emit(
+        args,
+        f"match run {run_id}: user {args.user_id} and {len(reverse)} reverse users, "
+        f"{result.rows_written} rows written ({config.algorithm_version})",
+        data,
+    )
+    return 0
+
+
+def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "score-user", help="recompute one user's suggestions in-process (no Ray)"
+    )
+    parser.add_argument("user_id", type=int, metavar="ID")
+    parser.add_argument(
+        "--no-reverse",
+        action="store_true",
+        help="do not recompute the users whose lists hold this user",
+    )
+    parser.add_argument("--json", action="store_true")
+    handlers["score-user"] = cmd_score_user

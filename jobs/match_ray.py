@@ -1,0 +1,313 @@
+"""The nightly match run: a driver that shards users over :class:`ShardScorer` actors.
+
+The driver loads the population and builds the candidate indexes once, puts both in the Ray
+object store once (the population's arrays are read zero-copy by every actor; the indexes
+travel as bytes and are deserialized once per actor), and hands out shards of user rows.
+Each call scores one shard and replaces its users' rows in one transaction, so a shard that
+is retried after an actor died rewrites the same rows instead of duplicating them. At most
+two calls per actor are in flight (``ray.wait``), results are handled as they complete.
+
+Without a cluster address the driver starts a bounded local Ray (``num_cpus``,
+``object_store_memory``, no dashboard); with ``RAY_ADDRESS`` set (``ray job submit``) it
+joins that cluster. When Ray is already initialised in the process (tests) it is reused and
+left running. ``ray.enabled: false`` runs the same actor class in-process, shard by shard.
+
+``ShardScorer`` is a plain class: it is wrapped with ``ray.remote`` at the call site and can
+be created directly in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from compute import candidates
+from compute.population import Population
+from jobs import match, progress
+from jobs.context import JobContext, JobResult
+from jobs.storage import engine as engine_mod
+from jobs.storage import scores
+
+RowArray = npt.NDArray[np.int64]
+IN_FLIGHT_PER_ACTOR = 2
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+class ShardScorer:
+    """Scores shards of users and replaces their rows; one instance per worker.
+
+    Parameters
+    ----------
+    population : Population
+        The cleaned population (from the object store: arrays are shared, not copied).
+    index_bytes : bytes
+        ``CandidateIndexes.to_bytes()`` of the driver's indexes.
+    settings : MatchSettings
+    database_url : str
+        Each scorer opens its own engine; no connection crosses a process boundary.
+    computed_at : datetime
+        The run's ``now``, stamped on every row.
+    crash_marker : str or None
+        Test only: the first call for shard ``crash_shard`` creates this file and kills
+        the process (as an OOM kill would), so tests can watch the retry.
+    crash_shard : int
+    """
+
+    def __init__(
+        self,
+        population: Population,
+        index_bytes: bytes,
+        settings: match.MatchSettings,
+        database_url: str,
+        computed_at: Any,
+        crash_marker: str | None = None,
+        crash_shard: int = 0,
+    ) -> None:
+        import faiss
+
+        # Two CPU-bound things at once per core budget: one FAISS thread per actor.
+        faiss.omp_set_num_threads(1)
+        self._pop = population
+        self._indexes = candidates.CandidateIndexes.from_bytes(index_bytes)
+        self._settings = settings
+        self._database_url = database_url
+        self._computed_at = computed_at
+        self._crash_marker = crash_marker
+        self._crash_shard = crash_shard
+        self._engine: Any = None
+
+    def _writer(self) -> Any:
+        if self._engine is None:
+            self._engine = engine_mod.writer(engine_mod.create_engine(self._database_url))
+        return self._engine
+
+    def count_shard(self, shard_id: int, rows: RowArray) -> RowArray:
+        """Exposure pass: (n,) appearances in this shard's uncapped top-K lists."""
+        return match.uncapped_counts(self._pop, self._indexes, rows, self._settings)
+
+    def score_shard(
+        self, shard_id: int, rows: RowArray, exposure_counts: RowArray | None = None
+    ) -> dict[str, Any]:
+        """Score one shard and replace its users' rows in one transaction; its figures."""
+        if (
+            self._crash_marker is not None
+            and shard_id == self._crash_shard
+            and not os.path.exists(self._crash_marker)
+        ):
+            with open(self._crash_marker, "w") as marker:
+                marker.write(str(os.getpid()))
+            os._exit(1)
+        started = time.perf_counter()
+        output = match.score_rows(self._pop, self._indexes, rows, self._settings, exposure_counts)
+        computed = time.perf_counter()
+        with self._writer().begin() as conn:
+            deleted, written = scores.replace_user_sets(
+                conn,
+                output.user_ids,
+                output.frame,
+                version=self._settings.version,
+                config_hash=self._settings.config_hash,
+                computed_at=self._computed_at,
+            )
+        return {
+            "shard": shard_id,
+            "funnel": {**output.funnel, "rows_written": written, "rows_deleted": deleted},
+            "compute_s": computed - started,
+            "write_s": time.perf_counter() - computed,
+            "pid": os.getpid(),
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def shard_rows(n_users: int, shard_size: int) -> list[RowArray]:
+    """Contiguous row ranges of at most ``shard_size`` rows."""
+    return [
+        np.arange(start, min(start + shard_size, n_users), dtype=np.int64)
+        for start in range(0, n_users, shard_size)
+    ]
+
+
+@dataclasses.dataclass
+class _Pool:
+    """What the nightly needs from an executor: run a method over shards, in any order."""
+
+    map_shards: Callable[[str, list[tuple[Any, ...]]], Iterator[Any]]
+    close: Callable[[], None]
+    info: dict[str, Any]
+
+
+def _in_process_pool(scorer: ShardScorer) -> _Pool:
+    def map_shards(method: str, calls: list[tuple[Any, ...]]) -> Iterator[Any]:
+        for args in calls:
+            yield getattr(scorer, method)(*args)
+
+    return _Pool(map_shards, scorer.close, {"executor": "in_process"})
+
+
+def _ray_pool(ctx: JobContext, make_args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Pool:
+    import ray
+
+    cfg = ctx.config.ray
+    started_here = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address="auto", configure_logging=False, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=max(1, int(np.ceil(cfg.num_actors * cfg.num_cpus_per_actor))),
+                object_store_memory=cfg.object_store_mb * 1024 * 1024,
+                include_dashboard=False,
+                configure_logging=False,
+                log_to_driver=False,
+            )
+        started_here = True
+    population, index_bytes, *rest = make_args
+    # Put once: every actor receives the same references, not copies of the arrays.
+    population_ref = ray.put(population)
+    index_ref = ray.put(index_bytes)
+    actor_cls = ray.remote(ShardScorer).options(
+        num_cpus=cfg.num_cpus_per_actor,
+        max_restarts=cfg.max_retries,
+        max_task_retries=cfg.max_retries,
+    )
+    actors = [
+        actor_cls.remote(population_ref, index_ref, *rest, **kwargs) for _ in range(cfg.num_actors)
+    ]
+
+    def map_shards(method: str, calls: list[tuple[Any, ...]]) -> Iterator[Any]:
+        queue = list(enumerate(calls))
+        in_flight: dict[Any, int] = {}  # ref -> actor slot
+        load = [0] * len(actors)
+        while queue or in_flight:
+            while queue:
+                slot = int(np.argmin(load))
+                if load[slot] >= IN_FLIGHT_PER_ACTOR:
+                    break
+                _, args = queue.pop(0)
+                ref = getattr(actors[slot], method).remote(*args)
+                in_flight[ref] = slot
+                load[slot] += 1
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                load[in_flight.pop(ref)] -= 1
+                yield ray.get(ref)
+
+    def close() -> None:
+        for actor in actors:
+            ray.kill(actor)
+        if started_here:
+            ray.shutdown()
+
+    info = {"executor": "ray", "actors": cfg.num_actors, "started_ray": started_here}
+    return _Pool(map_shards, close, info)
+
+
+def run_nightly(
+    ctx: JobContext,
+    settings: match.MatchSettings,
+    *,
+    crash_marker: str | None = None,
+    crash_shard: int = 0,
+) -> JobResult:
+    """Score every active user, shard by shard; see the module docstring."""
+    figures = ctx.figures
+    read_engine = engine_mod.create_engine(ctx.database_url)
+    try:
+        with figures.phase("load"), read_engine.connect() as conn:
+            pop, rows_read = match.load_population(conn, ctx, settings)
+    finally:
+        read_engine.dispose()
+    with figures.phase("index"):
+        indexes = match.build_indexes(pop, settings)
+        index_bytes = indexes.to_bytes()
+    shards = shard_rows(pop.n_users, ctx.config.ray.shard_size)
+    args = (pop, index_bytes, settings, ctx.database_url, ctx.now)
+    kwargs = {"crash_marker": crash_marker, "crash_shard": crash_shard}
+    with figures.phase("start_workers"):
+        if ctx.config.ray.enabled:
+            pool = _ray_pool(ctx, args, kwargs)
+        else:
+            pool = _in_process_pool(ShardScorer(*args, **kwargs))
+    results: list[dict[str, Any]] = []
+    exposure: RowArray | None = None
+    try:
+        if settings.scoring.exposure_cap is not None:
+            with figures.phase("exposure_pass"):
+                exposure = np.zeros(pop.n_users, dtype=np.int64)
+                calls = [(i, rows) for i, rows in enumerate(shards)]
+                for counts in pool.map_shards("count_shard", calls):
+                    exposure += counts
+        with figures.phase("score_and_write"):
+            bar = progress.bar(
+                total=len(shards), desc="match shards", enabled=ctx.show_progress, unit="shard"
+            )
+            calls = [(i, rows, exposure) for i, rows in enumerate(shards)]
+            for result in pool.map_shards("score_shard", calls):
+                results.append(result)
+                bar.update(1)
+            bar.close()
+    finally:
+        pool.close()
+    with figures.phase("remove_departed"):
+        write_engine = engine_mod.writer(engine_mod.create_engine(ctx.database_url))
+        try:
+            with write_engine.begin() as conn:
+                departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
+        finally:
+            write_engine.dispose()
+    with figures.phase("recall_audit"):
+        audit = match.recall_audit(pop, indexes, settings, exposure)
+    funnel = match.merge_funnels([r["funnel"] for r in results])
+    pids = {r["pid"] for r in results}
+    n_workers = pool.info.get("actors", 1)
+    figures.counts.update(
+        funnel=funnel,
+        recall_audit=audit,
+        algorithm_version=settings.version,
+        shards={
+            "count": len(shards),
+            "shard_size": ctx.config.ray.shard_size,
+            # A worker process that appears beyond the initial ones is a restarted actor.
+            "actor_restarts": max(0, len(pids) - n_workers),
+            "compute_s": round(sum(r["compute_s"] for r in results), 3),
+            "write_s": round(sum(r["write_s"] for r in results), 3),
+            **pool.info,
+        },
+        departed_rows_deleted=departed,
+        peak_rss_mb={
+            "driver": _peak_rss_mb(),
+            "workers": sorted({r["pid"]: r["peak_rss_mb"] for r in results}.values()),
+        },
+    )
+    ctx.logger.info(
+        "nightly match: %d users in %d shards, %d rows, recall@%s %s",
+        pop.n_users,
+        len(shards),
+        funnel.get("rows_written", 0),
+        audit.get("k"),
+        audit.get("recall_at_k"),
+        extra={"action": "match.nightly", "funnel": funnel, "recall": audit.get("recall_at_k")},
+    )
+    return JobResult(
+        rows_read=rows_read,
+        rows_written=int(funnel.get("rows_written", 0)),
+        users=pop.n_users,
+        skipped=dict(figures.skipped),
+        extra={"recall_at_k": audit.get("recall_at_k")},
+    )

@@ -1,0 +1,328 @@
+"""Load the match job's :class:`compute.population.Population` from the signal tables.
+
+One columnar read per table for the whole active population (no per-user queries): users,
+quiz vectors, interest vectors, the interest index and catalogue, rating aggregates and
+dimensions, rating preferences, and likes/passes/blocks. Rows are aligned on the sorted ids
+of the active users, so two loads of the same data give identical arrays (the single-user
+path and the nightly build the same indexes from them).
+
+Values that cannot be used are *data*, not errors: a NULL birth date gives a NaN age (the
+population validator then drops the user as ``age_out_of_range``), a NULL gender gives code
+-1 (``bad_gender``), a vector blob of the wrong size is treated as absent
+(``bad_vector_blob``), an interest-index row naming an interest missing from the catalogue is
+dropped (``unknown_interest``). Those counts are returned for the run's metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import sqlalchemy as sa
+
+from compute import ratings
+from compute.population import Population
+from jobs.storage import bulk, schema
+from jobs.storage import signals as signal_store
+
+DAYS_PER_YEAR = 365.25
+_SECONDS_PER_DAY = 86_400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadParams:
+    """What the loader needs from config (kept separate so storage never sees ``Config``)."""
+
+    default_max_distance_km: float
+    prior_weight: float
+    min_ratings_for_preference: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Loaded:
+    """A loaded population and what was dropped while loading it."""
+
+    population: Population
+    skipped: dict[str, int]
+    rows_read: int
+
+
+def _days_between(now: dt.datetime, stamps: pd.Series) -> npt.NDArray[np.float32]:
+    """Days from each UTC timestamp to ``now``; NaN for NULL."""
+    now_ts = pd.Timestamp(now).tz_convert("UTC")
+    delta = (now_ts - pd.to_datetime(stamps, utc=True)).dt.total_seconds()
+    return (delta.to_numpy(dtype=np.float64, na_value=np.nan) / _SECONDS_PER_DAY).astype(np.float32)
+
+
+def _ages(now: dt.datetime, birth_dates: pd.Series) -> npt.NDArray[np.float32]:
+    """Age in years (fractional, ``days / 365.25``) at ``now``; NaN for NULL."""
+    now_day = np.datetime64(pd.Timestamp(now).tz_convert("UTC").tz_localize(None).date(), "D")
+    births = pd.to_datetime(birth_dates).to_numpy(dtype="datetime64[D]")
+    days = (now_day - births).astype("timedelta64[D]").astype(np.float64)
+    days[np.isnat(births)] = np.nan
+    return (days / DAYS_PER_YEAR).astype(np.float32)
+
+
+def _int_column(frame: pd.DataFrame, name: str, missing: int) -> npt.NDArray[np.int64]:
+    series = frame[name]
+    if series.isna().any():
+        return series.fillna(missing).to_numpy(dtype=np.int64)
+    return series.to_numpy(dtype=np.int64)
+
+
+def _float_column(frame: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _vectors(
+    conn: sa.Connection, table: sa.Table, user_ids: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], int, int]:
+    """(n, d) vectors aligned with ``user_ids``, presence mask, rows read, bad blobs."""
+    frame = signal_store.read(conn, table, columns=("user_id", "dim", "vector"))
+    rows, found = _rows_of(user_ids, frame["user_id"].to_numpy(dtype=np.int64))
+    frame = frame[found]
+    rows = rows[found]
+    dims = frame["dim"].to_numpy(dtype=np.int64)
+    dim = int(np.bincount(dims).argmax()) if dims.size else 1
+    blob_sizes = frame["vector"].map(len).to_numpy(dtype=np.int64)
+    ok = (dims == dim) & (blob_sizes == 4 * dim)
+    vectors = np.zeros((user_ids.size, dim), dtype=np.float32)
+    present = np.zeros(user_ids.size, dtype=np.bool_)
+    if ok.any():
+        vectors[rows[ok]] = signal_store.bytes_to_vectors(frame["vector"][ok], dim)
+        present[rows[ok]] = True
+    return vectors, present, len(frame), int((~ok).sum())
+
+
+def _rows_of(
+    sorted_ids: npt.NDArray[np.int64], ids: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Row of each id in ``sorted_ids`` and whether it is there."""
+    if sorted_ids.size == 0:
+        return np.zeros(ids.size, dtype=np.int64), np.zeros(ids.size, dtype=np.bool_)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return pos.astype(np.int64), sorted_ids[pos] == ids
+
+
+def _csr(
+    n: int, owners: npt.NDArray[np.int64], *columns: npt.NDArray[Any]
+) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[Any]]]:
+    order = np.argsort(owners, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(owners, minlength=n))]).astype(np.int64)
+    return indptr, [c[order] for c in columns]
+
+
+def load(conn: sa.Connection, now: dt.datetime, params: LoadParams) -> Loaded:
+    """Read every active user's filter fields and signals into one :class:`Population`.
+
+    Parameters
+    ----------
+    conn : Connection
+    now : datetime
+        UTC; ages, account ages and inactivity are measured at this instant.
+    params : LoadParams
+    """
+    skipped: dict[str, int] = {}
+    rows_read = 0
+    users = signal_store.read(
+        conn,
+        schema.users,
+        columns=(
+            "id",
+            "birth_date",
+            "gender",
+            "seeking_mask",
+            "age_min",
+            "age_max",
+            "max_distance_km",
+            "latitude",
+            "longitude",
+            "created_at",
+            "last_active_at",
+            "is_active",
+        ),
+    )
+    rows_read += len(users)
+    users = users[users["is_active"].fillna(False).astype(bool)]
+    users = users.sort_values("id", kind="stable").reset_index(drop=True)
+    user_ids = users["id"].to_numpy(dtype=np.int64)
+    n = user_ids.size
+
+    max_distance = _float_column(users, "max_distance_km")
+    max_distance = np.where(np.isnan(max_distance), params.default_max_distance_km, max_distance)
+    seeking = _int_column(users, "seeking_mask", 0) & 0b111
+
+    quiz_vectors, has_quiz, n_read, bad = _vectors(conn, schema.user_quiz_vectors, user_ids)
+    rows_read += n_read
+    interest_vectors, has_interest, n_read, bad2 = _vectors(
+        conn, schema.user_interest_vectors, user_ids
+    )
+    rows_read += n_read
+    skipped["bad_vector_blob"] = bad + bad2
+
+    catalogue = signal_store.read(conn, schema.interests, columns=("id", "name"))
+    catalogue = catalogue.sort_values("id", kind="stable")
+    catalogue_ids = catalogue["id"].to_numpy(dtype=np.int64)
+    index = signal_store.read(
+        conn, schema.user_interest_index, columns=("user_id", "interest_id", "weight")
+    )
+    rows_read += len(catalogue) + len(index)
+    owner, owned = _rows_of(user_ids, index["user_id"].to_numpy(dtype=np.int64))
+    interest_ids = index["interest_id"].to_numpy(dtype=np.int64)
+    _, known = _rows_of(catalogue_ids, interest_ids)
+    weights = index["weight"].to_numpy(dtype=np.float64)
+    usable_weight = np.isfinite(weights) & (weights >= 0)
+    skipped["unknown_interest"] = int((owned & ~known).sum())
+    skipped["bad_interest_weight"] = int((owned & known & ~usable_weight).sum())
+    keep = owned & known & usable_weight
+    interest_indptr, (interest_ids, interest_weights) = _csr(
+        n, owner[keep], interest_ids[keep], weights[keep].astype(np.float32)
+    )
+
+    quality, has_quality, dims_centred, preferences, has_preference, n_read = _ratings(
+        conn, user_ids, params
+    )
+    rows_read += n_read
+
+    likes = bulk.read_frame(
+        conn,
+        sa.select(schema.likes.c.user_id, schema.likes.c.target_id),
+        what="read likes",
+    )
+    rows_read += len(likes)
+    liker, liker_ok = _rows_of(user_ids, likes["user_id"].to_numpy(dtype=np.int64))
+    target, target_ok = _rows_of(user_ids, likes["target_id"].to_numpy(dtype=np.int64))
+    both = liker_ok & target_ok
+    # Store each exclusion under both users: the filter checks both directions anyway, and a
+    # per-user count of exclusions is what candidate search adds to its fetch size.
+    owners = np.concatenate([liker[both], target[both]])
+    others = np.concatenate([target[both], liker[both]])
+    pair_keys = np.unique(owners * max(n, 1) + others)
+    excluded_indptr, (excluded_rows,) = _csr(
+        n, pair_keys // max(n, 1), (pair_keys % max(n, 1)).astype(np.int64)
+    )
+
+    population = Population(
+        user_ids=user_ids,
+        gender=_int_column(users, "gender", -1).astype(np.int8),
+        seeking_mask=seeking.astype(np.int8),
+        age=_ages(now, users["birth_date"]),
+        age_min=_int_column(users, "age_min", 18).astype(np.int16),
+        age_max=_int_column(users, "age_max", 99).astype(np.int16),
+        max_distance_km=max_distance.astype(np.float32),
+        lat=_float_column(users, "latitude"),
+        lon=_float_column(users, "longitude"),
+        active=np.ones(n, dtype=np.bool_),
+        account_age_days=_days_between(now, users["created_at"]),
+        inactive_days=_days_between(now, users["last_active_at"]),
+        quiz_vectors=quiz_vectors,
+        has_quiz=has_quiz,
+        interest_vectors=interest_vectors,
+        has_interest=has_interest,
+        interest_indptr=interest_indptr,
+        interest_ids=interest_ids,
+        interest_weights=interest_weights,
+        catalogue_interest_ids=catalogue_ids,
+        catalogue_interest_names=catalogue["name"].astype(object).to_numpy(dtype=object),
+        rating_quality=quality.astype(np.float32),
+        has_rating_quality=has_quality,
+        rating_dims=dims_centred.astype(np.float32),
+        rating_preferences=preferences,
+        has_preference=has_preference,
+        excluded_indptr=excluded_indptr,
+        excluded_rows=excluded_rows,
+    )
+    return Loaded(population=population, skipped=skipped, rows_read=rows_read)
+
+
+def _ratings(
+    conn: sa.Connection, user_ids: npt.NDArray[np.int64], params: LoadParams
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.bool_],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.bool_],
+    int,
+]:
+    """Quality, centred per-dimension standing and preferences, aligned with ``user_ids``.
+
+    The global means are derived exactly as the ratings job derives them (from the counts of
+    valid ratings per value), so ``from_counts_means`` reproduces its shrunk means.
+    """
+    n = user_ids.size
+    dimension_rows = signal_store.read(
+        conn, schema.rating_dimensions, columns=("id", "scale_min", "scale_max")
+    )
+    n_dims = len(dimension_rows)
+    rows_read = n_dims
+    quality = np.zeros(n)
+    has_quality = np.zeros(n, dtype=np.bool_)
+    centred = np.zeros((n, n_dims))
+    if n_dims:
+        dimensions = ratings.RatingDimensions(
+            dimension_ids=dimension_rows["id"].to_numpy(dtype=np.int64),
+            scale_min=dimension_rows["scale_min"].to_numpy(dtype=np.float64),
+            scale_max=dimension_rows["scale_max"].to_numpy(dtype=np.float64),
+        )
+        value_counts = signal_store.valid_rating_value_counts(conn)
+        rows_read += len(value_counts)
+        counts = value_counts["n"].to_numpy(dtype=np.int64)
+        placeholder = np.broadcast_to(np.int64(0), (int(counts.sum()),))
+        global_means = ratings.rating_global_means(
+            ratings.ValidRatings(
+                rater_ids=placeholder,
+                rated_ids=placeholder,
+                dimension_ids=np.repeat(value_counts["dimension_id"].to_numpy(np.int64), counts),
+                values=np.repeat(value_counts["value"].to_numpy(np.float64), counts),
+                skipped={},
+            ),
+            dimensions,
+        )
+        aggregates = signal_store.read(
+            conn,
+            schema.profile_rating_aggregates,
+            columns=("profile_id", "dimension_id", "count", "mean"),
+        )
+        rows_read += len(aggregates)
+        prof_rows, prof_ok = _rows_of(user_ids, aggregates["profile_id"].to_numpy(np.int64))
+        dim_pos, dim_ok = _rows_of(
+            dimensions.dimension_ids, aggregates["dimension_id"].to_numpy(np.int64)
+        )
+        agg_counts = aggregates["count"].to_numpy(np.int64)
+        agg_means = aggregates["mean"].to_numpy(np.float64)
+        ok = prof_ok & dim_ok & (agg_counts > 0) & np.isfinite(agg_means)
+        rated_rows = np.unique(prof_rows[ok])
+        if rated_rows.size:
+            local = np.searchsorted(rated_rows, prof_rows[ok])
+            count_matrix = np.zeros((rated_rows.size, n_dims), dtype=np.int64)
+            mean_matrix = np.full((rated_rows.size, n_dims), np.nan)
+            count_matrix[local, dim_pos[ok]] = agg_counts[ok]
+            mean_matrix[local, dim_pos[ok]] = agg_means[ok]
+            derived = ratings.RatingAggregates.from_counts_means(
+                user_ids[rated_rows],
+                count_matrix,
+                mean_matrix,
+                global_means,
+                dimensions,
+                ratings.RatingParams(
+                    prior_weight=float(params.prior_weight),
+                    min_ratings_for_preference=params.min_ratings_for_preference,
+                ),
+            )
+            quality[rated_rows] = derived.quality
+            has_quality[rated_rows] = True
+            centred[rated_rows] = derived.centred(dimensions)
+    preferences, has_preference, n_read, _ = _vectors(
+        conn, schema.user_rating_preferences, user_ids
+    )
+    rows_read += n_read
+    if preferences.shape[1] != n_dims:
+        # Preferences written for another set of dimensions cannot be compared: treat as none.
+        preferences = np.zeros((n, n_dims), dtype=np.float32)
+        has_preference = np.zeros(n, dtype=np.bool_)
+    return quality, has_quality, centred, preferences, has_preference, rows_read

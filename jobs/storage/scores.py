@@ -1,0 +1,283 @@
+"""All SQL on ``match_scores``: per-user-set replacement, reverse lookups, reads.
+
+A user's list for one ``algorithm_version`` is replaced in the caller's transaction: delete
+that version's rows of the given users, then insert the new rows. Committed together, a
+reader running the API query sees the old set or the new one, never half of either; other
+versions are untouched; a user given no rows loses theirs.
+
+PostgreSQL inserts with a binary ``COPY`` whose rows are packed with numpy (one structured
+array for every fixed-width field, then each row's reasons text appended); the generic CSV
+path of :mod:`jobs.storage.bulk` formats each float with ``repr`` in Python and cannot keep
+up with the tens of millions of rows of a nightly. SQLite uses ``executemany``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import struct
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import sqlalchemy as sa
+
+from jobs.storage import bulk, schema
+from jobs.storage.engine import is_postgres, translate_errors
+
+TABLE = schema.match_scores
+SUBSCORE_COLUMNS: tuple[str, ...] = tuple(f"s_{name}" for name in schema.SUBSCORE_COLUMNS)
+# Columns of the frames this module writes (version, hash and time are per call).
+FRAME_COLUMNS: tuple[str, ...] = ("user_id", "candidate_id", "score", *SUBSCORE_COLUMNS, "reasons")
+# COPY order: every fixed-width field first, the variable-length reasons text last.
+COPY_COLUMNS: tuple[str, ...] = (
+    "algorithm_version",
+    "user_id",
+    "candidate_id",
+    "score",
+    *SUBSCORE_COLUMNS,
+    "config_hash",
+    "computed_at",
+    "reasons",
+)
+_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_SQLITE_CHUNK = 900
+COPY_CHUNK_ROWS = 200_000
+
+
+def _check_frame(frame: pd.DataFrame) -> None:
+    missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"match score frame must have columns {FRAME_COLUMNS}; missing {missing}")
+    numbers = frame[["score", *SUBSCORE_COLUMNS]].to_numpy(dtype=np.float64)
+    if numbers.size and not np.isfinite(numbers).all():
+        # A broken invariant of the scorer, not bad input: refuse before writing anything.
+        raise ValueError("match score frame holds NaN or infinite scores")
+
+
+def _micros_since_2000(when: dt.datetime) -> int:
+    if when.tzinfo is None:
+        raise ValueError(f"computed_at must be timezone-aware UTC; got {when!r}")
+    delta = when.astimezone(dt.UTC) - _PG_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def encode_copy_binary(
+    frame: pd.DataFrame, version: str, config_hash: str, computed_at: dt.datetime
+) -> bytes:
+    """Rows of ``frame`` in PostgreSQL's binary COPY format, columns :data:`COPY_COLUMNS`."""
+    m = len(frame)
+    version_b = version.encode()
+    hash_b = config_hash.encode()
+    n_float = 1 + len(SUBSCORE_COLUMNS)
+    fields: list[tuple[str, str]] = [
+        ("n_fields", ">i2"),
+        ("version_len", ">i4"),
+        ("version", f"S{len(version_b)}"),
+        ("user_len", ">i4"),
+        ("user", ">i8"),
+        ("cand_len", ">i4"),
+        ("cand", ">i8"),
+    ]
+    for i in range(n_float):
+        fields += [(f"f{i}_len", ">i4"), (f"f{i}", ">f8")]
+    fields += [
+        ("hash_len", ">i4"),
+        ("hash", f"S{len(hash_b)}"),
+        ("time_len", ">i4"),
+        ("time", ">i8"),
+        ("reasons_len", ">i4"),
+    ]
+    rows = np.empty(m, dtype=np.dtype(fields))
+    rows["n_fields"] = len(COPY_COLUMNS)
+    rows["version_len"] = len(version_b)
+    rows["version"] = version_b
+    rows["user_len"] = 8
+    rows["user"] = frame["user_id"].to_numpy(dtype=np.int64)
+    rows["cand_len"] = 8
+    rows["cand"] = frame["candidate_id"].to_numpy(dtype=np.int64)
+    for i, name in enumerate(("score", *SUBSCORE_COLUMNS)):
+        rows[f"f{i}_len"] = 8
+        rows[f"f{i}"] = frame[name].to_numpy(dtype=np.float64)
+    rows["hash_len"] = len(hash_b)
+    rows["hash"] = hash_b
+    rows["time_len"] = 8
+    rows["time"] = _micros_since_2000(computed_at)
+    # Reasons repeat heavily (one JSON text per distinct combination), so encode each once.
+    cache: dict[str, bytes] = {}
+    reasons = [cache.get(s) or cache.setdefault(s, s.encode()) for s in frame["reasons"].tolist()]
+    rows["reasons_len"] = np.fromiter(map(len, reasons), dtype=np.int64, count=m)
+    packed = rows.tobytes()
+    width = rows.dtype.itemsize
+    fixed = [packed[i : i + width] for i in range(0, m * width, width)]
+    parts: list[bytes] = [b""] * (2 * m)
+    parts[0::2] = fixed
+    parts[1::2] = reasons
+    return b"".join(parts)
+
+
+def _delete_users(conn: sa.Connection, version: str, user_ids: npt.NDArray[np.int64]) -> int:
+    if user_ids.size == 0:
+        return 0
+    if is_postgres(conn):
+        result = conn.execute(
+            sa.text(
+                "DELETE FROM match_scores WHERE algorithm_version = :v "
+                "AND user_id = ANY(CAST(:ids AS BIGINT[]))"
+            ),
+            {"v": version, "ids": [int(u) for u in user_ids]},
+        )
+        return int(result.rowcount or 0)
+    deleted = 0
+    for start in range(0, user_ids.size, _SQLITE_CHUNK):
+        chunk = [int(u) for u in user_ids[start : start + _SQLITE_CHUNK]]
+        result = conn.execute(
+            sa.delete(TABLE).where(TABLE.c.algorithm_version == version, TABLE.c.user_id.in_(chunk))
+        )
+        deleted += int(result.rowcount or 0)
+    return deleted
+
+
+def insert_rows(
+    conn: sa.Connection,
+    frame: pd.DataFrame,
+    *,
+    version: str,
+    config_hash: str,
+    computed_at: dt.datetime,
+) -> int:
+    """Append ``frame``'s rows (columns :data:`FRAME_COLUMNS`) for ``version``; rows written."""
+    _check_frame(frame)
+    if frame.empty:
+        return 0
+    if is_postgres(conn):
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        columns = ", ".join(COPY_COLUMNS)
+        with cursor.copy(f"COPY match_scores ({columns}) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(_COPY_HEADER)
+            for start in range(0, len(frame), COPY_CHUNK_ROWS):
+                chunk = frame.iloc[start : start + COPY_CHUNK_ROWS]
+                copy.write(encode_copy_binary(chunk, version, config_hash, computed_at))
+            copy.write(_COPY_TRAILER)
+        return len(frame)
+    stamp = computed_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+    names = ["algorithm_version", *FRAME_COLUMNS, "config_hash", "computed_at"]
+    sql = f"INSERT INTO match_scores ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    columns = [frame[c].to_numpy().tolist() for c in FRAME_COLUMNS]
+    rows = zip(
+        itertools.repeat(version), *columns, itertools.repeat(config_hash), itertools.repeat(stamp)
+    )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    while batch := list(itertools.islice(rows, bulk.CHUNK_ROWS)):
+        cursor.executemany(sql, batch)
+    return len(frame)
+
+
+def replace_user_sets(
+    conn: sa.Connection,
+    user_ids: npt.ArrayLike,
+    frame: pd.DataFrame,
+    *,
+    version: str,
+    config_hash: str,
+    computed_at: dt.datetime,
+) -> tuple[int, int]:
+    """Replace the ``version`` rows of ``user_ids`` by ``frame``'s; ``(deleted, inserted)``.
+
+    Run inside one transaction (the caller commits): a reader sees either set, never a mix.
+    Every ``frame`` user must be among ``user_ids``.
+    """
+    ids = np.unique(np.asarray(user_ids, dtype=np.int64))
+    framed = frame["user_id"].to_numpy(dtype=np.int64)
+    if framed.size and not np.isin(framed, ids).all():
+        raise ValueError("frame holds rows of users outside user_ids")
+    with translate_errors("replace match_scores"):
+        deleted = _delete_users(conn, version, ids)
+        inserted = insert_rows(
+            conn, frame, version=version, config_hash=config_hash, computed_at=computed_at
+        )
+    return deleted, inserted
+
+
+def delete_users_except(conn: sa.Connection, version: str, keep_user_ids: npt.ArrayLike) -> int:
+    """Delete ``version`` rows of every user not in ``keep_user_ids`` (left the population)."""
+    keep = np.unique(np.asarray(keep_user_ids, dtype=np.int64))
+    with translate_errors("delete stale match_scores"):
+        stored = bulk.read_frame(
+            conn,
+            sa.select(TABLE.c.user_id).where(TABLE.c.algorithm_version == version).distinct(),
+            what="read users with match_scores",
+        )
+        stale = np.setdiff1d(stored["user_id"].to_numpy(dtype=np.int64), keep)
+        return _delete_users(conn, version, stale)
+
+
+def users_listing(
+    conn: sa.Connection,
+    version: str,
+    candidate_ids: npt.ArrayLike,
+    *,
+    exclude: npt.ArrayLike = (),
+    limit: int,
+) -> npt.NDArray[np.int64]:
+    """Users whose ``version`` list holds one of ``candidate_ids`` (reverse fan-out).
+
+    At most ``limit`` users, those who rank a candidate highest first (score desc, user id),
+    skipping ``exclude``. Uses the (version, candidate) index.
+    """
+    ids = [int(c) for c in np.unique(np.asarray(candidate_ids, dtype=np.int64))]
+    excluded = np.asarray(exclude, dtype=np.int64)
+    if not ids or limit <= 0:
+        return np.empty(0, dtype=np.int64)
+    best = sa.func.max(TABLE.c.score).label("best")
+    query = (
+        sa.select(TABLE.c.user_id, best)
+        .where(TABLE.c.algorithm_version == version, TABLE.c.candidate_id.in_(ids))
+        .group_by(TABLE.c.user_id)
+        .order_by(best.desc(), TABLE.c.user_id)
+        .limit(limit + excluded.size)
+    )
+    frame = bulk.read_frame(conn, query, what="reverse lookup in match_scores")
+    users = frame["user_id"].to_numpy(dtype=np.int64)
+    return users[~np.isin(users, excluded)][:limit]
+
+
+def candidate_counts(conn: sa.Connection, version: str) -> pd.DataFrame:
+    """``candidate_id``, ``n``: in how many stored ``version`` lists each candidate appears."""
+    query = (
+        sa.select(TABLE.c.candidate_id, sa.func.count().label("n"))
+        .where(TABLE.c.algorithm_version == version)
+        .group_by(TABLE.c.candidate_id)
+    )
+    frame = bulk.read_frame(conn, query, what="count match_scores per candidate")
+    frame["n"] = frame["n"].astype(np.int64)
+    return frame
+
+
+def read_rows(
+    conn: sa.Connection, version: str, user_ids: npt.ArrayLike | None = None
+) -> pd.DataFrame:
+    """Stored rows of ``version`` (optionally of some users), sorted by user, score desc."""
+    query: Any = sa.select(*TABLE.c).where(TABLE.c.algorithm_version == version)
+    if user_ids is not None:
+        query = query.where(TABLE.c.user_id.in_([int(u) for u in np.asarray(user_ids)]))
+    frame = bulk.read_frame(conn, query, what="read match_scores")
+    return frame.sort_values(
+        ["user_id", "score", "candidate_id"], ascending=[True, False, True], kind="stable"
+    ).reset_index(drop=True)
+
+
+def top_for_user(conn: sa.Connection, version: str, user_id: int, limit: int) -> pd.DataFrame:
+    """The API's query: one user's suggestions, best first."""
+    query = (
+        sa.select(TABLE.c.candidate_id, TABLE.c.score, TABLE.c.reasons)
+        .where(TABLE.c.algorithm_version == version, TABLE.c.user_id == int(user_id))
+        .order_by(TABLE.c.score.desc())
+        .limit(limit)
+    )
+    with translate_errors("read suggestions"):
+        rows = conn.execute(query).all()
+    return pd.DataFrame(rows, columns=["candidate_id", "score", "reasons"])
