@@ -1,0 +1,240 @@
+"""The ``matchjobs evaluate`` subcommand: compare configs offline against observed decisions.
+
+Parses arguments, loads the configs, calls :func:`jobs.evaluate.evaluate`, writes the result
+JSON and prints a side-by-side table (or the JSON with ``--json``). No computation, no SQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from jobs import cli, evaluate
+from jobs import config as config_mod
+from jobs.errors import ConfigError
+
+DEFAULT_OUT = Path("reports") / "evaluation.json"
+
+DESCRIPTION = f"""\
+Hide a seeded share of the observed decision pairs (their likes/passes and ratings, both
+directions), rebuild the signal tables without them in a scratch database, score every hidden
+pair in both directions with each config (reciprocal fusion on and off) and measure: AUC for a
+mutual like, AUC for a one-sided like, precision/recall/NDCG at k per viewer. Baselines (random,
+rating quality alone, reciprocal popularity) are measured on the same pairs. The source
+database is only read.
+
+Configs: the reference is configs/default.yaml with the global --config files merged over it
+(named "default"; leave it out with --no-default). Each --candidate FILE is another config,
+merged over that same reference and named after the file. Example:
+
+  matchjobs --db sqlite:///matchjobs.db evaluate \\
+      --candidate configs/experiments/quiz-heavy.yaml \\
+      --candidate configs/experiments/reciprocal.yaml
+
+The full result (metrics, ROC points, baselines) is written to --out as JSON with this schema:
+
+{evaluate.RESULT_SCHEMA}"""
+
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("auc_mutual", "AUC mutual"),
+    ("auc_like", "AUC like"),
+    ("precision_at_k_mutual", "P@k mutual"),
+    ("recall_at_k_mutual", "R@k mutual"),
+    ("ndcg_at_k_mutual", "NDCG@k mutual"),
+    ("ndcg_at_k_like", "NDCG@k like"),
+)
+
+
+def _candidates(env: cli.Env) -> list[evaluate.Candidate]:
+    args = env.args
+    base_files = list(args.config or ())
+    found: list[evaluate.Candidate] = []
+    if not args.no_default:
+        found.append(evaluate.Candidate("default", "default", env.config))
+    for path in args.candidate or ():
+        name = Path(path).stem
+        taken = {c.name for c in found}
+        suffix = 2
+        while name in taken:
+            name = f"{Path(path).stem}-{suffix}"
+            suffix += 1
+        found.append(evaluate.Candidate(name, path, config_mod.load_config([*base_files, path])))
+    if not found:
+        raise ConfigError("nothing to evaluate: --no-default needs at least one --candidate FILE")
+    return found
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}"
+
+
+def table(result: dict[str, Any]) -> str:
+    """The configs and baselines side by side, one row each."""
+    rows = []
+    for entry in result["configs"]:
+        rows.append(
+            {
+                "config": entry["name"],
+                "reciprocal": ("on" if entry["reciprocal"] else "off")
+                + ("*" if entry["served"] else ""),
+                "version": entry["algorithm_version"],
+                "hash": entry["config_hash"],
+                **{title: _fmt(entry["metrics"][key]) for key, title in TABLE_COLUMNS},
+            }
+        )
+    for entry in result["baselines"]:
+        rows.append(
+            {
+                "config": f"[baseline] {entry['name']}",
+                "reciprocal": "",
+                "version": "",
+                "hash": "",
+                **{title: _fmt(entry["metrics"][key]) for key, title in TABLE_COLUMNS},
+            }
+        )
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def cmd_evaluate(env: cli.Env) -> int:
+    args = env.args
+    candidates = _candidates(env)  # a bad config stops here, before anything is read
+    now = cli_now(args.now)
+    options = evaluate.Options(
+        hidden_fraction=args.hidden_fraction,
+        seed=args.seed,
+        k=args.k,
+        now=now,
+        scratch_url=args.scratch_db,
+        keep_scratch=args.keep_scratch,
+    )
+    try:
+        result = evaluate.evaluate(
+            env.engine, env.url, candidates, options, show_progress=env.show_progress
+        )
+    finally:
+        env.engine.dispose()
+    out = Path(args.out)
+    evaluate.write_result(result, out)
+    if args.json:
+        cli.emit(args, "", result)
+        return 0
+    print(
+        f"evaluated {len(candidates)} config(s) on {result['n_evaluated_pairs']} hidden pairs "
+        f"({result['n_hidden_pairs']} of {result['n_decision_pairs']} decision pairs hidden, "
+        f"seed {result['seed']}, k {result['k']}, signals at {result['now']})"
+    )
+    print(table(result))
+    print("(* = the config's own reciprocal setting, the one it would serve)\n")
+    for entry in result["configs"]:
+        print(entry["summary"])
+    print(f"\nfull result with ROC points: {out}")
+    return 0
+
+
+def cli_now(text: str | None) -> dt.datetime | None:
+    """``--now`` as an aware UTC datetime (a naive time is taken as UTC)."""
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"--now must be an ISO 8601 time such as 2026-11-01T00:00Z; got {text!r}"
+        ) from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1); got {text!r}") from exc
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1) (exclusive); got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1; got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1; got {text!r}")
+    return value
+
+
+def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="compare configs offline on hidden observed decisions (AUC, P/R/NDCG@k)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        metavar="FILE",
+        help="a config YAML to compare (merged over the reference; repeatable)",
+    )
+    parser.add_argument(
+        "--no-default",
+        action="store_true",
+        help="do not evaluate the reference config itself",
+    )
+    parser.add_argument(
+        "--hidden-fraction",
+        type=_fraction,
+        default=0.2,
+        metavar="F",
+        help="share of decision pairs to hide (default 0.2)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the hidden sample (default 0)"
+    )
+    parser.add_argument(
+        "--k",
+        type=_positive_int,
+        default=evaluate.DEFAULT_K,
+        metavar="K",
+        help=f"cut-off of precision/recall/NDCG per viewer (default {evaluate.DEFAULT_K})",
+    )
+    parser.add_argument(
+        "--now",
+        metavar="TIME",
+        help="reference time of the signals, ISO 8601 UTC (default: the latest user activity)",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(DEFAULT_OUT),
+        metavar="PATH",
+        help=f"where to write the result JSON (default {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--scratch-db",
+        metavar="URL",
+        help="an empty database for the scratch copy (default: a temporary SQLite file, or a "
+        "new database on the source's PostgreSQL server, dropped afterwards)",
+    )
+    parser.add_argument(
+        "--keep-scratch",
+        action="store_true",
+        help="keep the scratch database for inspection (its URL is logged)",
+    )
+    # SUPPRESS keeps a --db given before the subcommand from being reset to None.
+    parser.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="database URL (default: $MATCHJOBS_DATABASE_URL or ./matchjobs.db)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    handlers["evaluate"] = cmd_evaluate
