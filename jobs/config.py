@@ -54,18 +54,27 @@ class Signals(_Model):
 
 
 class QuizJob(_Model):
+    """The quiz job (``jobs.quiz``): answers → ``user_quiz_vectors``."""
+
+    # Fewer valid answers than this: no vector (counted as too_few_answers).
     min_answers: Annotated[int, Field(ge=1)] = 5
 
 
 class InterestJob(_Model):
+    """The interest job (``jobs.interests``): index rows and dense vectors."""
+
     dim: Annotated[int, Field(ge=2, le=4096)] = 64
-    projection_seed: int = 20261128
+    # Seeds the hashing projection of catalogues larger than dim; a uint64.
+    projection_seed: Annotated[int, Field(ge=0, lt=2**64)] = 20261128
     idf: bool = True
 
 
 class RatingJob(_Model):
+    """The ratings job (``jobs.ratings``): aggregates and preferences."""
+
     prior_weight: NonNegative = 10.0
-    min_ratings_for_preference: Annotated[int, Field(ge=1)] = 5
+    # Distinct rated profiles a rater needs; one profile has no covariance, hence >= 2.
+    min_ratings_for_preference: Annotated[int, Field(ge=2)] = 5
 
 
 class Filters(_Model):

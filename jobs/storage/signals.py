@@ -6,6 +6,8 @@ DataFrames with fixed dtypes on both engines (``bulk.read_frame``).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from jobs.storage import bulk, schema
+from jobs.storage.engine import is_postgres
 
 # Beyond this many ids a scope is filtered in pandas rather than with an IN list.
 IN_LIST_LIMIT = 500
@@ -33,10 +36,20 @@ def _filter(frame: pd.DataFrame, column: str, ids: np.ndarray | None) -> pd.Data
 
 
 def read(
-    conn: sa.Connection, table: sa.Table, column: str | None = None, ids: np.ndarray | None = None
+    conn: sa.Connection,
+    table: sa.Table,
+    column: str | None = None,
+    ids: np.ndarray | None = None,
+    *,
+    columns: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
-    """All of ``table``'s columns, restricted to rows whose ``column`` is in ``ids``."""
-    query = sa.select(*table.c)
+    """``table``'s columns (or just ``columns``), restricted to rows whose ``column`` is in ``ids``.
+
+    ``column`` must be among the selected columns when ``ids`` holds more than
+    ``IN_LIST_LIMIT`` ids (the filter then happens in pandas).
+    """
+    selected = table.c if columns is None else [table.c[name] for name in columns]
+    query = sa.select(*selected)
     if column is not None:
         query = _in_scope(query, table.c[column], ids)
     frame = bulk.read_frame(conn, query, what=f"read {table.name}")
@@ -64,13 +77,72 @@ def sync(
     scope_column: str,
 ) -> dict[str, int]:
     """Make ``table``'s rows for the scope equal ``frame`` (see ``bulk.sync_rows``)."""
-    return bulk.sync_rows(
-        conn,
-        table,
-        frame[[c.name for c in table.columns]],
-        scope_column=scope_column,
-        scope_ids=scope_ids,
+    with _no_nested_loops(conn, enabled=len(frame) >= BULK_SYNC_ROWS):
+        return bulk.sync_rows(
+            conn,
+            table,
+            frame[[c.name for c in table.columns]],
+            scope_column=scope_column,
+            scope_ids=scope_ids,
+        )
+
+
+# From this many rows on, a sync is planned without nested loops (see _no_nested_loops).
+BULK_SYNC_ROWS = 5_000
+
+
+@contextlib.contextmanager
+def _no_nested_loops(conn: sa.Connection, *, enabled: bool) -> Iterator[None]:
+    """On PostgreSQL, plan the enclosed statements with hash joins instead of nested loops.
+
+    Once autovacuum has analyzed a derived table while it was empty, the planner trusts that
+    it is empty and checks the sync's ``INSERT … WHERE NOT EXISTS (SELECT … FROM target)``
+    with a nested loop over a sequential scan of the target, which also reads the rows the
+    same statement has just inserted: quadratic (a first nightly run of 72k index rows took
+    84 s instead of 0.3 s). Hash joins read each side once. Small syncs (the event path)
+    keep the nested loops, which probe the primary key instead of scanning a large table.
+    """
+    if not (enabled and is_postgres(conn)):
+        yield
+        return
+    conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
+    yield
+    # Not in a ``finally``: after an error the transaction is aborted (and the setting dies
+    # with it), and a statement there would hide the original error.
+    conn.exec_driver_sql("SET LOCAL enable_nestloop TO DEFAULT")
+
+
+def vector_rows(
+    table: sa.Table,
+    user_ids: np.ndarray,
+    vectors: np.ndarray,
+    counts: np.ndarray,
+    now: Any,
+) -> pd.DataFrame:
+    """Rows for a per-user vector table (``user_id, dim, vector, n_<count>, updated_at``).
+
+    ``table`` names the count column (its fourth column); ``now`` stamps ``updated_at``,
+    which ``sync`` keeps on rows whose other values did not change.
+    """
+    names = [c.name for c in table.columns]
+    expected = ["user_id", "dim", "vector", names[3], "updated_at"]
+    if names != expected:
+        raise ValueError(f"{table.name} is not a per-user vector table; columns {names}")
+    n = len(user_ids)
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(user_ids, dtype=np.int64),
+            "dim": np.full(n, vectors.shape[1], dtype=np.int64),
+            "vector": vectors_to_bytes(vectors),
+            names[3]: np.asarray(counts, dtype=np.int64),
+            "updated_at": stamps(n, now),
+        }
     )
+
+
+def stamps(n: int, now: Any) -> pd.Series:
+    """``n`` copies of the UTC timestamp ``now`` as a datetime column."""
+    return pd.Series(pd.DatetimeIndex([pd.Timestamp(now)]).tz_convert("UTC").repeat(n))
 
 
 def vectors_to_bytes(vectors: np.ndarray) -> list[bytes]:
@@ -91,3 +163,119 @@ def bytes_to_vectors(blobs: pd.Series, dim: int) -> np.ndarray:
             f"for {len(blobs)} rows"
         )
     return vectors.reshape(len(blobs), dim).astype(np.float32, copy=True)
+
+
+# ------------------------------------------------------------------ signal-job specific reads
+
+
+def existing_user_ids(conn: sa.Connection, user_ids: np.ndarray | None = None) -> np.ndarray:
+    """Sorted ids of users that exist, active or not (within ``user_ids`` when given)."""
+    users = schema.users
+    query = _in_scope(sa.select(users.c.id), users.c.id, user_ids)
+    frame = _filter(bulk.read_frame(conn, query, what="read users"), "id", user_ids)
+    return np.sort(frame["id"].to_numpy(dtype=np.int64))
+
+
+def interest_index_entries_of_active_users(conn: sa.Connection) -> pd.DataFrame:
+    """``(user_id, interest_id)`` of every stored ``user_interest_index`` row of an active user.
+
+    The document-frequency input of a single-user interest run: the weights are not needed
+    to count users per interest, so they are not read.
+    """
+    index, users = schema.user_interest_index, schema.users
+    query = (
+        sa.select(index.c.user_id, index.c.interest_id)
+        .select_from(index.join(users, users.c.id == index.c.user_id))
+        .where(users.c.is_active)
+    )
+    return bulk.read_frame(conn, query, what="read user_interest_index of active users")
+
+
+RATING_COLUMNS = ("rater_id", "rated_id", "dimension_id", "value")
+
+
+def ratings_touching(
+    conn: sa.Connection, rater_ids: np.ndarray, rated_ids: np.ndarray
+) -> pd.DataFrame:
+    """Ratings given by one of ``rater_ids`` or received by one of ``rated_ids``.
+
+    Columns ``RATING_COLUMNS``, sorted by the primary key (rater, rated, dimension) so that
+    sums over them run in the same order as over :func:`read_ratings` of everyone.
+    """
+    ratings = schema.ratings
+    rater_ids = np.unique(np.asarray(rater_ids, dtype=np.int64))
+    rated_ids = np.unique(np.asarray(rated_ids, dtype=np.int64))
+    query = sa.select(*(ratings.c[name] for name in RATING_COLUMNS))
+    if len(rater_ids) + len(rated_ids) <= IN_LIST_LIMIT:
+        conditions = []
+        if len(rater_ids):
+            conditions.append(ratings.c.rater_id.in_([int(i) for i in rater_ids]))
+        if len(rated_ids):
+            conditions.append(ratings.c.rated_id.in_([int(i) for i in rated_ids]))
+        if not conditions:
+            return _sorted_ratings(
+                bulk.read_frame(conn, query.where(sa.false()), what="read ratings")
+            )
+        frame = bulk.read_frame(conn, query.where(sa.or_(*conditions)), what="read ratings")
+    else:
+        frame = bulk.read_frame(conn, query, what="read ratings")
+        keep = frame["rater_id"].isin(rater_ids) | frame["rated_id"].isin(rated_ids)
+        frame = frame[keep]
+    return _sorted_ratings(frame)
+
+
+def read_ratings(conn: sa.Connection) -> pd.DataFrame:
+    """Every rating, columns ``RATING_COLUMNS``, sorted by (rater, rated, dimension)."""
+    ratings = schema.ratings
+    query = sa.select(*(ratings.c[name] for name in RATING_COLUMNS))
+    return _sorted_ratings(bulk.read_frame(conn, query, what="read ratings"))
+
+
+def _sorted_ratings(frame: pd.DataFrame) -> pd.DataFrame:
+    # A fixed row order makes float sums (means, covariances) bit-reproducible, whichever
+    # subset of rows a run reads and whatever order the database returns them in.
+    order = np.lexsort(
+        (
+            frame["dimension_id"].to_numpy(dtype=np.int64),
+            frame["rated_id"].to_numpy(dtype=np.int64),
+            frame["rater_id"].to_numpy(dtype=np.int64),
+        )
+    )
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def valid_rating_value_counts(conn: sa.Connection) -> pd.DataFrame:
+    """How many valid ratings hold each value, per dimension: the input of the global means.
+
+    Valid means what ``compute.ratings.validate_ratings`` keeps: a known dimension, a value
+    within its scale (NULL, NaN and infinities fail the comparison on both engines), a rater
+    and a rated profile that exist, not a self-rating (the primary key rules out duplicates).
+    Columns ``dimension_id`` int64, ``value`` float64, ``n`` int64, sorted by dimension then
+    value. Grouping by value keeps the result tiny for rating scales and makes the mean
+    independent of the order the database scans rows in, so every run, batch or single
+    profile, derives bit-identical global means without reading every rating.
+    """
+    ratings, dims, users = schema.ratings, schema.rating_dimensions, schema.users
+    raters, rated = users.alias("raters"), users.alias("rated")
+    query = (
+        sa.select(
+            ratings.c.dimension_id,
+            ratings.c.value,
+            sa.func.count().label("n"),
+        )
+        .select_from(
+            ratings.join(dims, dims.c.id == ratings.c.dimension_id)
+            .join(raters, raters.c.id == ratings.c.rater_id)
+            .join(rated, rated.c.id == ratings.c.rated_id)
+        )
+        .where(
+            ratings.c.value >= dims.c.scale_min,
+            ratings.c.value <= dims.c.scale_max,
+            ratings.c.rater_id != ratings.c.rated_id,
+        )
+        .group_by(ratings.c.dimension_id, ratings.c.value)
+        .order_by(ratings.c.dimension_id, ratings.c.value)
+    )
+    frame = bulk.read_frame(conn, query, what="count valid ratings per value")
+    frame["n"] = frame["n"].astype(np.int64)
+    return frame
