@@ -559,3 +559,70 @@ def measure(rows: DirectedRows, scores: npt.ArrayLike, k: int) -> ScoreMetrics:
         roc_mutual=roc_curve(s, rows.mutual),
         roc_like=roc_curve(s[d], rows.liked[d]),
     )
+
+
+# ------------------------------------------------------------------------------ uncertainty
+
+
+def bootstrap_auc(
+    pair_index: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> FloatArray:
+    """AUC of several scorers on ``n_boot`` resamples of the pairs (with replacement).
+
+    Pairs, not rows, are resampled (both rows of a pair share a label), and every scorer
+    sees the same resamples, so differences between columns are paired: the spread of
+    ``out[:, i] - out[:, j]`` is the uncertainty of scorer i's lead over scorer j.
+
+    Parameters
+    ----------
+    pair_index : (m,) int
+        The pair of each row, 0..p-1.
+    scores : (s, m) float, finite
+        One row per scorer.
+    labels : (m,) bool
+    n_boot : int ≥ 1
+    rng : np.random.Generator
+
+    Returns
+    -------
+    (n_boot, s) float64; NaN for a resample lacking a class.
+    """
+    if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
+        raise ValueError(f"n_boot must be an int ≥ 1; got {n_boot!r}")
+    pairs = _as_1d("pair_index", pair_index, np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != pairs.size:
+        raise ValueError(f"scores must be (s, {pairs.size}); got {s.shape}")
+    y = _as_1d("labels", labels, np.bool_, pairs.size)
+    n_pairs = int(pairs.max()) + 1 if pairs.size else 0
+    out = np.full((n_boot, s.shape[0]), np.nan)
+    if n_pairs == 0:
+        return out
+    # Rows of each pair, as CSR, to expand a resample of pairs into rows.
+    order = np.argsort(pairs, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(pairs, minlength=n_pairs))])
+    for b in range(n_boot):
+        drawn = rng.integers(0, n_pairs, n_pairs)
+        lengths = indptr[drawn + 1] - indptr[drawn]
+        starts = np.repeat(indptr[drawn] - np.cumsum(lengths) + lengths, lengths)
+        rows = order[starts + np.arange(lengths.sum())]
+        for i in range(s.shape[0]):
+            out[b, i] = auc(s[i, rows], y[rows])
+    return out
+
+
+def percentile_interval(values: npt.ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the finite ``values`` (NaN, NaN if none)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1); got {level!r}")
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(v, [tail, 100.0 - tail])
+    return float(low), float(high)

@@ -112,6 +112,7 @@ def cmd_evaluate(env: cli.Env) -> int:
         k=args.k,
         now=now,
         scratch_url=args.scratch_db,
+        bootstrap=args.bootstrap,
         keep_scratch=args.keep_scratch,
     )
     try:
@@ -207,6 +208,14 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
         default=evaluate.DEFAULT_K,
         metavar="K",
         help=f"cut-off of precision/recall/NDCG per viewer (default {evaluate.DEFAULT_K})",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=evaluate.DEFAULT_BOOTSTRAP,
+        metavar="N",
+        help="resamples for the 95%% intervals of AUC and of each lead over a baseline "
+        f"(default {evaluate.DEFAULT_BOOTSTRAP}; 0 = none)",
     )
     parser.add_argument(
         "--now",

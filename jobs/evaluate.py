@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 SIGNAL_JOBS: tuple[str, ...] = ("quiz", "interests", "ratings")
 SCHEMA_VERSION = 1
 DEFAULT_K = 3
+DEFAULT_BOOTSTRAP = 200
 
 RESULT_SCHEMA = """\
 {
@@ -85,11 +86,13 @@ RESULT_SCHEMA = """\
     "served": bool (this entry's reciprocal setting is the config's own),
     "fusion": "harmonic" | "geometric" | "min" | null,
     "metrics": METRICS,
+    "auc_mutual_ci95": [low, high] (paired bootstrap over pairs) or null,
     "roc": {"mutual": {"fpr": [...], "tpr": [...]}, "like": {"fpr": [...], "tpr": [...]}},
-    "vs_baselines": {baseline name: auc_mutual difference (config − baseline)},
+    "vs_baselines": {baseline name: {"diff": auc_mutual (config − baseline),
+                                     "ci95": [low, high] of that difference or null}},
     "summary": one plain sentence
   }],
-  "baselines": [{"name", "description", "metrics": METRICS, "roc": as above}],
+  "baselines": [{"name", "description", "metrics": METRICS, "auc_mutual_ci95", "roc"}],
   "notes": [str]
 }
 METRICS = {
@@ -140,6 +143,9 @@ class Options:
         An empty database to build the scratch copy in (migrated first); None = create one.
     keep_scratch : bool
         Keep the scratch database afterwards (its URL is logged and returned).
+    bootstrap : int ≥ 0
+        Resamples of the pairs for the 95% intervals of mutual-match AUC and of each
+        config's lead over each baseline; 0 = no intervals.
     """
 
     hidden_fraction: float = 0.2
@@ -148,12 +154,15 @@ class Options:
     now: dt.datetime | None = None
     scratch_url: str | None = None
     keep_scratch: bool = False
+    bootstrap: int = DEFAULT_BOOTSTRAP
 
     def __post_init__(self) -> None:
         if not 0.0 < self.hidden_fraction < 1.0:
             raise ConfigError(
                 f"hidden fraction must be in (0, 1) (exclusive); got {self.hidden_fraction}"
             )
+        if self.bootstrap < 0:
+            raise ConfigError(f"bootstrap must be ≥ 0; got {self.bootstrap}")
         if self.k < 1:
             raise ConfigError(f"k must be at least 1; got {self.k}")
         if self.now is not None and self.now.tzinfo is None:
@@ -458,42 +467,75 @@ def evaluate(
     rows = evaluation.subset_pairs(all_rows, keep_pairs)
     row_keep = np.repeat(keep_pairs, 2)
 
+    baseline_names = ("random", "popularity", "reciprocal_popularity")
+    config_keys = [(cand.name, r) for cand in candidates for r in (True, False)]
+    scorer_rows = np.vstack(
+        [config_scores[key][row_keep] for key in config_keys]
+        + [baseline_scores[name][row_keep] for name in baseline_names]
+    )
+    # Paired bootstrap over pairs: every scorer sees the same resamples.
+    boot = (
+        evaluation.bootstrap_auc(
+            rows.pair_index,
+            scorer_rows,
+            rows.mutual,
+            options.bootstrap,
+            np.random.default_rng([options.seed, 2]),
+        )
+        if options.bootstrap and len(rows)
+        else None
+    )
+    n_configs = len(config_keys)
+
+    def interval(column: Any) -> list[float] | None:
+        if boot is None:
+            return None
+        low, high = evaluation.percentile_interval(column)
+        return None if math.isnan(low) else [round(low, 6), round(high, 6)]
+
     baselines = []
     baseline_auc: dict[str, float] = {}
-    for name in ("random", "popularity", "reciprocal_popularity"):
-        measured = evaluation.measure(rows, baseline_scores[name][row_keep], options.k)
+    for j, name in enumerate(baseline_names):
+        measured = evaluation.measure(rows, scorer_rows[n_configs + j], options.k)
         baseline_auc[name] = float(measured.values["auc_mutual"])
         baselines.append(
             {
                 "name": name,
                 "description": BASELINE_DESCRIPTIONS[name],
                 "metrics": _clean(measured.values),
+                "auc_mutual_ci95": interval(boot[:, n_configs + j] if boot is not None else None),
                 "roc": _roc(measured),
             }
         )
     configs = []
-    for cand in candidates:
-        for reciprocal in (True, False):
-            measured = evaluation.measure(
-                rows, config_scores[(cand.name, reciprocal)][row_keep], options.k
-            )
-            value = float(measured.values["auc_mutual"])
-            versus = {name: value - base for name, base in baseline_auc.items()}
-            configs.append(
-                {
-                    "name": cand.name,
-                    "source": cand.source,
-                    "algorithm_version": cand.config.algorithm_version,
-                    "config_hash": cand.config.content_hash,
-                    "reciprocal": reciprocal,
-                    "served": reciprocal == cand.config.scoring.reciprocal.enabled,
-                    "fusion": cand.config.scoring.reciprocal.combine if reciprocal else None,
-                    "metrics": _clean(measured.values),
-                    "roc": _roc(measured),
-                    "vs_baselines": _clean(versus),
-                    "summary": summary_sentence(cand.name, reciprocal, value, baseline_auc),
-                }
-            )
+    by_name = {cand.name: cand for cand in candidates}
+    for i, (name, reciprocal) in enumerate(config_keys):
+        cand = by_name[name]
+        measured = evaluation.measure(rows, scorer_rows[i], options.k)
+        value = float(measured.values["auc_mutual"])
+        versus: dict[str, dict[str, Any]] = {}
+        for j, base in enumerate(baseline_names):
+            diff = value - baseline_auc[base]
+            versus[base] = {
+                "diff": None if math.isnan(diff) else round(diff, 6),
+                "ci95": interval(boot[:, i] - boot[:, n_configs + j] if boot is not None else None),
+            }
+        configs.append(
+            {
+                "name": cand.name,
+                "source": cand.source,
+                "algorithm_version": cand.config.algorithm_version,
+                "config_hash": cand.config.content_hash,
+                "reciprocal": reciprocal,
+                "served": reciprocal == cand.config.scoring.reciprocal.enabled,
+                "fusion": cand.config.scoring.reciprocal.combine if reciprocal else None,
+                "metrics": _clean(measured.values),
+                "auc_mutual_ci95": interval(boot[:, i] if boot is not None else None),
+                "roc": _roc(measured),
+                "vs_baselines": versus,
+                "summary": summary_sentence(cand.name, reciprocal, value, versus),
+            }
+        )
     notes = [
         "Scores are the product's score_pairs output for each hidden pair in both directions; "
         "the exposure cap is off (it depends on whole top-K lists).",
@@ -520,20 +562,37 @@ def evaluate(
 
 
 def summary_sentence(
-    name: str, reciprocal: bool, value: float, baseline_auc: dict[str, float]
+    name: str, reciprocal: bool, value: float, versus: dict[str, dict[str, Any]]
 ) -> str:
-    """One plain sentence: by how much mutual-match AUC beats each baseline, or that it does not."""
+    """One plain sentence: by how much mutual-match AUC beats each baseline, or that it does not.
+
+    A lead whose 95% interval reaches 0 is called what it is: within noise.
+    """
     label = f"{name} (reciprocal {'on' if reciprocal else 'off'})"
     if math.isnan(value):
         return f"{label}: mutual-match AUC is undefined (no mutual or no non-mutual hidden pair)."
-    beats = [(b, value - v) for b, v in baseline_auc.items() if not math.isnan(v) and value > v]
-    loses = [(b, value - v) for b, v in baseline_auc.items() if not math.isnan(v) and value <= v]
-    text = f"{label}: mutual-match AUC {value:.3f}"
+    beats, noise, loses = [], [], []
+    for base, entry in versus.items():
+        diff, ci = entry["diff"], entry["ci95"]
+        if diff is None:
+            continue
+        shown = f"{base} by {diff:+.3f}"
+        if ci is not None:
+            shown += f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})"
+        if diff <= 0:
+            loses.append(shown.replace(" by ", " ", 1))
+        elif ci is not None and ci[0] <= 0:
+            noise.append(shown)
+        else:
+            beats.append(shown)
+    parts = [f"{label}: mutual-match AUC {value:.3f}"]
     if beats:
-        text += "; beats " + ", ".join(f"{b} by {d:+.3f}" for b, d in beats)
+        parts.append("beats " + ", ".join(beats))
+    if noise:
+        parts.append("leads " + ", ".join(noise) + ", but within noise")
     if loses:
-        text += "; does NOT beat " + ", ".join(f"{b} ({d:+.3f})" for b, d in loses)
-    return text + "."
+        parts.append("does NOT beat " + ", ".join(loses))
+    return "; ".join(parts) + "."
 
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:

@@ -174,6 +174,10 @@ def test_true_model_config_ranks_above_random(db, default_config):
     assert oracle_entry["algorithm_version"] == "v1-seed-oracle"
     assert oracle_entry["config_hash"] == oracle.content_hash
     assert "beats random by +" in oracle_entry["summary"]
+    # The lead over random is clear of noise: its 95% bootstrap interval is above 0.05.
+    assert oracle_entry["vs_baselines"]["random"]["ci95"][0] > 0.05
+    low, high = oracle_entry["auc_mutual_ci95"]
+    assert low < oracle_entry["metrics"]["auc_mutual"] < high
     roc = oracle_entry["roc"]["mutual"]
     assert roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0 and len(roc["fpr"]) == len(roc["tpr"])
     assert result["scratch_database"] is None
@@ -257,3 +261,18 @@ def test_postgres_scratch_database_is_dropped(pg_db, default_config):
         evaluate.Options(now=NOW),
     )
     assert scratch_names() <= before
+
+
+def test_summary_says_plainly_when_a_config_does_not_beat_a_baseline():
+    versus = {
+        "random": {"diff": 0.2, "ci95": [0.1, 0.3]},
+        "popularity": {"diff": 0.02, "ci95": [-0.01, 0.05]},
+        "reciprocal_popularity": {"diff": -0.1, "ci95": [-0.2, -0.01]},
+    }
+    text = evaluate.summary_sentence("quiz-heavy", False, 0.61, versus)
+    assert text == (
+        "quiz-heavy (reciprocal off): mutual-match AUC 0.610; "
+        "beats random by +0.200 (95% CI +0.100 to +0.300); "
+        "leads popularity by +0.020 (95% CI -0.010 to +0.050), but within noise; "
+        "does NOT beat reciprocal_popularity -0.100 (95% CI -0.200 to -0.010)."
+    )

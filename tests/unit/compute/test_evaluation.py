@@ -196,3 +196,36 @@ def test_measure_reports_every_metric_on_the_right_rows() -> None:
     assert got.values["n_rows"] == 4 and got.values["n_mutual_rows"] == 2
     assert got.values["precision_at_k_mutual"] == 1.0
     assert got.roc_mutual[0].tolist() == [0.0, 0.0, 1.0]
+
+
+# ------------------------------------------------------------------------------ uncertainty
+
+
+def test_bootstrap_resamples_pairs_and_pairs_the_scorers() -> None:
+    rng = np.random.default_rng(0)
+    n_pairs = 300
+    pair_index = np.repeat(np.arange(n_pairs), 2)
+    labels = np.repeat(rng.random(n_pairs) < 0.3, 2)
+    good = labels + rng.normal(0, 1.0, pair_index.size)
+    noise = rng.normal(0, 1.0, pair_index.size)
+    out = evaluation.bootstrap_auc(
+        pair_index, np.vstack([good, good, noise]), labels, 200, np.random.default_rng(1)
+    )
+    assert out.shape == (200, 3)
+    # The same resamples: a scorer minus itself is exactly 0 every time.
+    assert np.all(out[:, 0] == out[:, 1])
+    low, high = evaluation.percentile_interval(out[:, 0] - out[:, 2])
+    assert 0.0 < low < high
+    full = evaluation.auc(good, labels)
+    low, high = evaluation.percentile_interval(out[:, 0])
+    assert low < full < high and high - low < 0.15
+    again = evaluation.bootstrap_auc(
+        pair_index, np.vstack([good, good, noise]), labels, 200, np.random.default_rng(1)
+    )
+    np.testing.assert_array_equal(out, again)
+
+
+def test_percentile_interval_ignores_nan() -> None:
+    low, high = evaluation.percentile_interval([np.nan, *range(101)], level=0.9)
+    assert (low, high) == pytest.approx((5.0, 95.0))
+    assert all(math.isnan(x) for x in evaluation.percentile_interval([np.nan]))
