@@ -86,6 +86,7 @@ class ShardScorer:
         self._crash_marker = crash_marker
         self._crash_shard = crash_shard
         self._engine: Any = None
+        self._restarted = _actor_was_restarted()
 
     def _writer(self) -> Any:
         if self._engine is None:
@@ -126,6 +127,7 @@ class ShardScorer:
             "compute_s": computed - started,
             "write_s": time.perf_counter() - computed,
             "pid": os.getpid(),
+            "restarted_actor": self._restarted,
             "peak_rss_mb": _peak_rss_mb(),
         }
 
@@ -133,6 +135,16 @@ class ShardScorer:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def _actor_was_restarted() -> bool:
+    """True inside a Ray actor that Ray has restarted after its process died."""
+    import ray
+
+    if not ray.is_initialized():
+        return False
+    context = ray.get_runtime_context()
+    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)
 
 
 def shard_rows(n_users: int, shard_size: int) -> list[RowArray]:
@@ -181,6 +193,7 @@ def _ray_pool(ctx: JobContext, make_args: tuple[Any, ...], kwargs: dict[str, Any
     # Put once: every actor receives the same references, not copies of the arrays.
     population_ref = ray.put(population)
     index_ref = ray.put(index_bytes)
+    shared_refs = [population_ref, index_ref]
     actor_cls = ray.remote(ShardScorer).options(
         num_cpus=cfg.num_cpus_per_actor,
         max_restarts=cfg.max_retries,
@@ -209,6 +222,8 @@ def _ray_pool(ctx: JobContext, make_args: tuple[Any, ...], kwargs: dict[str, Any
                 yield ray.get(ref)
 
     def close() -> None:
+        # The references must outlive the actors: a restarted actor re-reads its arguments.
+        del shared_refs[:]
         for actor in actors:
             ray.kill(actor)
         if started_here:
@@ -274,8 +289,6 @@ def run_nightly(
     with figures.phase("recall_audit"):
         audit = match.recall_audit(pop, indexes, settings, exposure)
     funnel = match.merge_funnels([r["funnel"] for r in results])
-    pids = {r["pid"] for r in results}
-    n_workers = pool.info.get("actors", 1)
     figures.counts.update(
         funnel=funnel,
         recall_audit=audit,
@@ -283,8 +296,7 @@ def run_nightly(
         shards={
             "count": len(shards),
             "shard_size": ctx.config.ray.shard_size,
-            # A worker process that appears beyond the initial ones is a restarted actor.
-            "actor_restarts": max(0, len(pids) - n_workers),
+            "actor_restarts": len({r["pid"] for r in results if r["restarted_actor"]}),
             "compute_s": round(sum(r["compute_s"] for r in results), 3),
             "write_s": round(sum(r["write_s"] for r in results), 3),
             **pool.info,

@@ -432,3 +432,19 @@ def test_loader_defaults_and_skips_bad_rows(world: Any) -> None:
     assert loaded.skipped["unknown_interest"] == 1
     assert 987654 not in pop.interest_ids.tolist()
     assert pop.age.dtype == np.float32 and np.nanmin(pop.age) >= 18
+
+
+def test_score_user_command_runs_in_process_without_reverse(
+    world: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobs import cli
+
+    run_job(world, make_config())
+    user = int(stored(world)["user_id"].iloc[0])
+    code = cli.main(["--db", world.url, "score-user", str(user), "--no-reverse", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["extra"]["reverse_user_ids"] == [] and out["users"] == 1
+    code = cli.main(["--db", world.url, "score-user", str(user)])
+    assert code == 0
+    assert f"user {user} and " in capsys.readouterr().out
