@@ -40,6 +40,7 @@ sources found it.
 
 from __future__ import annotations
 
+import copy
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -637,6 +638,24 @@ def _search_source(
     return pairs, removed_total
 
 
+def _with_query_exclusions(pop: Population, query_rows: RowArray) -> Population:
+    """A shallow copy of ``pop`` whose exclusion keys are only those touching ``query_rows``.
+
+    Equivalent to ``pop`` for :func:`compute.filters.is_excluded` on any pair with a query
+    row on one side (the keys stay sorted: a subsequence of sorted keys).
+    """
+    keys = pop.excluded_keys
+    if keys.size == 0 or query_rows.size * 4 > pop.n_users:
+        return pop
+    n = max(pop.n_users, 1)
+    is_query = np.zeros(pop.n_users, dtype=np.bool_)
+    is_query[query_rows] = True
+    touching = is_query[keys // n] | is_query[keys % n]
+    narrowed = copy.copy(pop)
+    object.__setattr__(narrowed, "excluded_keys", keys[touching])
+    return narrowed
+
+
 def generate_candidates(
     pop: Population,
     indexes: CandidateIndexes,
@@ -677,6 +696,10 @@ def generate_candidates(
         raise ValueError("query_rows must be distinct")
 
     mask = _search_mask(pop, indexes, rows, filter_params)
+    # Every pair searched below has a query row on one side, so only exclusions touching a
+    # query row can matter: binary-searching that small set instead of every exclusion of
+    # the population was a fifth of the search time at 100k users.
+    search_pop = _with_query_exclusions(pop, rows)
     has_vector = {name: _source_unit_vectors(pop, name)[1][rows] for name in VECTOR_SOURCES}
     askers = {
         "quiz": has_vector["quiz"],
@@ -688,7 +711,7 @@ def generate_candidates(
     for name in SOURCES:
         subset = np.flatnonzero(askers[name])
         pairs, removed = _search_source(
-            pop, indexes, name, rows[subset], mask[subset], params, filter_params
+            search_pop, indexes, name, rows[subset], mask[subset], params, filter_params
         )
         per_source.append(pairs)
         for key, count in removed.items():

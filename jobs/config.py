@@ -102,7 +102,7 @@ class Candidates(_Model):
     train_points_per_list: Annotated[int, Field(ge=1)] = 64
     # Search partitions: age bands of this width (null: none) and lat/lon cells (null: none).
     age_band_years: Annotated[int, Field(ge=1, le=120)] | None = 5
-    geo_cell_deg: Annotated[float, Field(gt=0, le=180)] | None = None
+    geo_cell_deg: Annotated[float, Field(gt=0, le=180)] | None = 1.0
     margin: Annotated[int, Field(ge=0)] = 8
     growth: Annotated[int, Field(ge=2)] = 4
     # Seeds IVF training; the nightly and single-user runs build identical indexes from it.
