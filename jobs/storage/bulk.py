@@ -245,6 +245,10 @@ def sync_rows(
         )
         conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {stage} " + like.format(table.name))
         insert_frame(conn, stage, frame)
+        if is_postgres(conn):
+            # temporary tables are never auto-analyzed; without statistics the joins below
+            # are planned as if the stage were tiny
+            conn.exec_driver_sql(f"ANALYZE {stage}")
         match = " AND ".join(f't."{k}" = s."{k}"' for k in pk)
         distinct = "IS DISTINCT FROM" if is_postgres(conn) else "IS NOT"
         differs = " OR ".join(f't."{c}" {distinct} s."{c}"' for c in compare) or "1=0"
@@ -263,9 +267,13 @@ def sync_rows(
                 f"UPDATE {t} AS t SET {set_cols} FROM {stage} s WHERE {match} AND ({differs})"
             ).rowcount
         col_sql = ", ".join(f'"{c}"' for c in columns)
+        # ON CONFLICT rather than NOT EXISTS: with stale statistics (a table analyzed while
+        # empty) PostgreSQL plans the anti-join as a nested loop over a seq scan of the
+        # growing target, quadratic in the rows inserted (17 s for 32k rows).
+        pk_sql = ", ".join(f'"{k}"' for k in pk)
         inserted = conn.exec_driver_sql(
-            f"INSERT INTO {t} ({col_sql}) SELECT {col_sql} FROM {stage} s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {match})"
+            f"INSERT INTO {t} ({col_sql}) SELECT {col_sql} FROM {stage} s WHERE true "
+            f"ON CONFLICT ({pk_sql}) DO NOTHING"
         ).rowcount
         conn.exec_driver_sql(f"DROP TABLE {stage}")
     return {

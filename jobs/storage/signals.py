@@ -6,8 +6,6 @@ DataFrames with fixed dtypes on both engines (``bulk.read_frame``).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,7 +13,6 @@ import pandas as pd
 import sqlalchemy as sa
 
 from jobs.storage import bulk, schema
-from jobs.storage.engine import is_postgres
 
 # Beyond this many ids a scope is filtered in pandas rather than with an IN list.
 IN_LIST_LIMIT = 500
@@ -77,39 +74,13 @@ def sync(
     scope_column: str,
 ) -> dict[str, int]:
     """Make ``table``'s rows for the scope equal ``frame`` (see ``bulk.sync_rows``)."""
-    with _no_nested_loops(conn, enabled=len(frame) >= BULK_SYNC_ROWS):
-        return bulk.sync_rows(
-            conn,
-            table,
-            frame[[c.name for c in table.columns]],
-            scope_column=scope_column,
-            scope_ids=scope_ids,
-        )
-
-
-# From this many rows on, a sync is planned without nested loops (see _no_nested_loops).
-BULK_SYNC_ROWS = 5_000
-
-
-@contextlib.contextmanager
-def _no_nested_loops(conn: sa.Connection, *, enabled: bool) -> Iterator[None]:
-    """On PostgreSQL, plan the enclosed statements with hash joins instead of nested loops.
-
-    Once autovacuum has analyzed a derived table while it was empty, the planner trusts that
-    it is empty and checks the sync's ``INSERT … WHERE NOT EXISTS (SELECT … FROM target)``
-    with a nested loop over a sequential scan of the target, which also reads the rows the
-    same statement has just inserted: quadratic (a first nightly run of 72k index rows took
-    84 s instead of 0.3 s). Hash joins read each side once. Small syncs (the event path)
-    keep the nested loops, which probe the primary key instead of scanning a large table.
-    """
-    if not (enabled and is_postgres(conn)):
-        yield
-        return
-    conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
-    yield
-    # Not in a ``finally``: after an error the transaction is aborted (and the setting dies
-    # with it), and a statement there would hide the original error.
-    conn.exec_driver_sql("SET LOCAL enable_nestloop TO DEFAULT")
+    return bulk.sync_rows(
+        conn,
+        table,
+        frame[[c.name for c in table.columns]],
+        scope_column=scope_column,
+        scope_ids=scope_ids,
+    )
 
 
 def vector_rows(
