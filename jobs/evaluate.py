@@ -39,7 +39,6 @@ import logging
 import math
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -282,13 +281,7 @@ def scratch_database(
 
 @contextlib.contextmanager
 def _postgres_scratch(source_engine: sa.Engine, keep: bool) -> Iterator[str]:
-    # TODO(storage owner): CREATE/DROP DATABASE belongs in jobs/storage/engine.py; kept here
-    # (the only SQL in this module) until it has a home there.
-    name = f"matchjobs_eval_{uuid.uuid4().hex[:12]}"
-    admin = source_engine.execution_options(isolation_level="AUTOCOMMIT")
-    with engine_mod.translate_errors(f"create scratch database {name}"), admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = source_engine.url.set(database=name).render_as_string(hide_password=False)
+    url = engine_mod.create_scratch_database(source_engine, "matchjobs_eval")
     try:
         yield url
     finally:
@@ -299,8 +292,7 @@ def _postgres_scratch(source_engine: sa.Engine, keep: bool) -> Iterator[str]:
                 extra={"action": "evaluate.keep"},
             )
         else:
-            with engine_mod.translate_errors(f"drop scratch database {name}"), admin.connect() as c:
-                c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            engine_mod.drop_database(source_engine, url)
 
 
 def fill_scratch(engine: sa.Engine, visible: dict[str, pd.DataFrame]) -> dict[str, int]:

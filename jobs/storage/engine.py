@@ -91,3 +91,29 @@ def translate_errors(what: str) -> Iterator[None]:
     except sa.exc.SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StorageError(f"{what} failed: {detail}") from exc
+
+
+def create_scratch_database(engine: sa.Engine, prefix: str) -> str:
+    """Create an empty PostgreSQL database beside ``engine``'s; return its URL.
+
+    Needs the CREATEDB privilege. The name is ``<prefix>_<random hex>``.
+    """
+    import uuid
+
+    if not is_postgres(engine):
+        raise ValueError(
+            f"scratch databases are created on PostgreSQL only; got {engine.dialect.name}"
+        )
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with translate_errors(f"create scratch database {name}"), admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    return engine.url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(engine: sa.Engine, url: str) -> None:
+    """Drop the PostgreSQL database named by ``url`` (on ``engine``'s server), if it exists."""
+    name = sa.engine.make_url(url).database
+    admin = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with translate_errors(f"drop database {name}"), admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
