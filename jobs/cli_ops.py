@@ -190,7 +190,61 @@ def cmd_demo(env: cli.Env) -> int:
     return 0
 
 
+def cmd_explain(env: cli.Env) -> int:
+    from jobs import explain
+
+    args = env.args
+    data = explain.explain_pair(env.engine, env.config, args.user, args.candidate, runner.utcnow())
+    if args.json:
+        cli.emit(args, "", data)
+        return 0
+    pair = f"user {args.user} -> candidate {args.candidate} (version {data['algorithm_version']})"
+    verdict = data["verdict"]
+    if verdict == "not_in_population":
+        print(f"{pair}: not scored: " + "; ".join(data["detail"]))
+        return 0
+    if verdict == "filtered":
+        print(f"{pair}: kept apart by hard filters:")
+        for f in data["filters"]:
+            print(f"  {f['filter']:<9} {f['direction']:<16} {f['text']}")
+        return 0
+    stored = data["stored"]
+    head = {
+        "listed": f"listed at rank {stored['rank']} with stored score {stored['score']:.3f}"
+        if stored
+        else "",
+        "below_top_k": "not listed: " + "; ".join(data.get("detail", [])),
+        "not_generated": "not listed: candidate generation did not find it",
+    }[verdict]
+    print(f"{pair}: {head}")
+    print(
+        f"  score now {data['score']:.3f} (forward {data['forward_score']:.3f}, reverse "
+        f"{data['reverse_score']:.3f}, reciprocal fusion {'on' if data['reciprocal'] else 'off'})"
+    )
+    print(f"  {'signal':<15}{'weight':>8}{'subscore':>10}{'contrib':>9}")
+    for s in data["signals"]:
+        flag = "  (missing: neutral)" if s["missing"] else ""
+        print(
+            f"  {s['signal']:<15}{s['weight']:>8.3f}{s['subscore']:>10.3f}"
+            f"{s['contribution']:>9.3f}{flag}"
+        )
+    if verdict == "not_generated":
+        for line in data["detail"]:
+            print(f"  {line}")
+    if "note" in data:
+        print(f"  note: {data['note']}")
+    return 0
+
+
 def register(sub: Any, handlers: dict[str, cli.Handler]) -> None:
+    p = sub.add_parser(
+        "explain", help="why a pair scores what it does, or which filter keeps it apart"
+    )
+    p.add_argument("user", type=int)
+    p.add_argument("candidate", type=int)
+    p.add_argument("--json", action="store_true")
+    handlers["explain"] = cmd_explain
+
     p = sub.add_parser("suggestions", help="a user's suggestions, exactly as the API reads them")
     p.add_argument("user", type=int)
     p.add_argument("--limit", type=int, default=20)
