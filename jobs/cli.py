@@ -198,7 +198,13 @@ _EXTENSIONS: list[Callable[[Any, dict[str, Handler]], None]] = []
 
 
 def _load_extensions() -> None:
-    for name in ("jobs.cli_data", "jobs.cli_match", "jobs.cli_ops", "jobs.cli_eval"):
+    for name in (
+        "jobs.cli_data",
+        "jobs.cli_match",
+        "jobs.cli_ops",
+        "jobs.cli_eval",
+        "jobs.cli_report",
+    ):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
