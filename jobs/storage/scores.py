@@ -268,16 +268,3 @@ def read_rows(
     return frame.sort_values(
         ["user_id", "score", "candidate_id"], ascending=[True, False, True], kind="stable"
     ).reset_index(drop=True)
-
-
-def top_for_user(conn: sa.Connection, version: str, user_id: int, limit: int) -> pd.DataFrame:
-    """The API's query: one user's suggestions, best first."""
-    query = (
-        sa.select(TABLE.c.candidate_id, TABLE.c.score, TABLE.c.reasons)
-        .where(TABLE.c.algorithm_version == version, TABLE.c.user_id == int(user_id))
-        .order_by(TABLE.c.score.desc())
-        .limit(limit)
-    )
-    with translate_errors("read suggestions"):
-        rows = conn.execute(query).all()
-    return pd.DataFrame(rows, columns=["candidate_id", "score", "reasons"])

@@ -21,8 +21,8 @@ from jobs import config as config_mod
 from jobs import match, runner, seed
 from jobs.context import Scope
 from jobs.errors import StorageError
+from jobs.storage import api, schema, scores
 from jobs.storage import population as population_store
-from jobs.storage import schema, scores
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 N_USERS = 260
@@ -382,7 +382,7 @@ def test_a_reader_sees_the_old_or_the_new_set_never_a_mix(world: Any) -> None:
     def read_loop() -> None:
         while not stop.is_set():
             with world.engine.connect() as conn:
-                seen.append(as_set(scores.top_for_user(conn, "v1", user, 1000)))
+                seen.append(as_set(api.suggestions(conn, "v1", user, 1000)))
 
     reader = threading.Thread(target=read_loop)
     reader.start()
