@@ -34,6 +34,7 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
+from compute import geo
 from jobs.errors import ConfigError
 from jobs.storage import migrate, source
 
@@ -292,16 +293,6 @@ def like_probability(
 def block_probability(p_like: FloatArray) -> FloatArray:
     """P(block) for a showing whose like probability is ``p_like`` (see like_probability)."""
     return BLOCK_RATE * (1.0 - p_like) ** 2
-
-
-def haversine_km(
-    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
-) -> FloatArray:
-    """Great-circle distance in km (NaN where a coordinate is NaN)."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(lon2 - lon1)
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
 # ------------------------------------------------------------------------------ generation
@@ -672,7 +663,7 @@ def _likes(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     n = len(people.gender)
     u, t = _showings(rng, people)
-    distance = haversine_km(people.lat[u], people.lon[u], people.lat[t], people.lon[t])
+    distance = geo.haversine_km(people.lat[u], people.lon[u], people.lat[t], people.lon[t])
     keep = _passes_filters(people, u, t, distance) | (rng.random(len(u)) < OFF_FILTER_SHARE)
     # u can only act on t while u is active and after t signed up.
     start_s = np.maximum(people.created_s[u], people.created_s[t])

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from compute import geo
 from jobs import cli, seed
 from jobs.errors import ConfigError
 from jobs.storage import bulk, schema, source
@@ -80,7 +81,7 @@ def test_users_cluster_around_city_centres(population: tuple) -> None:
     centres = {name: (lat, lon) for name, lat, lon in seed.CITIES}
     lat0 = located["city"].map(lambda c: centres[c][0]).to_numpy()
     lon0 = located["city"].map(lambda c: centres[c][1]).to_numpy()
-    distance = seed.haversine_km(
+    distance = geo.haversine_km(
         located["latitude"].to_numpy(), located["longitude"].to_numpy(), lat0, lon0
     )
     assert distance.max() <= seed.CITY_JITTER_KM + 0.1
