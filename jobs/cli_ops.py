@@ -24,10 +24,17 @@ def _reason_texts(reasons_json: str) -> str:
 
 def cmd_suggestions(env: cli.Env) -> int:
     args = env.args
-    version = args.version or env.config.algorithm_version
+    show_suggestions(env, args.user, args.limit, args.version, as_json=args.json)
+    return 0
+
+
+def show_suggestions(
+    env: cli.Env, user: int, limit: int, version: str | None, *, as_json: bool
+) -> None:
+    version = version or env.config.algorithm_version
     with env.engine.connect() as conn:
-        frame = api.suggestions(conn, version, args.user, args.limit)
-    if args.json:
+        frame = api.suggestions(conn, version, user, limit)
+    if as_json:
         records = []
         for row in frame.itertuples(index=False):
             records.append(
@@ -40,15 +47,15 @@ def cmd_suggestions(env: cli.Env) -> int:
                 }
             )
         cli.emit(
-            args, "", {"user_id": args.user, "algorithm_version": version, "suggestions": records}
+            env.args, "", {"user_id": user, "algorithm_version": version, "suggestions": records}
         )
-        return 0
+        return
     if frame.empty:
         print(
-            f"no suggestions for user {args.user} (version {version}); "
-            f"run `matchjobs score-user {args.user}` or the nightly job"
+            f"no suggestions for user {user} (version {version}); "
+            f"run `matchjobs score-user {user}` or the nightly job"
         )
-        return 0
+        return
     shown = pd.DataFrame(
         {
             "candidate": frame["candidate_id"],
@@ -58,12 +65,11 @@ def cmd_suggestions(env: cli.Env) -> int:
         }
     )
     print(
-        f"suggestions for user {args.user} (version {version}, "
+        f"suggestions for user {user} (version {version}, "
         f"computed {frame['computed_at'].min():%Y-%m-%d %H:%M}Z)"
     )
     with pd.option_context("display.max_colwidth", 80, "display.width", 200):
         print(shown.to_string(index=False))
-    return 0
 
 
 def status_data(env: cli.Env) -> dict[str, Any]:
@@ -176,8 +182,7 @@ def cmd_demo(env: cli.Env) -> int:
         raise InputDataError("the nightly run produced no suggestions at all")
     sample = int(np.random.default_rng(args.seed).choice(covered))
     print()
-    env.args.user, env.args.limit, env.args.version = sample, 5, None
-    cmd_suggestions(env)
+    show_suggestions(env, sample, 5, None, as_json=False)
     print("\nwhere to look next:")
     for line in (
         f"matchjobs --db {env.url} suggestions {sample} --limit 20",
