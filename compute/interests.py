@@ -343,26 +343,62 @@ def normalize_interests(
     )
 
 
-def interest_idf(index: InterestIndex, catalogue: InterestCatalogue) -> npt.NDArray[np.float64]:
-    """IDF of every catalogue interest over the users of ``index``.
+def document_frequency(
+    index: InterestIndex, catalogue: InterestCatalogue
+) -> tuple[npt.NDArray[np.int64], int]:
+    """Users holding each catalogue interest, and users holding at least one.
 
-    ``idf_i = log((1 + N) / (1 + df_i)) + 1`` with ``N`` the users having at
-    least one interest and ``df_i`` those holding ``i``. Entries whose interest
-    is not in the catalogue are ignored.
+    Entries whose interest is not in the catalogue are ignored (and a user left with none
+    is not counted).
+
+    Returns
+    -------
+    (df, n_users) : (k,) int64 aligned with ``catalogue.interest_ids``, and an int
+    """
+    if not isinstance(index, InterestIndex):
+        raise TypeError(f"index must be an InterestIndex; got {type(index).__name__}")
+    positions, found = validate.lookup(catalogue.interest_ids, index.interest_ids)
+    owners = np.repeat(np.arange(len(index.user_ids)), np.diff(index.indptr))
+    n_users = int(np.unique(owners[found]).size)
+    # Entries are unique per (user, interest), so a count of entries is a count of users.
+    df = np.bincount(positions[found], minlength=len(catalogue.interest_ids)).astype(np.int64)
+    return df, n_users
+
+
+def idf_from_counts(
+    document_frequency: npt.NDArray[np.int64], n_users: int
+) -> npt.NDArray[np.float64]:
+    """``idf_i = log((1 + N) / (1 + df_i)) + 1``: every value >= 1 and finite.
+
+    An interest nobody holds gets the maximum, ``log(1 + N) + 1``. Taking counts lets a
+    single-user run add its own users' fresh counts to counts aggregated in the database,
+    and get exactly the batch's IDF.
+
+    Parameters
+    ----------
+    document_frequency : (k,) int
+        Users holding each interest.
+    n_users : int
+        Users holding at least one interest.
+    """
+    df = np.asarray(document_frequency)
+    if df.ndim != 1 or (df.size and (df.min() < 0 or df.max() > n_users)):
+        raise ValueError(
+            f"document_frequency must be 1-D counts in [0, n_users={n_users}]; got {df!r}"
+        )
+    return np.log((1.0 + n_users) / (1.0 + df.astype(np.float64))) + 1.0
+
+
+def interest_idf(index: InterestIndex, catalogue: InterestCatalogue) -> npt.NDArray[np.float64]:
+    """IDF of every catalogue interest over the users of ``index`` (see ``idf_from_counts``).
 
     Returns
     -------
     (k,) float64
-        Aligned with ``catalogue.interest_ids``; every value >= 1 and finite
-        (an interest nobody holds gets the maximum, ``log(1 + N) + 1``).
+        Aligned with ``catalogue.interest_ids``.
     """
-    if not isinstance(index, InterestIndex):
-        raise TypeError(f"index must be an InterestIndex; got {type(index).__name__}")
-    n_users = int(np.count_nonzero(np.diff(index.indptr)))
-    positions, found = validate.lookup(catalogue.interest_ids, index.interest_ids)
-    # Entries are unique per (user, interest), so a count of entries is a count of users.
-    document_frequency = np.bincount(positions[found], minlength=len(catalogue.interest_ids))
-    return np.log((1.0 + n_users) / (1.0 + document_frequency)) + 1.0
+    df, n_users = document_frequency(index, catalogue)
+    return idf_from_counts(df, n_users)
 
 
 def interest_placement(

@@ -54,10 +54,9 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
         )
         # Rows of inactive or deleted users are out of scope: not validated, not counted.
         raw = raw[raw["user_id"].isin(user_ids)]
-        others = None
+        others: tuple[pd.DataFrame, int] | None = None
         if config.idf and scope_ids is not None:
-            others = signals.interest_index_entries_of_active_users(conn)
-            others = others[~others["user_id"].isin(scope_ids)]
+            others = signals.interest_document_frequency(conn, scope_ids)
     with figures.phase("compute"):
         catalogue = interests.InterestCatalogue(
             interest_ids=catalogue_rows["id"].to_numpy(dtype=np.int64),
@@ -77,8 +76,14 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
         )
         idf = None
         if config.idf:
-            population = index if others is None else _population_index(index, others, catalogue)
-            idf = interests.interest_idf(population, catalogue)
+            df, n_users = interests.document_frequency(index, catalogue)
+            if others is not None:
+                # the scope's fresh counts plus everyone else's stored ones = the batch's
+                other_df, other_users = others
+                where = pd.Index(catalogue.interest_ids).get_indexer(other_df["interest_id"])
+                np.add.at(df, where[where >= 0], other_df["df"].to_numpy(np.int64)[where >= 0])
+                n_users += other_users
+            idf = interests.idf_from_counts(df, n_users)
         vectors = interests.interest_vectors(user_ids, index, catalogue, params, idf)
         index_frame = pd.DataFrame(
             {
@@ -116,7 +121,7 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
         changes,
         extra={"action": "interests.write", "changes": changes},
     )
-    rows_read = len(catalogue_rows) + len(raw) + (0 if others is None else len(others))
+    rows_read = len(catalogue_rows) + len(raw) + (0 if others is None else len(others[0]))
     return JobResult(
         rows_read=rows_read,
         rows_written=sum(c["inserted"] + c["updated"] + c["deleted"] for c in changes.values()),
@@ -128,29 +133,6 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
             "vectors": len(vectors.user_ids),
             "idf_population": "batch" if others is None else "stored_index",
         },
-    )
-
-
-def _population_index(
-    scope_index: interests.InterestIndex,
-    others: pd.DataFrame,
-    catalogue: interests.InterestCatalogue,
-) -> interests.InterestIndex:
-    """The scope users' fresh entries plus the other active users' stored ones, for IDF.
-
-    IDF only counts users per interest, so the stored entries carry placeholder subjects and
-    weights. Entries whose interest left the catalogue are dropped, as the batch drops them
-    when it normalizes, so that a user left without a known interest is not counted in N.
-    """
-    others = others[others["interest_id"].isin(catalogue.interest_ids)]
-    other_users = others["user_id"].to_numpy(dtype=np.int64)
-    other_interests = others["interest_id"].to_numpy(dtype=np.int64)
-    entry_users = np.repeat(scope_index.user_ids, np.diff(scope_index.indptr))
-    return interests.InterestIndex.from_rows(
-        np.concatenate([entry_users, other_users]),
-        np.concatenate([scope_index.interest_ids, other_interests]),
-        np.zeros(len(entry_users) + len(other_users), dtype=np.int64),
-        np.ones(len(entry_users) + len(other_users), dtype=np.float64),
     )
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from jobs.storage import bulk, schema
+from jobs.storage.engine import translate_errors
 
 # Beyond this many ids a scope is filtered in pandas rather than with an IN list.
 IN_LIST_LIMIT = 500
@@ -147,19 +148,35 @@ def existing_user_ids(conn: sa.Connection, user_ids: np.ndarray | None = None) -
     return np.sort(frame["id"].to_numpy(dtype=np.int64))
 
 
-def interest_index_entries_of_active_users(conn: sa.Connection) -> pd.DataFrame:
-    """``(user_id, interest_id)`` of every stored ``user_interest_index`` row of an active user.
+def interest_document_frequency(
+    conn: sa.Connection, exclude_user_ids: np.ndarray
+) -> tuple[pd.DataFrame, int]:
+    """IDF counts over the stored index of active users, leaving out ``exclude_user_ids``.
 
-    The document-frequency input of a single-user interest run: the weights are not needed
-    to count users per interest, so they are not read.
+    Returns ``(interest_id, df)`` rows for interests still in the catalogue, and the number of
+    those users holding at least one of them: what a single-user interest run adds its own
+    fresh counts to. Aggregated in the database: ~80 rows instead of the whole index.
     """
-    index, users = schema.user_interest_index, schema.users
-    query = (
+    index, users, catalogue = schema.user_interest_index, schema.users, schema.interests
+    entries = (
         sa.select(index.c.user_id, index.c.interest_id)
-        .select_from(index.join(users, users.c.id == index.c.user_id))
-        .where(users.c.is_active)
+        .select_from(
+            index.join(users, users.c.id == index.c.user_id).join(
+                catalogue, catalogue.c.id == index.c.interest_id
+            )
+        )
+        .where(users.c.is_active, index.c.user_id.not_in([int(u) for u in exclude_user_ids]))
+        .subquery()
     )
-    return bulk.read_frame(conn, query, what="read user_interest_index of active users")
+    per_interest = sa.select(entries.c.interest_id, sa.func.count().label("df")).group_by(
+        entries.c.interest_id
+    )
+    frame = bulk.read_frame(conn, per_interest, what="count user_interest_index per interest")
+    with translate_errors("count users in user_interest_index"):
+        n_users = conn.execute(
+            sa.select(sa.func.count(sa.distinct(entries.c.user_id)))
+        ).scalar_one()
+    return frame, int(n_users)
 
 
 RATING_COLUMNS = ("rater_id", "rated_id", "dimension_id", "value")

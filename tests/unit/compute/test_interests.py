@@ -283,3 +283,25 @@ def test_overlap_is_bounded_symmetric_and_matches_a_naive_loop(
         assert has_both[k] == (bool(left) and bool(right))
         expected = sum(min(left[i], right[i]) for i in left.keys() & right.keys())
         assert overlap[k] == pytest.approx(expected, abs=1e-12)
+
+
+def test_idf_from_counts_adds_up_across_parts_and_refuses_bad_counts() -> None:
+    # users 1,2 hold interest 10; user 3 holds 11: split into two parts and add the counts
+    cat = interests.InterestCatalogue(
+        interest_ids=np.array([10, 11, 12]), subject_ids=np.array([1, 1, 1])
+    )
+    whole = interests.InterestIndex.from_rows(
+        np.array([1, 2, 3]), np.array([10, 10, 11]), np.ones(3, np.int64), np.ones(3)
+    )
+    part_a = interests.InterestIndex.from_rows(
+        np.array([1]), np.array([10]), np.ones(1, np.int64), np.ones(1)
+    )
+    part_b = interests.InterestIndex.from_rows(
+        np.array([2, 3]), np.array([10, 11]), np.ones(2, np.int64), np.ones(2)
+    )
+    (df_a, n_a), (df_b, n_b) = (interests.document_frequency(p, cat) for p in (part_a, part_b))
+    summed = interests.idf_from_counts(df_a + df_b, n_a + n_b)
+    np.testing.assert_array_equal(summed, interests.interest_idf(whole, cat))
+    np.testing.assert_allclose(summed, np.log(4 / np.array([3, 2, 1])) + 1)
+    with pytest.raises(ValueError, match="document_frequency must be"):
+        interests.idf_from_counts(np.array([5]), 3)
