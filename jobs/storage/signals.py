@@ -15,22 +15,33 @@ import sqlalchemy as sa
 from jobs.storage import bulk, schema
 from jobs.storage.engine import translate_errors
 
-# Beyond this many ids a scope is filtered in pandas rather than with an IN list.
+# Beyond this many ids a scope is joined against a temporary table instead of an IN list.
 IN_LIST_LIMIT = 500
+_READ_IDS = sa.Table(
+    "tmp_read_ids", sa.MetaData(), sa.Column("id", sa.BigInteger, primary_key=True)
+)
 
 
 def _in_scope(
-    query: sa.Select[Any], column: sa.Column[Any], ids: np.ndarray | None
+    conn: sa.Connection, query: sa.Select[Any], column: sa.Column[Any], ids: np.ndarray | None
 ) -> sa.Select[Any]:
-    if ids is None or len(ids) > IN_LIST_LIMIT:
+    """``query`` restricted to rows whose ``column`` is in ``ids`` (``None``: no restriction).
+
+    Run the returned query before building the next one: large scopes share one temporary
+    table, refilled per call.
+    """
+    if ids is None:
         return query
-    return query.where(column.in_([int(i) for i in ids]))
-
-
-def _filter(frame: pd.DataFrame, column: str, ids: np.ndarray | None) -> pd.DataFrame:
-    if ids is None or len(ids) <= IN_LIST_LIMIT:
-        return frame
-    return frame[frame[column].isin(ids)].reset_index(drop=True)
+    unique = np.unique(np.asarray(ids, dtype=np.int64))
+    if unique.size <= IN_LIST_LIMIT:
+        return query.where(column.in_([int(i) for i in unique]))
+    # A semi-join against a temporary table: one round trip however many ids, and the
+    # planner sees a table rather than thousands of literals.
+    with translate_errors("fill the scope's id table"):
+        conn.exec_driver_sql("DROP TABLE IF EXISTS tmp_read_ids")
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE tmp_read_ids (id BIGINT PRIMARY KEY)")
+    bulk.insert_frame(conn, _READ_IDS.name, pd.DataFrame({"id": unique}))
+    return query.where(column.in_(sa.select(_READ_IDS.c.id)))
 
 
 def read(
@@ -41,24 +52,19 @@ def read(
     *,
     columns: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
-    """``table``'s columns (or just ``columns``), restricted to rows whose ``column`` is in ``ids``.
-
-    ``column`` must be among the selected columns when ``ids`` holds more than
-    ``IN_LIST_LIMIT`` ids (the filter then happens in pandas).
-    """
+    """``table``'s columns (or ``columns``), restricted to rows whose ``column`` is in ``ids``."""
     selected = table.c if columns is None else [table.c[name] for name in columns]
     query = sa.select(*selected)
     if column is not None:
-        query = _in_scope(query, table.c[column], ids)
-    frame = bulk.read_frame(conn, query, what=f"read {table.name}")
-    return _filter(frame, column, ids) if column is not None else frame
+        query = _in_scope(conn, query, table.c[column], ids)
+    return bulk.read_frame(conn, query, what=f"read {table.name}")
 
 
 def active_user_ids(conn: sa.Connection, user_ids: np.ndarray | None = None) -> np.ndarray:
     """Sorted ids of active users (within ``user_ids`` when given)."""
     users = schema.users
-    query = _in_scope(sa.select(users.c.id).where(users.c.is_active), users.c.id, user_ids)
-    frame = _filter(bulk.read_frame(conn, query, what="read active users"), "id", user_ids)
+    query = _in_scope(conn, sa.select(users.c.id).where(users.c.is_active), users.c.id, user_ids)
+    frame = bulk.read_frame(conn, query, what="read active users")
     return np.sort(frame["id"].to_numpy(dtype=np.int64))
 
 
@@ -143,8 +149,8 @@ def bytes_to_vectors(blobs: pd.Series, dim: int) -> np.ndarray:
 def existing_user_ids(conn: sa.Connection, user_ids: np.ndarray | None = None) -> np.ndarray:
     """Sorted ids of users that exist, active or not (within ``user_ids`` when given)."""
     users = schema.users
-    query = _in_scope(sa.select(users.c.id), users.c.id, user_ids)
-    frame = _filter(bulk.read_frame(conn, query, what="read users"), "id", user_ids)
+    query = _in_scope(conn, sa.select(users.c.id), users.c.id, user_ids)
+    frame = bulk.read_frame(conn, query, what="read users")
     return np.sort(frame["id"].to_numpy(dtype=np.int64))
 
 
