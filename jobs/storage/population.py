@@ -79,10 +79,13 @@ def _float_column(frame: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
 
 
 def _vectors(
-    conn: sa.Connection, table: sa.Table, user_ids: npt.NDArray[np.int64]
+    conn: sa.Connection,
+    table: sa.Table,
+    user_ids: npt.NDArray[np.int64],
+    scope: npt.NDArray[np.int64] | None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], int, int]:
     """(n, d) vectors aligned with ``user_ids``, presence mask, rows read, bad blobs."""
-    frame = signal_store.read(conn, table, columns=("user_id", "dim", "vector"))
+    frame = signal_store.read(conn, table, "user_id", scope, columns=("user_id", "dim", "vector"))
     rows, found = _rows_of(user_ids, frame["user_id"].to_numpy(dtype=np.int64))
     frame = frame[found]
     rows = rows[found]
@@ -116,7 +119,12 @@ def _csr(
     return indptr, [c[order] for c in columns]
 
 
-def load(conn: sa.Connection, now: dt.datetime, params: LoadParams) -> Loaded:
+def load(
+    conn: sa.Connection,
+    now: dt.datetime,
+    params: LoadParams,
+    user_ids: npt.NDArray[np.int64] | None = None,
+) -> Loaded:
     """Read every active user's filter fields and signals into one :class:`Population`.
 
     Parameters
@@ -125,12 +133,18 @@ def load(conn: sa.Connection, now: dt.datetime, params: LoadParams) -> Loaded:
     now : datetime
         UTC; ages, account ages and inactivity are measured at this instant.
     params : LoadParams
+    user_ids : (m,) int64, optional
+        Load only these users (the single-user path loads a user's :func:`candidate_region`);
+        a user's rows are identical to a whole load's, and so are the global rating means.
     """
+    scope = user_ids
     skipped: dict[str, int] = {}
     rows_read = 0
     users = signal_store.read(
         conn,
         schema.users,
+        "id",
+        scope,
         columns=(
             "id",
             "birth_date",
@@ -156,10 +170,10 @@ def load(conn: sa.Connection, now: dt.datetime, params: LoadParams) -> Loaded:
     max_distance = np.where(np.isnan(max_distance), params.default_max_distance_km, max_distance)
     seeking = _int_column(users, "seeking_mask", 0) & 0b111
 
-    quiz_vectors, has_quiz, n_read, bad = _vectors(conn, schema.user_quiz_vectors, user_ids)
+    quiz_vectors, has_quiz, n_read, bad = _vectors(conn, schema.user_quiz_vectors, user_ids, scope)
     rows_read += n_read
     interest_vectors, has_interest, n_read, bad2 = _vectors(
-        conn, schema.user_interest_vectors, user_ids
+        conn, schema.user_interest_vectors, user_ids, scope
     )
     rows_read += n_read
     skipped["bad_vector_blob"] = bad + bad2
@@ -168,7 +182,11 @@ def load(conn: sa.Connection, now: dt.datetime, params: LoadParams) -> Loaded:
     catalogue = catalogue.sort_values("id", kind="stable")
     catalogue_ids = catalogue["id"].to_numpy(dtype=np.int64)
     index = signal_store.read(
-        conn, schema.user_interest_index, columns=("user_id", "interest_id", "weight")
+        conn,
+        schema.user_interest_index,
+        "user_id",
+        scope,
+        columns=("user_id", "interest_id", "weight"),
     )
     rows_read += len(catalogue) + len(index)
     owner, owned = _rows_of(user_ids, index["user_id"].to_numpy(dtype=np.int64))
@@ -184,14 +202,13 @@ def load(conn: sa.Connection, now: dt.datetime, params: LoadParams) -> Loaded:
     )
 
     quality, has_quality, dims_centred, preferences, has_preference, n_read = _ratings(
-        conn, user_ids, params
+        conn, user_ids, params, scope
     )
     rows_read += n_read
 
-    likes = bulk.read_frame(
-        conn,
-        sa.select(schema.likes.c.user_id, schema.likes.c.target_id),
-        what="read likes",
+    # an exclusion needs both ends loaded, so filtering on one end is enough
+    likes = signal_store.read(
+        conn, schema.likes, "user_id", scope, columns=("user_id", "target_id")
     )
     rows_read += len(likes)
     liker, liker_ok = _rows_of(user_ids, likes["user_id"].to_numpy(dtype=np.int64))
@@ -240,7 +257,10 @@ def load(conn: sa.Connection, now: dt.datetime, params: LoadParams) -> Loaded:
 
 
 def _ratings(
-    conn: sa.Connection, user_ids: npt.NDArray[np.int64], params: LoadParams
+    conn: sa.Connection,
+    user_ids: npt.NDArray[np.int64],
+    params: LoadParams,
+    scope: npt.NDArray[np.int64] | None,
 ) -> tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.bool_],
@@ -286,6 +306,8 @@ def _ratings(
         aggregates = signal_store.read(
             conn,
             schema.profile_rating_aggregates,
+            "profile_id",
+            scope,
             columns=("profile_id", "dimension_id", "count", "mean"),
         )
         rows_read += len(aggregates)
@@ -318,7 +340,7 @@ def _ratings(
             has_quality[rated_rows] = True
             centred[rated_rows] = derived.centred(dimensions)
     preferences, has_preference, n_read, _ = _vectors(
-        conn, schema.user_rating_preferences, user_ids
+        conn, schema.user_rating_preferences, user_ids, scope
     )
     rows_read += n_read
     if preferences.shape[1] != n_dims:
@@ -326,3 +348,58 @@ def _ratings(
         preferences = np.zeros((n, n_dims), dtype=np.float32)
         has_preference = np.zeros(n, dtype=np.bool_)
     return quality, has_quality, centred, preferences, has_preference, rows_read
+
+
+def candidate_region(
+    conn: sa.Connection, target_ids: npt.NDArray[np.int64], default_max_distance_km: float
+) -> npt.NDArray[np.int64]:
+    """The targets plus every active user who could pass a target's gender and distance filters.
+
+    A superset of each target's eligible candidates (age, exclusions and the exact distance
+    are left to the match job's filters): users of a gender the target seeks who seek the
+    target's gender, inside a latitude/longitude box of the target's distance limit, or with
+    no location (distance is neutral for them). A target without a location gets every
+    gender-compatible user. Boxes do not wrap around the antimeridian.
+    """
+    users = schema.users
+    targets = signal_store.read(
+        conn,
+        users,
+        "id",
+        target_ids,
+        columns=("id", "gender", "seeking_mask", "max_distance_km", "latitude", "longitude"),
+    )
+    clauses = []
+    for t in targets.itertuples(index=False):
+        if pd.isna(t.gender):
+            continue
+        seeks = [g for g in range(3) if int(t.seeking_mask) >> g & 1]
+        clause = sa.and_(
+            users.c.gender.in_(seeks),
+            # the candidate seeks the target's gender
+            users.c.seeking_mask.bitwise_and(1 << int(t.gender)) != 0,
+        )
+        if not (pd.isna(t.latitude) or pd.isna(t.longitude)):
+            limit = default_max_distance_km if pd.isna(t.max_distance_km) else t.max_distance_km
+            dlat = float(limit) / 110.574 + 0.01
+            coslat = max(np.cos(np.radians(min(abs(float(t.latitude)) + dlat, 89.9))), 1e-3)
+            dlon = float(limit) / (111.320 * coslat) + 0.01
+            clause = sa.and_(
+                clause,
+                sa.or_(
+                    users.c.latitude.is_(None),
+                    users.c.longitude.is_(None),
+                    sa.and_(
+                        users.c.latitude.between(t.latitude - dlat, t.latitude + dlat),
+                        users.c.longitude.between(t.longitude - dlon, t.longitude + dlon),
+                    ),
+                ),
+            )
+        clauses.append(clause)
+    found = [targets["id"].to_numpy(dtype=np.int64)]
+    if clauses:
+        query = sa.select(users.c.id).where(users.c.is_active, sa.or_(*clauses))
+        found.append(
+            bulk.read_frame(conn, query, what="read candidate region")["id"].to_numpy(np.int64)
+        )
+    return np.unique(np.concatenate(found))
