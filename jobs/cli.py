@@ -7,6 +7,7 @@ or storage function, and prints a one-line summary (or ``--json``). No computati
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
 import logging
@@ -38,6 +39,19 @@ def database_url(arg: str | None) -> str:
             raise ConfigError(f"{DATABASE_ENV} is set but empty; unset it or give a URL")
         return value
     return f"sqlite:///{Path.cwd() / engine_mod.DEFAULT_SQLITE_FILE}"
+
+
+def parse_now(text: str) -> dt.datetime:
+    """A ``--now`` option as an aware UTC datetime (a naive time is taken as UTC)."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"--now must be an ISO 8601 time such as 2026-11-01T00:00Z; got {text!r}"
+        ) from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 class Env:

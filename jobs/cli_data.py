@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +32,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def _parse_now(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ConfigError(
-            f"--now must be an ISO 8601 time such as 2026-11-01T00:00Z; got {text!r}"
-        ) from exc
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
-
-
 def cmd_seed(env: cli.Env) -> int:
     args = env.args
     if args.users < 1:
         raise ConfigError(f"--users must be at least 1; got {args.users}")
-    now = _parse_now(args.now) if args.now else seed_mod.DEFAULT_NOW
+    now = cli.parse_now(args.now) if args.now else seed_mod.DEFAULT_NOW
     result = seed_mod.seed(
         env.engine, n_users=args.users, seed=args.seed, now=now, replace=args.replace
     )

@@ -7,7 +7,6 @@ JSON and prints a side-by-side table (or the JSON with ``--json``). No computati
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,7 @@ def table(result: dict[str, Any]) -> str:
 def cmd_evaluate(env: cli.Env) -> int:
     args = env.args
     candidates = _candidates(env)  # a bad config stops here, before anything is read
-    now = cli_now(args.now)
+    now = None if args.now is None else cli.parse_now(args.now)
     options = evaluate.Options(
         hidden_fraction=args.hidden_fraction,
         seed=args.seed,
@@ -137,21 +136,6 @@ def cmd_evaluate(env: cli.Env) -> int:
         print(entry["summary"])
     print(f"\nfull result with ROC points: {out}")
     return 0
-
-
-def cli_now(text: str | None) -> dt.datetime | None:
-    """``--now`` as an aware UTC datetime (a naive time is taken as UTC)."""
-    if text is None:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ConfigError(
-            f"--now must be an ISO 8601 time such as 2026-11-01T00:00Z; got {text!r}"
-        ) from exc
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
 
 
 def _fraction(text: str) -> float:

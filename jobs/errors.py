@@ -5,7 +5,8 @@
     ├── StorageError              the database refused or failed an operation
     ├── ScopeError                the requested scope (user, shard) does not exist or is invalid
     ├── RunConflictError          a run of the same job and scope is already in progress
-    └── InputDataError            the input tables are unusable as a whole (not a bad row)
+    ├── InputDataError            the input tables are unusable as a whole (not a bad row)
+    └── DatabaseNotEmptyError     a loader would mix its rows with existing source rows
 
 Each class's docstring is its default message. Bad *rows* are never errors: they are
 skipped and counted in the run's metadata.
@@ -39,3 +40,7 @@ class RunConflictError(JobError):
 
 class InputDataError(JobError):
     """The input data cannot be used."""
+
+
+class DatabaseNotEmptyError(JobError):
+    """The database already holds source rows; pass --replace to delete them first."""

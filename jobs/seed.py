@@ -35,7 +35,6 @@ import pandas as pd
 import sqlalchemy as sa
 
 from compute import geo
-from jobs.errors import ConfigError
 from jobs.storage import migrate, source
 
 logger = logging.getLogger(__name__)
@@ -772,17 +771,8 @@ def seed(
     started = time.perf_counter()
     frames = generate(n_users, seed, now)
     generated = time.perf_counter()
-    deleted: dict[str, int] = {}
     with engine.begin() as conn:
-        existing = source.count_users(conn)
-        if existing and not replace:
-            raise ConfigError(
-                f"database already has {existing} users; seed expects an empty users table "
-                "(pass --replace to delete all source rows first)"
-            )
-        if existing or replace:
-            deleted = source.delete_source_rows(conn)
-        rows = write(conn, frames)
+        deleted, rows = source.load_into_empty(conn, frames, replace=replace, what="seed")
     finished = time.perf_counter()
     result = SeedResult(
         n_users=n_users,

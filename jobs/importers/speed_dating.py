@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from jobs.errors import ConfigError, InputDataError
+from jobs.errors import InputDataError
 from jobs.storage import migrate, source
 
 logger = logging.getLogger(__name__)
@@ -448,17 +448,10 @@ def import_csv(engine: sa.Engine, path: Path, *, replace: bool = False) -> Impor
     started = time.perf_counter()
     converted = convert(read_csv(path))
     migrate.upgrade(engine)
-    deleted: dict[str, int] = {}
     with engine.begin() as conn:
-        existing = source.count_users(conn)
-        if existing and not replace:
-            raise ConfigError(
-                f"database already has {existing} users; import expects an empty users table "
-                "(pass --replace to delete all source rows first)"
-            )
-        if existing or replace:
-            deleted = source.delete_source_rows(conn)
-        rows = source.write_frames(conn, converted.frames)
+        deleted, rows = source.load_into_empty(
+            conn, converted.frames, replace=replace, what="import"
+        )
     for reason, count in converted.skipped.items():
         logger.info(
             "skipped %d values: %s",

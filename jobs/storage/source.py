@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from jobs.errors import DatabaseNotEmptyError
 from jobs.storage import bulk, schema
 from jobs.storage.engine import is_postgres, translate_errors
 
@@ -151,3 +152,21 @@ def encode_frame(frame: pd.DataFrame, *, postgres: bool) -> pd.DataFrame:
                 continue
         out[name] = series
     return pd.DataFrame(out, index=frame.index)
+
+
+def load_into_empty(
+    conn: sa.Connection, frames: dict[str, pd.DataFrame], *, replace: bool, what: str
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Write source frames into a database without users, or after deleting every source row.
+
+    Returns ``(deleted, written)`` rows per table. Refuses (``DatabaseNotEmptyError``) a
+    database that has users unless ``replace``: a loader never mixes its rows with others.
+    """
+    existing = count_users(conn)
+    if existing and not replace:
+        raise DatabaseNotEmptyError(
+            f"database already has {existing} users; {what} expects an empty users table "
+            "(pass --replace to delete all source rows first)"
+        )
+    deleted = delete_source_rows(conn) if (existing or replace) else {}
+    return deleted, write_frames(conn, frames)

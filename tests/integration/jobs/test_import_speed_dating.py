@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobs import cli
-from jobs.errors import ConfigError, InputDataError
+from jobs.errors import DatabaseNotEmptyError, InputDataError
 from jobs.importers import speed_dating
 from jobs.storage import bulk, schema, source
 
@@ -217,7 +217,7 @@ def test_import_writes_rows_on_both_engines(db, converted: speed_dating.Converte
     assert users["created_at"].iloc[0] == pd.Timestamp(dt.datetime(2002, 10, 16, 23, tzinfo=dt.UTC))
     assert users["latitude"].isna().all()
 
-    with pytest.raises(ConfigError, match="already has 377 users"):
+    with pytest.raises(DatabaseNotEmptyError, match="already has 377 users"):
         speed_dating.import_csv(db.engine, CSV)
     again = speed_dating.import_csv(db.engine, CSV, replace=True)
     assert again.rows == result.rows and again.deleted["users"] == 377

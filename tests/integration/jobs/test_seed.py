@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from compute import geo
 from jobs import cli, seed
-from jobs.errors import ConfigError
+from jobs.errors import DatabaseNotEmptyError
 from jobs.storage import bulk, schema, source
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -238,7 +238,7 @@ def test_seed_writes_identical_rows_on_both_engines(db) -> None:
 
 def test_seed_refuses_a_populated_database_unless_replace(db) -> None:
     seed.seed(db.engine, n_users=60, seed=1, now=NOW)
-    with pytest.raises(ConfigError, match="already has 60 users"):
+    with pytest.raises(DatabaseNotEmptyError, match="already has 60 users"):
         seed.seed(db.engine, n_users=60, seed=2, now=NOW)
     result = seed.seed(db.engine, n_users=80, seed=2, now=NOW, replace=True)
     assert result.deleted["users"] == 60
