@@ -1,4 +1,4 @@
-"""FAISS candidate generation that searches only candidates who could pass the filters.
+"""Candidate generation: exact blocked ranking by the final score, FAISS beyond a block size.
 
 Partitions
     Eligible candidates (active users) are split by filter cohort
@@ -10,12 +10,22 @@ Partitions
     user has a location, whose cell may lie within ``min(user limit, largest member
     limit)`` (a rigorous lower bound, :func:`compute.geo.min_distance_to_cell_km`),
     and, when the age filter is on, whose age band meets the user's range and whose
-    members' ranges may include the user's age.
-    Partition -1 cells and location-less users search / are searched everywhere. So a
-    selective gender filter never starves a user: a nonbinary user seeking nonbinary
-    users searches exactly the few compatible users.
+    members' ranges may include the user's age. Partition -1 cells and location-less
+    users search / are searched everywhere.
 
-Sources
+Exact blocked ranking (the default path)
+    The query rows are grouped by (filter cohort, geo cell; age band for users without a
+    location). A group's *block* is every member of the partitions any of its rows
+    searches. For rows that reach fewer than ``exact_below`` candidates,
+    :func:`compute.blockscore.rank_block` computes the exact final score of every
+    (query, candidate) pair of the block as dense matrices, masks every hard filter both
+    ways and keeps the best ``top_k + margin`` per row (score desc, candidate user id
+    asc). ``compute.scoring.score_pairs`` then scores those pairs exactly and keeps the top
+    K: that top K is the exhaustive top K over every filter-passing candidate. With the
+    seeded 100k population (20 cities, 1° cells) every block is exact (≈ 4–15k
+    candidates).
+
+FAISS neighbour lists (rows reaching ``exact_below`` candidates or more)
     ``quiz`` and ``interest``: one FAISS index per partition over the L2-normalized
     vectors of members that have one (inner product = cosine). ``IndexFlatIP`` when
     the partition has fewer than ``exact_below`` vectors, else ``IndexIVFFlat`` with
@@ -24,18 +34,18 @@ Sources
     ``fallback``: for users with neither vector, candidates are ranked by rating
     quality (missing → ``fallback_neutral_quality``), then by newest account, then by
     user id, within the same compatible partitions.
+    Per source and user: ask each searched partition for ``f = next_pow2(k + margin +
+    n_excluded)`` neighbours, drop ``-1`` ids, apply :func:`compute.filters.mutual_filter`;
+    if fewer than ``k + margin`` survive and some partition still has unseen members,
+    repeat with ``f · growth``. The union of the sources' lists is then ranked by the
+    same exact block scorer (restricted to those pairs) and trimmed to ``top_k + margin``.
+    This path only approximates the exhaustive top K (it misses candidates that are far
+    by quiz and interest but win on the other signals); it exists for populations where
+    one city's compatible users outgrow dense scoring (≳ 20k per block).
 
-Search per source and user (k = the source's k)
-    Ask each searched partition for ``f = next_pow2(k + margin + n_excluded)``
-    neighbours, drop ``-1`` ids, apply :func:`compute.filters.mutual_filter`; if fewer
-    than ``k + margin`` survive and some partition still has unseen members, repeat
-    with ``f · growth``. Survivors are re-ranked by a float64 similarity recomputed
-    per pair (score desc, candidate user id asc) and trimmed to k. Everything about a
-    user depends only on that user, so a user's candidates computed alone equal that
-    user's candidates inside any batch.
-
-The pool per user is the union of the sources' lists; each pair records which
-sources found it.
+Everything about a user depends only on that user and the candidates its filters reach,
+so a user's candidates computed alone equal that user's candidates inside any batch.
+Each pair records which source found it (``block`` for the exact path).
 """
 
 from __future__ import annotations
@@ -49,10 +59,12 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from compute import filters, geo, signals
+from compute import blockscore, filters, geo, scoring, signals
 from compute.population import Population
 
-SOURCES: tuple[str, ...] = ("quiz", "interest", "fallback")
+SOURCES: tuple[str, ...] = ("quiz", "interest", "fallback", "block")
+# Sources with a per-partition member list in CandidateIndexes.
+INDEXED_SOURCES: tuple[str, ...] = ("quiz", "interest", "fallback")
 VECTOR_SOURCES: tuple[str, ...] = ("quiz", "interest")
 SOURCE_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(SOURCES)}
 _NO_CELL = -1
@@ -73,7 +85,9 @@ class CandidateParams:
     k_fallback : int ≥ 0
         Candidates for users with neither vector.
     exact_below : int ≥ 1
-        Partitions with fewer vectors use exact ``IndexFlatIP``.
+        Rows whose search partitions hold fewer candidates are ranked exactly (dense
+        scoring of every pair); the others use FAISS neighbour lists. Partitions with fewer
+        vectors use exact ``IndexFlatIP``.
     nlist_factor : float > 0
         IVF lists = round(nlist_factor · √N), at least 1.
     nprobe : int ≥ 1
@@ -81,8 +95,9 @@ class CandidateParams:
     train_points_per_list : int ≥ 1
         IVF training sample size = min(N, train_points_per_list · nlist).
     margin : int ≥ 0
-        Extra survivors required before stopping (keeps batch and single-user
-        results identical despite float rounding in FAISS).
+        Pairs kept per user beyond ``top_k`` (block scores are float32; the margin keeps
+        ``score_pairs``' exact top K inside the pool), and extra FAISS survivors required
+        before a search stops.
     growth : int ≥ 2
         Fetch multiplier when too few candidates survive the filters.
     age_band_years : int or None
@@ -100,7 +115,7 @@ class CandidateParams:
     nlist_factor: float = 4.0
     nprobe: int = 64
     train_points_per_list: int = 64
-    margin: int = 8
+    margin: int = 16
     growth: int = 4
     age_band_years: int | None = 5
     geo_cell_deg: float | None = None
@@ -182,7 +197,9 @@ class CandidateIndexes:
     age_band_years : int or None
     geo_cell_deg : float or None
     sources : tuple[SourceIndex, ...]
-        In :data:`SOURCES` order.
+        In :data:`INDEXED_SOURCES` order (``fallback`` lists every partition's members).
+    reverse_excluded_keys : (nnz_e,) int64
+        :func:`compute.blockscore.transposed_exclusion_keys` of the population.
     """
 
     n_users: int
@@ -195,6 +212,7 @@ class CandidateIndexes:
     age_band_years: int | None
     geo_cell_deg: float | None
     sources: tuple[SourceIndex, ...]
+    reverse_excluded_keys: RowArray
 
     @property
     def n_partitions(self) -> int:
@@ -206,7 +224,7 @@ class CandidateIndexes:
         for src in self.sources:
             if src.name == name:
                 return src
-        raise ValueError(f"source must be one of {SOURCES}; got {name!r}")
+        raise ValueError(f"source must be one of {INDEXED_SOURCES}; got {name!r}")
 
     def to_bytes(self) -> bytes:
         """Serialize (numpy ``.npz`` of arrays; FAISS indexes via ``serialize_index``)."""
@@ -220,6 +238,7 @@ class CandidateIndexes:
             "partition_age_max": self.partition_age_max,
             "age_band_years": np.array([self.age_band_years or 0], dtype=np.int64),
             "geo_cell_deg": np.array([np.nan if self.geo_cell_deg is None else self.geo_cell_deg]),
+            "reverse_excluded_keys": self.reverse_excluded_keys,
         }
         for src in self.sources:
             arrays[f"{src.name}.member_indptr"] = src.member_indptr
@@ -238,7 +257,7 @@ class CandidateIndexes:
             stored = {name: npz[name] for name in npz.files}
         n_partitions = int(stored["partition_cohort"].size)
         sources = []
-        for name in SOURCES:
+        for name in INDEXED_SOURCES:
             indexes = tuple(
                 faiss.deserialize_index(stored[key])
                 if (key := f"{name}.index.{p}") in stored
@@ -265,6 +284,7 @@ class CandidateIndexes:
             age_band_years=int(stored["age_band_years"][0]) or None,
             geo_cell_deg=None if np.isnan(cell_deg) else cell_deg,
             sources=tuple(sources),
+            reverse_excluded_keys=stored["reverse_excluded_keys"],
         )
 
 
@@ -446,6 +466,7 @@ def build_indexes(
         partition_max_distance_km=max_limit,
         geo_cell_deg=params.geo_cell_deg,
         sources=tuple(sources),
+        reverse_excluded_keys=blockscore.transposed_exclusion_keys(pop),
     )
 
 
@@ -474,16 +495,17 @@ def _search_mask(
         return mask
     limit = pop.max_distance_km[query_rows].astype(np.float64)
     limit = np.where(np.isnan(limit), np.inf, limit)
-    for p in np.flatnonzero(indexes.partition_cell != _NO_CELL):
-        rows_here = np.flatnonzero(mask[:, p])
-        if rows_here.size == 0:
-            continue
-        q = query_rows[rows_here]
-        bound = geo.min_distance_to_cell_km(
-            pop.lat[q], pop.lon[q], int(indexes.partition_cell[p]), indexes.geo_cell_deg
-        )
-        reach = np.minimum(limit[rows_here], indexes.partition_max_distance_km[p])
-        mask[rows_here, p] = bound <= reach
+    located = np.flatnonzero(indexes.partition_cell != _NO_CELL)
+    if located.size == 0 or query_rows.size == 0:
+        return mask
+    bound = geo.min_distance_to_cell_km(
+        pop.lat[query_rows][:, None],
+        pop.lon[query_rows][:, None],
+        indexes.partition_cell[located][None, :],
+        indexes.geo_cell_deg,
+    )
+    reach = np.minimum(limit[:, None], indexes.partition_max_distance_km[located][None, :])
+    mask[:, located] &= bound <= reach
     return mask
 
 
@@ -656,12 +678,100 @@ def _with_query_exclusions(pop: Population, query_rows: RowArray) -> Population:
     return narrowed
 
 
+def _block_members(indexes: CandidateIndexes, partitions: RowArray) -> RowArray:
+    """Sorted rows of every member of ``partitions`` (all sources' members, i.e. fallback)."""
+    src = indexes.source("fallback")
+    starts = src.member_indptr[partitions]
+    lengths = src.member_indptr[partitions + 1] - starts
+    offsets = np.cumsum(lengths) - lengths
+    entries = np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    return np.sort(src.member_rows[entries])
+
+
+def _query_groups(pop: Population, indexes: CandidateIndexes, rows: RowArray) -> list[RowArray]:
+    """Query rows grouped by (cohort, geo cell; age band when without location)."""
+    cohort = filters.cohort_keys(pop.gender[rows], pop.seeking_mask[rows])
+    if indexes.geo_cell_deg is None:
+        cell = np.full(rows.size, _NO_CELL, dtype=np.int64)
+    else:
+        cell = geo.cell_ids(pop.lat[rows], pop.lon[rows], indexes.geo_cell_deg)
+    # Location-less users reach every cell: splitting them by age band keeps their blocks
+    # to the partitions their age ranges can reach.
+    years = np.nan_to_num(pop.age[rows].astype(np.float64), nan=0.0)
+    band = np.clip(years // 5, 0, _BAND_SPAN - 1).astype(np.int64)
+    band = np.where(cell == _NO_CELL, band, 0)
+    keys = (cohort * _BAND_SPAN + band) * _CELL_SPAN + (cell + 1)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    cuts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    return [np.sort(g) for g in np.split(rows[order], cuts)] if rows.size else []
+
+
+def _faiss_pairs(
+    pop: Population,
+    indexes: CandidateIndexes,
+    rows: RowArray,
+    search_mask: npt.NDArray[np.bool_],
+    params: CandidateParams,
+    filter_params: filters.FilterParams,
+) -> tuple[list[SourcePairs], dict[str, int]]:
+    """Each indexed source's filtered neighbour lists for ``rows`` (see module doc)."""
+    # Every pair searched below has a query row on one side, so only exclusions touching a
+    # query row can matter: binary-searching that small set instead of every exclusion of
+    # the population was a fifth of the search time at 100k users.
+    search_pop = _with_query_exclusions(pop, rows)
+    has_vector = {name: _source_unit_vectors(pop, name)[1][rows] for name in VECTOR_SOURCES}
+    askers = {
+        "quiz": has_vector["quiz"],
+        "interest": has_vector["interest"],
+        "fallback": ~(has_vector["quiz"] | has_vector["interest"]),
+    }
+    per_source: list[SourcePairs] = []
+    removed_total: dict[str, int] = dict.fromkeys(filters.FILTER_ORDER, 0)
+    for name in INDEXED_SOURCES:
+        subset = np.flatnonzero(askers[name])
+        pairs, removed = _search_source(
+            search_pop, indexes, name, rows[subset], search_mask[subset], params, filter_params
+        )
+        per_source.append(pairs)
+        for key, count in removed.items():
+            removed_total[key] += count
+    return per_source, removed_total
+
+
+def _empty_pairs(name: str) -> SourcePairs:
+    return SourcePairs(
+        name=name,
+        user_rows=np.empty(0, np.int64),
+        cand_rows=np.empty(0, np.int64),
+        similarity=np.empty(0, np.float64),
+        rank=np.empty(0, np.int32),
+    )
+
+
+def _concat_pairs(name: str, parts: list[SourcePairs]) -> SourcePairs:
+    parts = [p for p in parts if p.user_rows.size] or [_empty_pairs(name)]
+    user_rows = np.concatenate([p.user_rows for p in parts])
+    rank = np.concatenate([p.rank for p in parts])
+    order = np.lexsort((rank, user_rows))
+    return SourcePairs(
+        name=name,
+        user_rows=user_rows[order],
+        cand_rows=np.concatenate([p.cand_rows for p in parts])[order],
+        similarity=np.concatenate([p.similarity for p in parts])[order],
+        rank=rank[order],
+    )
+
+
 def generate_candidates(
     pop: Population,
     indexes: CandidateIndexes,
     query_rows: npt.ArrayLike,
     params: CandidateParams | None = None,
     filter_params: filters.FilterParams | None = None,
+    score_params: scoring.ScoreParams | None = None,
+    *,
+    exposure_counts: npt.NDArray[np.int64] | None = None,
 ) -> CandidatePool:
     """Candidates for ``query_rows`` (a shard, or one user) against the whole population.
 
@@ -674,14 +784,21 @@ def generate_candidates(
         Distinct rows to generate candidates for.
     params : CandidateParams, optional
     filter_params : FilterParams, optional
+    score_params : ScoreParams, optional
+        The score the candidates are ranked by (weights, neutral value, reciprocal
+        fusion, dormancy, exposure cap); pass the one ``score_pairs`` will use.
+    exposure_counts : (n,) int, optional
+        Global uncapped top-K counts (ranking applies the exposure cap only with them).
 
     Returns
     -------
     CandidatePool
-        Every pair passes :func:`compute.filters.mutual_filter`.
+        At most ``score_params.top_k + params.margin`` pairs per query row; every pair
+        passes :func:`compute.filters.mutual_filter`.
     """
     params = params or CandidateParams()
     filter_params = filter_params or filters.FilterParams()
+    score_params = score_params or scoring.ScoreParams()
     if indexes.n_users != pop.n_users:
         raise ValueError(f"indexes were built for {indexes.n_users} users; pop has {pop.n_users}")
     rows = np.asarray(query_rows)
@@ -695,42 +812,85 @@ def generate_candidates(
     if np.unique(rows).size != rows.size:
         raise ValueError("query_rows must be distinct")
 
-    mask = _search_mask(pop, indexes, rows, filter_params)
-    # Every pair searched below has a query row on one side, so only exclusions touching a
-    # query row can matter: binary-searching that small set instead of every exclusion of
-    # the population was a fifth of the search time at 100k users.
-    search_pop = _with_query_exclusions(pop, rows)
-    has_vector = {name: _source_unit_vectors(pop, name)[1][rows] for name in VECTOR_SOURCES}
-    askers = {
-        "quiz": has_vector["quiz"],
-        "interest": has_vector["interest"],
-        "fallback": ~(has_vector["quiz"] | has_vector["interest"]),
-    }
-    per_source: list[SourcePairs] = []
+    keep = score_params.top_k + params.margin
+    ranked: list[blockscore.RankedBlock] = []
+    block_bits: list[npt.NDArray[np.uint8]] = []
+    exact_parts: list[SourcePairs] = []
+    faiss_lists: dict[str, list[SourcePairs]] = {name: [] for name in INDEXED_SOURCES}
     removed_total: dict[str, int] = dict.fromkeys(filters.FILTER_ORDER, 0)
-    for name in SOURCES:
-        subset = np.flatnonzero(askers[name])
-        pairs, removed = _search_source(
-            search_pop, indexes, name, rows[subset], mask[subset], params, filter_params
-        )
-        per_source.append(pairs)
-        for key, count in removed.items():
-            removed_total[key] += count
+    member_counts = np.diff(indexes.source("fallback").member_indptr)
+    for group_rows in _query_groups(pop, indexes, rows):
+        group_mask = _search_mask(pop, indexes, group_rows, filter_params)
+        # Exact or FAISS is decided per row (by the candidates that row can reach), so a
+        # row takes the same path alone as inside any batch.
+        reach = group_mask.astype(np.int64) @ member_counts
+        for exact in (True, False):
+            chosen = np.flatnonzero((reach < params.exact_below) == exact)
+            if chosen.size == 0:
+                continue
+            group, mask = group_rows[chosen], group_mask[chosen]
+            block = _block_members(indexes, np.flatnonzero(mask.any(axis=0)))
+            if block.size == 0:
+                continue
+            allowed = None
+            if not exact:
+                lists, removed = _faiss_pairs(pop, indexes, group, mask, params, filter_params)
+                for key, count in removed.items():
+                    removed_total[key] += count
+                for found in lists:
+                    faiss_lists[found.name].append(found)
+                users = np.concatenate([f.user_rows for f in lists])
+                cands = np.concatenate([f.cand_rows for f in lists])
+                block = np.unique(cands)
+                allowed = (np.searchsorted(group, users), cands)
+            result = blockscore.rank_block(
+                pop,
+                group,
+                block,
+                score_params,
+                filter_params,
+                keep,
+                exposure_counts=exposure_counts,
+                reverse_exclusion_keys=indexes.reverse_excluded_keys,
+                allowed=allowed,
+            )
+            if allowed is None:
+                for key, count in result.removed.items():
+                    removed_total[key] += count
+                block_bits.append(np.full(result.user_rows.size, SOURCE_BITS["block"], np.uint8))
+                exact_parts.append(
+                    SourcePairs(
+                        "block",
+                        result.user_rows,
+                        result.cand_rows,
+                        result.score.astype(np.float64),
+                        result.rank,
+                    )
+                )
+            else:
+                n = max(pop.n_users, 1)
+                found_keys = np.concatenate([f.user_rows * n + f.cand_rows for f in lists])
+                found_bits = np.concatenate(
+                    [np.full(f.user_rows.size, SOURCE_BITS[f.name], np.uint8) for f in lists]
+                )
+                unique_keys, inverse = np.unique(found_keys, return_inverse=True)
+                bits = np.zeros(unique_keys.size, dtype=np.uint8)
+                np.bitwise_or.at(bits, inverse.reshape(-1), found_bits)
+                where = np.searchsorted(unique_keys, result.user_rows * n + result.cand_rows)
+                block_bits.append(bits[where])
+            ranked.append(result)
 
-    all_users = np.concatenate([s.user_rows for s in per_source])
-    all_cands = np.concatenate([s.cand_rows for s in per_source])
-    all_bits = np.concatenate(
-        [np.full(s.user_rows.size, SOURCE_BITS[s.name], dtype=np.uint8) for s in per_source]
-    )
-    n = max(pop.n_users, 1)
-    unique_keys, inverse = np.unique(all_users * n + all_cands, return_inverse=True)
-    bits = np.zeros(unique_keys.size, dtype=np.uint8)
-    np.bitwise_or.at(bits, inverse.reshape(-1), all_bits)
+    per_source = [_concat_pairs(name, faiss_lists[name]) for name in INDEXED_SOURCES]
+    per_source.append(_concat_pairs("block", exact_parts))
+    all_users = np.concatenate([r.user_rows for r in ranked] or [np.empty(0, np.int64)])
+    all_cands = np.concatenate([r.cand_rows for r in ranked] or [np.empty(0, np.int64)])
+    all_bits = np.concatenate(block_bits or [np.empty(0, np.uint8)])
+    order = np.lexsort((all_cands, all_users))
     return CandidatePool(
         query_rows=rows,
-        user_rows=unique_keys // n,
-        cand_rows=unique_keys % n,
-        sources=bits,
+        user_rows=all_users[order],
+        cand_rows=all_cands[order],
+        sources=all_bits[order],
         source_pairs=tuple(per_source),
         source_counts={s.name: int(s.user_rows.size) for s in per_source},
         filter_removed=removed_total,

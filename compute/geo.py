@@ -67,10 +67,13 @@ def _grid_shape(cell_deg: float) -> tuple[int, int]:
 def min_distance_to_cell_km(
     lat: npt.NDArray[np.float64],
     lon: npt.NDArray[np.float64],
-    cell: int,
+    cell: int | npt.NDArray[np.int64],
     cell_deg: float,
 ) -> npt.NDArray[np.float64]:
     """A lower bound of the distance from each point to any point of grid cell ``cell``.
+
+    ``cell`` may be an array broadcastable against ``lat``/``lon`` (e.g. points ``(q, 1)``
+    against cells ``(1, P)`` gives every point-to-cell bound in one call).
 
     The point is clamped into the cell's lat/lon box (longitude with wrap-around) and
     the haversine distance to the clamped point is reduced by the box diameter
@@ -80,13 +83,13 @@ def min_distance_to_cell_km(
 
     Parameters
     ----------
-    lat, lon : (q,) float64
-    cell : int, a cell id from :func:`cell_ids` (not -1)
+    lat, lon : (q,) float64 (or broadcastable with ``cell``)
+    cell : int or int64 array, cell ids from :func:`cell_ids` (not -1)
     cell_deg : float
 
     Returns
     -------
-    (q,) float64, ≥ 0
+    (broadcast shape) float64, ≥ 0
     """
     _, n_lon = _grid_shape(cell_deg)
     lat0 = (cell // n_lon) * cell_deg - 90.0

@@ -90,7 +90,11 @@ class Filters(_Model):
 
 
 class Candidates(_Model):
-    """Candidate generation (``compute.candidates.CandidateParams``)."""
+    """Candidate generation (``compute.candidates.CandidateParams``).
+
+    Users who can reach fewer than ``exact_below`` candidates are ranked exactly by the
+    final score (``top_k + margin`` kept); the others use FAISS neighbour lists.
+    """
 
     quiz_k: Annotated[int, Field(ge=1)] = 200
     interest_k: Annotated[int, Field(ge=1)] = 200
@@ -103,7 +107,7 @@ class Candidates(_Model):
     # Search partitions: age bands of this width (null: none) and lat/lon cells (null: none).
     age_band_years: Annotated[int, Field(ge=1, le=120)] | None = 5
     geo_cell_deg: Annotated[float, Field(gt=0, le=180)] | None = 1.0
-    margin: Annotated[int, Field(ge=0)] = 8
+    margin: Annotated[int, Field(ge=0)] = 16
     growth: Annotated[int, Field(ge=2)] = 4
     # Seeds IVF training; the nightly and single-user runs build identical indexes from it.
     seed: int = 0

@@ -124,7 +124,7 @@ def explain_pair(
 
     indexes = match.build_indexes(pop, settings)
     pool = candidates.generate_candidates(
-        pop, indexes, np.array([a]), settings.candidates, settings.filters
+        pop, indexes, np.array([a]), settings.candidates, settings.filters, params
     )
     generated = pool.cand_rows[pool.user_rows == a]
     if b in generated:

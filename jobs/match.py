@@ -14,7 +14,8 @@ of them; all replaced in the run's one transaction. A listed user who is inactiv
 longer valid loses their rows. Each user's rows equal what the nightly writes for them.
 
 Pipeline per set of users (:func:`score_rows`): ``compute.candidates.generate_candidates``
-(FAISS, partitioned by filter cohort, mutual hard filters) → ``compute.scoring.score_pairs``
+(exact blocked ranking by the final score within filter-compatible blocks; FAISS neighbour
+lists for oversized blocks; mutual hard filters) → ``compute.scoring.score_pairs``
 (six signals, weights, reciprocal fusion, dormancy, exposure cap, top K) →
 ``compute.reasons`` (up to three reasons, JSON encoded in bulk).
 
@@ -149,8 +150,11 @@ def uncapped_counts(
     settings: MatchSettings,
 ) -> RowArray:
     """(n,) int64: appearances of each row in the uncapped top-K lists of ``rows``."""
-    pool = candidates.generate_candidates(pop, indexes, rows, settings.candidates, settings.filters)
-    scored = scoring.score_pairs(pop, pool.user_rows, pool.cand_rows, _no_exposure(settings))
+    params = _no_exposure(settings)
+    pool = candidates.generate_candidates(
+        pop, indexes, rows, settings.candidates, settings.filters, params
+    )
+    scored = scoring.score_pairs(pop, pool.user_rows, pool.cand_rows, params)
     return scoring.exposure_counts(scored, pop.n_users)
 
 
@@ -163,15 +167,23 @@ def score_rows(
 ) -> ShardOutput:
     """Candidates, scores, top K and reasons for the users at ``rows`` of ``pop``."""
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    pool = candidates.generate_candidates(pop, indexes, rows, settings.candidates, settings.filters)
-    timings["candidates"] = time.perf_counter() - start
-    start = time.perf_counter()
     params = settings.scoring
     if params.exposure_cap is not None and exposure_counts is None:
         raise ValueError("exposure_counts are required when the exposure cap is on")
     if params.exposure_cap is None:
         exposure_counts = None
+    start = time.perf_counter()
+    pool = candidates.generate_candidates(
+        pop,
+        indexes,
+        rows,
+        settings.candidates,
+        settings.filters,
+        params,
+        exposure_counts=exposure_counts,
+    )
+    timings["candidates"] = time.perf_counter() - start
+    start = time.perf_counter()
     scored = scoring.score_pairs(
         pop, pool.user_rows, pool.cand_rows, params, exposure_counts=exposure_counts
     )
@@ -358,4 +370,3 @@ def _run_users(ctx: JobContext, scope: Scope, settings: MatchSettings) -> JobRes
         skipped=dict(figures.skipped),
         extra={"reverse_user_ids": [int(u) for u in reverse_ids]},
     )
-

@@ -1,4 +1,5 @@
-"""FAISS candidate generation: filters respected, no starvation, determinism, recall."""
+"""Candidate generation: exact blocked ranking equals exhaustive scoring; the FAISS path for
+oversized blocks respects the filters, never starves, is deterministic and has recall."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute import candidates, filters
+from compute import candidates, filters, scoring
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 EXACT = candidates.CandidateParams(k_quiz=10, k_interest=10, k_fallback=10)
+# exact_below=1: every block takes the FAISS neighbour-list path.
+FAISS = candidates.CandidateParams(k_quiz=10, k_interest=10, k_fallback=10, exact_below=1)
 IVF = candidates.CandidateParams(
     k_quiz=10, k_interest=10, k_fallback=10, exact_below=50, nprobe=8, geo_cell_deg=0.5
 )
+SCORE = scoring.ScoreParams(top_k=10)
 
 
 def pool_pairs(pool: candidates.CandidatePool) -> set[tuple[int, int]]:
@@ -24,14 +28,74 @@ def pool_pairs(pool: candidates.CandidatePool) -> set[tuple[int, int]]:
 def generate(pop, params, rows=None, seed=0):
     indexes = candidates.build_indexes(pop, params, np.random.default_rng(seed))
     rows = np.arange(pop.n_users) if rows is None else rows
-    return candidates.generate_candidates(pop, indexes, rows, params), indexes
+    return candidates.generate_candidates(pop, indexes, rows, params, None, SCORE), indexes
+
+
+def exhaustive(pop, rows, score_params, filter_params=None):
+    """Top K of every filter-passing pair by score_pairs (the obviously-correct answer)."""
+    everyone = np.arange(pop.n_users)
+    users, cands = np.repeat(rows, pop.n_users), np.tile(everyone, rows.size)
+    keep, _ = filters.mutual_filter(pop, users, cands, filter_params)
+    return scoring.score_pairs(pop, users[keep], cands[keep], score_params)
 
 
 def test_four_users_only_the_matching_pair(four_users):
     pool, _ = generate(four_users, EXACT)
     assert pool_pairs(pool) == {(0, 1), (1, 0)}
-    assert pool.sources.tolist() == [0b011, 0b011]  # found by quiz and interest
-    assert pool.source_counts == {"quiz": 2, "interest": 2, "fallback": 0}
+    assert pool.sources.tolist() == [candidates.SOURCE_BITS["block"]] * 2
+    assert pool.source_counts == {"quiz": 0, "interest": 0, "fallback": 0, "block": 2}
+    faiss_pool, _ = generate(four_users, FAISS)
+    assert pool_pairs(faiss_pool) == {(0, 1), (1, 0)}
+    assert faiss_pool.sources.tolist() == [0b011, 0b011]  # found by quiz and interest
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    geo_cells=st.booleans(),
+    reciprocal=st.booleans(),
+    fusion=st.sampled_from(scoring.FUSIONS),
+    dormancy=st.booleans(),
+)
+def test_exact_pool_top_k_equals_exhaustive_top_k(
+    make_random_population, seed, geo_cells, reciprocal, fusion, dormancy
+):
+    pop = make_random_population(
+        500, np.random.default_rng(seed), p_exclusion=0.01, nan_fraction=0.03
+    )
+    params = candidates.CandidateParams(geo_cell_deg=0.3 if geo_cells else None)
+    score_params = scoring.ScoreParams(
+        top_k=25, reciprocal=reciprocal, fusion=fusion, dormancy=dormancy
+    )
+    indexes = candidates.build_indexes(pop, params, np.random.default_rng(0))
+    rows = np.arange(pop.n_users)
+    pool = candidates.generate_candidates(pop, indexes, rows, params, None, score_params)
+    assert np.bincount(pool.user_rows).max() <= score_params.top_k + params.margin
+    got = scoring.score_pairs(pop, pool.user_rows, pool.cand_rows, score_params)
+    want = exhaustive(pop, rows, score_params)
+    assert got.user_rows.tolist() == want.user_rows.tolist()
+    assert got.cand_rows.tolist() == want.cand_rows.tolist()
+    np.testing.assert_array_equal(got.score, want.score)
+
+
+def test_exposure_cap_enters_the_ranking(make_random_population):
+    pop = make_random_population(400, np.random.default_rng(21))
+    rows = np.arange(pop.n_users)
+    uncapped = scoring.ScoreParams(top_k=15)
+    counts = scoring.exposure_counts(exhaustive(pop, rows, uncapped), pop.n_users)
+    capped = scoring.ScoreParams(top_k=15, exposure_cap=5, exposure_factor=0.3)
+    params = candidates.CandidateParams()
+    indexes = candidates.build_indexes(pop, params, np.random.default_rng(0))
+    pool = candidates.generate_candidates(
+        pop, indexes, rows, params, None, capped, exposure_counts=counts
+    )
+    got = scoring.score_pairs(pop, pool.user_rows, pool.cand_rows, capped, exposure_counts=counts)
+    users = np.repeat(rows, pop.n_users)
+    cands = np.tile(rows, pop.n_users)
+    keep, _ = filters.mutual_filter(pop, users, cands)
+    want = scoring.score_pairs(pop, users[keep], cands[keep], capped, exposure_counts=counts)
+    assert (counts > 5).any()
+    assert got.cand_rows.tolist() == want.cand_rows.tolist()
 
 
 def test_users_without_vectors_still_get_candidates(make_population):
@@ -45,7 +109,11 @@ def test_users_without_vectors_still_get_candidates(make_population):
             {**man, "rating_quality": 0.2},
         ]
     )
-    pool, _ = generate(pop, EXACT)
+    exact_pool, _ = generate(pop, EXACT)
+    assert {u: exact_pool.cand_rows[exact_pool.user_rows == u].tolist() for u in range(3)} == {
+        u: [3, 4] for u in range(3)
+    }
+    pool, _ = generate(pop, FAISS)
     by_user = {u: pool.sources[pool.user_rows == u].tolist() for u in range(3)}
     assert by_user[0] == [candidates.SOURCE_BITS["interest"]] * 2
     assert by_user[1] == [candidates.SOURCE_BITS["quiz"]] * 2
@@ -60,8 +128,13 @@ def test_selective_filter_does_not_starve(make_random_population, make_populatio
     nb = {"gender": 2, "seeking": 0b100, "lat": np.nan, "lon": np.nan, "age": 30}
     extra = make_population([{**nb, "user_id": 10_000 + i} for i in range(4)])
     pop = _concat(base, extra)
-    pool, _ = generate(pop, candidates.CandidateParams(k_quiz=5, k_interest=5, exact_below=50))
     rows = np.arange(base.n_users, pop.n_users)
+    for exact_below in (20_000, 50):
+        params = candidates.CandidateParams(k_quiz=5, k_interest=5, exact_below=exact_below)
+        _check_not_starved(pop, generate(pop, params)[0], rows)
+
+
+def _check_not_starved(pop, pool, rows):
     for row in rows:
         mine = set(pool.cand_rows[pool.user_rows == row].tolist())
         compatible = {
@@ -102,14 +175,18 @@ def _concat(left, right):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=FIXTURE_OK)
-@given(seed=st.integers(0, 2**32 - 1), geo_cells=st.booleans())
-def test_no_candidate_violates_a_hard_filter(make_random_population, seed, geo_cells):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    geo_cells=st.booleans(),
+    exact_below=st.sampled_from([40, 20_000]),
+)
+def test_no_candidate_violates_a_hard_filter(make_random_population, seed, geo_cells, exact_below):
     pop = make_random_population(120, np.random.default_rng(seed), p_exclusion=0.03)
     params = candidates.CandidateParams(
         k_quiz=8,
         k_interest=8,
         k_fallback=8,
-        exact_below=40,
+        exact_below=exact_below,
         nprobe=4,
         geo_cell_deg=0.3 if geo_cells else None,
     )
@@ -120,12 +197,25 @@ def test_no_candidate_violates_a_hard_filter(make_random_population, seed, geo_c
         assert reference.first_failing_filter(pop, b, a) is None
 
 
-def test_one_user_alone_equals_that_user_in_the_batch(make_random_population):
+@pytest.mark.parametrize("exact_below", [50, 20_000])
+def test_one_user_alone_equals_that_user_in_the_batch(make_random_population, exact_below):
+    # exact_below=50 mixes both paths: some rows reach more than 50 candidates (FAISS),
+    # others fewer (exact); the path is chosen per row, so it is the same alone.
     pop = make_random_population(500, np.random.default_rng(4), p_exclusion=0.01)
-    indexes = candidates.build_indexes(pop, IVF, np.random.default_rng(0))
-    batch = candidates.generate_candidates(pop, indexes, np.arange(pop.n_users), IVF)
+    params = candidates.CandidateParams(
+        k_quiz=10,
+        k_interest=10,
+        k_fallback=10,
+        exact_below=exact_below,
+        nprobe=8,
+        geo_cell_deg=0.5,
+    )
+    indexes = candidates.build_indexes(pop, params, np.random.default_rng(0))
+    batch = candidates.generate_candidates(
+        pop, indexes, np.arange(pop.n_users), params, None, SCORE
+    )
     for row in range(0, pop.n_users, 25):
-        alone = candidates.generate_candidates(pop, indexes, np.array([row]), IVF)
+        alone = candidates.generate_candidates(pop, indexes, np.array([row]), params, None, SCORE)
         mine = batch.user_rows == row
         assert alone.cand_rows.tolist() == batch.cand_rows[mine].tolist()
         assert alone.sources.tolist() == batch.sources[mine].tolist()
@@ -133,7 +223,7 @@ def test_one_user_alone_equals_that_user_in_the_batch(make_random_population):
 
 def test_exact_indexes_equal_exhaustive_search_and_reference(make_random_population):
     pop = make_random_population(150, np.random.default_rng(8), p_exclusion=0.02)
-    pool, _ = generate(pop, EXACT)
+    pool, _ = generate(pop, FAISS)
     rows = np.arange(pop.n_users)
     for source in candidates.VECTOR_SOURCES:
         exact_ids, _ = candidates.exact_candidates(pop, rows, source, 10)
@@ -145,18 +235,26 @@ def test_exact_indexes_equal_exhaustive_search_and_reference(make_random_populat
 
 def test_geo_partitioning_loses_nothing(make_random_population):
     pop = make_random_population(400, np.random.default_rng(9))
-    flat, _ = generate(pop, EXACT)
-    cells = candidates.CandidateParams(k_quiz=10, k_interest=10, k_fallback=10, geo_cell_deg=0.2)
-    gridded, indexes = generate(pop, cells)
-    assert indexes.n_partitions > 24
-    assert pool_pairs(gridded) == pool_pairs(flat)
+    for exact_below in (20_000, 1):
+        flat, _ = generate(
+            pop,
+            candidates.CandidateParams(
+                k_quiz=10, k_interest=10, k_fallback=10, exact_below=exact_below
+            ),
+        )
+        cells = candidates.CandidateParams(
+            k_quiz=10, k_interest=10, k_fallback=10, geo_cell_deg=0.2, exact_below=exact_below
+        )
+        gridded, indexes = generate(pop, cells)
+        assert indexes.n_partitions > 24
+        assert pool_pairs(gridded) == pool_pairs(flat)
 
 
 def test_indexes_round_trip_through_bytes(make_random_population):
     pop = make_random_population(300, np.random.default_rng(10))
     pool, indexes = generate(pop, IVF)
     restored = candidates.CandidateIndexes.from_bytes(indexes.to_bytes())
-    again = candidates.generate_candidates(pop, restored, np.arange(pop.n_users), IVF)
+    again = candidates.generate_candidates(pop, restored, np.arange(pop.n_users), IVF, None, SCORE)
     assert pool_pairs(again) == pool_pairs(pool)
     assert restored.geo_cell_deg == IVF.geo_cell_deg
 
@@ -177,14 +275,20 @@ def test_recall_on_clustered_population_with_ivf(make_random_population):
         k_quiz=50, k_interest=50, k_fallback=10, exact_below=100, nprobe=32, age_band_years=10
     )
     rows = np.arange(0, pop.n_users, 4)
-    pool, indexes = generate(pop, params, rows=rows)
+    indexes = candidates.build_indexes(pop, params, np.random.default_rng(0))
+    pool = candidates.generate_candidates(
+        pop, indexes, rows, params, None, scoring.ScoreParams(top_k=100)
+    )
     assert any(
         isinstance(ix, candidates.faiss.IndexIVFFlat) for ix in indexes.source("quiz").indexes
     )
+    # Rows reaching fewer than exact_below candidates were ranked exactly instead.
+    by_faiss = ~np.isin(rows, pool.source_pairs[-1].user_rows)
+    assert by_faiss.mean() > 0.9
     for source in candidates.VECTOR_SOURCES:
         exact_ids, _ = candidates.exact_candidates(pop, rows, source, 50)
         approx = pool.source_table(source, 50)
-        assert candidates.recall_at_k(approx, exact_ids) >= 0.98
+        assert candidates.recall_at_k(approx[by_faiss], exact_ids[by_faiss]) >= 0.98
 
 
 def test_recall_at_k_counts_found_exact_neighbours():
@@ -210,6 +314,13 @@ def test_filter_switches_are_honoured(make_population):
     pop = make_population([{}, {"gender": 1, "seeking": 0b001, "active": False}])
     params = filters.FilterParams(require_active=False)
     indexes = candidates.build_indexes(pop, EXACT, np.random.default_rng(0))
-    pool = candidates.generate_candidates(pop, indexes, np.array([0]), EXACT, params)
-    # Index membership requires activity: inactive users are never candidates.
-    assert pool.cand_rows.size == 0
+    for cand_params in (EXACT, FAISS):
+        pool = candidates.generate_candidates(pop, indexes, np.array([0]), cand_params, params)
+        # Index membership requires activity: inactive users are never candidates.
+        assert pool.cand_rows.size == 0
+    far = make_population([{}, {"gender": 1, "seeking": 0b001, "lat": 48.14, "lon": 11.58}])
+    indexes = candidates.build_indexes(far, EXACT, np.random.default_rng(0))
+    assert candidates.generate_candidates(far, indexes, np.array([0]), EXACT).cand_rows.size == 0
+    no_distance = filters.FilterParams(enforce_distance=False)
+    pool = candidates.generate_candidates(far, indexes, np.array([0]), EXACT, no_distance)
+    assert pool.cand_rows.tolist() == [1]

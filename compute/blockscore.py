@@ -1,0 +1,468 @@
+"""Exact final scores of every (query, candidate) pair of a block, and the top of each row.
+
+A *block* is a set of query rows and a set of candidate rows (in practice: the query users
+of one filter cohort and geo cell, and every active user who could pass their filters).
+:func:`rank_block` computes, as dense ``(rows × candidates)`` matrices, the same score as
+:func:`compute.scoring.score_pairs` — it is a ranking function that must agree with it —
+masks every hard filter of :func:`compute.filters.mutual_filter` both ways, and keeps the
+best ``keep`` candidates per query row.
+
+The score of a → b, with normalized weights w (``SignalWeights.as_array``) and missing
+signals replaced by ``neutral`` exactly as ``score_pairs`` does:
+
+    S_ab  = w_quiz · (1 + ⟨q̂_a, q̂_b⟩) / 2            quiz: matmul of unit quiz vectors
+          + w_int  · min(1, Σ_i min(w_a,i, w_b,i))   interest: one gathered row of the
+                                                     candidates' dense weights per
+                                                     interest of a, min, segment sum
+          + w_prox · exp(−d_ab / scale)              d from unit 3-D positions (a matmul,
+                                                     float64; equal to the haversine)
+    F_ab  = S_ab + w_fit · clip(0.5 + 0.5 ⟨p̂_a, r̂_b⟩)   rating fit: matmul
+                 + w_rq · quality_b + w_new · newness_b  (a per-candidate vector)
+
+``reciprocal`` adds ``F_ba`` (same S, swapped directional terms) and fuses both; then the
+candidate's dormancy factor and, when ``exposure_counts`` are given with a cap, the
+exposure penalty multiply the score. Quiz, interest, fit and proximity are computed in
+float32 (unit vectors, weights in [0, 1]), distances in float64, so a block score differs
+from ``score_pairs`` by ~1e-6 at most; the callers keep ``top_k + margin`` per row and let
+``score_pairs`` pick the exact top K from those.
+
+Memory is bounded by processing query rows in chunks of at most ``chunk_entries`` matrix
+cells. Each row's result depends only on that row and the candidate set it can reach: rows
+are never mixed, and ties are broken by candidate user id (see :func:`rank_block`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from compute import filters, geo, scoring, signals
+from compute.population import Population
+
+RowArray = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+CHUNK_ENTRIES = 1 << 22
+_MASKED = np.float32(-1.0)
+
+# Column order of SignalWeights.as_array().
+_QUIZ, _INTEREST, _QUALITY, _FIT, _NEWNESS, _PROXIMITY = range(len(signals.SIGNAL_NAMES))
+FILTERS_COUNTED: tuple[str, ...] = ("self", "age", "distance", "excluded")
+
+
+@dataclass(frozen=True, eq=False)
+class RankedBlock:
+    """The kept pairs of one block, sorted by (query row position, rank).
+
+    Attributes
+    ----------
+    user_rows, cand_rows : (m,) int64
+    score : (m,) float32
+        Block score (≈ the ``score_pairs`` score, see the module docstring).
+    rank : (m,) int32
+        0-based rank within the query row's kept list.
+    removed : dict[str, int]
+        Block pairs removed per filter (first failing filter in
+        :data:`compute.filters.FILTER_ORDER`; ``gender`` and ``inactive`` never fail inside
+        a block because blocks are built from compatible, active users).
+    """
+
+    user_rows: RowArray
+    cand_rows: RowArray
+    score: F32
+    rank: npt.NDArray[np.int32]
+    removed: dict[str, int]
+
+
+def transposed_exclusion_keys(pop: Population) -> RowArray:
+    """(nnz_e,) int64 sorted keys ``excluded_row · n + row`` (who excluded each row)."""
+    n = max(pop.n_users, 1)
+    keys = pop.excluded_keys
+    return np.sort((keys % n) * n + keys // n)
+
+
+def _segments(keys: RowArray, rows: RowArray, n: int) -> tuple[RowArray, RowArray]:
+    """(position of row in ``rows``, partner row) of every key ``row · n + partner``."""
+    if keys.size == 0 or rows.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    starts = np.searchsorted(keys, rows * n)
+    ends = np.searchsorted(keys, (rows + 1) * n)
+    lengths = ends - starts
+    total = int(lengths.sum())
+    offsets = np.cumsum(lengths) - lengths
+    entries = np.repeat(starts - offsets, lengths) + np.arange(total, dtype=np.int64)
+    return np.repeat(np.arange(rows.size, dtype=np.int64), lengths), keys[entries] % n
+
+
+def _filled(values: npt.NDArray[np.float64], ok: npt.NDArray[np.bool_], neutral: float) -> F32:
+    return np.where(ok, values, neutral).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class _Side:
+    """Per-user inputs of the block terms for some rows (queries or candidates)."""
+
+    rows: RowArray
+    quiz: F32
+    quiz_ok: npt.NDArray[np.bool_]
+    pref: F32
+    pref_ok: npt.NDArray[np.bool_]
+    dims: F32
+    dims_ok: npt.NDArray[np.bool_]
+    xyz: npt.NDArray[np.float64]
+    located: npt.NDArray[np.bool_]
+    limit: npt.NDArray[np.float64]
+    years: npt.NDArray[np.float64]
+    age_min: npt.NDArray[np.float64]
+    age_max: npt.NDArray[np.float64]
+    has_interest: npt.NDArray[np.bool_]
+    own_term: F32  # w_rq · quality + w_new · newness of this user as the candidate
+
+
+def _side(
+    pop: Population, rows: RowArray, weights: npt.NDArray[np.float64], sp: scoring.ScoreParams
+) -> _Side:
+    quiz, quiz_ok = signals.unit_rows(pop.quiz_vectors[rows], pop.has_quiz[rows])
+    pref, pref_ok = signals.unit_rows(pop.rating_preferences[rows], pop.has_preference[rows])
+    dims, dims_ok = signals.unit_rows(pop.rating_dims[rows], np.ones(rows.size, dtype=np.bool_))
+    lat = np.radians(pop.lat[rows])
+    lon = np.radians(pop.lon[rows])
+    located = np.isfinite(lat) & np.isfinite(lon)
+    xyz = np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+    xyz = np.ascontiguousarray(np.where(located[:, None], xyz, 0.0))
+    limit = pop.max_distance_km[rows].astype(np.float64)
+    limit = np.where(np.isnan(limit), np.inf, limit)
+    raw_quality = pop.rating_quality[rows].astype(np.float64)
+    quality_ok = pop.has_rating_quality[rows] & np.isfinite(raw_quality)
+    quality = np.where(quality_ok, np.clip(raw_quality, 0.0, 1.0), sp.neutral)
+    days = pop.account_age_days[rows].astype(np.float64)
+    days_ok = np.isfinite(days) | (days == np.inf)
+    fresh = np.power(
+        0.5, np.where(days_ok, np.maximum(days, 0.0), 0.0) / sp.signal_params.newness_half_life_days
+    )
+    fresh = np.where(days_ok, fresh, sp.neutral)
+    own = weights[_QUALITY] * quality + weights[_NEWNESS] * fresh
+    return _Side(
+        rows=rows,
+        quiz=quiz,
+        quiz_ok=quiz_ok,
+        pref=pref,
+        pref_ok=pref_ok,
+        dims=dims,
+        dims_ok=dims_ok,
+        xyz=xyz,
+        located=located,
+        limit=limit,
+        years=np.floor(pop.age[rows].astype(np.float64)),
+        age_min=pop.age_min[rows].astype(np.float64),
+        age_max=pop.age_max[rows].astype(np.float64),
+        has_interest=np.diff(pop.interest_indptr)[rows] > 0,
+        own_term=own.astype(np.float32),
+    )
+
+
+def _cosine_term(
+    left: F32,
+    left_ok: npt.NDArray[np.bool_],
+    right: F32,
+    right_ok: npt.NDArray[np.bool_],
+    weight: float,
+    neutral: float,
+) -> F32:
+    """weight · (1 + cos)/2 (quiz) or weight · clip(0.5 + 0.5 cos) (fit); neutral if missing."""
+    term = left @ right.T
+    # Both transforms are 0.5 + 0.5·cos; the fit clips to [0, 1] (unit dots may exceed ±1
+    # by float32 rounding, the quiz signal clips the cosine itself).
+    np.clip(term, -1.0, 1.0, out=term)
+    term *= np.float32(0.5 * weight)
+    term += np.float32(0.5 * weight)
+    missing = np.float32(weight * neutral)
+    term[~left_ok, :] = missing
+    term[:, ~right_ok] = missing
+    return term
+
+
+def _interest_term(
+    pop: Population,
+    query_rows: RowArray,
+    dense: F32,
+    cand_has: npt.NDArray[np.bool_],
+    query_has: npt.NDArray[np.bool_],
+    weight: float,
+    neutral: float,
+) -> F32:
+    """weight · min(1, Σ_i min(w_a,i, w_b,i)) per (query, candidate); neutral if missing."""
+    n_cands = dense.shape[1]
+    term = np.full((query_rows.size, n_cands), np.float32(weight * neutral), dtype=np.float32)
+    with_interests = np.flatnonzero(query_has)
+    if with_interests.size == 0 or n_cands == 0:
+        return term
+    lengths = np.diff(pop.interest_indptr)[query_rows[with_interests]]
+    starts = pop.interest_indptr[query_rows[with_interests]]
+    offsets = np.cumsum(lengths) - lengths
+    entries = np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    query_weights = np.nan_to_num(pop.interest_weights[entries], nan=0.0).astype(np.float32)
+    gathered = dense[pop.interest_codes[entries], :]
+    np.minimum(gathered, query_weights[:, None], out=gathered)
+    overlap = np.add.reduceat(gathered, offsets, axis=0)
+    np.minimum(overlap, np.float32(1.0), out=overlap)
+    overlap *= np.float32(weight)
+    overlap[:, ~cand_has] = np.float32(weight * neutral)
+    term[with_interests] = overlap
+    return term
+
+
+def rank_block(
+    pop: Population,
+    query_rows: npt.ArrayLike,
+    cand_rows: npt.ArrayLike,
+    score_params: scoring.ScoreParams,
+    filter_params: filters.FilterParams,
+    keep: int,
+    *,
+    exposure_counts: npt.NDArray[np.int64] | None = None,
+    reverse_exclusion_keys: RowArray | None = None,
+    allowed: tuple[RowArray, RowArray] | None = None,
+    chunk_entries: int = CHUNK_ENTRIES,
+) -> RankedBlock:
+    """Top ``keep`` candidates of each query row by exact block score, filters applied.
+
+    Parameters
+    ----------
+    pop : Population
+    query_rows : (q,) int
+        Distinct query rows. Inactive ones get nothing when ``require_active``.
+    cand_rows : (c,) int
+        Distinct candidate rows, all *active* and gender-compatible with every query row
+        (the caller builds blocks from compatible cohorts; other filters are masked here).
+    score_params : ScoreParams
+    filter_params : FilterParams
+    keep : int ≥ 1
+        Pairs kept per query row (``top_k + margin``).
+    exposure_counts : (n,) int, optional
+        Global top-K appearance counts; used only when ``score_params.exposure_cap`` is set
+        (without them the cap does not enter the ranking).
+    reverse_exclusion_keys : (nnz_e,) int64, optional
+        :func:`transposed_exclusion_keys` of ``pop`` (computed here when omitted).
+    allowed : ((p,) int64, (p,) int64), optional
+        (position in ``query_rows``, candidate row) pairs: when given, only these pairs
+        may be kept (ranking a FAISS neighbour list exactly).
+    chunk_entries : int
+        Matrix cells per chunk (memory bound: ~20 bytes per cell).
+
+    Returns
+    -------
+    RankedBlock
+        Per query row: score desc, candidate user id asc; at most ``keep`` pairs.
+    """
+    queries = filters._as_rows("query_rows", query_rows, pop.n_users)
+    cands = filters._as_rows("cand_rows", cand_rows, pop.n_users)
+    if not (isinstance(keep, int) and keep >= 1):
+        raise ValueError(f"keep must be an int ≥ 1; got {keep!r}")
+    removed = dict.fromkeys(filters.FILTER_ORDER, 0)
+    empty = RankedBlock(
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+        np.empty(0, np.float32),
+        np.empty(0, np.int32),
+        removed,
+    )
+    if filter_params.require_active:
+        queries_alive = pop.active[queries]
+    else:
+        queries_alive = np.ones(queries.size, dtype=np.bool_)
+    if queries.size == 0 or cands.size == 0 or not queries_alive.any():
+        return empty
+    order = np.argsort(cands, kind="stable")
+    cands = cands[order]
+    sp = score_params
+    weights = sp.weights.as_array()
+    n = max(pop.n_users, 1)
+    c_side = _side(pop, cands, weights, sp)
+    n_codes = int(pop.interest_code_ids.size)
+    dense = np.zeros((max(n_codes, 1), cands.size), dtype=np.float32)
+    lengths = np.diff(pop.interest_indptr)[cands]
+    starts = pop.interest_indptr[cands]
+    offsets = np.cumsum(lengths) - lengths
+    entries = np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    dense[pop.interest_codes[entries], np.repeat(np.arange(cands.size), lengths)] = np.nan_to_num(
+        pop.interest_weights[entries], nan=0.0
+    )
+    multiplier = np.ones(cands.size, dtype=np.float64)
+    if sp.dormancy:
+        multiplier *= scoring.dormancy_factor(
+            pop.inactive_days[cands], sp.dormancy_grace_days, sp.dormancy_half_life_days
+        )
+    if sp.exposure_cap is not None and exposure_counts is not None:
+        over = np.asarray(exposure_counts)[cands] > sp.exposure_cap
+        multiplier = np.where(over, multiplier * sp.exposure_factor, multiplier)
+    scale = np.ones(0) if np.all(multiplier == 1.0) else multiplier.astype(np.float32)
+    cand_ids = pop.user_ids[cands]
+    reverse_keys = (
+        transposed_exclusion_keys(pop) if reverse_exclusion_keys is None else reverse_exclusion_keys
+    )
+
+    alive_positions = np.flatnonzero(queries_alive)
+    per_chunk = max(1, chunk_entries // cands.size)
+    out_users: list[RowArray] = []
+    out_cands: list[RowArray] = []
+    out_scores: list[F32] = []
+    out_ranks: list[npt.NDArray[np.int32]] = []
+    for start in range(0, alive_positions.size, per_chunk):
+        positions = alive_positions[start : start + per_chunk]
+        rows = queries[positions]
+        q_side = _side(pop, rows, weights, sp)
+        symmetric = _cosine_term(
+            q_side.quiz, q_side.quiz_ok, c_side.quiz, c_side.quiz_ok, weights[_QUIZ], sp.neutral
+        )
+        symmetric += _interest_term(
+            pop,
+            rows,
+            dense,
+            c_side.has_interest,
+            q_side.has_interest,
+            weights[_INTEREST],
+            sp.neutral,
+        )
+        # Distance from unit positions: chord²/4 = (1 − ⟨x_a, x_b⟩)/2 = haversine's h.
+        h = q_side.xyz @ c_side.xyz.T
+        np.subtract(1.0, h, out=h)
+        h *= 0.5
+        np.clip(h, 0.0, 1.0, out=h)
+        np.sqrt(h, out=h)
+        np.arcsin(h, out=h)
+        h *= 2.0 * geo.EARTH_RADIUS_KM
+        distance = h
+        proximity = np.exp(distance * (-1.0 / sp.signal_params.proximity_scale_km)).astype(
+            np.float32
+        )
+        proximity *= np.float32(weights[_PROXIMITY])
+        neutral_prox = np.float32(weights[_PROXIMITY] * sp.neutral)
+        proximity[~q_side.located, :] = neutral_prox
+        proximity[:, ~c_side.located] = neutral_prox
+        symmetric += proximity
+        del proximity
+
+        forward = _cosine_term(
+            q_side.pref, q_side.pref_ok, c_side.dims, c_side.dims_ok, weights[_FIT], sp.neutral
+        )
+        forward += symmetric
+        forward += c_side.own_term[None, :]
+        np.clip(forward, 0.0, 1.0, out=forward)
+        if sp.reciprocal:
+            # b's preference against a's standing: cos(pref_b, dims_a).
+            reverse = _cosine_term(
+                q_side.dims, q_side.dims_ok, c_side.pref, c_side.pref_ok, weights[_FIT], sp.neutral
+            )
+            reverse += symmetric
+            reverse += q_side.own_term[:, None]
+            np.clip(reverse, 0.0, 1.0, out=reverse)
+            score = _fuse(forward, reverse, sp.fusion)
+        else:
+            score = forward
+        del symmetric
+        if scale.size:
+            score *= scale[None, :]
+            np.clip(score, 0.0, 1.0, out=score)
+
+        # Hard filters, both ways, counted in FILTER_ORDER (first failing filter).
+        ok = np.ones(score.shape, dtype=np.bool_)
+        self_col = np.searchsorted(cands, rows)
+        is_self = (self_col < cands.size) & (cands[np.minimum(self_col, cands.size - 1)] == rows)
+        ok[np.flatnonzero(is_self), self_col[is_self]] = False
+        removed["self"] += int(is_self.sum())
+        if filter_params.enforce_age:
+            age_ok = (c_side.years[None, :] >= q_side.age_min[:, None]) & (
+                c_side.years[None, :] <= q_side.age_max[:, None]
+            )
+            age_ok &= (q_side.years[:, None] >= c_side.age_min[None, :]) & (
+                q_side.years[:, None] <= c_side.age_max[None, :]
+            )
+            removed["age"] += int(np.count_nonzero(ok & ~age_ok))
+            ok &= age_ok
+            del age_ok
+        if filter_params.enforce_distance:
+            within = distance <= np.minimum(q_side.limit[:, None], c_side.limit[None, :])
+            within[~q_side.located, :] = True
+            within[:, ~c_side.located] = True
+            removed["distance"] += int(np.count_nonzero(ok & ~within))
+            ok &= within
+            del within
+        del distance, h
+        local_f, partner_f = _segments(pop.excluded_keys, rows, n)
+        local_r, partner_r = _segments(reverse_keys, rows, n)
+        local = np.concatenate([local_f, local_r])
+        partner = np.concatenate([partner_f, partner_r])
+        col = np.searchsorted(cands, partner)
+        hit = (col < cands.size) & (cands[np.minimum(col, cands.size - 1)] == partner)
+        if hit.any():
+            pairs = np.unique(local[hit] * cands.size + col[hit])
+            li, ci = np.divmod(pairs, cands.size)
+            removed["excluded"] += int(np.count_nonzero(ok[li, ci]))
+            ok[li, ci] = False
+        if allowed is not None:
+            in_chunk = np.isin(allowed[0], positions)
+            a_local = np.searchsorted(positions, allowed[0][in_chunk])
+            a_col = np.searchsorted(cands, allowed[1][in_chunk])
+            permitted = np.zeros(score.shape, dtype=np.bool_)
+            permitted[a_local, a_col] = True
+            ok &= permitted
+        score[~ok] = _MASKED
+        del ok
+
+        users, picked, values, ranks = _top_per_row(score, rows, cand_ids, keep)
+        out_users.append(users)
+        out_cands.append(cands[picked])
+        out_scores.append(values)
+        out_ranks.append(ranks)
+    return RankedBlock(
+        user_rows=np.concatenate(out_users),
+        cand_rows=np.concatenate(out_cands),
+        score=np.concatenate(out_scores),
+        rank=np.concatenate(out_ranks),
+        removed=removed,
+    )
+
+
+def _fuse(forward: F32, reverse: F32, fusion: str) -> F32:
+    """:func:`compute.scoring.fuse` in float32, in place where possible."""
+    if fusion == "harmonic":
+        total = forward + reverse
+        product = forward * reverse
+        product *= np.float32(2.0)
+        out = np.zeros_like(forward)
+        np.divide(product, total, out=out, where=total > 0)
+        return out
+    if fusion == "geometric":
+        forward *= reverse
+        return np.sqrt(forward, out=forward)
+    if fusion == "min":
+        return np.minimum(forward, reverse, out=forward)
+    raise ValueError(f"fusion must be one of {scoring.FUSIONS}; got {fusion!r}")
+
+
+def _top_per_row(
+    score: F32, rows: RowArray, cand_ids: RowArray, keep: int
+) -> tuple[RowArray, RowArray, F32, npt.NDArray[np.int32]]:
+    """Best ``keep`` unmasked columns per row: score desc, candidate user id asc.
+
+    The keep-th largest value t of each row is found with ``argpartition``; every column
+    with score ≥ t is then ordered exactly, so ties at the cut are broken by user id and
+    the result does not depend on column order.
+    """
+    n_rows, n_cols = score.shape
+    if n_cols > keep:
+        kth = np.argpartition(score, n_cols - keep, axis=1)[:, n_cols - keep]
+        threshold = score[np.arange(n_rows), kth]
+    else:
+        threshold = np.full(n_rows, -np.inf, dtype=np.float32)
+    threshold = np.maximum(threshold, np.float32(-0.5))
+    local, col = np.nonzero(score >= threshold[:, None])
+    values = score[local, col]
+    order = np.lexsort((cand_ids[col], -values, local))
+    local, col, values = local[order], col[order], values[order]
+    first = np.r_[True, local[1:] != local[:-1]] if local.size else np.empty(0, np.bool_)
+    rank = np.arange(local.size) - np.maximum.accumulate(np.where(first, np.arange(local.size), 0))
+    top = rank < keep
+    return rows[local[top]], col[top], values[top], rank[top].astype(np.int32)

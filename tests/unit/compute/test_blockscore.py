@@ -1,0 +1,161 @@
+"""The dense block scorer agrees with score_pairs and masks exactly the mutual hard filters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compute import blockscore, filters, scoring
+
+FIXTURE_OK = [HealthCheck.function_scoped_fixture]
+EVERYTHING = 10**6
+
+
+def compatible_active(pop, row):
+    """Every active user of a gender-compatible cohort: what a block may contain."""
+    cohorts = filters.cohort_keys(pop.gender, pop.seeking_mask)
+    return np.flatnonzero(pop.active & filters.cohorts_compatible(cohorts[row], cohorts))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    reciprocal=st.booleans(),
+    fusion=st.sampled_from(scoring.FUSIONS),
+    dormancy=st.booleans(),
+    neutral=st.sampled_from([0.5, 0.2]),
+)
+def test_block_scores_equal_score_pairs_and_pairs_pass_the_filters(
+    make_random_population, seed, reciprocal, fusion, dormancy, neutral
+):
+    pop = make_random_population(
+        300, np.random.default_rng(seed), p_exclusion=0.03, nan_fraction=0.05
+    )
+    params = scoring.ScoreParams(
+        reciprocal=reciprocal, fusion=fusion, dormancy=dormancy, neutral=neutral
+    )
+    fp = filters.FilterParams()
+    for row in range(0, pop.n_users, 7):
+        # A tiny chunk budget forces several chunks of query rows.
+        block = blockscore.rank_block(
+            pop,
+            np.array([row]),
+            compatible_active(pop, row),
+            params,
+            fp,
+            EVERYTHING,
+            chunk_entries=64,
+        )
+        everyone = np.arange(pop.n_users)
+        keep, _ = filters.mutual_filter(pop, np.full(pop.n_users, row), everyone, fp)
+        assert sorted(block.cand_rows.tolist()) == everyone[keep].tolist()
+        full = dataclasses.replace(params, top_k=EVERYTHING)
+        exact = scoring.score_pairs(pop, block.user_rows, block.cand_rows, full)
+        by_cand = dict(zip(exact.cand_rows.tolist(), exact.score.tolist(), strict=True))
+        want = np.array([by_cand[c] for c in block.cand_rows.tolist()])
+        np.testing.assert_allclose(block.score, want, atol=1e-5)
+        assert np.isfinite(block.score).all()
+
+
+def test_rows_chunked_together_equal_rows_alone(make_random_population):
+    pop = make_random_population(400, np.random.default_rng(3), p_exclusion=0.02)
+    params = scoring.ScoreParams(top_k=20)
+    fp = filters.FilterParams()
+    women_seeking_men = np.flatnonzero((pop.gender == 0) & (pop.seeking_mask == 0b010))
+    cands = compatible_active(pop, int(women_seeking_men[0]))
+    together = blockscore.rank_block(pop, women_seeking_men, cands, params, fp, 12)
+    for row in women_seeking_men[:40]:
+        alone = blockscore.rank_block(pop, np.array([row]), cands, params, fp, 12)
+        mine = together.user_rows == row
+        assert alone.cand_rows.tolist() == together.cand_rows[mine].tolist()
+        assert alone.rank.tolist() == list(range(alone.rank.size))
+
+
+def test_ties_are_broken_by_candidate_user_id(make_population):
+    # Four identical men: equal scores; the two with the smallest user ids are kept,
+    # whatever the column order.
+    man = {"gender": 1, "seeking": 0b001}
+    pop = make_population(
+        [
+            {},
+            {**man, "user_id": 50},
+            {**man, "user_id": 20},
+            {**man, "user_id": 40},
+            {**man, "user_id": 30},
+        ]
+    )
+    params = scoring.ScoreParams()
+    for cands in (np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])):
+        block = blockscore.rank_block(pop, np.array([0]), cands, params, filters.FilterParams(), 2)
+        assert pop.user_ids[block.cand_rows].tolist() == [20, 30]
+
+
+def test_missing_signals_take_the_neutral_value(make_population):
+    man = {"gender": 1, "seeking": 0b001}
+    bare = {
+        "quiz": None,
+        "interests": {},
+        "rating_quality": None,
+        "preference": None,
+        "lat": np.nan,
+        "lon": np.nan,
+        "account_age_days": np.nan,
+    }
+    pop = make_population([bare, {**man, **bare}])
+    params = scoring.ScoreParams(neutral=0.3)
+    block = blockscore.rank_block(
+        pop, np.array([0]), np.array([1]), params, filters.FilterParams(), 5
+    )
+    exact = scoring.score_pairs(pop, np.array([0]), np.array([1]), params)
+    assert block.cand_rows.tolist() == [1]
+    assert block.score[0] == pytest.approx(exact.score[0], abs=1e-6)
+    # Everything missing except rating fit (dims without preference → also missing).
+    assert block.score[0] == pytest.approx(0.3, abs=1e-6)
+
+
+def test_allowed_pairs_restrict_the_block(make_random_population):
+    pop = make_random_population(200, np.random.default_rng(5), p_no_location=1.0)
+    for row in np.flatnonzero(pop.active):
+        cands = compatible_active(pop, int(row))
+        full = blockscore.rank_block(
+            pop, np.array([row]), cands, scoring.ScoreParams(), filters.FilterParams(), 1000
+        )
+        if full.cand_rows.size > 4:
+            break
+    assert full.cand_rows.size > 4
+    some = np.sort(full.cand_rows[1::2])
+    restricted = blockscore.rank_block(
+        pop,
+        np.array([row]),
+        cands,
+        scoring.ScoreParams(),
+        filters.FilterParams(),
+        1000,
+        allowed=(np.zeros(some.size, np.int64), some),
+    )
+    assert sorted(restricted.cand_rows.tolist()) == some.tolist()
+
+
+def test_bad_arguments_raise(four_users):
+    with pytest.raises(ValueError, match="keep must be an int"):
+        blockscore.rank_block(
+            four_users,
+            np.array([0]),
+            np.array([1]),
+            scoring.ScoreParams(),
+            filters.FilterParams(),
+            0,
+        )
+    with pytest.raises(ValueError, match=r"cand_rows must be in \[0, 4\)"):
+        blockscore.rank_block(
+            four_users,
+            np.array([0]),
+            np.array([9]),
+            scoring.ScoreParams(),
+            filters.FilterParams(),
+            3,
+        )
