@@ -33,7 +33,7 @@ are never mixed, and ties are broken by candidate user id (see :func:`rank_block
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -100,10 +100,27 @@ def _filled(values: npt.NDArray[np.float64], ok: npt.NDArray[np.bool_], neutral:
 
 
 @dataclass(frozen=True, eq=False)
-class _Side:
-    """Per-user inputs of the block terms for some rows (queries or candidates)."""
+class UserFeatures:
+    """Score-parameter-free per-user inputs of the block terms, for some rows.
 
-    rows: RowArray
+    Built once per population (:func:`user_features`) and gathered per block, so a shard
+    does not re-normalize the same candidates' vectors group after group.
+
+    Attributes
+    ----------
+    quiz, pref, dims : (m, d) float32
+        Unit quiz vectors, rating preferences and rating dimensions (0 rows where invalid).
+    quiz_ok, pref_ok, dims_ok : (m,) bool
+    xyz : (m, 3) float64
+        Unit position on the sphere (0 where not located).
+    located : (m,) bool
+    limit : (m,) float64
+        Distance limit, inf = none.
+    years, age_min, age_max : (m,) float64
+        ⌊age⌋ (NaN stays NaN) and the sought range.
+    has_interest : (m,) bool
+    """
+
     quiz: F32
     quiz_ok: npt.NDArray[np.bool_]
     pref: F32
@@ -117,22 +134,43 @@ class _Side:
     age_min: npt.NDArray[np.float64]
     age_max: npt.NDArray[np.float64]
     has_interest: npt.NDArray[np.bool_]
-    own_term: F32  # w_rq · quality + w_new · newness of this user as the candidate
+
+    def take(self, rows: RowArray) -> UserFeatures:
+        """The features of ``rows`` (a gather of every array)."""
+        return UserFeatures(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
 
-def _side(
-    pop: Population, rows: RowArray, weights: npt.NDArray[np.float64], sp: scoring.ScoreParams
-) -> _Side:
-    quiz, quiz_ok = signals.unit_rows(pop.quiz_vectors[rows], pop.has_quiz[rows])
-    pref, pref_ok = signals.unit_rows(pop.rating_preferences[rows], pop.has_preference[rows])
-    dims, dims_ok = signals.unit_rows(pop.rating_dims[rows], np.ones(rows.size, dtype=np.bool_))
-    lat = np.radians(pop.lat[rows])
-    lon = np.radians(pop.lon[rows])
+def user_features(pop: Population) -> UserFeatures:
+    """:class:`UserFeatures` of every row of ``pop``."""
+    quiz, quiz_ok = signals.unit_rows(pop.quiz_vectors, pop.has_quiz)
+    pref, pref_ok = signals.unit_rows(pop.rating_preferences, pop.has_preference)
+    dims, dims_ok = signals.unit_rows(pop.rating_dims, np.ones(pop.n_users, dtype=np.bool_))
+    lat = np.radians(pop.lat)
+    lon = np.radians(pop.lon)
     located = np.isfinite(lat) & np.isfinite(lon)
     xyz = np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
-    xyz = np.ascontiguousarray(np.where(located[:, None], xyz, 0.0))
-    limit = pop.max_distance_km[rows].astype(np.float64)
-    limit = np.where(np.isnan(limit), np.inf, limit)
+    limit = pop.max_distance_km.astype(np.float64)
+    return UserFeatures(
+        quiz=quiz,
+        quiz_ok=quiz_ok,
+        pref=pref,
+        pref_ok=pref_ok,
+        dims=dims,
+        dims_ok=dims_ok,
+        xyz=np.ascontiguousarray(np.where(located[:, None], xyz, 0.0)),
+        located=located,
+        limit=np.where(np.isnan(limit), np.inf, limit),
+        years=np.floor(pop.age.astype(np.float64)),
+        age_min=pop.age_min.astype(np.float64),
+        age_max=pop.age_max.astype(np.float64),
+        has_interest=np.diff(pop.interest_indptr) > 0,
+    )
+
+
+def _own_term(
+    pop: Population, rows: RowArray, weights: npt.NDArray[np.float64], sp: scoring.ScoreParams
+) -> F32:
+    """(m,) w_rq · quality + w_new · newness of each row as the candidate (neutral if missing)."""
     raw_quality = pop.rating_quality[rows].astype(np.float64)
     quality_ok = pop.has_rating_quality[rows] & np.isfinite(raw_quality)
     quality = np.where(quality_ok, np.clip(raw_quality, 0.0, 1.0), sp.neutral)
@@ -142,24 +180,13 @@ def _side(
         0.5, np.where(days_ok, np.maximum(days, 0.0), 0.0) / sp.signal_params.newness_half_life_days
     )
     fresh = np.where(days_ok, fresh, sp.neutral)
-    own = weights[_QUALITY] * quality + weights[_NEWNESS] * fresh
-    return _Side(
-        rows=rows,
-        quiz=quiz,
-        quiz_ok=quiz_ok,
-        pref=pref,
-        pref_ok=pref_ok,
-        dims=dims,
-        dims_ok=dims_ok,
-        xyz=xyz,
-        located=located,
-        limit=limit,
-        years=np.floor(pop.age[rows].astype(np.float64)),
-        age_min=pop.age_min[rows].astype(np.float64),
-        age_max=pop.age_max[rows].astype(np.float64),
-        has_interest=np.diff(pop.interest_indptr)[rows] > 0,
-        own_term=own.astype(np.float32),
-    )
+    return (weights[_QUALITY] * quality + weights[_NEWNESS] * fresh).astype(np.float32)
+
+
+def _features_of(pop: Population, rows: RowArray, features: UserFeatures | None) -> UserFeatures:
+    if features is None:
+        return user_features(pop).take(rows)
+    return features.take(rows)
 
 
 def _cosine_term(
@@ -224,6 +251,7 @@ def rank_block(
     exposure_counts: npt.NDArray[np.int64] | None = None,
     reverse_exclusion_keys: RowArray | None = None,
     allowed: tuple[RowArray, RowArray] | None = None,
+    features: UserFeatures | None = None,
     chunk_entries: int = CHUNK_ENTRIES,
 ) -> RankedBlock:
     """Top ``keep`` candidates of each query row by exact block score, filters applied.
@@ -248,6 +276,8 @@ def rank_block(
     allowed : ((p,) int64, (p,) int64), optional
         (position in ``query_rows``, candidate row) pairs: when given, only these pairs
         may be kept (ranking a FAISS neighbour list exactly).
+    features : UserFeatures, optional
+        :func:`user_features` of ``pop`` (computed for the rows needed when omitted).
     chunk_entries : int
         Matrix cells per chunk (memory bound: ~20 bytes per cell).
 
@@ -279,7 +309,8 @@ def rank_block(
     sp = score_params
     weights = sp.weights.as_array()
     n = max(pop.n_users, 1)
-    c_side = _side(pop, cands, weights, sp)
+    c_side = _features_of(pop, cands, features)
+    c_own = _own_term(pop, cands, weights, sp)
     n_codes = int(pop.interest_code_ids.size)
     dense = np.zeros((max(n_codes, 1), cands.size), dtype=np.float32)
     lengths = np.diff(pop.interest_indptr)[cands]
@@ -312,7 +343,7 @@ def rank_block(
     for start in range(0, alive_positions.size, per_chunk):
         positions = alive_positions[start : start + per_chunk]
         rows = queries[positions]
-        q_side = _side(pop, rows, weights, sp)
+        q_side = _features_of(pop, rows, features)
         symmetric = _cosine_term(
             q_side.quiz, q_side.quiz_ok, c_side.quiz, c_side.quiz_ok, weights[_QUIZ], sp.neutral
         )
@@ -348,7 +379,7 @@ def rank_block(
             q_side.pref, q_side.pref_ok, c_side.dims, c_side.dims_ok, weights[_FIT], sp.neutral
         )
         forward += symmetric
-        forward += c_side.own_term[None, :]
+        forward += c_own[None, :]
         np.clip(forward, 0.0, 1.0, out=forward)
         if sp.reciprocal:
             # b's preference against a's standing: cos(pref_b, dims_a).
@@ -356,7 +387,7 @@ def rank_block(
                 q_side.dims, q_side.dims_ok, c_side.pref, c_side.pref_ok, weights[_FIT], sp.neutral
             )
             reverse += symmetric
-            reverse += q_side.own_term[:, None]
+            reverse += _own_term(pop, rows, weights, sp)[:, None]
             np.clip(reverse, 0.0, 1.0, out=reverse)
             score = _fuse(forward, reverse, sp.fusion)
         else:

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import copy
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import faiss
@@ -111,7 +111,7 @@ class CandidateParams:
     k_quiz: int = 200
     k_interest: int = 200
     k_fallback: int = 200
-    exact_below: int = 20_000
+    exact_below: int = 100_000
     nlist_factor: float = 4.0
     nprobe: int = 64
     train_points_per_list: int = 64
@@ -200,6 +200,8 @@ class CandidateIndexes:
         In :data:`INDEXED_SOURCES` order (``fallback`` lists every partition's members).
     reverse_excluded_keys : (nnz_e,) int64
         :func:`compute.blockscore.transposed_exclusion_keys` of the population.
+    features : blockscore.UserFeatures
+        :func:`compute.blockscore.user_features` of the population.
     """
 
     n_users: int
@@ -213,6 +215,7 @@ class CandidateIndexes:
     geo_cell_deg: float | None
     sources: tuple[SourceIndex, ...]
     reverse_excluded_keys: RowArray
+    features: blockscore.UserFeatures
 
     @property
     def n_partitions(self) -> int:
@@ -240,6 +243,8 @@ class CandidateIndexes:
             "geo_cell_deg": np.array([np.nan if self.geo_cell_deg is None else self.geo_cell_deg]),
             "reverse_excluded_keys": self.reverse_excluded_keys,
         }
+        for f in fields(self.features):
+            arrays[f"features.{f.name}"] = getattr(self.features, f.name)
         for src in self.sources:
             arrays[f"{src.name}.member_indptr"] = src.member_indptr
             arrays[f"{src.name}.member_rows"] = src.member_rows
@@ -285,6 +290,9 @@ class CandidateIndexes:
             geo_cell_deg=None if np.isnan(cell_deg) else cell_deg,
             sources=tuple(sources),
             reverse_excluded_keys=stored["reverse_excluded_keys"],
+            features=blockscore.UserFeatures(
+                **{f.name: stored[f"features.{f.name}"] for f in fields(blockscore.UserFeatures)}
+            ),
         )
 
 
@@ -467,6 +475,7 @@ def build_indexes(
         geo_cell_deg=params.geo_cell_deg,
         sources=tuple(sources),
         reverse_excluded_keys=blockscore.transposed_exclusion_keys(pop),
+        features=blockscore.user_features(pop),
     )
 
 
@@ -498,12 +507,14 @@ def _search_mask(
     located = np.flatnonzero(indexes.partition_cell != _NO_CELL)
     if located.size == 0 or query_rows.size == 0:
         return mask
+    # One bound per distinct cell (tens), not per partition (thousands).
+    cells, cell_of = np.unique(indexes.partition_cell[located], return_inverse=True)
     bound = geo.min_distance_to_cell_km(
         pop.lat[query_rows][:, None],
         pop.lon[query_rows][:, None],
-        indexes.partition_cell[located][None, :],
+        cells[None, :],
         indexes.geo_cell_deg,
-    )
+    )[:, cell_of.reshape(-1)]
     reach = np.minimum(limit[:, None], indexes.partition_max_distance_km[located][None, :])
     mask[:, located] &= bound <= reach
     return mask
@@ -853,6 +864,7 @@ def generate_candidates(
                 exposure_counts=exposure_counts,
                 reverse_exclusion_keys=indexes.reverse_excluded_keys,
                 allowed=allowed,
+                features=indexes.features,
             )
             if allowed is None:
                 for key, count in result.removed.items():
