@@ -296,9 +296,14 @@ def recall_audit(
 # ------------------------------------------------------------------------------ the job
 
 
-def load_population(conn: Any, ctx: JobContext, settings: MatchSettings) -> tuple[Population, int]:
-    """Load and clean the active population; count skipped rows in the run's figures."""
-    loaded = population_store.load(conn, ctx.now, settings.load)
+def load_population(
+    conn: Any,
+    ctx: JobContext,
+    settings: MatchSettings,
+    user_ids: RowArray | None = None,
+) -> tuple[Population, int]:
+    """Load and clean the active population (or ``user_ids`` of it); count skipped rows."""
+    loaded = population_store.load(conn, ctx.now, settings.load, user_ids)
     pop, _, counts = clean_population(loaded.population)
     ctx.figures.skip({**loaded.skipped, **counts}, ctx.logger, "match.skip")
     return pop, loaded.rows_read
@@ -315,20 +320,41 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
     return _run_users(ctx, scope, settings)
 
 
+def region_ids(conn: Any, target_ids: RowArray, settings: MatchSettings) -> RowArray | None:
+    """The users a users-scope run must load, or ``None`` for the whole population.
+
+    Every candidate of a target scored by exact blocked ranking lies in its candidate region
+    (widened by the geo cell size, so the target searches the very same partitions), hence
+    scoring it over the region equals scoring it over everyone — that is what lets an event
+    load a few thousand users instead of all of them. A target that reaches ``exact_below``
+    candidates or more is ranked from FAISS lists, which depend on the whole population, so
+    then, or without geo cells, the whole population is loaded.
+    """
+    cell = settings.candidates.geo_cell_deg
+    if cell is None:
+        return None
+    region = population_store.candidate_region(
+        conn, target_ids, settings.load.default_max_distance_km, margin_deg=float(cell)
+    )
+    return region if region.size < settings.candidates.exact_below else None
+
+
 def _run_users(ctx: JobContext, scope: Scope, settings: MatchSettings) -> JobResult:
     figures = ctx.figures
     conn = ctx.session.connection()
-    with figures.phase("load"):
-        pop, rows_read = load_population(conn, ctx, settings)
-    with figures.phase("index"):
-        indexes = build_indexes(pop, settings)
     scope_ids = scope.ids_array()
-    assert scope_ids is not None
+    if scope_ids is None:
+        raise ValueError("_run_users needs a users scope")
     with figures.phase("reverse_lookup"):
         reverse_ids = scores.users_listing(
             conn, settings.version, scope_ids, exclude=scope_ids, limit=settings.max_reverse
         )
     target_ids = np.union1d(scope_ids, reverse_ids)
+    with figures.phase("load"):
+        region = region_ids(conn, target_ids, settings)
+        pop, rows_read = load_population(conn, ctx, settings, region)
+    with figures.phase("index"):
+        indexes = build_indexes(pop, settings)
     rows_of = pd.Index(pop.user_ids)
     positions = rows_of.get_indexer(target_ids)
     rows = np.sort(positions[positions >= 0]).astype(np.int64)
@@ -352,6 +378,8 @@ def _run_users(ctx: JobContext, scope: Scope, settings: MatchSettings) -> JobRes
     funnel = {**output.funnel, "rows_written": written, "rows_deleted": deleted}
     figures.counts.update(
         funnel=funnel,
+        loaded_users=pop.n_users,
+        loaded="region" if region is not None else "all",
         reverse_users=int(reverse_ids.size),
         missing_users=int(target_ids.size - rows.size),
         algorithm_version=settings.version,

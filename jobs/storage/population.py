@@ -351,15 +351,20 @@ def _ratings(
 
 
 def candidate_region(
-    conn: sa.Connection, target_ids: npt.NDArray[np.int64], default_max_distance_km: float
+    conn: sa.Connection,
+    target_ids: npt.NDArray[np.int64],
+    default_max_distance_km: float,
+    margin_deg: float = 0.0,
 ) -> npt.NDArray[np.int64]:
     """The targets plus every active user who could pass a target's gender and distance filters.
 
     A superset of each target's eligible candidates (age, exclusions and the exact distance
     are left to the match job's filters): users of a gender the target seeks who seek the
-    target's gender, inside a latitude/longitude box of the target's distance limit, or with
-    no location (distance is neutral for them). A target without a location gets every
-    gender-compatible user. Boxes do not wrap around the antimeridian.
+    target's gender, inside a latitude/longitude box of the target's distance limit widened
+    by ``margin_deg`` (the match job passes its geo cell size, so every member of every cell
+    the target searches is inside), or with no location (distance is neutral for them). A
+    target without a location gets every gender-compatible user. Boxes do not wrap around
+    the antimeridian.
     """
     users = schema.users
     targets = signal_store.read(
@@ -383,7 +388,8 @@ def candidate_region(
             limit = default_max_distance_km if pd.isna(t.max_distance_km) else t.max_distance_km
             dlat = float(limit) / 110.574 + 0.01
             coslat = max(np.cos(np.radians(min(abs(float(t.latitude)) + dlat, 89.9))), 1e-3)
-            dlon = float(limit) / (111.320 * coslat) + 0.01
+            dlon = float(limit) / (111.320 * coslat) + 0.01 + margin_deg
+            dlat += margin_deg
             clause = sa.and_(
                 clause,
                 sa.or_(

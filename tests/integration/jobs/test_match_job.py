@@ -101,6 +101,7 @@ def loaded_population(db: Any, config: config_mod.Config) -> Any:
 
 
 def haversine_km(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> Any:
+    """An independent oracle for the distance filter (deliberately not compute.geo's)."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     h = (
         np.sin((p2 - p1) / 2) ** 2
@@ -313,6 +314,25 @@ def test_single_user_rows_equal_the_nightly_rows_and_fan_out_is_bounded(world: A
     assert len(reverse) == config.fanout.max_reverse
     assert popular not in reverse
     pd.testing.assert_frame_equal(nightly, stored(world))
+
+
+def test_an_event_loads_only_the_users_region_and_writes_the_nightly_rows(world: Any) -> None:
+    config = make_config(fanout={"max_reverse": 0})
+    run_job(world, config)
+    nightly = stored(world)
+    user = int(nightly["user_id"].iloc[len(nightly) // 2])
+    with world.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM match_scores WHERE user_id = :u"), {"u": user})
+    run_job(world, config, Scope.users(user))
+    pd.testing.assert_frame_equal(nightly, stored(world))
+    with world.engine.connect() as conn:
+        meta = json.loads(
+            conn.execute(
+                sa.text("SELECT metadata FROM job_runs WHERE scope = :s"), {"s": f"user:{user}"}
+            ).scalar_one()
+        )
+    assert meta["loaded"] == "region"
+    assert 0 < meta["loaded_users"] < len(loaded_population(world, config).user_ids)
 
 
 def test_a_user_without_candidates_loses_their_rows(world: Any) -> None:
