@@ -316,18 +316,22 @@ VALIDATION_REASONS = (
 )
 
 
-def validate_population(pop: Population) -> tuple[npt.NDArray[np.bool_], dict[str, int]]:
+def validate_population(
+    pop: Population, *, min_age: float = MIN_AGE, max_age: float = MAX_AGE
+) -> tuple[npt.NDArray[np.bool_], dict[str, int]]:
     """Flag bad users.
 
     Parameters
     ----------
     pop : Population
+    min_age, max_age : float
+        The ages a profile may have (config ``filters.min_age``/``max_age``).
 
     Returns
     -------
     keep : (n,) bool
         False for users who must be neither scored nor suggested: ``age`` not in
-        [18, 120] (or NaN) → ``age_out_of_range``; ``age_min > age_max`` →
+        [min_age, max_age] (or NaN) → ``age_out_of_range``; ``age_min > age_max`` →
         ``bad_age_range``; ``gender`` not in {0, 1, 2} → ``bad_gender``. Each dropped
         user is counted once, under the first failing reason in that order.
     counts : dict[str, int]
@@ -337,7 +341,9 @@ def validate_population(pop: Population) -> tuple[npt.NDArray[np.bool_], dict[st
         users without a usable location (``no_location``: they are kept; distance
         filter and proximity are neutral for their pairs).
     """
-    age_bad = ~((pop.age >= MIN_AGE) & (pop.age <= MAX_AGE))
+    if not min_age <= max_age:
+        raise ValueError(f"min_age must be <= max_age; got {min_age} and {max_age}")
+    age_bad = ~((pop.age >= min_age) & (pop.age <= max_age))
     range_bad = ~age_bad & (pop.age_min > pop.age_max)
     gender_bad = ~age_bad & ~range_bad & ~np.isin(pop.gender, np.arange(N_GENDERS))
     keep = ~(age_bad | range_bad | gender_bad)
@@ -366,7 +372,7 @@ def _usable_location(
 
 
 def clean_population(
-    pop: Population,
+    pop: Population, *, min_age: float = MIN_AGE, max_age: float = MAX_AGE
 ) -> tuple[Population, npt.NDArray[np.int64], dict[str, int]]:
     """Apply :func:`validate_population`: drop bad users, neutralise bad values.
 
@@ -381,7 +387,7 @@ def clean_population(
     counts : dict[str, int]
         As returned by :func:`validate_population`.
     """
-    keep, counts = validate_population(pop)
+    keep, counts = validate_population(pop, min_age=min_age, max_age=max_age)
     changes: dict[str, Any] = {}
     for vec_name, flag_name in (("quiz_vectors", "has_quiz"), ("interest_vectors", "has_interest")):
         vectors = getattr(pop, vec_name)

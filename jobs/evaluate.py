@@ -49,14 +49,13 @@ import pandas as pd
 import sqlalchemy as sa
 
 from compute import evaluation, scoring
-from compute.population import Population, clean_population
+from compute.population import Population
 from jobs import match, runner
 from jobs.config import Config
 from jobs.context import Scope
 from jobs.errors import ConfigError, InputDataError
 from jobs.storage import engine as engine_mod
 from jobs.storage import migrate, schema, source
-from jobs.storage import population as population_store
 from jobs.storage import signals as signal_store
 
 logger = logging.getLogger(__name__)
@@ -325,8 +324,7 @@ def load_population(engine: sa.Engine, config: Config, now: dt.datetime) -> Popu
     """The population exactly as the match job loads and cleans it."""
     settings = match.settings_from_config(config)
     with engine.connect() as conn, conn.begin():
-        loaded = population_store.load(conn, now, settings.load)
-    pop, _, _ = clean_population(loaded.population)
+        pop, _, _ = match.load_clean(conn, now, settings)
     return pop
 
 

@@ -21,10 +21,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from compute import candidates, filters, scoring, signals
-from compute.population import clean_population
 from jobs import match
 from jobs.config import Config
-from jobs.storage import population as population_store
 from jobs.storage import schema, scores
 from jobs.storage import signals as signal_store
 
@@ -43,10 +41,9 @@ def explain_pair(
 ) -> dict[str, Any]:
     settings = match.settings_from_config(config)
     with engine.connect() as conn:
-        loaded = population_store.load(conn, now, settings.load)
+        pop, _, _ = match.load_clean(conn, now, settings)
         users = signal_store.read(conn, schema.users, "id", np.array([user_id, candidate_id]))
         stored = scores.read_rows(conn, settings.version, np.array([user_id]))
-    pop, _, _ = clean_population(loaded.population)
     result: dict[str, Any] = {
         "user_id": user_id,
         "candidate_id": candidate_id,

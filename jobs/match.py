@@ -30,6 +30,7 @@ Writes only ``match_scores``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from typing import Any
 
@@ -59,6 +60,8 @@ class MatchSettings:
     scoring: scoring.ScoreParams
     reasons: reasons.ReasonParams
     index_seed: int
+    min_age: float
+    max_age: float
     audit_sample_users: int
     audit_seed: int
     max_reverse: int
@@ -116,6 +119,8 @@ def settings_from_config(config: Config) -> MatchSettings:
         ),
         reasons=reasons.ReasonParams(),
         index_seed=cand.seed,
+        min_age=float(config.filters.min_age),
+        max_age=float(config.filters.max_age),
         audit_sample_users=config.audit.sample_users,
         audit_seed=config.audit.seed,
         max_reverse=config.fanout.max_reverse,
@@ -296,6 +301,21 @@ def recall_audit(
 # ------------------------------------------------------------------------------ the job
 
 
+def load_clean(
+    conn: Any, now: dt.datetime, settings: MatchSettings, user_ids: RowArray | None = None
+) -> tuple[Population, dict[str, int], int]:
+    """The population as the match job sees it: loaded (all or ``user_ids``) and cleaned.
+
+    Returns the population, the skipped counts by reason and the rows read. Every reader of
+    the population (this job, ``explain``, ``evaluate``) goes through here.
+    """
+    loaded = population_store.load(conn, now, settings.load, user_ids)
+    pop, _, counts = clean_population(
+        loaded.population, min_age=settings.min_age, max_age=settings.max_age
+    )
+    return pop, {**loaded.skipped, **counts}, loaded.rows_read
+
+
 def load_population(
     conn: Any,
     ctx: JobContext,
@@ -303,10 +323,9 @@ def load_population(
     user_ids: RowArray | None = None,
 ) -> tuple[Population, int]:
     """Load and clean the active population (or ``user_ids`` of it); count skipped rows."""
-    loaded = population_store.load(conn, ctx.now, settings.load, user_ids)
-    pop, _, counts = clean_population(loaded.population)
-    ctx.figures.skip({**loaded.skipped, **counts}, ctx.logger, "match.skip")
-    return pop, loaded.rows_read
+    pop, skipped, rows_read = load_clean(conn, ctx.now, settings, user_ids)
+    ctx.figures.skip(skipped, ctx.logger, "match.skip")
+    return pop, rows_read
 
 
 def run(ctx: JobContext, scope: Scope) -> JobResult:
