@@ -62,6 +62,9 @@ class ShardScorer:
         Test only: the first call for shard ``crash_shard`` creates this file and kills
         the process (as an OOM kill would), so tests can watch the retry.
     crash_shard : int
+    stage : str or None
+        PostgreSQL nightly: COPY shards into this stage table (swapped in by the driver)
+        instead of replacing users' rows in match_scores.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class ShardScorer:
         computed_at: Any,
         crash_marker: str | None = None,
         crash_shard: int = 0,
+        stage: str | None = None,
     ) -> None:
         import faiss
 
@@ -85,6 +89,7 @@ class ShardScorer:
         self._computed_at = computed_at
         self._crash_marker = crash_marker
         self._crash_shard = crash_shard
+        self._stage = stage
         self._engine: Any = None
         self._restarted = _actor_was_restarted()
 
@@ -113,14 +118,27 @@ class ShardScorer:
         output = match.score_rows(self._pop, self._indexes, rows, self._settings, exposure_counts)
         computed = time.perf_counter()
         with self._writer().begin() as conn:
-            deleted, written = scores.replace_user_sets(
-                conn,
-                output.user_ids,
-                output.frame,
-                version=self._settings.version,
-                config_hash=self._settings.config_hash,
-                computed_at=self._computed_at,
-            )
+            if self._stage is not None:
+                # A restarted actor may be redoing a shard whose first attempt committed.
+                deleted, written = scores.write_stage_shard(
+                    conn,
+                    self._stage,
+                    output.user_ids,
+                    output.frame,
+                    version=self._settings.version,
+                    config_hash=self._settings.config_hash,
+                    computed_at=self._computed_at,
+                    rewrite=self._restarted,
+                )
+            else:
+                deleted, written = scores.replace_user_sets(
+                    conn,
+                    output.user_ids,
+                    output.frame,
+                    version=self._settings.version,
+                    config_hash=self._settings.config_hash,
+                    computed_at=self._computed_at,
+                )
         return {
             "shard": shard_id,
             "funnel": {**output.funnel, "rows_written": written, "rows_deleted": deleted},
@@ -252,8 +270,45 @@ def run_nightly(
         indexes = match.build_indexes(pop, settings)
         index_bytes = indexes.to_bytes()
     shards = shard_rows(pop.n_users, ctx.config.ray.shard_size)
+    write_engine = engine_mod.writer(engine_mod.create_engine(ctx.database_url))
+    try:
+        return _score_all(
+            ctx,
+            settings,
+            pop,
+            rows_read,
+            indexes,
+            index_bytes,
+            shards,
+            write_engine,
+            crash_marker,
+            crash_shard,
+        )
+    finally:
+        write_engine.dispose()
+
+
+def _score_all(
+    ctx: JobContext,
+    settings: match.MatchSettings,
+    pop: Any,
+    rows_read: int,
+    indexes: Any,
+    index_bytes: bytes,
+    shards: list[RowArray],
+    write_engine: Any,
+    crash_marker: str | None,
+    crash_shard: int,
+) -> JobResult:
+    figures = ctx.figures
+    with write_engine.connect() as conn:
+        swap = scores.supports_swap(conn)
+    stage = scores.stage_name(ctx.run_id or 0) if swap else None
+    if stage is not None:
+        with write_engine.begin() as conn:
+            scores.create_stage(conn, stage)
     args = (pop, index_bytes, settings, ctx.database_url, ctx.now)
-    kwargs = {"crash_marker": crash_marker, "crash_shard": crash_shard}
+    kwargs = {"crash_marker": crash_marker, "crash_shard": crash_shard, "stage": stage}
     with figures.phase("start_workers"):
         if ctx.config.ray.enabled:
             pool = _ray_pool(ctx, args, kwargs)
@@ -277,15 +332,21 @@ def run_nightly(
                 results.append(result)
                 bar.update(1)
             bar.close()
+    except BaseException:
+        if stage is not None:
+            with write_engine.begin() as conn:
+                scores.drop_stage(conn, stage)
+        raise
     finally:
         pool.close()
-    with figures.phase("remove_departed"):
-        write_engine = engine_mod.writer(engine_mod.create_engine(ctx.database_url))
-        try:
-            with write_engine.begin() as conn:
-                departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
-        finally:
-            write_engine.dispose()
+    departed = 0
+    if stage is not None:
+        # Users who left are simply not in the stage: the swap removes their rows.
+        with figures.phase("swap"), write_engine.begin() as conn:
+            scores.swap_in_stage(conn, stage, settings.version)
+    else:
+        with figures.phase("remove_departed"), write_engine.begin() as conn:
+            departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
     with figures.phase("recall_audit"):
         audit = match.recall_audit(pop, indexes, settings, exposure)
     funnel = match.merge_funnels([r["funnel"] for r in results])
@@ -302,6 +363,7 @@ def run_nightly(
             **pool.info,
         },
         departed_rows_deleted=departed,
+        write_mode="stage_and_swap" if stage is not None else "replace_per_shard",
         peak_rss_mb={
             "driver": _peak_rss_mb(),
             "workers": sorted({r["pid"]: r["peak_rss_mb"] for r in results}.values()),

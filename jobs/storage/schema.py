@@ -227,7 +227,12 @@ match_scores = sa.Table(
     _ts("computed_at"),
     # NaN > every number on PostgreSQL and is stored as NULL on SQLite: both are refused.
     sa.CheckConstraint("score >= 0 AND score <= 1", name="score_range"),
+    # PostgreSQL: one partition per version that the nightly has swapped in, plus
+    # match_scores_default (migration 0003); see jobs.storage.scores.
+    postgresql_partition_by="LIST (algorithm_version)",
 )
+# Partitions of match_scores are managed by the match job, not by the models.
+PARTITION_PREFIX = "match_scores_"
 sa.Index(
     "ix_match_scores_read",
     match_scores.c.algorithm_version,

@@ -14,6 +14,7 @@ up with the tens of millions of rows of a nightly. SQLite uses ``executemany``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import struct
 from typing import Any
@@ -148,15 +149,19 @@ def insert_rows(
     version: str,
     config_hash: str,
     computed_at: dt.datetime,
+    table: str = TABLE.name,
 ) -> int:
-    """Append ``frame``'s rows (columns :data:`FRAME_COLUMNS`) for ``version``; rows written."""
+    """Append ``frame``'s rows (columns :data:`FRAME_COLUMNS`) for ``version``; rows written.
+
+    ``table`` is ``match_scores`` or a nightly stage table (:func:`create_stage`).
+    """
     _check_frame(frame)
     if frame.empty:
         return 0
     if is_postgres(conn):
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         columns = ", ".join(COPY_COLUMNS)
-        with cursor.copy(f"COPY match_scores ({columns}) FROM STDIN (FORMAT binary)") as copy:
+        with cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN (FORMAT binary)') as copy:
             copy.write(_COPY_HEADER)
             for start in range(0, len(frame), COPY_CHUNK_ROWS):
                 chunk = frame.iloc[start : start + COPY_CHUNK_ROWS]
@@ -165,7 +170,7 @@ def insert_rows(
         return len(frame)
     stamp = computed_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
     names = ["algorithm_version", *FRAME_COLUMNS, "config_hash", "computed_at"]
-    sql = f"INSERT INTO match_scores ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    sql = f'INSERT INTO "{table}" ({", ".join(names)}) VALUES ({", ".join("?" * len(names))})'
     columns = [frame[c].to_numpy().tolist() for c in FRAME_COLUMNS]
     rows = zip(
         itertools.repeat(version), *columns, itertools.repeat(config_hash), itertools.repeat(stamp)
@@ -268,3 +273,139 @@ def read_rows(
     return frame.sort_values(
         ["user_id", "score", "candidate_id"], ascending=[True, False, True], kind="stable"
     ).reset_index(drop=True)
+
+
+# ------------------------------------------------------------- nightly swap (PostgreSQL)
+#
+# The nightly writes a version's whole output into a fresh stage table without indexes
+# (COPY at full speed, one transaction per shard), indexes it once, then swaps it in as the
+# version's partition of match_scores in one short transaction. Readers see the old set or
+# the new one for every user at once; nothing is deleted row by row.
+
+
+def stage_name(run_id: int) -> str:
+    return f"{schema.PARTITION_PREFIX}stage_{int(run_id)}"
+
+
+def partition_name(version: str) -> str:
+    """The version's partition: a digest keeps any version string a valid, short name."""
+    digest = hashlib.sha1(version.encode()).hexdigest()[:12]
+    return f"{schema.PARTITION_PREFIX}v_{digest}"
+
+
+def supports_swap(conn: sa.Connection) -> bool:
+    """True when match_scores is partitioned (PostgreSQL after migration 0003)."""
+    if not is_postgres(conn):
+        return False
+    kind = conn.execute(
+        sa.text("SELECT relkind FROM pg_class WHERE oid = 'match_scores'::regclass")
+    ).scalar_one()
+    return bool(kind == "p")
+
+
+def create_stage(conn: sa.Connection, stage: str) -> None:
+    """An empty table shaped like match_scores (columns, defaults, checks), no indexes.
+
+    Stages left by runs that died are dropped first: the ledger lets one nightly match run
+    at a time, so no other run can be writing one.
+    """
+    with translate_errors(f"create stage table {stage}"):
+        leftovers = conn.execute(
+            sa.text("SELECT tablename FROM pg_tables WHERE tablename LIKE :p"),
+            {"p": f"{schema.PARTITION_PREFIX}stage_%"},
+        ).scalars()
+        for name in list(leftovers):
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+        conn.exec_driver_sql(
+            f'CREATE TABLE "{stage}" (LIKE match_scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
+        )
+
+
+def write_stage_shard(
+    conn: sa.Connection,
+    stage: str,
+    user_ids: npt.ArrayLike,
+    frame: pd.DataFrame,
+    *,
+    version: str,
+    config_hash: str,
+    computed_at: dt.datetime,
+    rewrite: bool,
+) -> tuple[int, int]:
+    """COPY one shard into the stage; ``(deleted, inserted)``.
+
+    ``rewrite`` (a retried shard: its first attempt may have committed) first deletes the
+    shard's users from the stage — a scan of the unindexed stage, paid only on retries.
+    """
+    ids = np.unique(np.asarray(user_ids, dtype=np.int64))
+    deleted = 0
+    with translate_errors(f"write shard into {stage}"):
+        if rewrite and ids.size:
+            deleted = int(
+                conn.execute(
+                    sa.text(f'DELETE FROM "{stage}" WHERE user_id = ANY(CAST(:ids AS BIGINT[]))'),
+                    {"ids": [int(u) for u in ids]},
+                ).rowcount
+                or 0
+            )
+        inserted = insert_rows(
+            conn,
+            frame,
+            version=version,
+            config_hash=config_hash,
+            computed_at=computed_at,
+            table=stage,
+        )
+    return deleted, inserted
+
+
+def swap_in_stage(conn: sa.Connection, stage: str, version: str) -> None:
+    """Index the stage like match_scores and make it the version's partition, atomically.
+
+    Run in one transaction: the version's rows go from the old set to the new one at commit.
+    The brief ACCESS EXCLUSIVE lock of DETACH makes concurrent readers wait, not fail.
+    """
+    part = partition_name(version)
+    with translate_errors(f"swap {stage} in for version {version!r}"):
+        # Built before any lock: the expensive part of the swap.
+        conn.exec_driver_sql(
+            f'ALTER TABLE "{stage}" ADD PRIMARY KEY (algorithm_version, user_id, candidate_id)'
+        )
+        conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (algorithm_version, user_id, score DESC)')
+        conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (algorithm_version, candidate_id)')
+        # Lets ATTACH skip scanning the stage for rows of other versions.
+        conn.execute(
+            sa.text(
+                f'ALTER TABLE "{stage}" ADD CONSTRAINT "{stage}_version" '
+                f"CHECK (algorithm_version = {_literal(version)})"
+            )
+        )
+        conn.exec_driver_sql(f'ANALYZE "{stage}"')
+        conn.exec_driver_sql("LOCK TABLE match_scores IN ACCESS EXCLUSIVE MODE")
+        exists = conn.execute(
+            sa.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": part}
+        ).scalar_one()
+        if exists:
+            conn.exec_driver_sql(f'ALTER TABLE match_scores DETACH PARTITION "{part}"')
+            conn.exec_driver_sql(f'DROP TABLE "{part}"')
+        else:
+            # Until its first swap a version's rows live in the default partition.
+            conn.execute(
+                sa.text("DELETE FROM match_scores_default WHERE algorithm_version = :v"),
+                {"v": version},
+            )
+        conn.exec_driver_sql(
+            f'ALTER TABLE match_scores ATTACH PARTITION "{stage}" '
+            f"FOR VALUES IN ({_literal(version)})"
+        )
+        conn.exec_driver_sql(f'ALTER TABLE "{stage}" RENAME TO "{part}"')
+
+
+def drop_stage(conn: sa.Connection, stage: str) -> None:
+    with translate_errors(f"drop stage table {stage}"):
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{stage}"')
+
+
+def _literal(version: str) -> str:
+    """``version`` as an SQL string literal (DDL takes no bind parameters)."""
+    return "'" + version.replace("'", "''") + "'"

@@ -16,6 +16,9 @@ context.configure(
     target_metadata=schema.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_name=lambda name, type_, _parent: (
+        not (type_ == "table" and name.startswith(schema.PARTITION_PREFIX))
+    ),
 )
 with context.begin_transaction():
     context.run_migrations()
