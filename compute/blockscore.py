@@ -95,8 +95,17 @@ def _segments(keys: RowArray, rows: RowArray, n: int) -> tuple[RowArray, RowArra
     return np.repeat(np.arange(rows.size, dtype=np.int64), lengths), keys[entries] % n
 
 
-def _filled(values: npt.NDArray[np.float64], ok: npt.NDArray[np.bool_], neutral: float) -> F32:
-    return np.where(ok, values, neutral).astype(np.float32)
+def _rows(name: str, rows: npt.ArrayLike, n: int) -> RowArray:
+    """``rows`` as distinct int64 rows in [0, n); TypeError/ValueError naming ``name``."""
+    arr = np.asarray(rows)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise TypeError(f"{name} must be a 1-D integer array; got {arr.dtype} {arr.shape}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(f"{name} must be in [0, {n}); got [{arr.min()}, {arr.max()}]")
+    if np.unique(arr).size != arr.size:
+        raise ValueError(f"{name} must be distinct")
+    return arr
 
 
 @dataclass(frozen=True, eq=False)
@@ -286,8 +295,8 @@ def rank_block(
     RankedBlock
         Per query row: score desc, candidate user id asc; at most ``keep`` pairs.
     """
-    queries = filters._as_rows("query_rows", query_rows, pop.n_users)
-    cands = filters._as_rows("cand_rows", cand_rows, pop.n_users)
+    queries = _rows("query_rows", query_rows, pop.n_users)
+    cands = _rows("cand_rows", cand_rows, pop.n_users)
     if not (isinstance(keep, int) and keep >= 1):
         raise ValueError(f"keep must be an int ≥ 1; got {keep!r}")
     removed = dict.fromkeys(filters.FILTER_ORDER, 0)
