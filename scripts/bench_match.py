@@ -10,7 +10,11 @@ Creates (or reuses with --skip-seed) the scratch database ``mj_bench_match``, se
 - the write floor: a raw binary COPY of the same output rows into a fresh table;
 - the compute baseline: exhaustive exact scoring of a user sample;
 - the single-user warm path (population and indexes already loaded): p50/p95 per user of
-  compute + replace in one transaction; and one cold ``matchjobs score-user`` CLI call.
+  the compute alone and of compute + replace in one transaction; and one cold
+  ``matchjobs score-user`` CLI call;
+- a summary: nightly / write-floor ratio, recall@K of the run's audit, peak RSS.
+
+Run it with nothing else heavy on the machine; the load average is recorded.
 """
 
 from __future__ import annotations
@@ -51,7 +55,10 @@ def main() -> int:
     parser.add_argument("--warm-users", type=int, default=100)
     parser.add_argument("--exhaustive-users", type=int, default=200)
     args = parser.parse_args()
-    figures: dict[str, object] = {"users_seeded": args.users}
+    figures: dict[str, object] = {
+        "users_seeded": args.users,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
     config = config_mod.load_config()
     clock = lambda: seed.DEFAULT_NOW  # noqa: E731
     if not args.skip_seed:
@@ -119,6 +126,9 @@ def main() -> int:
                 copy.write(payload)
                 copy.write(scores._COPY_TRAILER)
         total = time.perf_counter() - started
+        # 18M rows: the encoded payload is ~2 GB; never hold two (the first run that did was
+        # OOM-killed on this 24 GB machine next to other jobs).
+        del payload
         figures[label] = {
             "s": round(total, 1),
             "encode_s": round(encoded - started, 1),
@@ -127,7 +137,7 @@ def main() -> int:
         print(label, figures[label], flush=True)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS bench_copy")
-    del payload
+    del rows, frame
 
     # 3 + 4. In-process state for the compute baseline and the warm single-user path.
     settings = match.settings_from_config(config)
@@ -161,10 +171,12 @@ def main() -> int:
     faiss.omp_set_num_threads(1)
     writer = engine_mod.writer(engine)
     times = []
+    compute_times = []
     for row in rng.choice(pop.n_users, args.warm_users, replace=False):
         started = time.perf_counter()
         rows_ = np.array([row], dtype=np.int64)
         output = match.score_rows(pop, indexes, rows_, settings)
+        compute_times.append(time.perf_counter() - started)
         with writer.begin() as conn:
             scores.replace_user_sets(
                 conn,
@@ -176,9 +188,12 @@ def main() -> int:
             )
         times.append(time.perf_counter() - started)
     ms = np.array(times) * 1000
+    compute_ms = np.array(compute_times) * 1000
     figures["warm_single_user_ms"] = {
-        "p50": round(float(np.percentile(ms, 50)), 1),
-        "p95": round(float(np.percentile(ms, 95)), 1),
+        "compute_p50": round(float(np.percentile(compute_ms, 50)), 1),
+        "compute_p95": round(float(np.percentile(compute_ms, 95)), 1),
+        "with_write_p50": round(float(np.percentile(ms, 50)), 1),
+        "with_write_p95": round(float(np.percentile(ms, 95)), 1),
         "n": len(times),
     }
     print("warm", figures["warm_single_user_ms"], flush=True)
@@ -197,6 +212,16 @@ def main() -> int:
         figures["rows_after"] = int(
             conn.execute(sa.text("SELECT count(*) FROM match_scores")).scalar_one()
         )
+    floor = figures["copy_fresh_no_index"]["s"]  # type: ignore[index]
+    figures["summary"] = {
+        "nightly_s": figures["nightly_s"],
+        "copy_floor_s": floor,
+        "nightly_over_copy_floor": round(float(figures["nightly_s"]) / floor, 2),  # type: ignore[arg-type]
+        "phases_s": meta.get("phases_s", meta.get("phases")),
+        "recall_audit": meta.get("recall_audit"),
+        "peak_rss_mb": meta.get("peak_rss_mb"),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
     print(json.dumps(figures, indent=1, default=str))
     return 0
 
