@@ -68,8 +68,15 @@ def error_chain(exc: BaseException) -> str:
 class _Heartbeat:
     """Refreshes the run's heartbeat from a daemon thread until stopped."""
 
-    def __init__(self, engine: sa.Engine, run_id: int, interval_s: float) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        run_id: int,
+        interval_s: float,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
         self._engine = engine
+        self._clock = clock
         self._run_id = run_id
         self._interval = interval_s
         self._stop = threading.Event()
@@ -86,7 +93,7 @@ class _Heartbeat:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                ledger.heartbeat(self._engine, self._run_id, utcnow())
+                ledger.heartbeat(self._engine, self._run_id, self._clock())
             except Exception:
                 # A missed beat must not kill the job; a long outage shows up as abandonment.
                 logger.warning(
@@ -145,7 +152,7 @@ def execute(
     result: JobResult | None = None
     try:
         with (
-            _Heartbeat(engine, run_id, config.runner.heartbeat_interval_s),
+            _Heartbeat(engine, run_id, config.runner.heartbeat_interval_s, clock),
             Session(engine_mod.writer(engine)) as session,
         ):
             ctx = JobContext(

@@ -191,3 +191,30 @@ def test_unique_index_refuses_a_second_running_row(db) -> None:
         conn.execute(sa.insert(job_runs).values(**values))
     with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
         conn.execute(sa.insert(job_runs).values(**values))
+
+
+def test_heartbeat_uses_the_runs_clock(db) -> None:
+    """Regression: beats were stamped with the wall clock while the run used an injected one,
+    so a run killed under a fixed clock looked alive forever."""
+    t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    data = config_mod.load_config().model_dump()
+    data["runner"] = {"heartbeat_interval_s": 0.05, "lease_s": 60}
+    cfg = config_mod.from_mapping(data)
+    seen: list[dt.datetime] = []
+
+    def slow(ctx: JobContext, scope: Scope) -> JobResult:
+        time.sleep(0.4)  # several beats
+        (row,) = _runs(db.engine)
+        seen.append(row.heartbeat_at)
+        return JobResult()
+
+    runner.execute(
+        "quiz",
+        slow,
+        engine=db.engine,
+        database_url=db.url,
+        config=cfg,
+        scope=Scope.all(),
+        clock=lambda: t0 + dt.timedelta(seconds=1),
+    )
+    assert seen == [t0 + dt.timedelta(seconds=1)]
