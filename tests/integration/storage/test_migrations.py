@@ -86,3 +86,48 @@ def test_score_constraint_refuses_nan_and_out_of_range(db) -> None:
             conn.execute(sa.insert(schema.match_scores).values(score=bad, **row))
     with db.engine.begin() as conn:
         conn.execute(sa.insert(schema.match_scores).values(score=0.7, **row))
+
+
+def test_partitioning_keeps_rows_and_gives_each_version_its_partition(pg_db) -> None:
+    import datetime as dt
+
+    from jobs.storage import scores
+
+    engine = pg_db.engine
+    migrate.downgrade(engine, "0002")
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        for version, user in (("v1", 1), ("v1", 2), ("exp-2", 1)):
+            conn.execute(
+                sa.insert(schema.match_scores).values(
+                    algorithm_version=version,
+                    user_id=user,
+                    candidate_id=9,
+                    score=0.5,
+                    **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+                    reasons="[]",
+                    config_hash="h",
+                    computed_at=now,
+                )
+            )
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        parts = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                    "JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'match_scores'::regclass"
+                )
+            ).all()
+        )
+        per_version = dict(
+            conn.execute(
+                sa.text("SELECT algorithm_version, count(*) FROM match_scores GROUP BY 1")
+            ).all()
+        )
+        in_default = conn.execute(sa.text("SELECT count(*) FROM match_scores_default")).scalar()
+    assert parts[scores.partition_name("v1")] == "FOR VALUES IN ('v1')"
+    assert parts[scores.partition_name("exp-2")] == "FOR VALUES IN ('exp-2')"
+    assert parts["match_scores_default"] == "DEFAULT"
+    assert per_version == {"v1": 2, "exp-2": 1} and in_default == 0

@@ -12,6 +12,9 @@ Create Date: 2026-11-28
 
 from __future__ import annotations
 
+import hashlib
+
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
@@ -48,6 +51,15 @@ def upgrade() -> None:
     )
     op.execute(_KEYS)
     op.execute("CREATE TABLE match_scores_default PARTITION OF match_scores DEFAULT")
+    # Existing versions get their partition now, so no nightly has to delete them from the
+    # default partition row by row. The name is jobs.storage.scores.partition_name's,
+    # written out here because a migration must not change when application code does.
+    bind = op.get_bind()
+    versions = bind.execute(sa.text("SELECT DISTINCT algorithm_version FROM match_scores_old"))
+    for (version,) in versions.all():
+        name = "match_scores_v_" + hashlib.sha1(version.encode()).hexdigest()[:12]
+        literal = "'" + version.replace("'", "''") + "'"
+        op.execute(f'CREATE TABLE "{name}" PARTITION OF match_scores FOR VALUES IN ({literal})')
     op.execute("INSERT INTO match_scores SELECT * FROM match_scores_old")
     op.execute("DROP TABLE match_scores_old")
 
