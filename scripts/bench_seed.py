@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from jobs import seed
+from jobs import benchmarks, seed
 from jobs.storage import engine as engine_mod
 from jobs.storage import migrate, source
 
@@ -121,17 +120,6 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def update_benchmarks(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it); keep every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
@@ -163,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(runs, args.users, args.seed, command, f"PostgreSQL {pg_version}", load)
     print(section)
     if not args.no_write:
-        update_benchmarks(BENCHMARKS, section)
+        benchmarks.replace_section(BENCHMARKS, SECTION, section)
     return 0
 
 

@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -29,8 +28,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from jobs import benchmarks, interests, quiz, ratings, runner, seed
 from jobs import config as config_mod
-from jobs import interests, quiz, ratings, runner, seed
 from jobs.context import Scope
 from jobs.storage import engine as engine_mod
 from jobs.storage import schema
@@ -154,17 +153,6 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def update_benchmarks(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it); keep every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
@@ -220,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(results, args.users, args.seed, seeded.rows, seed_s, command, pg_version)
     print(section)
     if not args.no_write:
-        update_benchmarks(BENCHMARKS, section)
+        benchmarks.replace_section(BENCHMARKS, SECTION, section)
     return 0
 
 
