@@ -141,3 +141,35 @@ def ray_cluster() -> Iterator[None]:
     )
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def seed_with_signals():
+    """``seed_with_signals(db, n_users, seed, now, config=None)``: a seeded population whose
+    signal tables the three signal jobs have written (through the runner, clock ``now``)."""
+    import datetime as dt
+
+    from jobs import runner
+    from jobs import seed as seed_mod
+    from jobs.context import Scope
+
+    def build(
+        db: Db, n_users: int, seed: int, now: dt.datetime, config: config_mod.Config | None = None
+    ) -> config_mod.Config:
+        config = config or config_mod.load_config()
+        with db.engine.begin() as conn:
+            seed_mod.write(conn, seed_mod.generate(n_users, seed, now))
+        for job in ("quiz", "interests", "ratings"):
+            runner.execute(
+                job,
+                runner.job_function(job),
+                engine=db.engine,
+                database_url=db.url,
+                config=config,
+                scope=Scope.all(),
+                trigger="nightly",
+                clock=lambda: now,
+            )
+        return config
+
+    return build

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from jobs import config as config_mod
-from jobs import match, match_ray, runner, seed
+from jobs import match, match_ray, runner
 from jobs.context import JobContext, JobResult, Scope
 from jobs.storage import ledger, scores
 
@@ -36,21 +36,8 @@ def make_config(ray_enabled: bool) -> config_mod.Config:
 
 
 @pytest.fixture
-def world(db: Any) -> Any:
-    with db.engine.begin() as conn:
-        seed.write(conn, seed.generate(200, 11, NOW))
-    config = config_mod.load_config()
-    for job in ("quiz", "interests", "ratings"):
-        runner.execute(
-            job,
-            runner.job_function(job),
-            engine=db.engine,
-            database_url=db.url,
-            config=config,
-            scope=Scope.all(),
-            trigger="nightly",
-            clock=lambda: NOW,
-        )
+def world(db: Any, seed_with_signals: Any) -> Any:
+    seed_with_signals(db, 200, 11, NOW)
     return db
 
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from compute import reasons as reasons_mod
 from compute import signals as signals_mod
 from jobs import config as config_mod
-from jobs import match, runner, seed
+from jobs import match, runner
 from jobs.context import Scope
 from jobs.errors import StorageError
 from jobs.storage import api, schema, scores
@@ -67,22 +67,9 @@ def run_job(db: Any, config: config_mod.Config, scope: Scope | None = None) -> A
 
 
 @pytest.fixture
-def world(db: Any) -> Any:
+def world(db: Any, seed_with_signals: Any) -> Any:
     """A seeded population with its signal tables written by the signal jobs."""
-    with db.engine.begin() as conn:
-        seed.write(conn, seed.generate(N_USERS, 7, NOW))
-    config = config_mod.load_config()
-    for job in ("quiz", "interests", "ratings"):
-        runner.execute(
-            job,
-            runner.job_function(job),
-            engine=db.engine,
-            database_url=db.url,
-            config=config,
-            scope=Scope.all(),
-            trigger="nightly",
-            clock=lambda: NOW,
-        )
+    seed_with_signals(db, N_USERS, 7, NOW)
     return db
 
 

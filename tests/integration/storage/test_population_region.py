@@ -7,10 +7,8 @@ import pandas as pd
 import pytest
 
 from compute import filters
-from jobs import config as config_mod
-from jobs import match, runner
+from jobs import match
 from jobs import seed as seed_mod
-from jobs.context import Scope
 from jobs.storage import population as population_store
 
 PER_USER_FIELDS = (
@@ -29,19 +27,8 @@ PER_USER_FIELDS = (
 
 
 @pytest.fixture
-def seeded(db):
-    with db.engine.begin() as conn:
-        seed_mod.write(conn, seed_mod.generate(300, seed=11, now=seed_mod.DEFAULT_NOW))
-    config = config_mod.load_config()
-    for job in ("quiz", "interests", "ratings"):
-        runner.execute(
-            job,
-            runner.job_function(job),
-            engine=db.engine,
-            database_url=db.url,
-            config=config,
-            scope=Scope.all(),
-        )
+def seeded(db, seed_with_signals):
+    config = seed_with_signals(db, 300, 11, seed_mod.DEFAULT_NOW)
     return db, match.settings_from_config(config)
 
 
