@@ -95,17 +95,18 @@ def _segments(keys: RowArray, rows: RowArray, n: int) -> tuple[RowArray, RowArra
     return np.repeat(np.arange(rows.size, dtype=np.int64), lengths), keys[entries] % n
 
 
-def _rows(name: str, rows: npt.ArrayLike, n: int) -> RowArray:
-    """``rows`` as distinct int64 rows in [0, n); TypeError/ValueError naming ``name``."""
+def _rows(name: str, rows: npt.ArrayLike, n: int, *, sort: bool = False) -> RowArray:
+    """``rows`` as distinct int64 rows in [0, n) (sorted if ``sort``); errors name ``name``."""
     arr = np.asarray(rows)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise TypeError(f"{name} must be a 1-D integer array; got {arr.dtype} {arr.shape}")
     arr = arr.astype(np.int64, copy=False)
     if arr.size and (arr.min() < 0 or arr.max() >= n):
         raise ValueError(f"{name} must be in [0, {n}); got [{arr.min()}, {arr.max()}]")
-    if np.unique(arr).size != arr.size:
+    ordered = np.sort(arr)
+    if ordered.size > 1 and bool((ordered[1:] == ordered[:-1]).any()):
         raise ValueError(f"{name} must be distinct")
-    return arr
+    return ordered if sort else arr
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,7 +229,13 @@ def _interest_term(
     weight: float,
     neutral: float,
 ) -> F32:
-    """weight · min(1, Σ_i min(w_a,i, w_b,i)) per (query, candidate); neutral if missing."""
+    """weight · min(1, Σ_i min(w_a,i, w_b,i)) per (query, candidate); neutral if missing.
+
+    ``dense`` is (codes, candidates). Rows are taken in runs of equal interest count L, and
+    each run adds its L gathered rows one after the other: a row's sum has the same order
+    in any batch, and the loop runs on whole (run, candidates) matrices (``reduceat`` over
+    ragged segments was four times slower).
+    """
     n_cands = dense.shape[1]
     term = np.full((query_rows.size, n_cands), np.float32(weight * neutral), dtype=np.float32)
     with_interests = np.flatnonzero(query_has)
@@ -236,16 +243,23 @@ def _interest_term(
         return term
     lengths = np.diff(pop.interest_indptr)[query_rows[with_interests]]
     starts = pop.interest_indptr[query_rows[with_interests]]
-    offsets = np.cumsum(lengths) - lengths
-    entries = np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-    query_weights = np.nan_to_num(pop.interest_weights[entries], nan=0.0).astype(np.float32)
-    gathered = dense[pop.interest_codes[entries], :]
-    np.minimum(gathered, query_weights[:, None], out=gathered)
-    overlap = np.add.reduceat(gathered, offsets, axis=0)
-    np.minimum(overlap, np.float32(1.0), out=overlap)
-    overlap *= np.float32(weight)
-    overlap[:, ~cand_has] = np.float32(weight * neutral)
-    term[with_interests] = overlap
+    for length in np.unique(lengths).tolist():
+        run = np.flatnonzero(lengths == length)
+        first = starts[run]
+        overlap = np.empty((run.size, n_cands), dtype=np.float32)
+        gathered = np.empty_like(overlap)
+        for j in range(length):
+            entries = first + j
+            target = overlap if j == 0 else gathered
+            np.take(dense, pop.interest_codes[entries], axis=0, out=target)
+            query_weights = np.nan_to_num(pop.interest_weights[entries], nan=0.0)
+            np.minimum(target, query_weights.astype(np.float32)[:, None], out=target)
+            if j:
+                overlap += gathered
+        np.minimum(overlap, np.float32(1.0), out=overlap)
+        overlap *= np.float32(weight)
+        overlap[:, ~cand_has] = np.float32(weight * neutral)
+        term[with_interests[run]] = overlap
     return term
 
 
@@ -296,7 +310,8 @@ def rank_block(
         Per query row: score desc, candidate user id asc; at most ``keep`` pairs.
     """
     queries = _rows("query_rows", query_rows, pop.n_users)
-    cands = _rows("cand_rows", cand_rows, pop.n_users)
+    # Sorted: columns are searched by row (self, exclusions, allowed pairs).
+    cands = _rows("cand_rows", cand_rows, pop.n_users, sort=True)
     if not (isinstance(keep, int) and keep >= 1):
         raise ValueError(f"keep must be an int ≥ 1; got {keep!r}")
     removed = dict.fromkeys(filters.FILTER_ORDER, 0)
@@ -313,8 +328,6 @@ def rank_block(
         queries_alive = np.ones(queries.size, dtype=np.bool_)
     if queries.size == 0 or cands.size == 0 or not queries_alive.any():
         return empty
-    order = np.argsort(cands, kind="stable")
-    cands = cands[order]
     sp = score_params
     weights = sp.weights.as_array()
     n = max(pop.n_users, 1)
@@ -487,14 +500,14 @@ def _top_per_row(
 ) -> tuple[RowArray, RowArray, F32, npt.NDArray[np.int32]]:
     """Best ``keep`` unmasked columns per row: score desc, candidate user id asc.
 
-    The keep-th largest value t of each row is found with ``argpartition``; every column
+    The keep-th largest value t of each row is found with ``partition``; every column
     with score ≥ t is then ordered exactly, so ties at the cut are broken by user id and
     the result does not depend on column order.
     """
     n_rows, n_cols = score.shape
     if n_cols > keep:
-        kth = np.argpartition(score, n_cols - keep, axis=1)[:, n_cols - keep]
-        threshold = score[np.arange(n_rows), kth]
+        # Only the value is needed: partition moves no index array (7x argpartition).
+        threshold = np.partition(score, n_cols - keep, axis=1)[:, n_cols - keep]
     else:
         threshold = np.full(n_rows, -np.inf, dtype=np.float32)
     threshold = np.maximum(threshold, np.float32(-0.5))

@@ -14,14 +14,14 @@ Partitions
     users search / are searched everywhere.
 
 Exact blocked ranking (the default path)
-    The query rows are grouped by (filter cohort, geo cell; age band for users without a
-    location). A group's *block* is every member of the partitions any of its rows
-    searches. For rows that reach fewer than ``exact_below`` candidates,
-    :func:`compute.blockscore.rank_block` computes the exact final score of every
-    (query, candidate) pair of the block as dense matrices, masks every hard filter both
-    ways and keeps the best ``top_k + margin`` per row (score desc, candidate user id
-    asc). ``compute.scoring.score_pairs`` then scores those pairs exactly and keeps the top
-    K: that top K is the exhaustive top K over every filter-passing candidate. With the
+    The query rows are grouped by (filter cohort, own age band, geo cell). A group's
+    *block* is every member of the partitions any of its rows searches. For rows that
+    reach fewer than ``exact_below`` candidates, :func:`compute.blockscore.rank_block`
+    computes the exact final score of every (query, candidate) pair of the block as
+    dense matrices, masks every hard filter both ways and keeps the best
+    ``top_k + margin`` per row (score desc, candidate user id asc).
+    ``compute.scoring.score_pairs`` then scores those pairs exactly and keeps the top K:
+    that top K is the exhaustive top K over every filter-passing candidate. With the
     seeded 100k population (20 cities, 1° cells) every block is exact (≈ 4–15k
     candidates).
 
@@ -70,6 +70,8 @@ SOURCE_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(SOURCES)}
 _NO_CELL = -1
 _CELL_SPAN = 1 << 40
 _BAND_SPAN = 256
+# Query-group age band when the partitions have none.
+_GROUP_BAND_YEARS = 5
 
 RowArray = npt.NDArray[np.int64]
 
@@ -699,23 +701,41 @@ def _block_members(indexes: CandidateIndexes, partitions: RowArray) -> RowArray:
     return np.sort(src.member_rows[entries])
 
 
-def _query_groups(pop: Population, indexes: CandidateIndexes, rows: RowArray) -> list[RowArray]:
-    """Query rows grouped by (cohort, geo cell; age band when without location)."""
+def _group_keys(pop: Population, indexes: CandidateIndexes, rows: RowArray) -> RowArray:
+    """(q,) int64 query-group key of each row: (filter cohort, own age band, geo cell).
+
+    Rows of one group search nearly the same partitions: same gender filters, similar age
+    ranges (the seeded and the real ranges follow the user's own age) and the same cell.
+    """
     cohort = filters.cohort_keys(pop.gender[rows], pop.seeking_mask[rows])
     if indexes.geo_cell_deg is None:
         cell = np.full(rows.size, _NO_CELL, dtype=np.int64)
     else:
         cell = geo.cell_ids(pop.lat[rows], pop.lon[rows], indexes.geo_cell_deg)
-    # Location-less users reach every cell: splitting them by age band keeps their blocks
-    # to the partitions their age ranges can reach.
     years = np.nan_to_num(pop.age[rows].astype(np.float64), nan=0.0)
-    band = np.clip(years // 5, 0, _BAND_SPAN - 1).astype(np.int64)
-    band = np.where(cell == _NO_CELL, band, 0)
-    keys = (cohort * _BAND_SPAN + band) * _CELL_SPAN + (cell + 1)
+    band = np.clip(years // (indexes.age_band_years or _GROUP_BAND_YEARS), 0, _BAND_SPAN - 1)
+    return (cohort * _BAND_SPAN + band.astype(np.int64)) * _CELL_SPAN + (cell + 1)
+
+
+def _query_groups(pop: Population, indexes: CandidateIndexes, rows: RowArray) -> list[RowArray]:
+    """Query rows grouped by :func:`_group_keys`, each group sorted."""
+    keys = _group_keys(pop, indexes, rows)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     cuts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
     return [np.sort(g) for g in np.split(rows[order], cuts)] if rows.size else []
+
+
+def search_order(pop: Population, indexes: CandidateIndexes) -> RowArray:
+    """(n,) int64 every row of ``pop``, rows of one query group next to each other.
+
+    Cutting this order into shards keeps each query group in one or two shards, so a
+    group's block (its candidates' features and interest matrix) is built once for all of
+    its rows instead of once per shard that holds a few of them. Results do not depend on
+    the order: a row's candidates are the same in any batch.
+    """
+    rows = np.arange(pop.n_users, dtype=np.int64)
+    return rows[np.argsort(_group_keys(pop, indexes, rows), kind="stable")]
 
 
 def _faiss_pairs(

@@ -30,6 +30,7 @@ is joined once and broadcast to its rows.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -89,19 +90,18 @@ class ReasonParams:
         return np.array([getattr(self, f"min_{name}") for name in signals.SIGNAL_NAMES])
 
 
-def _catalogue_lookup(
+def _catalogue_positions(
     pop: Population, interest_ids: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.object_]]:
-    """(known mask, names) for an int64 array of interest ids of any shape."""
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """(known mask, position in the catalogue arrays) for interest ids of any shape."""
     cat_ids = pop.catalogue_interest_ids
     if cat_ids.size == 0:
-        return np.zeros(interest_ids.shape, bool), np.full(interest_ids.shape, "", dtype=object)
+        return np.zeros(interest_ids.shape, bool), np.zeros(interest_ids.shape, np.int64)
     order = np.argsort(cat_ids, kind="stable")
     sorted_ids = cat_ids[order]
     pos = np.minimum(np.searchsorted(sorted_ids, interest_ids), sorted_ids.size - 1)
     known = (interest_ids >= 0) & (sorted_ids[pos] == interest_ids)
-    names = np.where(known, pop.catalogue_interest_names[order][pos], "")
-    return known, names
+    return known, order[pos]
 
 
 def select_reasons(
@@ -127,7 +127,7 @@ def select_reasons(
     subscores = scored.subscores.astype(np.float64)
     present = (scored.missing[:, None] >> np.arange(len(signals.SIGNAL_NAMES))) & 1 == 0
     qualifies = present & (subscores >= params.thresholds())
-    named, _ = _catalogue_lookup(pop, scored.shared_interest_ids)
+    named, _ = _catalogue_positions(pop, scored.shared_interest_ids)
     qualifies[:, _INTEREST] &= named.any(axis=1)
     qualifies[:, _PROXIMITY] &= scored.distance_km >= 0
     contribution = np.where(qualifies, scored.weights * subscores, -np.inf)
@@ -151,6 +151,12 @@ def _interest_text(names: list[str]) -> str:
     if len(names) == 1:
         return f"You both love {names[0]}"
     return "You both love " + ", ".join(names[:-1]) + " and " + names[-1]
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _interest_fragment(names: tuple[str, ...]) -> str:
+    """The shared-interests fragment of ``names`` (cached: sets recur across shards)."""
+    return _fragment("interest", {"interests": list(names)}, _interest_text(list(names)))
 
 
 def _fragment(code_signal: str, params: dict[str, object], text: str) -> str:
@@ -200,15 +206,23 @@ def encode_reasons_json(
     shared = slots == _INTEREST
     if shared.any():
         pair_idx = np.nonzero(shared)[0]
-        ids = scored.shared_interest_ids[pair_idx]
-        known, _ = _catalogue_lookup(pop, ids)
-        ids = np.where(known, ids, -1)
-        unique_sets, inverse = np.unique(ids, axis=0, return_inverse=True)
-        _, set_names = _catalogue_lookup(pop, unique_sets)
+        known, positions = _catalogue_positions(pop, scored.shared_interest_ids[pair_idx])
+        # One integer per ordered set of catalogue positions: a 1-D unique, not a row-wise one.
+        radix = pop.catalogue_interest_ids.size + 1
+        digits = np.where(known, positions + 1, 0)
+        set_keys = np.zeros(pair_idx.size, dtype=np.int64)
+        for column in range(digits.shape[1]):
+            set_keys = set_keys * radix + digits[:, column]
+        unique_keys, inverse = np.unique(set_keys, return_inverse=True)
+        names_by_position = pop.catalogue_interest_names.tolist()
         base = len(fragments)
-        for row_ids, row_names in zip(unique_sets.tolist(), set_names.tolist(), strict=True):
-            names = [nm for i, nm in zip(row_ids, row_names, strict=True) if i >= 0]
-            fragments.append(_fragment("interest", {"interests": names}, _interest_text(names)))
+        for key in unique_keys.tolist():
+            names: list[str] = []
+            for _ in range(digits.shape[1]):
+                key, digit = divmod(key, radix)
+                if digit:
+                    names.insert(0, names_by_position[digit - 1])
+            fragments.append(_interest_fragment(tuple(names)))
         frag_ids[shared] = base + inverse.reshape(-1)
 
     span = len(fragments) + 1

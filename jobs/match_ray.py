@@ -165,11 +165,10 @@ def _actor_was_restarted() -> bool:
     return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)
 
 
-def shard_rows(n_users: int, shard_size: int) -> list[RowArray]:
-    """Contiguous row ranges of at most ``shard_size`` rows."""
+def shard_rows(order: RowArray, shard_size: int) -> list[RowArray]:
+    """Consecutive runs of at most ``shard_size`` rows of ``order``, each sorted."""
     return [
-        np.arange(start, min(start + shard_size, n_users), dtype=np.int64)
-        for start in range(0, n_users, shard_size)
+        np.sort(order[start : start + shard_size]) for start in range(0, order.size, shard_size)
     ]
 
 
@@ -269,7 +268,8 @@ def run_nightly(
     with figures.phase("index"):
         indexes = match.build_indexes(pop, settings)
         index_bytes = indexes.to_bytes()
-    shards = shard_rows(pop.n_users, ctx.config.ray.shard_size)
+    # Shards follow the search order so that a query group's block is built once.
+    shards = shard_rows(candidates.search_order(pop, indexes), ctx.config.ray.shard_size)
     write_engine = engine_mod.writer(engine_mod.create_engine(ctx.database_url))
     try:
         return _score_all(

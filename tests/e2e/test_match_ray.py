@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -115,7 +116,7 @@ def test_shard_scorer_is_a_plain_class(world: Any) -> None:
         pop = clean_population(population_store.load(conn, NOW, settings.load).population)[0]
     indexes = match.build_indexes(pop, settings)
     scorer = match_ray.ShardScorer(pop, indexes.to_bytes(), settings, world.url, NOW)
-    rows = match_ray.shard_rows(pop.n_users, 60)[0]
+    rows = match_ray.shard_rows(np.arange(pop.n_users), 60)[0]
     figures = scorer.score_shard(0, rows)
     scorer.close()
     written = stored(world)

@@ -221,6 +221,30 @@ def test_one_user_alone_equals_that_user_in_the_batch(make_random_population, ex
         assert alone.sources.tolist() == batch.sources[mine].tolist()
 
 
+def test_shards_cut_from_the_search_order_equal_one_batch(make_random_population):
+    pop = make_random_population(400, np.random.default_rng(6), p_exclusion=0.01)
+    params = candidates.CandidateParams(k_quiz=10, k_interest=10, k_fallback=10, geo_cell_deg=0.5)
+    indexes = candidates.build_indexes(pop, params, np.random.default_rng(0))
+    order = candidates.search_order(pop, indexes)
+    assert sorted(order.tolist()) == list(range(pop.n_users))
+    # Rows of one query group are adjacent: each group key appears in one run.
+    keys = candidates._group_keys(pop, indexes, order)
+    runs = keys[np.r_[True, keys[1:] != keys[:-1]]]
+    assert runs.size == np.unique(keys).size > 1
+    batch = candidates.generate_candidates(
+        pop, indexes, np.arange(pop.n_users), params, None, SCORE
+    )
+    parts = [
+        candidates.generate_candidates(
+            pop, indexes, np.sort(order[i : i + 70]), params, None, SCORE
+        )
+        for i in range(0, pop.n_users, 70)
+    ]
+    together = set().union(*(pool_pairs(part) for part in parts))
+    assert together == pool_pairs(batch)
+    assert sum(part.user_rows.size for part in parts) == batch.user_rows.size
+
+
 def test_exact_indexes_equal_exhaustive_search_and_reference(make_random_population):
     pop = make_random_population(150, np.random.default_rng(8), p_exclusion=0.02)
     pool, _ = generate(pop, FAISS)
