@@ -243,7 +243,7 @@ def users_listing(
     """Users whose ``version`` list holds one of ``candidate_ids`` (reverse fan-out).
 
     At most ``limit`` users, those who rank a candidate highest first (score desc, user id),
-    skipping ``exclude``. Uses the (version, candidate) index.
+    skipping ``exclude``. Uses the reverse index (candidate_id) of the version's partition.
     """
     ids = [int(c) for c in np.unique(np.asarray(candidate_ids, dtype=np.int64))]
     excluded = np.asarray(exclude, dtype=np.int64)
@@ -379,12 +379,15 @@ def swap_in_stage(conn: sa.Connection, stage: str, version: str) -> None:
     """
     part = partition_name(version)
     with translate_errors(f"swap {stage} in for version {version!r}"):
-        # Built before any lock: the expensive part of the swap.
+        # Built before any lock: the expensive part of the swap. The definitions are the
+        # parent's (schema.match_scores), so ATTACH adopts these instead of building more.
+        # One after the other: each build already runs on parallel workers, and three
+        # builds at once on two cores took 35 % longer.
         conn.exec_driver_sql(
-            f'ALTER TABLE "{stage}" ADD PRIMARY KEY (algorithm_version, user_id, candidate_id)'
+            f'ALTER TABLE "{stage}" ADD PRIMARY KEY (user_id, candidate_id, algorithm_version)'
         )
-        conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (algorithm_version, user_id, score DESC)')
-        conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (algorithm_version, candidate_id)')
+        conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (user_id, score DESC)')
+        conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (candidate_id)')
         # Lets ATTACH skip scanning the stage for rows of other versions.
         conn.execute(
             sa.text(

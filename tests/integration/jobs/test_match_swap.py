@@ -91,6 +91,27 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
             ).scalar_one()
         )
     assert meta["write_mode"] == "stage_and_swap"
+    # the stage's indexes became the partition's share of the parent's: none built twice
+    with db.engine.connect() as conn:
+        adopted = conn.execute(
+            sa.text(
+                "SELECT parent.relname FROM pg_index i "
+                "JOIN pg_inherits h ON h.inhrelid = i.indexrelid "
+                "JOIN pg_class parent ON parent.oid = h.inhparent "
+                "WHERE i.indrelid = to_regclass(:part)"
+            ),
+            {"part": scores.partition_name("v1")},
+        ).scalars()
+        assert sorted(adopted) == [
+            "ix_match_scores_read",
+            "ix_match_scores_reverse",
+            "pk_match_scores",
+        ]
+        own = conn.execute(
+            sa.text("SELECT count(*) FROM pg_index WHERE indrelid = to_regclass(:part)"),
+            {"part": scores.partition_name("v1")},
+        ).scalar_one()
+        assert own == 3
     # a second version gets its own partition and leaves v1 untouched; a rerun is identical
     run(db, "match", v2)
     run(db, "match", v1)
