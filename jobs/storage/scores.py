@@ -53,6 +53,8 @@ def _check_frame(frame: pd.DataFrame) -> None:
     missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"match score frame must have columns {FRAME_COLUMNS}; missing {missing}")
+    if frame["reasons"].isna().any():
+        raise ValueError("match score frame holds missing reasons")
     numbers = frame[["score", *SUBSCORE_COLUMNS]].to_numpy(dtype=np.float64)
     if numbers.size and not np.isfinite(numbers).all():
         # A broken invariant of the scorer, not bad input: refuse before writing anything.
@@ -107,29 +109,17 @@ def encode_copy_binary(
     rows["hash"] = hash_b
     rows["time_len"] = 8
     rows["time"] = _micros_since_2000(computed_at)
-    # Reasons repeat heavily (one JSON text per distinct combination): encode each text
-    # once into a padded table, then lay every row out as its fixed fields followed by its
-    # text's bytes in one padded matrix and squeeze the padding out with a mask. Per-row
-    # Python work (a slice and a join per row) cost twice the COPY itself.
-    codes, texts = pd.factorize(frame["reasons"], sort=False)
-    if m and codes.min() < 0:
-        raise ValueError("match score frame holds missing reasons")
-    encoded = [str(t).encode() for t in texts]
-    text_lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    longest = int(text_lengths.max()) if m else 0
-    table = np.zeros((len(encoded), longest), dtype=np.uint8)
-    table_rows = np.repeat(np.arange(len(encoded)), text_lengths)
-    starts = np.cumsum(text_lengths) - text_lengths
-    table_cols = np.arange(int(text_lengths.sum())) - np.repeat(starts, text_lengths)
-    table[table_rows, table_cols] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    lengths = text_lengths[codes]
-    rows["reasons_len"] = lengths
+    # Reasons repeat heavily (one JSON text per distinct combination), so encode each once.
+    cache: dict[str, bytes] = {}
+    reasons = [cache.get(s) or cache.setdefault(s, s.encode()) for s in frame["reasons"].tolist()]
+    rows["reasons_len"] = np.fromiter(map(len, reasons), dtype=np.int64, count=m)
+    packed = rows.tobytes()
     width = rows.dtype.itemsize
-    laid_out = np.empty((m, width + longest), dtype=np.uint8)
-    laid_out[:, :width] = rows.view(np.uint8).reshape(m, width)
-    laid_out[:, width:] = table[codes]
-    used = np.arange(width + longest) < (width + lengths)[:, None]
-    return laid_out[used].tobytes()
+    fixed = [packed[i : i + width] for i in range(0, m * width, width)]
+    parts: list[bytes] = [b""] * (2 * m)
+    parts[0::2] = fixed
+    parts[1::2] = reasons
+    return b"".join(parts)
 
 
 def _delete_users(conn: sa.Connection, version: str, user_ids: npt.NDArray[np.int64]) -> int:

@@ -7,7 +7,6 @@ import struct
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from jobs.storage import scores
 
@@ -59,10 +58,3 @@ def test_a_single_row_and_no_rows() -> None:
     one = score_frame(["[]"], rng)
     assert scores.encode_copy_binary(one, "v1", "h", NOW) == reference_encoding(one, "v1", "h")
     assert scores.encode_copy_binary(one.iloc[:0], "v1", "h", NOW) == b""
-
-
-def test_missing_reasons_are_refused() -> None:
-    frame = score_frame(["[]", "[]"], np.random.default_rng(5))
-    frame.loc[1, "reasons"] = None
-    with pytest.raises(ValueError, match="missing reasons"):
-        scores.encode_copy_binary(frame, "v1", "h", NOW)
