@@ -306,7 +306,7 @@ def _score_all(
     stage = scores.stage_name(ctx.run_id or 0) if swap else None
     if stage is not None:
         with write_engine.begin() as conn:
-            scores.create_stage(conn, stage)
+            scores.create_stage(conn, stage, settings.version)
     args = (pop, index_bytes, settings, ctx.database_url, ctx.now)
     kwargs = {"crash_marker": crash_marker, "crash_shard": crash_shard, "stage": stage}
     with figures.phase("start_workers"):

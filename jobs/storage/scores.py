@@ -305,8 +305,11 @@ def supports_swap(conn: sa.Connection) -> bool:
     return bool(kind == "p")
 
 
-def create_stage(conn: sa.Connection, stage: str) -> None:
+def create_stage(conn: sa.Connection, stage: str, version: str) -> None:
     """An empty table shaped like match_scores (columns, defaults, checks), no indexes.
+
+    It also checks that every row is of ``version``: ATTACH PARTITION then skips its scan
+    for rows of other versions, and adding that check at swap time would scan 18M rows.
 
     Stages left by runs that died are dropped first: the ledger lets one nightly match run
     at a time, so no other run can be writing one.
@@ -320,6 +323,10 @@ def create_stage(conn: sa.Connection, stage: str) -> None:
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
         conn.exec_driver_sql(
             f'CREATE TABLE "{stage}" (LIKE match_scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
+        )
+        conn.exec_driver_sql(
+            f'ALTER TABLE "{stage}" ADD CONSTRAINT "{stage}_version" '
+            f"CHECK (algorithm_version = {_literal(version)})"
         )
 
 
@@ -378,13 +385,6 @@ def swap_in_stage(conn: sa.Connection, stage: str, version: str) -> None:
         )
         conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (user_id, score DESC)')
         conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (candidate_id)')
-        # Lets ATTACH skip scanning the stage for rows of other versions.
-        conn.execute(
-            sa.text(
-                f'ALTER TABLE "{stage}" ADD CONSTRAINT "{stage}_version" '
-                f"CHECK (algorithm_version = {_literal(version)})"
-            )
-        )
         conn.exec_driver_sql(f'ANALYZE "{stage}"')
         conn.exec_driver_sql("LOCK TABLE match_scores IN ACCESS EXCLUSIVE MODE")
         exists = conn.execute(
