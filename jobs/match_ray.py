@@ -9,8 +9,8 @@ two calls per actor are in flight (``ray.wait``), results are handled as they co
 
 Without a cluster address the driver starts a bounded local Ray (``num_cpus``,
 ``object_store_memory``, no dashboard); with ``RAY_ADDRESS`` set (``ray job submit``) it
-joins that cluster. When Ray is already initialised in the process (tests) it is reused and
-left running. ``ray.enabled: false`` runs the same actor class in-process, shard by shard.
+joins that cluster; either starts while the population loads in a thread. When Ray is
+already initialised in the process (tests) it is reused and left running. ``ray.enabled: false`` runs the same actor class in-process, shard by shard.
 
 ``ShardScorer`` is a plain class: it is wrapped with ``ray.remote`` at the call site and can
 be created directly in tests.
@@ -18,6 +18,7 @@ be created directly in tests.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import resource
@@ -189,23 +190,34 @@ def _in_process_pool(scorer: ShardScorer) -> _Pool:
     return _Pool(map_shards, scorer.close, {"executor": "in_process"})
 
 
-def _ray_pool(ctx: JobContext, make_args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Pool:
+def _start_ray(cfg: Any) -> bool:
+    """Join the cluster at ``RAY_ADDRESS``, or start a bounded local Ray; True if started here.
+
+    A Ray already initialised in this process (tests) is reused and left running.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto", configure_logging=False, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=max(1, int(np.ceil(cfg.num_actors * cfg.num_cpus_per_actor))),
+            object_store_memory=cfg.object_store_mb * 1024 * 1024,
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+        )
+    return True
+
+
+def _ray_pool(
+    ctx: JobContext, make_args: tuple[Any, ...], kwargs: dict[str, Any], started_here: bool
+) -> _Pool:
     import ray
 
     cfg = ctx.config.ray
-    started_here = False
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address="auto", configure_logging=False, log_to_driver=False)
-        else:
-            ray.init(
-                num_cpus=max(1, int(np.ceil(cfg.num_actors * cfg.num_cpus_per_actor))),
-                object_store_memory=cfg.object_store_mb * 1024 * 1024,
-                include_dashboard=False,
-                configure_logging=False,
-                log_to_driver=False,
-            )
-        started_here = True
     population, index_bytes, *rest = make_args
     # Put once: every actor receives the same references, not copies of the arrays.
     population_ref = ray.put(population)
@@ -243,8 +255,7 @@ def _ray_pool(ctx: JobContext, make_args: tuple[Any, ...], kwargs: dict[str, Any
         del shared_refs[:]
         for actor in actors:
             ray.kill(actor)
-        if started_here:
-            ray.shutdown()
+        _stop_ray(started_here)
 
     info = {"executor": "ray", "actors": cfg.num_actors, "started_ray": started_here}
     return _Pool(map_shards, close, info)
@@ -259,33 +270,63 @@ def run_nightly(
 ) -> JobResult:
     """Score every active user, shard by shard; see the module docstring."""
     figures = ctx.figures
-    read_engine = engine_mod.create_engine(ctx.database_url)
+
+    def load() -> tuple[Population, int]:
+        read_engine = engine_mod.create_engine(ctx.database_url)
+        try:
+            with figures.phase("load"), read_engine.connect() as conn:
+                return match.load_population(conn, ctx, settings)
+        finally:
+            read_engine.dispose()
+
+    # Ray starts (seconds of process start-up, mostly waiting) while the population loads
+    # on one core in a thread of its own.
+    started_ray = False
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+        loading = executor.submit(load)
+        try:
+            if ctx.config.ray.enabled:
+                with figures.phase("start_ray"):
+                    started_ray = _start_ray(ctx.config.ray)
+            pop, rows_read = loading.result()
+        except BaseException:
+            _stop_ray(started_ray)
+            raise
     try:
-        with figures.phase("load"), read_engine.connect() as conn:
-            pop, rows_read = match.load_population(conn, ctx, settings)
-    finally:
-        read_engine.dispose()
-    with figures.phase("index"):
-        indexes = match.build_indexes(pop, settings)
-        index_bytes = indexes.to_bytes()
-    # Shards follow the search order so that a query group's block is built once.
-    shards = shard_rows(candidates.search_order(pop, indexes), ctx.config.ray.shard_size)
-    write_engine = engine_mod.writer(engine_mod.create_engine(ctx.database_url))
-    try:
-        return _score_all(
-            ctx,
-            settings,
-            pop,
-            rows_read,
-            indexes,
-            index_bytes,
-            shards,
-            write_engine,
-            crash_marker,
-            crash_shard,
-        )
-    finally:
-        write_engine.dispose()
+        with figures.phase("index"):
+            indexes = match.build_indexes(pop, settings)
+            index_bytes = indexes.to_bytes()
+        # Shards follow the search order so that a query group's block is built once.
+        shards = shard_rows(candidates.search_order(pop, indexes), ctx.config.ray.shard_size)
+        write_engine = engine_mod.writer(engine_mod.create_engine(ctx.database_url))
+        try:
+            return _score_all(
+                ctx,
+                settings,
+                pop,
+                rows_read,
+                indexes,
+                index_bytes,
+                shards,
+                write_engine,
+                crash_marker,
+                crash_shard,
+                started_ray,
+            )
+        finally:
+            write_engine.dispose()
+    except BaseException:
+        # The pool stops the Ray it was given; this covers failures before it exists.
+        _stop_ray(started_ray)
+        raise
+
+
+def _stop_ray(started_here: bool) -> None:
+    if started_here:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def _score_all(
@@ -299,6 +340,7 @@ def _score_all(
     write_engine: Any,
     crash_marker: str | None,
     crash_shard: int,
+    started_ray: bool,
 ) -> JobResult:
     figures = ctx.figures
     with write_engine.connect() as conn:
@@ -311,7 +353,7 @@ def _score_all(
     kwargs = {"crash_marker": crash_marker, "crash_shard": crash_shard, "stage": stage}
     with figures.phase("start_workers"):
         if ctx.config.ray.enabled:
-            pool = _ray_pool(ctx, args, kwargs)
+            pool = _ray_pool(ctx, args, kwargs, started_ray)
         else:
             pool = _in_process_pool(ShardScorer(*args, **kwargs))
     results: list[dict[str, Any]] = []
