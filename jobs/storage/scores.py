@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import itertools
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,17 @@ def encode_copy_binary(
     return b"".join(parts)
 
 
+def copy_encoded(conn: sa.Connection, table: str, payloads: Iterable[bytes]) -> None:
+    """One binary COPY into ``table`` of rows encoded by :func:`encode_copy_binary`."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    columns = ", ".join(COPY_COLUMNS)
+    with cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN (FORMAT binary)') as copy:
+        copy.write(_COPY_HEADER)
+        for payload in payloads:
+            copy.write(payload)
+        copy.write(_COPY_TRAILER)
+
+
 def _delete_users(conn: sa.Connection, version: str, user_ids: npt.NDArray[np.int64]) -> int:
     if user_ids.size == 0:
         return 0
@@ -161,14 +173,15 @@ def insert_rows(
     if frame.empty:
         return 0
     if is_postgres(conn):
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        columns = ", ".join(COPY_COLUMNS)
-        with cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN (FORMAT binary)') as copy:
-            copy.write(_COPY_HEADER)
-            for start in range(0, len(frame), COPY_CHUNK_ROWS):
-                chunk = frame.iloc[start : start + COPY_CHUNK_ROWS]
-                copy.write(encode_copy_binary(chunk, version, config_hash, computed_at))
-            copy.write(_COPY_TRAILER)
+        stamp_args = (version, config_hash, computed_at)
+        copy_encoded(
+            conn,
+            table,
+            (
+                encode_copy_binary(frame.iloc[start : start + COPY_CHUNK_ROWS], *stamp_args)
+                for start in range(0, len(frame), COPY_CHUNK_ROWS)
+            ),
+        )
         return len(frame)
     stamp = computed_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
     names = ["algorithm_version", *FRAME_COLUMNS, "config_hash", "computed_at"]
