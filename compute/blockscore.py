@@ -45,6 +45,8 @@ RowArray = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 CHUNK_ENTRIES = 1 << 22
 _MASKED = np.float32(-1.0)
+# Sampled columns per kept column when guessing a row's cut (see _row_thresholds).
+_SAMPLE_PER_KEEP = 8
 
 # Column order of SignalWeights.as_array().
 _QUIZ, _INTEREST, _QUALITY, _FIT, _NEWNESS, _PROXIMITY = range(len(signals.SIGNAL_NAMES))
@@ -147,7 +149,10 @@ class UserFeatures:
 
     def take(self, rows: RowArray) -> UserFeatures:
         """The features of ``rows`` (a gather of every array)."""
-        return UserFeatures(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        # np.take gathers whole rows of the 2-D arrays ~4x faster than fancy indexing.
+        return UserFeatures(
+            **{f.name: np.take(getattr(self, f.name), rows, axis=0) for f in fields(self)}
+        )
 
 
 def user_features(pop: Population) -> UserFeatures:
@@ -220,6 +225,13 @@ def _cosine_term(
     return term
 
 
+def _finite_weights(weights: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    """``np.nan_to_num(weights, nan=0.0)``, skipped when every weight is finite (the norm)."""
+    if np.isfinite(weights).all():
+        return weights
+    return np.nan_to_num(weights, nan=0.0)
+
+
 def _interest_term(
     pop: Population,
     query_rows: RowArray,
@@ -245,15 +257,21 @@ def _interest_term(
     starts = pop.interest_indptr[query_rows[with_interests]]
     for length in np.unique(lengths).tolist():
         run = np.flatnonzero(lengths == length)
-        first = starts[run]
+        # (run, length) codes and weights, gathered once: per-j gathers and nan_to_num
+        # calls cost more than the matrix work for short runs.
+        entries = starts[run][:, None] + np.arange(length)
+        codes = pop.interest_codes[entries]
+        query_weights = _finite_weights(pop.interest_weights[entries]).astype(
+            np.float32, copy=False
+        )
         overlap = np.empty((run.size, n_cands), dtype=np.float32)
         gathered = np.empty_like(overlap)
         for j in range(length):
-            entries = first + j
             target = overlap if j == 0 else gathered
-            np.take(dense, pop.interest_codes[entries], axis=0, out=target)
-            query_weights = np.nan_to_num(pop.interest_weights[entries], nan=0.0)
-            np.minimum(target, query_weights.astype(np.float32)[:, None], out=target)
+            # Codes come from np.unique's inverse (always in range): mode="clip" skips
+            # the buffered copy that the bounds-checked mode makes of ``out``.
+            np.take(dense, codes[:, j], axis=0, out=target, mode="clip")
+            np.minimum(target, query_weights[:, j, None], out=target)
             if j:
                 overlap += gathered
         np.minimum(overlap, np.float32(1.0), out=overlap)
@@ -339,9 +357,10 @@ def rank_block(
     starts = pop.interest_indptr[cands]
     offsets = np.cumsum(lengths) - lengths
     entries = np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-    dense[pop.interest_codes[entries], np.repeat(np.arange(cands.size), lengths)] = np.nan_to_num(
-        pop.interest_weights[entries], nan=0.0
-    )
+    # Flat (code · c + column) indices: a 1-D scatter is faster than a 2-D fancy one.
+    flat = np.take(pop.interest_codes, entries).astype(np.int64) * cands.size
+    flat += np.repeat(np.arange(cands.size), lengths)
+    dense.reshape(-1)[flat] = _finite_weights(np.take(pop.interest_weights, entries))
     multiplier = np.ones(cands.size, dtype=np.float64)
     if sp.dormancy:
         multiplier *= scoring.dormancy_factor(
@@ -351,7 +370,11 @@ def rank_block(
         over = np.asarray(exposure_counts)[cands] > sp.exposure_cap
         multiplier = np.where(over, multiplier * sp.exposure_factor, multiplier)
     scale = np.ones(0) if np.all(multiplier == 1.0) else multiplier.astype(np.float32)
-    cand_ids = pop.user_ids[cands]
+    # Column order by candidate user id (stable: equal ids keep column order, as a
+    # lexsort on the ids would), so the tie-break is a small integer.
+    id_order = np.argsort(pop.user_ids[cands], kind="stable")
+    id_rank = np.empty_like(id_order)
+    id_rank[id_order] = np.arange(id_order.size)
     reverse_keys = (
         transposed_exclusion_keys(pop) if reverse_exclusion_keys is None else reverse_exclusion_keys
     )
@@ -386,10 +409,18 @@ def rank_block(
         np.sqrt(h, out=h)
         np.arcsin(h, out=h)
         h *= 2.0 * geo.EARTH_RADIUS_KM
-        distance = h
-        proximity = np.exp(distance * (-1.0 / sp.signal_params.proximity_scale_km)).astype(
-            np.float32
-        )
+        within = None
+        if filter_params.enforce_distance:
+            # Decided on the float64 distance before h is reused for the proximity.
+            # d ≤ min(l_a, l_b) as two broadcast compares (no float64 matrix of minima).
+            within = h <= q_side.limit[:, None]
+            within &= np.less_equal(h, c_side.limit[None, :], out=np.empty_like(within))
+            within[~q_side.located, :] = True
+            within[:, ~c_side.located] = True
+        h *= -1.0 / sp.signal_params.proximity_scale_km
+        np.exp(h, out=h)
+        proximity = h.astype(np.float32)
+        del h
         proximity *= np.float32(weights[_PROXIMITY])
         neutral_prox = np.float32(weights[_PROXIMITY] * sp.neutral)
         proximity[~q_side.located, :] = neutral_prox
@@ -419,30 +450,33 @@ def rank_block(
             score *= scale[None, :]
             np.clip(score, 0.0, 1.0, out=score)
 
-        # Hard filters, both ways, counted in FILTER_ORDER (first failing filter).
+        # Hard filters, both ways, counted in FILTER_ORDER (first failing filter): each
+        # filter's count is the drop in surviving cells, so no ``ok & ~passes`` temporary.
         ok = np.ones(score.shape, dtype=np.bool_)
         self_col = np.searchsorted(cands, rows)
         is_self = (self_col < cands.size) & (cands[np.minimum(self_col, cands.size - 1)] == rows)
         ok[np.flatnonzero(is_self), self_col[is_self]] = False
-        removed["self"] += int(is_self.sum())
+        n_self = int(is_self.sum())
+        removed["self"] += n_self
+        alive = ok.size - n_self
         if filter_params.enforce_age:
-            age_ok = (c_side.years[None, :] >= q_side.age_min[:, None]) & (
-                c_side.years[None, :] <= q_side.age_max[:, None]
-            )
-            age_ok &= (q_side.years[:, None] >= c_side.age_min[None, :]) & (
-                q_side.years[:, None] <= c_side.age_max[None, :]
-            )
-            removed["age"] += int(np.count_nonzero(ok & ~age_ok))
-            ok &= age_ok
-            del age_ok
-        if filter_params.enforce_distance:
-            within = distance <= np.minimum(q_side.limit[:, None], c_side.limit[None, :])
-            within[~q_side.located, :] = True
-            within[:, ~c_side.located] = True
-            removed["distance"] += int(np.count_nonzero(ok & ~within))
+            passes = np.empty_like(ok)
+            for mine, lo, hi in (
+                (c_side.years[None, :], q_side.age_min[:, None], q_side.age_max[:, None]),
+                (q_side.years[:, None], c_side.age_min[None, :], c_side.age_max[None, :]),
+            ):
+                ok &= np.greater_equal(mine, lo, out=passes)
+                ok &= np.less_equal(mine, hi, out=passes)
+            del passes
+            now = int(np.count_nonzero(ok))
+            removed["age"] += alive - now
+            alive = now
+        if within is not None:
             ok &= within
             del within
-        del distance, h
+            now = int(np.count_nonzero(ok))
+            removed["distance"] += alive - now
+            alive = now
         local_f, partner_f = _segments(pop.excluded_keys, rows, n)
         local_r, partner_r = _segments(reverse_keys, rows, n)
         local = np.concatenate([local_f, local_r])
@@ -461,10 +495,10 @@ def rank_block(
             permitted = np.zeros(score.shape, dtype=np.bool_)
             permitted[a_local, a_col] = True
             ok &= permitted
-        score[~ok] = _MASKED
+        _mask_cells(score, ok)
         del ok
 
-        users, picked, values, ranks = _top_per_row(score, rows, cand_ids, keep)
+        users, picked, values, ranks = _top_per_row(score, rows, id_order, id_rank, keep)
         out_users.append(users)
         out_cands.append(cands[picked])
         out_scores.append(values)
@@ -476,6 +510,21 @@ def rank_block(
         rank=np.concatenate(out_ranks),
         removed=removed,
     )
+
+
+def _mask_cells(score: F32, ok: npt.NDArray[np.bool_]) -> None:
+    """``score[~ok] = _MASKED`` in place, as a branch-free bit select.
+
+    A masked store on a scattered mask costs ~3 ns per cell; selecting the bits with an
+    all-ones / all-zeros int32 mask is five times faster and equally exact.
+    """
+    bits = score.view(np.int32)
+    select = ok.astype(np.int32)
+    np.negative(select, out=select)
+    bits &= select
+    np.invert(select, out=select)
+    select &= _MASKED.view(np.int32)
+    bits |= select
 
 
 def _fuse(forward: F32, reverse: F32, fusion: str) -> F32:
@@ -496,26 +545,67 @@ def _fuse(forward: F32, reverse: F32, fusion: str) -> F32:
 
 
 def _top_per_row(
-    score: F32, rows: RowArray, cand_ids: RowArray, keep: int
+    score: F32, rows: RowArray, id_order: RowArray, id_rank: RowArray, keep: int
 ) -> tuple[RowArray, RowArray, F32, npt.NDArray[np.int32]]:
     """Best ``keep`` unmasked columns per row: score desc, candidate user id asc.
 
-    The keep-th largest value t of each row is found with ``partition``; every column
-    with score ≥ t is then ordered exactly, so ties at the cut are broken by user id and
-    the result does not depend on column order.
+    ``id_order`` is the column order by candidate user id and ``id_rank`` its inverse.
+    Each row gets a threshold t with at least ``keep`` unmasked columns ≥ t (or t = -0.5
+    when it has fewer), so t is at most the keep-th largest value; every column with
+    score ≥ t is then ordered exactly, so ties at the cut are broken by user id and the
+    result does not depend on column order.
     """
     n_rows, n_cols = score.shape
-    if n_cols > keep:
-        # Only the value is needed: partition moves no index array (7x argpartition).
-        threshold = np.partition(score, n_cols - keep, axis=1)[:, n_cols - keep]
+    above = score >= _row_thresholds(score, keep)[:, None]
+    # Flat indices and a divmod: a third of the time of a 2-D np.nonzero.
+    local, col = np.divmod(np.flatnonzero(above), n_cols)
+    rank_bits = max(n_cols - 1, 1).bit_length()
+    key_shift = 31 + rank_bits
+    # + 0 turns -0.0 into 0.0, which lexsort ties with it.
+    positive = score[local, col] + np.float32(0.0)
+    if max(n_rows - 1, 1).bit_length() + key_shift <= 63 and not (positive < 0).any():
+        # One int64 key (row, score desc, id rank) sorted by value instead of a three-key
+        # lexsort: non-negative float32 bit patterns order like their values.
+        keys = local << key_shift
+        keys |= (np.int64(0x7FFFFFFF) - positive.view(np.int32)) << rank_bits
+        keys |= id_rank[col]
+        keys.sort()
+        local = keys >> key_shift
+        col = id_order[keys & ((1 << rank_bits) - 1)]
     else:
-        threshold = np.full(n_rows, -np.inf, dtype=np.float32)
-    threshold = np.maximum(threshold, np.float32(-0.5))
-    local, col = np.nonzero(score >= threshold[:, None])
+        order = np.lexsort((id_rank[col], -score[local, col], local))
+        local, col = local[order], col[order]
     values = score[local, col]
-    order = np.lexsort((cand_ids[col], -values, local))
-    local, col, values = local[order], col[order], values[order]
     first = np.r_[True, local[1:] != local[:-1]] if local.size else np.empty(0, np.bool_)
     rank = np.arange(local.size) - np.maximum.accumulate(np.where(first, np.arange(local.size), 0))
     top = rank < keep
     return rows[local[top]], col[top], values[top], rank[top].astype(np.int32)
+
+
+def _row_thresholds(score: F32, keep: int) -> F32:
+    """(rows,) ≥ -0.5 values t with ≥ ``keep`` columns ≥ t, or -0.5 (see :func:`_top_per_row`).
+
+    A partition of every row costs ~5 ns per cell. For wide rows, t is guessed from an
+    evenly strided sample of columns instead, aiming at about twice ``keep`` columns
+    above it; a guess is only used where a count over the full row confirms it leaves at
+    least ``keep`` columns (so it is ≤ the keep-th largest), other rows are partitioned.
+    """
+    n_rows, n_cols = score.shape
+    floor = np.float32(-0.5)
+    threshold = np.full(n_rows, floor, dtype=np.float32)
+    if n_cols <= keep:
+        return threshold
+    exact = np.ones(n_rows, dtype=np.bool_)
+    stride = n_cols // (_SAMPLE_PER_KEEP * keep)
+    if stride >= 2:
+        sample = score[:, ::stride]
+        width = sample.shape[1]
+        k = min(width, -(-2 * keep * width // n_cols))
+        guess = np.partition(sample, width - k, axis=1)[:, width - k]
+        np.maximum(guess, floor, out=guess)
+        exact = np.count_nonzero(score >= guess[:, None], axis=1) < keep
+        threshold = guess
+    if exact.any():
+        part = np.partition(score[exact], n_cols - keep, axis=1)[:, n_cols - keep]
+        threshold[exact] = np.maximum(part, floor)
+    return threshold

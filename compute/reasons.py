@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,17 +214,19 @@ def encode_reasons_json(
         set_keys = np.zeros(pair_idx.size, dtype=np.int64)
         for column in range(digits.shape[1]):
             set_keys = set_keys * radix + digits[:, column]
-        unique_keys, inverse = np.unique(set_keys, return_inverse=True)
-        names_by_position = pop.catalogue_interest_names.tolist()
-        base = len(fragments)
-        for key in unique_keys.tolist():
-            names: list[str] = []
-            for _ in range(digits.shape[1]):
-                key, digit = divmod(key, radix)
-                if digit:
-                    names.insert(0, names_by_position[digit - 1])
-            fragments.append(_interest_fragment(tuple(names)))
-        frag_ids[shared] = base + inverse.reshape(-1)
+        unique_keys, first_pair, inverse = np.unique(
+            set_keys, return_index=True, return_inverse=True
+        )
+        names_by_position = np.array(pop.catalogue_interest_names.tolist(), dtype=object)
+
+        def interest_fragments(columns: list[npt.NDArray[np.int64]]) -> list[str]:
+            names = zip(*(names_by_position[c] for c in columns), strict=True)
+            return list(map(_interest_fragment, names))
+
+        fragments.extend(
+            _by_pattern(digits[first_pair] - 1, interest_fragments, lambda: _interest_fragment(()))
+        )
+        frag_ids[shared] = len(fragments) - unique_keys.size + inverse.reshape(-1)
 
     span = len(fragments) + 1
     if span**3 < 2**62:
@@ -239,8 +242,40 @@ def encode_reasons_json(
         )
     else:
         combos, inverse = np.unique(frag_ids, axis=0, return_inverse=True)
+    by_id = np.array(fragments, dtype=object)
+
+    def join(columns: list[npt.NDArray[np.object_]]) -> npt.NDArray[np.object_]:
+        # Object-array additions concatenate in C, without a Python join per combination.
+        text = "[" + columns[0]
+        for column in columns[1:]:
+            text = text + ", " + column
+        return text + "]"
+
     texts = np.array(
-        ["[" + ", ".join(fragments[f] for f in row if f >= 0) + "]" for row in combos.tolist()],
+        _by_pattern(combos, lambda columns: join([by_id[c] for c in columns]), lambda: "[]"),
         dtype=object,
     )
     return texts[inverse.reshape(-1)] if m else np.empty(0, dtype=object)
+
+
+def _by_pattern(
+    ids: npt.NDArray[np.int64],
+    build: Callable[[list[npt.NDArray[np.int64]]], Sequence[str]],
+    empty: Callable[[], str],
+) -> list[str]:
+    """One string per row of ``ids`` (-1 = skip), built per pattern of skipped columns.
+
+    ``build`` gets the row's non-skipped columns, in order, for every row sharing one
+    pattern at once; rows skipping every column get ``empty()``.
+    """
+    out = np.empty(ids.shape[0], dtype=object)
+    present = ids >= 0
+    patterns = present @ (1 << np.arange(ids.shape[1]))
+    for pattern in np.unique(patterns).tolist():
+        rows = np.flatnonzero(patterns == pattern)
+        if pattern == 0:
+            out[rows] = empty()
+            continue
+        kept = [ids[rows, k] for k in range(ids.shape[1]) if pattern >> k & 1]
+        out[rows] = build(kept)
+    return out.tolist()

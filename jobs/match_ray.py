@@ -10,7 +10,8 @@ two calls per actor are in flight (``ray.wait``), results are handled as they co
 Without a cluster address the driver starts a bounded local Ray (``num_cpus``,
 ``object_store_memory``, no dashboard); with ``RAY_ADDRESS`` set (``ray job submit``) it
 joins that cluster; either starts while the population loads in a thread. When Ray is
-already initialised in the process (tests) it is reused and left running. ``ray.enabled: false`` runs the same actor class in-process, shard by shard.
+already initialised in the process (tests) it is reused and left running.
+``ray.enabled: false`` runs the same actor class in-process, shard by shard.
 
 ``ShardScorer`` is a plain class: it is wrapped with ``ray.remote`` at the call site and can
 be created directly in tests.
