@@ -383,15 +383,23 @@ def _score_all(
     finally:
         pool.close()
     departed = 0
-    if stage is not None:
-        # Users who left are simply not in the stage: the swap removes their rows.
-        with figures.phase("swap"), write_engine.begin() as conn:
-            scores.swap_in_stage(conn, stage, settings.version)
-    else:
-        with figures.phase("remove_departed"), write_engine.begin() as conn:
-            departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
-    with figures.phase("recall_audit"):
-        audit = match.recall_audit(pop, indexes, settings, exposure)
+
+    def audit_recall() -> dict[str, Any]:
+        with figures.phase("recall_audit"):
+            return match.recall_audit(pop, indexes, settings, exposure)
+
+    # The audit is driver CPU, the swap's index builds keep about one core busy on the
+    # server: side by side they cost the longer of the two.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+        auditing = executor.submit(audit_recall)
+        if stage is not None:
+            # Users who left are simply not in the stage: the swap removes their rows.
+            with figures.phase("swap"), write_engine.begin() as conn:
+                scores.swap_in_stage(conn, stage, settings.version)
+        else:
+            with figures.phase("remove_departed"), write_engine.begin() as conn:
+                departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
+        audit = auditing.result()
     funnel = match.merge_funnels([r["funnel"] for r in results])
     figures.counts.update(
         funnel=funnel,
