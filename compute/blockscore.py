@@ -1,11 +1,11 @@
 """Exact final scores of every (query, candidate) pair of a block, and the top of each row.
 
 A *block* is a set of query rows and a set of candidate rows (in practice: the query users
-of one filter cohort and geo cell, and every active user who could pass their filters).
-:func:`rank_block` computes, as dense ``(rows × candidates)`` matrices, the same score as
-:func:`compute.scoring.score_pairs` — it is a ranking function that must agree with it —
-masks every hard filter of :func:`compute.filters.mutual_filter` both ways, and keeps the
-best ``keep`` candidates per query row.
+of one filter cohort, own age band and geo cell, and every active user who could pass
+their filters). :func:`rank_block` computes, as dense ``(rows × candidates)`` matrices,
+the same score as :func:`compute.scoring.score_pairs` — it is a ranking function that must
+agree with it — masks every hard filter of :func:`compute.filters.mutual_filter` both
+ways, and keeps the best ``keep`` candidates per query row.
 
 The score of a → b, with normalized weights w (``SignalWeights.as_array``) and missing
 signals replaced by ``neutral`` exactly as ``score_pairs`` does:
@@ -38,7 +38,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
-from compute import filters, geo, scoring, signals
+from compute import filters, geo, scoring, signals, sorting
 from compute.population import Population
 
 RowArray = npt.NDArray[np.int64]
@@ -498,7 +498,7 @@ def rank_block(
         _mask_cells(score, ok)
         del ok
 
-        users, picked, values, ranks = _top_per_row(score, rows, id_order, id_rank, keep)
+        users, picked, values, ranks = _top_per_row(score, rows, id_rank, keep)
         out_users.append(users)
         out_cands.append(cands[picked])
         out_scores.append(values)
@@ -545,36 +545,22 @@ def _fuse(forward: F32, reverse: F32, fusion: str) -> F32:
 
 
 def _top_per_row(
-    score: F32, rows: RowArray, id_order: RowArray, id_rank: RowArray, keep: int
+    score: F32, rows: RowArray, id_rank: RowArray, keep: int
 ) -> tuple[RowArray, RowArray, F32, npt.NDArray[np.int32]]:
     """Best ``keep`` unmasked columns per row: score desc, candidate user id asc.
 
-    ``id_order`` is the column order by candidate user id and ``id_rank`` its inverse.
-    Each row gets a threshold t with at least ``keep`` unmasked columns ≥ t (or t = -0.5
-    when it has fewer), so t is at most the keep-th largest value; every column with
-    score ≥ t is then ordered exactly, so ties at the cut are broken by user id and the
-    result does not depend on column order.
+    ``id_rank`` is each column's rank by candidate user id. Each row gets a threshold t
+    with at least ``keep`` unmasked columns ≥ t (or t = -0.5 when it has fewer), so t is
+    at most the keep-th largest value; every column with score ≥ t is then ordered
+    exactly, so ties at the cut are broken by user id and the result does not depend on
+    column order.
     """
-    n_rows, n_cols = score.shape
+    n_cols = score.shape[1]
     above = score >= _row_thresholds(score, keep)[:, None]
     # Flat indices and a divmod: a third of the time of a 2-D np.nonzero.
     local, col = np.divmod(np.flatnonzero(above), n_cols)
-    rank_bits = max(n_cols - 1, 1).bit_length()
-    key_shift = 31 + rank_bits
-    # + 0 turns -0.0 into 0.0, which lexsort ties with it.
-    positive = score[local, col] + np.float32(0.0)
-    if max(n_rows - 1, 1).bit_length() + key_shift <= 63 and not (positive < 0).any():
-        # One int64 key (row, score desc, id rank) sorted by value instead of a three-key
-        # lexsort: non-negative float32 bit patterns order like their values.
-        keys = local << key_shift
-        keys |= (np.int64(0x7FFFFFFF) - positive.view(np.int32)) << rank_bits
-        keys |= id_rank[col]
-        keys.sort()
-        local = keys >> key_shift
-        col = id_order[keys & ((1 << rank_bits) - 1)]
-    else:
-        order = np.lexsort((id_rank[col], -score[local, col], local))
-        local, col = local[order], col[order]
+    order = sorting.group_value_order(local, score[local, col], id_rank[col])
+    local, col = local[order], col[order]
     values = score[local, col]
     first = np.r_[True, local[1:] != local[:-1]] if local.size else np.empty(0, np.bool_)
     rank = np.arange(local.size) - np.maximum.accumulate(np.where(first, np.arange(local.size), 0))

@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from compute import filters, signals
+from compute import filters, signals, sorting
 from compute.population import Population
 
 Fusion = Literal["harmonic", "geometric", "min"]
@@ -246,38 +246,17 @@ def _pair_order(
     score: npt.NDArray[np.float32],
     cand_user_ids: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.intp]:
-    """``np.lexsort((cand_user_ids, -score, user_rows))``, as one int64 sort when possible.
+    """``np.lexsort((cand_user_ids, -score, user_rows))``.
 
-    A three-key lexsort is three stable sorts; when the user rows are already grouped in
-    ascending order (as the candidate pools are), the key (user's group, score bits
-    descending, candidate id offset) fits in 63 bits and one stable sort gives the same
-    permutation. Non-negative float32 bit patterns order like their values (+ 0 turns
-    -0.0 into 0.0, which lexsort ties with it); NaN or negative scores take the lexsort.
+    Candidate pools come grouped by ascending user row: numbering those groups 0, 1, …
+    and offsetting the ids keeps the keys small enough for one packed sort.
     """
-    size = user_rows.size
-    ids = np.asarray(cand_user_ids)
-    if (
-        size < 2
-        or score.dtype != np.float32
-        or ids.dtype.kind != "i"
-        or not bool((user_rows[1:] >= user_rows[:-1]).all())
-        or not bool((score >= 0).all())
-    ):
+    if user_rows.size < 2 or not bool((user_rows[1:] >= user_rows[:-1]).all()):
         return np.lexsort((cand_user_ids, -score, user_rows))
-    group = np.cumsum(user_rows[1:] != user_rows[:-1])
-    low = int(ids.min())
-    group_bits = max(int(group[-1]), 1).bit_length()
-    id_bits = max(int(ids.max()) - low, 1).bit_length()
-    if group_bits + 31 + id_bits > 63:
-        return np.lexsort((cand_user_ids, -score, user_rows))
-    id_offset = ids.astype(np.int64) - low
-    key = np.zeros(size, dtype=np.int64)
-    key[1:] = group
-    key <<= 31 + id_bits
-    descending = np.int64(0x7FFFFFFF) - (score + np.float32(0.0)).view(np.int32)
-    key |= descending << id_bits
-    key |= id_offset
-    return np.argsort(key, kind="stable")
+    groups = np.zeros(user_rows.size, dtype=np.int64)
+    np.cumsum(user_rows[1:] != user_rows[:-1], out=groups[1:])
+    ids = np.asarray(cand_user_ids, dtype=np.int64)
+    return sorting.group_value_order(groups, score, ids - ids.min())
 
 
 def score_pairs(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from compute import filters
+from compute import filters, sorting
 from compute.population import Population
 
 SIGNAL_NAMES: tuple[str, ...] = (
@@ -184,16 +184,7 @@ def _top_shared(
     code_ids: RowArray,
 ) -> None:
     """Write the top ``shared.shape[1]`` codes per pair into ``shared`` (in place)."""
-    # One int64 key (pair, contribution desc, code) sorts in one pass where lexsort takes
-    # three: positive float32 bit patterns order like their values.
-    code_bits = max(int(code_ids.size).bit_length(), 1)
-    fits = pair.size and int(pair.max()) < (1 << (62 - 31 - code_bits))
-    if contrib.dtype == np.float32 and fits:
-        descending = np.int64(0x7FFFFFFF) - contrib.view(np.int32)
-        keys = (pair.astype(np.int64) << (31 + code_bits)) | (descending << code_bits) | codes
-        order = np.argsort(keys, kind="stable")
-    else:
-        order = np.lexsort((codes, -contrib, pair))
+    order = sorting.group_value_order(pair, contrib, codes)
     pair_sorted = pair[order]
     first = np.r_[True, pair_sorted[1:] != pair_sorted[:-1]]
     group_start = np.maximum.accumulate(np.where(first, np.arange(pair_sorted.size), 0))

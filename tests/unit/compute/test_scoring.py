@@ -159,24 +159,3 @@ def test_params_validation_names_the_key(make_population):
             scoring.ScoreParams(),
             exposure_counts=np.zeros(1, np.int64),
         )
-
-
-def test_top_k_order_equals_the_three_key_lexsort():
-    # One packed int64 sort stands in for np.lexsort((ids, -score, users)); ties, -0.0,
-    # NaN, unsorted users and ids too wide to pack must give the lexsort's permutation.
-    rng = np.random.default_rng(1)
-    for trial in range(200):
-        p = int(rng.integers(0, 2000))
-        users = np.sort(rng.integers(0, int(rng.integers(1, 400)), p))
-        if trial % 3 == 0:
-            score = rng.choice(np.array([0, 0.25, 0.5, 1.0, -0.0], np.float32), p)
-        else:
-            score = rng.random(p, dtype=np.float32)
-        ids = rng.integers(-5, int(10 ** rng.integers(1, 17)), p)
-        if trial % 7 == 0 and p:
-            score[0] = np.nan
-        if trial % 11 == 0:
-            users = rng.permutation(users)
-        assert scoring._pair_order(users, score, ids).tolist() == (
-            np.lexsort((ids, -score, users)).tolist()
-        ), trial
