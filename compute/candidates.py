@@ -727,12 +727,24 @@ def _query_groups(pop: Population, indexes: CandidateIndexes, rows: RowArray) ->
 
 
 def search_order(pop: Population, indexes: CandidateIndexes) -> RowArray:
-    """(n,) int64 every row of ``pop``, rows of one query group next to each other.
+    """Every row of ``pop``, the rows of one query group next to each other.
 
-    Cutting this order into shards keeps each query group in one or two shards, so a
-    group's block (its candidates' features and interest matrix) is built once for all of
-    its rows instead of once per shard that holds a few of them. Results do not depend on
-    the order: a row's candidates are the same in any batch.
+    Cut into shards, this order puts a query group in as few shards as its size allows,
+    so a group's block (its candidates' features and interest matrix) is built once per
+    shard it spans, not once per shard that holds a few of its rows scattered among
+    others. Results do not depend on the order: a row's candidates are the same in any
+    batch.
+
+    Parameters
+    ----------
+    pop : Population
+    indexes : CandidateIndexes
+        Built from ``pop`` (their age bands and geo cells define the groups).
+
+    Returns
+    -------
+    (n,) int64
+        A permutation of ``range(pop.n_users)``.
     """
     rows = np.arange(pop.n_users, dtype=np.int64)
     return rows[np.argsort(_group_keys(pop, indexes, rows), kind="stable")]

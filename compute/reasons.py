@@ -57,6 +57,8 @@ STATIC_TEXTS: dict[str, str] = {
     "newness": "New here",
 }
 _INTEREST = signals.SIGNAL_NAMES.index("interest")
+# Largest packed key of a shared-interest set (int64).
+_PACKED_SET_LIMIT = 2**63 - 1
 _PROXIMITY = signals.SIGNAL_NAMES.index("proximity")
 
 
@@ -208,25 +210,30 @@ def encode_reasons_json(
     if shared.any():
         pair_idx = np.nonzero(shared)[0]
         known, positions = _catalogue_positions(pop, scored.shared_interest_ids[pair_idx])
-        # One integer per ordered set of catalogue positions: a 1-D unique, not a row-wise one.
         radix = pop.catalogue_interest_ids.size + 1
         digits = np.where(known, positions + 1, 0)
-        set_keys = np.zeros(pair_idx.size, dtype=np.int64)
-        for column in range(digits.shape[1]):
-            set_keys = set_keys * radix + digits[:, column]
-        unique_keys, first_pair, inverse = np.unique(
-            set_keys, return_index=True, return_inverse=True
-        )
+        if radix ** digits.shape[1] <= _PACKED_SET_LIMIT:
+            # One integer per ordered set of catalogue positions: a 1-D unique (fast).
+            set_keys = np.zeros(pair_idx.size, dtype=np.int64)
+            for column in range(digits.shape[1]):
+                set_keys = set_keys * radix + digits[:, column]
+            _, first_pair, inverse = np.unique(set_keys, return_index=True, return_inverse=True)
+        else:
+            # A catalogue too large for the sets to pack into an int64: row-wise unique.
+            _, first_pair, inverse = np.unique(
+                digits, axis=0, return_index=True, return_inverse=True
+            )
         names_by_position = np.array(pop.catalogue_interest_names.tolist(), dtype=object)
 
         def interest_fragments(columns: list[npt.NDArray[np.int64]]) -> list[str]:
             names = zip(*(names_by_position[c] for c in columns), strict=True)
             return list(map(_interest_fragment, names))
 
+        base = len(fragments)
         fragments.extend(
             _by_pattern(digits[first_pair] - 1, interest_fragments, lambda: _interest_fragment(()))
         )
-        frag_ids[shared] = len(fragments) - unique_keys.size + inverse.reshape(-1)
+        frag_ids[shared] = base + inverse.reshape(-1)
 
     span = len(fragments) + 1
     if span**3 < 2**62:

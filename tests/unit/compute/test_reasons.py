@@ -106,3 +106,17 @@ def test_no_reasons_encode_as_empty_list(make_population):
     assert reasons.encode_reasons_json(pop, scored, slots).tolist() == ["[]"]
     with pytest.raises(ValueError, match=r"slots must be \(1, 3\)"):
         reasons.encode_reasons_json(pop, scored, slots[:, :2])
+
+
+def test_interest_sets_too_large_to_pack_encode_the_same(make_random_population, monkeypatch):
+    # Regression: with a catalogue of more than ~2.1M interests a set of three catalogue
+    # positions no longer packs into an int64; the row-wise unique must then take over.
+    pop = make_random_population(60, np.random.default_rng(22))
+    a, b = np.meshgrid(np.arange(60), np.arange(60), indexing="ij")
+    keep, _ = filters.mutual_filter(pop, a.ravel(), b.ravel())
+    scored = scoring.score_pairs(pop, a.ravel()[keep], b.ravel()[keep])
+    slots = reasons.select_reasons(pop, scored)
+    packed = reasons.encode_reasons_json(pop, scored, slots)
+    assert (slots == signals.SIGNAL_NAMES.index("interest")).any()
+    monkeypatch.setattr(reasons, "_PACKED_SET_LIMIT", 1)
+    assert reasons.encode_reasons_json(pop, scored, slots).tolist() == packed.tolist()
