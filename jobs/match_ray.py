@@ -33,6 +33,7 @@ import numpy.typing as npt
 from compute import candidates
 from compute.population import Population
 from jobs import match, progress
+from jobs.config import RayConfig
 from jobs.context import JobContext, JobResult
 from jobs.storage import engine as engine_mod
 from jobs.storage import scores
@@ -191,7 +192,7 @@ def _in_process_pool(scorer: ShardScorer) -> _Pool:
     return _Pool(map_shards, scorer.close, {"executor": "in_process"})
 
 
-def _start_ray(cfg: Any) -> bool:
+def _start_ray(cfg: RayConfig) -> bool:
     """Join the cluster at ``RAY_ADDRESS``, or start a bounded local Ray; True if started here.
 
     A Ray already initialised in this process (tests) is reused and left running.
@@ -283,17 +284,13 @@ def run_nightly(
     # Ray starts (seconds of process start-up, mostly waiting) while the population loads
     # on one core in a thread of its own.
     started_ray = False
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
-        loading = executor.submit(load)
-        try:
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+            loading = executor.submit(load)
             if ctx.config.ray.enabled:
                 with figures.phase("start_ray"):
                     started_ray = _start_ray(ctx.config.ray)
             pop, rows_read = loading.result()
-        except BaseException:
-            _stop_ray(started_ray)
-            raise
-    try:
         with figures.phase("index"):
             indexes = match.build_indexes(pop, settings)
             index_bytes = indexes.to_bytes()
@@ -316,10 +313,9 @@ def run_nightly(
             )
         finally:
             write_engine.dispose()
-    except BaseException:
-        # The pool stops the Ray it was given; this covers failures before it exists.
+    finally:
+        # The pool has stopped the Ray it was given; this covers failures before it existed.
         _stop_ray(started_ray)
-        raise
 
 
 def _stop_ray(started_here: bool) -> None:
