@@ -131,3 +131,51 @@ def test_partitioning_keeps_rows_and_gives_each_version_its_partition(pg_db) -> 
     assert parts[scores.partition_name("exp-2")] == "FOR VALUES IN ('exp-2')"
     assert parts["match_scores_default"] == "DEFAULT"
     assert per_version == {"v1": 2, "exp-2": 1} and in_default == 0
+
+
+def test_integer_keys_migration_keeps_rows_both_ways(db) -> None:
+    # 0004 rebuilds the SQLite table and re-keys every PostgreSQL partition: rows survive
+    # the downgrade to 0003 and the upgrade back, and the key columns follow the revision.
+    import datetime as dt
+
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    rows = [
+        dict(
+            algorithm_version=version,
+            user_id=user,
+            candidate_id=candidate,
+            score=0.25 * candidate,
+            **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+            reasons=f'[{{"code": "nearby", "params": {{"km": {candidate}}}}}]',
+            config_hash="h",
+            computed_at=now,
+        )
+        for version, user, candidate in (("v1", 1, 2), ("v1", 1, 3), ("v1", 2, 1), ("exp", 1, 2))
+    ]
+    with db.engine.begin() as conn:
+        conn.execute(sa.insert(schema.match_scores), rows)
+
+    def stored() -> list[tuple[Any, ...]]:
+        with db.engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT algorithm_version, user_id, candidate_id, score, reasons "
+                        "FROM match_scores ORDER BY 1, 2, 3"
+                    )
+                )
+            ]
+
+    def key() -> list[str]:
+        return sa.inspect(db.engine).get_pk_constraint("match_scores")["constrained_columns"]
+
+    before = stored()
+    assert len(before) == 4
+    assert key() == ["user_id", "candidate_id", "algorithm_version"]
+    migrate.downgrade(db.engine, "0003")
+    assert stored() == before
+    assert key() == ["algorithm_version", "user_id", "candidate_id"]
+    migrate.upgrade(db.engine)
+    assert stored() == before
+    assert key() == ["user_id", "candidate_id", "algorithm_version"]

@@ -8,6 +8,13 @@ its partition key) they take 14 s. Within a version's partition the version colu
 constant, so the read index (user_id, score DESC) and the reverse index (candidate_id)
 serve the same queries; on SQLite the version is checked on the few rows of one user.
 
+Trade-offs: reads by version alone (status coverage, stale users, the SQLite nightly's
+departed users, the default partition's cleanup at a version's first swap) no longer
+have an index and scan the version's partition, or the SQLite table; all of them read or
+touch most of those rows anyway. On PostgreSQL the upgrade rebuilds the key and both
+indexes of every partition under an ACCESS EXCLUSIVE lock: API reads wait for it
+(≈ 20 s per 18M rows here), so run it outside the hours the app serves.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01
