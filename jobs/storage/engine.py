@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -90,6 +92,10 @@ def translate_errors(what: str) -> Iterator[None]:
         yield
     except sa.exc.SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StorageError(f"{what} failed: {detail}") from exc
+    except (psycopg.Error, sqlite3.Error) as exc:
+        # Raw driver cursors (COPY, executemany on the bulk paths) raise the driver's own.
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StorageError(f"{what} failed: {detail}") from exc
 
 

@@ -130,3 +130,35 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
 def test_partition_names_are_valid_identifiers(version: str) -> None:
     name = scores.partition_name(version)
     assert name.startswith("match_scores_v_") and len(name) <= 63 and name.isidentifier()
+
+
+def test_a_stage_refuses_rows_of_another_version(pg_db: Any) -> None:
+    # The version check is declared with the stage (ATTACH then needs no scan of its own).
+    import pandas as pd
+
+    from jobs.errors import StorageError
+
+    stage = scores.stage_name(424242)
+    with pg_db.engine.begin() as conn:
+        scores.create_stage(conn, stage, "v1")
+    frame = pd.DataFrame(
+        {
+            "user_id": [1],
+            "candidate_id": [2],
+            "score": [0.5],
+            **{c: [0.5] for c in scores.SUBSCORE_COLUMNS},
+            "reasons": ["[]"],
+        }
+    )
+    try:
+        for version, accepted in (("v1", True), ("v2", False)):
+            write = dict(version=version, config_hash="h", computed_at=NOW, rewrite=False)
+            if accepted:
+                with pg_db.engine.begin() as conn:
+                    assert scores.write_stage_shard(conn, stage, [1], frame, **write) == (0, 1)
+            else:
+                with pytest.raises(StorageError), pg_db.engine.begin() as conn:
+                    scores.write_stage_shard(conn, stage, [1], frame, **write)
+    finally:
+        with pg_db.engine.begin() as conn:
+            scores.drop_stage(conn, stage)
