@@ -86,12 +86,17 @@ def test_reasons_follow_largest_contributions(make_random_population):
         assert [int(s) for s in slots[p] if s >= 0] == expected
 
 
-def test_bulk_encoding_equals_per_row_json(make_random_population):
+def every_passing_pair_scored(make_random_population):
+    """60 random users, every pair that passes the filters scored, and its reasons slots."""
     pop = make_random_population(60, np.random.default_rng(22))
     a, b = np.meshgrid(np.arange(60), np.arange(60), indexing="ij")
     keep, _ = filters.mutual_filter(pop, a.ravel(), b.ravel())
     scored = scoring.score_pairs(pop, a.ravel()[keep], b.ravel()[keep])
-    slots = reasons.select_reasons(pop, scored)
+    return pop, scored, reasons.select_reasons(pop, scored)
+
+
+def test_bulk_encoding_equals_per_row_json(make_random_population):
+    pop, scored, slots = every_passing_pair_scored(make_random_population)
     texts = reasons.encode_reasons_json(pop, scored, slots)
     assert texts.shape == (len(scored),)
     for text in texts:
@@ -111,11 +116,7 @@ def test_no_reasons_encode_as_empty_list(make_population):
 def test_interest_sets_too_large_to_pack_encode_the_same(make_random_population, monkeypatch):
     # Regression: with a catalogue of more than ~2.1M interests a set of three catalogue
     # positions no longer packs into an int64; the row-wise unique must then take over.
-    pop = make_random_population(60, np.random.default_rng(22))
-    a, b = np.meshgrid(np.arange(60), np.arange(60), indexing="ij")
-    keep, _ = filters.mutual_filter(pop, a.ravel(), b.ravel())
-    scored = scoring.score_pairs(pop, a.ravel()[keep], b.ravel()[keep])
-    slots = reasons.select_reasons(pop, scored)
+    pop, scored, slots = every_passing_pair_scored(make_random_population)
     packed = reasons.encode_reasons_json(pop, scored, slots)
     assert (slots == signals.SIGNAL_NAMES.index("interest")).any()
     monkeypatch.setattr(reasons, "_PACKED_SET_LIMIT", 1)
