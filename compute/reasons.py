@@ -57,9 +57,9 @@ STATIC_TEXTS: dict[str, str] = {
     "newness": "New here",
 }
 _INTEREST = signals.SIGNAL_NAMES.index("interest")
+_PROXIMITY = signals.SIGNAL_NAMES.index("proximity")
 # Largest packed key of a shared-interest set (int64).
 _PACKED_SET_LIMIT = 2**63 - 1
-_PROXIMITY = signals.SIGNAL_NAMES.index("proximity")
 
 
 @dataclass(frozen=True)
