@@ -268,8 +268,8 @@ def _interest_term(
         gathered = np.empty_like(overlap)
         for j in range(length):
             target = overlap if j == 0 else gathered
-            # Codes come from np.unique's inverse (always in range): mode="clip" skips
-            # the buffered copy that the bounds-checked mode makes of ``out``.
+            # Codes are in range (Population builds them as np.unique's inverse):
+            # mode="clip" skips the buffered copy the bounds-checked mode makes of ``out``.
             np.take(dense, codes[:, j], axis=0, out=target, mode="clip")
             np.minimum(target, query_weights[:, j, None], out=target)
             if j:

@@ -17,7 +17,7 @@ import datetime as dt
 import hashlib
 import itertools
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -123,6 +123,15 @@ def encode_copy_binary(
     return b"".join(parts)
 
 
+def encode_chunks(
+    frame: pd.DataFrame, version: str, config_hash: str, computed_at: dt.datetime
+) -> Iterator[bytes]:
+    """:func:`encode_copy_binary` of ``frame`` in chunks of :data:`COPY_CHUNK_ROWS` rows."""
+    for start in range(0, len(frame), COPY_CHUNK_ROWS):
+        chunk = frame.iloc[start : start + COPY_CHUNK_ROWS]
+        yield encode_copy_binary(chunk, version, config_hash, computed_at)
+
+
 def copy_encoded(conn: sa.Connection, table: str, payloads: Iterable[bytes]) -> None:
     """One binary COPY into ``table`` of rows encoded by :func:`encode_copy_binary`."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -173,15 +182,7 @@ def insert_rows(
     if frame.empty:
         return 0
     if is_postgres(conn):
-        stamp_args = (version, config_hash, computed_at)
-        copy_encoded(
-            conn,
-            table,
-            (
-                encode_copy_binary(frame.iloc[start : start + COPY_CHUNK_ROWS], *stamp_args)
-                for start in range(0, len(frame), COPY_CHUNK_ROWS)
-            ),
-        )
+        copy_encoded(conn, table, encode_chunks(frame, version, config_hash, computed_at))
         return len(frame)
     stamp = computed_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
     names = ["algorithm_version", *FRAME_COLUMNS, "config_hash", "computed_at"]
