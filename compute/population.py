@@ -110,7 +110,7 @@ class Population:
     seeking_mask : (n,) int8
         Bit ``g`` set ⇔ the user seeks gender ``g``.
     age : (n,) float32
-        Years.
+        Calendar age in completed years (whole numbers; NaN when unknown).
     age_min, age_max : (n,) int16
         The age range the user seeks, inclusive.
     max_distance_km : (n,) float32

@@ -371,6 +371,8 @@ def _run_users(ctx: JobContext, scope: Scope, settings: MatchSettings) -> JobRes
     target_ids = np.union1d(scope_ids, reverse_ids)
     with figures.phase("load"):
         region = region_ids(conn, target_ids, settings)
+        # Before the load: whatever changes after it is caught when the rows are published.
+        guard = population_store.filter_snapshot(conn, region)
         pop, rows_read = load_population(conn, ctx, settings, region)
     with figures.phase("index"):
         indexes = build_indexes(pop, settings)
@@ -393,6 +395,7 @@ def _run_users(ctx: JobContext, scope: Scope, settings: MatchSettings) -> JobRes
             version=settings.version,
             config_hash=settings.config_hash,
             computed_at=ctx.now,
+            guard=guard,
         )
     funnel = {**output.funnel, "rows_written": written, "rows_deleted": deleted}
     figures.counts.update(

@@ -36,6 +36,7 @@ from jobs import match, progress
 from jobs.config import RayConfig
 from jobs.context import JobContext, JobResult
 from jobs.storage import engine as engine_mod
+from jobs.storage import population as population_store
 from jobs.storage import scores
 
 RowArray = npt.NDArray[np.int64]
@@ -68,6 +69,9 @@ class ShardScorer:
     stage : str or None
         PostgreSQL nightly: COPY shards into this stage table (swapped in by the driver)
         instead of replacing users' rows in match_scores.
+    guard : FilterSnapshot or None
+        The filter snapshot taken before the population was loaded; required when
+        ``stage`` is None, since each shard then publishes its own rows.
     """
 
     def __init__(
@@ -80,8 +84,12 @@ class ShardScorer:
         crash_marker: str | None = None,
         crash_shard: int = 0,
         stage: str | None = None,
+        guard: population_store.FilterSnapshot | None = None,
     ) -> None:
         import faiss
+
+        if stage is None and guard is None:
+            raise ValueError("a scorer that publishes its shards (stage=None) needs a guard")
 
         # Two CPU-bound things at once per core budget: one FAISS thread per actor.
         faiss.omp_set_num_threads(1)
@@ -93,6 +101,7 @@ class ShardScorer:
         self._crash_marker = crash_marker
         self._crash_shard = crash_shard
         self._stage = stage
+        self._guard = guard
         self._engine: Any = None
         self._restarted = _actor_was_restarted()
 
@@ -134,6 +143,7 @@ class ShardScorer:
                     rewrite=self._restarted,
                 )
             else:
+                assert self._guard is not None  # checked in __init__
                 deleted, written = scores.replace_user_sets(
                     conn,
                     output.user_ids,
@@ -141,6 +151,7 @@ class ShardScorer:
                     version=self._settings.version,
                     config_hash=self._settings.config_hash,
                     computed_at=self._computed_at,
+                    guard=self._guard,
                 )
         return {
             "shard": shard_id,
@@ -273,11 +284,13 @@ def run_nightly(
     """Score every active user, shard by shard; see the module docstring."""
     figures = ctx.figures
 
-    def load() -> tuple[Population, int]:
+    def load() -> tuple[Population, int, population_store.FilterSnapshot]:
         read_engine = engine_mod.create_engine(ctx.database_url)
         try:
             with figures.phase("load"), read_engine.connect() as conn:
-                return match.load_population(conn, ctx, settings)
+                # Before the load: whatever changes after it is caught at publish time.
+                guard = population_store.filter_snapshot(conn)
+                return (*match.load_population(conn, ctx, settings), guard)
         finally:
             read_engine.dispose()
 
@@ -290,7 +303,7 @@ def run_nightly(
             if ctx.config.ray.enabled:
                 with figures.phase("start_ray"):
                     started_ray = _start_ray(ctx.config.ray)
-            pop, rows_read = loading.result()
+            pop, rows_read, guard = loading.result()
         with figures.phase("index"):
             indexes = match.build_indexes(pop, settings)
             index_bytes = indexes.to_bytes()
@@ -310,6 +323,7 @@ def run_nightly(
                 crash_marker,
                 crash_shard,
                 started_ray,
+                guard,
             )
         finally:
             write_engine.dispose()
@@ -338,6 +352,7 @@ def _score_all(
     crash_marker: str | None,
     crash_shard: int,
     started_ray: bool,
+    guard: population_store.FilterSnapshot,
 ) -> JobResult:
     figures = ctx.figures
     with write_engine.connect() as conn:
@@ -347,7 +362,12 @@ def _score_all(
         with write_engine.begin() as conn:
             scores.create_stage(conn, stage, settings.version)
     args = (pop, index_bytes, settings, ctx.database_url, ctx.now)
-    kwargs = {"crash_marker": crash_marker, "crash_shard": crash_shard, "stage": stage}
+    kwargs = {
+        "crash_marker": crash_marker,
+        "crash_shard": crash_shard,
+        "stage": stage,
+        "guard": None if stage is not None else guard,
+    }
     with figures.phase("start_workers"):
         if ctx.config.ray.enabled:
             pool = _ray_pool(ctx, args, kwargs, started_ray)
@@ -379,6 +399,7 @@ def _score_all(
     finally:
         pool.close()
     departed = 0
+    purged = scores.Purged()
 
     def audit_recall() -> dict[str, Any]:
         with figures.phase("recall_audit"):
@@ -391,12 +412,13 @@ def _score_all(
         if stage is not None:
             # Users who left are simply not in the stage: the swap removes their rows.
             with figures.phase("swap"), write_engine.begin() as conn:
-                scores.swap_in_stage(conn, stage, settings.version)
+                purged = scores.swap_in_stage(conn, stage, settings.version, guard, pop.user_ids)
         else:
             with figures.phase("remove_departed"), write_engine.begin() as conn:
                 departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
         audit = auditing.result()
     funnel = match.merge_funnels([r["funnel"] for r in results])
+    funnel["rows_written"] = funnel.get("rows_written", 0) - purged.rows
     figures.counts.update(
         funnel=funnel,
         recall_audit=audit,
@@ -410,6 +432,8 @@ def _score_all(
             **pool.info,
         },
         departed_rows_deleted=departed,
+        # Rows computed but not published: a change recorded during the run forbids them.
+        purged_at_swap=purged.figures(),
         write_mode="stage_and_swap" if stage is not None else "replace_per_shard",
         peak_rss_mb={
             "driver": _peak_rss_mb(),

@@ -46,6 +46,7 @@ from jobs import config as config_mod
 from jobs.context import Scope
 from jobs.storage import engine as engine_mod
 from jobs.storage import ledger, migrate, scores
+from jobs.storage import population as population_store
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "mj_bench_match"
@@ -143,6 +144,7 @@ def single_user_figures(
 
     settings = match.settings_from_config(config)
     with engine.connect() as conn:
+        guard = population_store.filter_snapshot(conn)
         pop, _, _ = match.load_clean(conn, seed.DEFAULT_NOW, settings)
     indexes = match.build_indexes(pop, settings)
     rng = np.random.default_rng(5)
@@ -168,6 +170,7 @@ def single_user_figures(
                 version=settings.version,
                 config_hash=settings.config_hash,
                 computed_at=seed.DEFAULT_NOW,
+                guard=guard,
             )
         with_write.append(1000 * (time.perf_counter() - started))
     started = time.perf_counter()

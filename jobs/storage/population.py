@@ -29,7 +29,6 @@ from compute.population import Population
 from jobs.storage import bulk, schema
 from jobs.storage import signals as signal_store
 
-DAYS_PER_YEAR = 365.25
 _SECONDS_PER_DAY = 86_400.0
 
 
@@ -59,12 +58,97 @@ def _days_between(now: dt.datetime, stamps: pd.Series) -> npt.NDArray[np.float32
 
 
 def _ages(now: dt.datetime, birth_dates: pd.Series) -> npt.NDArray[np.float32]:
-    """Age in years (fractional, ``days / 365.25``) at ``now``; NaN for NULL."""
-    now_day = np.datetime64(pd.Timestamp(now).tz_convert("UTC").tz_localize(None).date(), "D")
-    births = pd.to_datetime(birth_dates).to_numpy(dtype="datetime64[D]")
-    days = (now_day - births).astype("timedelta64[D]").astype(np.float64)
+    """Calendar age in completed years at ``now`` (UTC date); NaN for NULL.
+
+    Whole years, as a person counts them: one turns 34 on the 34th birthday, not 0.2 days
+    earlier as ``days / 365.25`` had it (a user turning 34 today passed an ``age_max: 33``
+    limit). Someone born on 29 February turns a year older on 1 March in common years.
+    """
+    today = pd.Timestamp(now).tz_convert("UTC")
+    births = pd.to_datetime(birth_dates)
+    years = (today.year - births.dt.year).to_numpy(dtype=np.float64, na_value=np.nan)
+    month = births.dt.month.to_numpy(dtype=np.float64, na_value=np.nan)
+    day = births.dt.day.to_numpy(dtype=np.float64, na_value=np.nan)
+    before_birthday = (month > today.month) | ((month == today.month) & (day > today.day))
+    return (years - before_birthday).astype(np.float32)
+
+
+# Every users column a hard filter reads (directly or through age): a change to any of them
+# between a run's read and its publish can make a computed pair forbidden.
+FILTER_COLUMNS: tuple[str, ...] = (
+    "is_active",
+    "birth_date",
+    "gender",
+    "seeking_mask",
+    "age_min",
+    "age_max",
+    "max_distance_km",
+    "latitude",
+    "longitude",
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FilterSnapshot:
+    """Per user, a digest of the :data:`FILTER_COLUMNS` as one read saw them.
+
+    Taken *before* a run loads the population, so any change after the load is seen as a
+    change at publish time (a change between snapshot and load is seen too: harmlessly).
+
+    Attributes
+    ----------
+    user_ids : (m,) int64, sorted
+    digests : (m,) uint64
+    """
+
+    user_ids: npt.NDArray[np.int64]
+    digests: npt.NDArray[np.uint64]
+
+
+def _filter_digests(users: pd.DataFrame) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
+    """Sorted ids and digests; every column as float64 so that a NULL elsewhere in the table
+    (which turns an integer column into floats) never changes anybody's digest."""
+    users = users.sort_values("id", kind="stable")
+    births = pd.to_datetime(users["birth_date"]).to_numpy(dtype="datetime64[D]")
+    days = births.astype(np.int64).astype(np.float64)
     days[np.isnat(births)] = np.nan
-    return (days / DAYS_PER_YEAR).astype(np.float32)
+    columns: dict[str, npt.NDArray[np.float64]] = {"birth_date": days}
+    for name in FILTER_COLUMNS:
+        if name != "birth_date":
+            columns[name] = _float_column(users, name)
+    frame = pd.DataFrame(columns, columns=list(FILTER_COLUMNS))
+    digests = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+    return users["id"].to_numpy(dtype=np.int64), digests
+
+
+def filter_snapshot(
+    conn: sa.Connection, user_ids: npt.NDArray[np.int64] | None = None
+) -> FilterSnapshot:
+    """The filter columns' digests of every user (or of ``user_ids``), as of now."""
+    users = signal_store.read(conn, schema.users, "id", user_ids, columns=("id", *FILTER_COLUMNS))
+    ids, digests = _filter_digests(users)
+    return FilterSnapshot(user_ids=ids, digests=digests)
+
+
+def changed_since(
+    conn: sa.Connection,
+    snapshot: FilterSnapshot,
+    user_ids: npt.NDArray[np.int64] | None = None,
+) -> npt.NDArray[np.int64]:
+    """Sorted ids among ``user_ids`` (default: the snapshot's) that changed since ``snapshot``.
+
+    Changed: a filter column differs now, the user row is gone, or the snapshot never saw
+    the user (created after it, so nothing says what it looked like when it was read).
+    """
+    ids = snapshot.user_ids if user_ids is None else np.unique(np.asarray(user_ids, np.int64))
+    if ids.size == 0:
+        return np.empty(0, dtype=np.int64)
+    then_pos, then_found = _rows_of(snapshot.user_ids, ids)
+    current = filter_snapshot(conn, ids[then_found])
+    now_pos, now_found = _rows_of(current.user_ids, ids)
+    same = then_found & now_found
+    same[same] = current.digests[now_pos[same]] == snapshot.digests[then_pos[same]]
+    return ids[~same]
 
 
 def _int_column(frame: pd.DataFrame, name: str, missing: int) -> npt.NDArray[np.int64]:
@@ -145,20 +229,7 @@ def load(
         schema.users,
         "id",
         scope,
-        columns=(
-            "id",
-            "birth_date",
-            "gender",
-            "seeking_mask",
-            "age_min",
-            "age_max",
-            "max_distance_km",
-            "latitude",
-            "longitude",
-            "created_at",
-            "last_active_at",
-            "is_active",
-        ),
+        columns=("id", *FILTER_COLUMNS, "created_at", "last_active_at"),
     )
     rows_read += len(users)
     users = users[users["is_active"].fillna(False).astype(bool)]

@@ -13,10 +13,14 @@ up with the tens of millions of rows of a nightly. SQLite uses ``executemany``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import itertools
+import json
+import random
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -25,7 +29,9 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
+from jobs.errors import StorageError
 from jobs.storage import bulk, schema
+from jobs.storage import population as population_store
 from jobs.storage.engine import is_postgres, translate_errors
 
 TABLE = schema.match_scores
@@ -205,22 +211,55 @@ def replace_user_sets(
     version: str,
     config_hash: str,
     computed_at: dt.datetime,
+    guard: population_store.FilterSnapshot,
 ) -> tuple[int, int]:
     """Replace the ``version`` rows of ``user_ids`` by ``frame``'s; ``(deleted, inserted)``.
 
     Run inside one transaction (the caller commits): a reader sees either set, never a mix.
-    Every ``frame`` user must be among ``user_ids``.
+    Every ``frame`` user must be among ``user_ids``. ``guard`` is the filter snapshot taken
+    before the rows were computed: the rows an exclusion or a profile change recorded since
+    forbids are purged in the same transaction (:func:`purge_forbidden`), so ``inserted``
+    counts the rows left after that. On PostgreSQL the users' sets are locked first
+    (advisory locks in id order), so two writers of one user queue instead of colliding.
     """
     ids = np.unique(np.asarray(user_ids, dtype=np.int64))
     framed = frame["user_id"].to_numpy(dtype=np.int64)
     if framed.size and not np.isin(framed, ids).all():
         raise ValueError("frame holds rows of users outside user_ids")
     with translate_errors("replace match_scores"):
+        _lock_user_sets(conn, version, ids)
         deleted = _delete_users(conn, version, ids)
         inserted = insert_rows(
             conn, frame, version=version, config_hash=config_hash, computed_at=computed_at
         )
-    return deleted, inserted
+    purged = purge_forbidden(conn, TABLE.name, version, guard, user_ids=ids)
+    return deleted, inserted - purged.rows
+
+
+def _lock_user_sets(conn: sa.Connection, version: str, user_ids: npt.NDArray[np.int64]) -> None:
+    """PostgreSQL: take a transaction advisory lock per (version, user), in key order.
+
+    Without it two workers replacing the same user both delete the old set and both insert
+    the new one, and the second fails on the primary key. Keys are 64-bit digests; a
+    collision only makes two unrelated writers wait for each other.
+    """
+    if not is_postgres(conn) or user_ids.size == 0:
+        return
+    keys = sorted(
+        int.from_bytes(
+            hashlib.blake2b(f"match_scores:{version}:{int(u)}".encode(), digest_size=8).digest(),
+            "big",
+            signed=True,
+        )
+        for u in user_ids
+    )
+    conn.execute(
+        sa.text(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM "
+            "(SELECT k FROM unnest(CAST(:keys AS BIGINT[])) AS k ORDER BY k) AS ordered"
+        ),
+        {"keys": keys},
+    )
 
 
 def delete_users_except(conn: sa.Connection, version: str, keep_user_ids: npt.ArrayLike) -> int:
@@ -289,6 +328,149 @@ def read_rows(
     return frame.sort_values(
         ["user_id", "score", "candidate_id"], ascending=[True, False, True], kind="stable"
     ).reset_index(drop=True)
+
+
+# ------------------------------------------------------------- the publish guard
+#
+# A set is computed from a snapshot of the source tables and published minutes later (a
+# nightly) or milliseconds later (an event). Whatever the app recorded in between must hold
+# after the publish: a like, pass or block between two users, a deactivation, a changed age
+# range, gender sought, distance limit or location. So the publishing transaction ends by
+# locking likes and users against writers (PostgreSQL: SHARE, taken NOWAIT and retried so
+# that we never wait inside a lock cycle with the app; SQLite: the transaction already holds
+# the database's write lock) and deleting every row those tables now forbid.
+
+LOCK_BUDGET_S = 30.0
+
+
+def lock_exclusion_sources(conn: sa.Connection, budget_s: float = LOCK_BUDGET_S) -> float:
+    """PostgreSQL: hold SHARE locks on likes and users until commit; seconds waited.
+
+    While held, no like, pass, block or profile change can commit, and every one committed
+    before is visible to the next statement. Taken NOWAIT inside a savepoint and retried
+    with jittered backoff: this transaction never waits on the app's writers, so it can
+    never be part of a deadlock that the server would break by aborting the app's side.
+    """
+    if not is_postgres(conn):
+        return 0.0
+    started = time.monotonic()
+    pause = 0.005
+    while True:
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql("LOCK TABLE likes, users IN SHARE MODE NOWAIT")
+            return time.monotonic() - started
+        except sa.exc.OperationalError as exc:
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if sqlstate != "55P03":  # lock_not_available
+                raise StorageError(f"lock likes and users failed: {exc.orig}") from exc
+            waited = time.monotonic() - started
+            if waited >= budget_s:
+                raise StorageError(
+                    f"lock likes and users failed: the app's writers held them for "
+                    f"{waited:.1f} s (budget {budget_s:.0f} s); nothing was published"
+                ) from exc
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.5)
+
+
+def _ids_clause(conn: sa.Connection, column: str, name: str) -> str:
+    if is_postgres(conn):
+        return f"{column} = ANY(CAST(:{name} AS BIGINT[]))"
+    return f"{column} IN (SELECT value FROM json_each(:{name}))"
+
+
+def _ids_param(conn: sa.Connection, ids: npt.NDArray[np.int64]) -> Any:
+    values = [int(i) for i in ids]
+    return values if is_postgres(conn) else json.dumps(values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Purged:
+    """What :func:`purge_forbidden` removed, and what holding the app's tables cost."""
+
+    rows_excluded: int = 0
+    rows_changed_user: int = 0
+    users_changed: int = 0
+    lock_wait_s: float = 0.0
+    held_s: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return self.rows_excluded + self.rows_changed_user
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "rows_excluded": self.rows_excluded,
+            "rows_changed_user": self.rows_changed_user,
+            "users_changed": self.users_changed,
+            "lock_wait_s": round(self.lock_wait_s, 4),
+            "held_s": round(self.held_s, 4),
+        }
+
+
+def purge_forbidden(
+    conn: sa.Connection,
+    table: str,
+    version: str,
+    snapshot: population_store.FilterSnapshot,
+    *,
+    user_ids: npt.NDArray[np.int64] | None = None,
+    published_ids: npt.NDArray[np.int64] | None = None,
+) -> Purged:
+    """Delete the rows of ``table`` that exclusions and profile changes recorded up to now
+    forbid.
+
+    Call it as the last write of the publishing transaction. ``snapshot`` was taken before
+    the rows were computed; a user in ``published_ids`` (default: the snapshot's) whose
+    filter columns changed since, who left or who is missing from the snapshot loses every
+    row on either side (their own list is rebuilt by the event path or the backfill).
+    ``user_ids`` restricts the purge to those users' lists (the event path); ``None`` purges
+    the whole table (a nightly stage). ``held_s`` is how long the app's writers to likes and
+    users are held up from here to the end of this function (the commit adds a little).
+    """
+    if user_ids is not None and user_ids.size == 0:
+        return Purged()
+    with translate_errors(f"purge forbidden pairs from {table}"):
+        lock_wait = lock_exclusion_sources(conn)
+        held_from = time.monotonic()
+        published = snapshot.user_ids if published_ids is None else published_ids
+        changed = population_store.changed_since(conn, snapshot, published)
+        scope = "t.algorithm_version = :v"
+        params: dict[str, Any] = {"v": version}
+        if user_ids is not None:
+            scope += " AND " + _ids_clause(conn, "t.user_id", "ids")
+            params["ids"] = _ids_param(conn, user_ids)
+        excluded = 0
+        for mine, theirs in (("user_id", "target_id"), ("target_id", "user_id")):
+            if is_postgres(conn):
+                # A join, so that the planner can drive it from likes into the primary key.
+                sql = (
+                    f'DELETE FROM "{table}" AS t USING likes AS l WHERE {scope} '
+                    f"AND t.user_id = l.{mine} AND t.candidate_id = l.{theirs}"
+                )
+            else:
+                sql = (
+                    f'DELETE FROM "{table}" AS t WHERE {scope} AND EXISTS (SELECT 1 FROM likes '
+                    f"AS l WHERE l.{mine} = t.user_id AND l.{theirs} = t.candidate_id)"
+                )
+            excluded += int(conn.execute(sa.text(sql), params).rowcount or 0)
+        changed_rows = 0
+        if changed.size:
+            params["changed"] = _ids_param(conn, changed)
+            sql = (
+                f'DELETE FROM "{table}" AS t WHERE {scope} AND ('
+                f"{_ids_clause(conn, 't.user_id', 'changed')} OR "
+                f"{_ids_clause(conn, 't.candidate_id', 'changed')})"
+            )
+            changed_rows = int(conn.execute(sa.text(sql), params).rowcount or 0)
+    return Purged(
+        rows_excluded=excluded,
+        rows_changed_user=changed_rows,
+        users_changed=int(changed.size),
+        lock_wait_s=lock_wait,
+        held_s=time.monotonic() - held_from,
+    )
 
 
 # ------------------------------------------------------------- nightly swap (PostgreSQL)
@@ -382,11 +564,22 @@ def write_stage_shard(
     return deleted, inserted
 
 
-def swap_in_stage(conn: sa.Connection, stage: str, version: str) -> None:
+def swap_in_stage(
+    conn: sa.Connection,
+    stage: str,
+    version: str,
+    snapshot: population_store.FilterSnapshot,
+    published_ids: npt.NDArray[np.int64],
+) -> Purged:
     """Index the stage like match_scores and make it the version's partition, atomically.
 
     Run in one transaction: the version's rows go from the old set to the new one at commit.
+    Between the index builds and the swap, :func:`purge_forbidden` removes from the stage
+    every pair that a like, pass, block or profile change recorded since ``snapshot`` forbids
+    (``published_ids``: the users the stage was computed for), and holds likes and users
+    against writers until commit, so no such change can slip in before the swap commits.
     The brief ACCESS EXCLUSIVE lock of DETACH makes concurrent readers wait, not fail.
+    Returns what the purge removed and how long it held the app's writers up.
     """
     part = partition_name(version)
     with translate_errors(f"swap {stage} in for version {version!r}"):
@@ -400,6 +593,8 @@ def swap_in_stage(conn: sa.Connection, stage: str, version: str) -> None:
         conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (user_id, score DESC)')
         conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (candidate_id)')
         conn.exec_driver_sql(f'ANALYZE "{stage}"')
+    purged = purge_forbidden(conn, stage, version, snapshot, published_ids=published_ids)
+    with translate_errors(f"swap {stage} in for version {version!r}"):
         conn.exec_driver_sql("LOCK TABLE match_scores IN ACCESS EXCLUSIVE MODE")
         exists = conn.execute(
             sa.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": part}
@@ -418,6 +613,7 @@ def swap_in_stage(conn: sa.Connection, stage: str, version: str) -> None:
             f"FOR VALUES IN ({_literal(version)})"
         )
         conn.exec_driver_sql(f'ALTER TABLE "{stage}" RENAME TO "{part}"')
+    return purged
 
 
 def drop_stage(conn: sa.Connection, stage: str) -> None:

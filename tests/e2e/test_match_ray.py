@@ -113,9 +113,10 @@ def test_shard_scorer_is_a_plain_class(world: Any) -> None:
     from jobs.storage import population as population_store
 
     with world.engine.connect() as conn:
+        guard = population_store.filter_snapshot(conn)
         pop = clean_population(population_store.load(conn, NOW, settings.load).population)[0]
     indexes = match.build_indexes(pop, settings)
-    scorer = match_ray.ShardScorer(pop, indexes.to_bytes(), settings, world.url, NOW)
+    scorer = match_ray.ShardScorer(pop, indexes.to_bytes(), settings, world.url, NOW, guard=guard)
     rows = match_ray.shard_rows(np.arange(pop.n_users), 60)[0]
     figures = scorer.score_shard(0, rows)
     scorer.close()

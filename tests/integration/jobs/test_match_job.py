@@ -285,12 +285,19 @@ def test_schema_refuses_a_nan_score(db: Any) -> None:
             "reasons": ["[]"],
         }
     )
+
+    def replace(conn: Any, frame: pd.DataFrame) -> None:
+        guard = population_store.filter_snapshot(conn)
+        scores.replace_user_sets(
+            conn, [1], frame, version="v1", config_hash="x", computed_at=NOW, guard=guard
+        )
+
     with pytest.raises(ValueError, match="NaN"), db.engine.begin() as conn:
-        scores.replace_user_sets(conn, [1], frame, version="v1", config_hash="x", computed_at=NOW)
+        replace(conn, frame)
     # missing reasons text: refused by name on both engines, before anything is written
     frame = frame.assign(score=[0.5], reasons=[None])
     with pytest.raises(ValueError, match="missing reasons"), db.engine.begin() as conn:
-        scores.replace_user_sets(conn, [1], frame, version="v1", config_hash="x", computed_at=NOW)
+        replace(conn, frame)
 
 
 def test_single_user_rows_equal_the_nightly_rows_and_fan_out_is_bounded(world: Any) -> None:
