@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from jobs import cli
 from jobs import seed as seed_mod
 from jobs.errors import StorageError
-from jobs.storage import api, events, ledger, schema, scores, signals
+from jobs.storage import api, events, ledger, roles, schema, scores, signals
 from jobs.storage import engine as engine_mod
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -285,6 +285,12 @@ def test_forbidden_writes_through_storage_are_refused_by_the_database(
     # The worker drains the queue; it never writes the app's source tables.
     population = seed_mod.generate(5, 1, NOW)
     attempt("worker", lambda conn: seed_mod.write(conn, population))
+
+
+def test_every_table_of_the_schema_is_granted_to_some_role() -> None:
+    """A table a migration adds must be placed in the plan, or no job could touch it."""
+    granted = {table for role in roles.plan() for table in role.tables}
+    assert granted == set(schema.metadata.tables)
 
 
 def test_db_roles_on_sqlite_says_there_are_none_and_fails(
