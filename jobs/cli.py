@@ -132,8 +132,8 @@ def cmd_db_roles(env: Env) -> int:
     roles.require_postgres(env.engine)
     with env.engine.begin() as conn:
         made = roles.apply(conn, env.args.prefix)
-    for role in made:
-        if not env.args.json:
+    if not env.args.json:
+        for role in made:
             print(f"{role.name:<24} {'login' if role.login else 'nologin':<8} {role.purpose}")
     emit(
         env.args,
