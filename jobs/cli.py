@@ -22,7 +22,7 @@ from jobs import progress, runner
 from jobs.context import Scope
 from jobs.errors import ConfigError, JobError
 from jobs.storage import engine as engine_mod
-from jobs.storage import ledger, migrate
+from jobs.storage import ledger, migrate, roles
 
 logger = logging.getLogger("jobs.cli")
 
@@ -110,6 +110,8 @@ def run_job(env: Env, job: str, scope: Scope, trigger: str) -> tuple[int, Any]:
 
 
 def cmd_db(env: Env) -> int:
+    if env.args.db_command == "roles":
+        return cmd_db_roles(env)
     if env.args.db_command == "upgrade":
         revision = migrate.upgrade(env.engine)
         emit(
@@ -121,6 +123,33 @@ def cmd_db(env: Env) -> int:
         current = migrate.current_revision(env.engine)
         head = migrate.head_revision()
         emit(env.args, f"current {current}, head {head}", {"current": current, "head": head})
+    return 0
+
+
+def cmd_db_roles(env: Env) -> int:
+    # SQLite: ConfigError, exit 1 (not 0): a deploy script that asked for least privilege
+    # must not go on believing it has it.
+    roles.require_postgres(env.engine)
+    with env.engine.begin() as conn:
+        made = roles.apply(conn, env.args.prefix)
+    if not env.args.json:
+        for role in made:
+            print(f"{role.name:<24} {'login' if role.login else 'nologin':<8} {role.purpose}")
+    emit(
+        env.args,
+        f"{len(made)} roles up to date in {engine_mod.redact(env.url)}; set passwords with "
+        "psql's \\password ROLE",
+        [
+            {
+                "role": r.name,
+                "login": r.login,
+                "purpose": r.purpose,
+                "tables": r.tables,
+                "member_of": list(r.member_of),
+            }
+            for r in made
+        ],
+    )
     return 0
 
 
@@ -184,8 +213,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers: dict[str, Handler] = {}
 
-    db = sub.add_parser("db", help="create, upgrade or inspect the schema")
-    db.add_argument("db_command", choices=["upgrade", "current"])
+    db = sub.add_parser(
+        "db",
+        help="create, upgrade or inspect the schema; create or update the roles",
+        description="upgrade: create or upgrade the schema. current: its revision. roles "
+        "(PostgreSQL): create or update the least-privilege roles (API reader, app writer, one "
+        "per job, worker, nightly, owner) and their grants; idempotent, rerun after upgrade.",
+    )
+    db.add_argument("db_command", choices=["upgrade", "current", "roles"])
+    db.add_argument(
+        "--prefix",
+        default=roles.DEFAULT_PREFIX,
+        help=f"roles: prefix of every role name (default {roles.DEFAULT_PREFIX})",
+    )
     db.add_argument("--json", action="store_true")
     handlers["db"] = cmd_db
 

@@ -111,6 +111,7 @@ def cmd_evaluate(env: cli.Env) -> int:
         k=args.k,
         now=now,
         scratch_url=args.scratch_db,
+        reset_scratch=args.reset_scratch,
         bootstrap=args.bootstrap,
         keep_scratch=args.keep_scratch,
     )
@@ -215,8 +216,14 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
     parser.add_argument(
         "--scratch-db",
         metavar="URL",
-        help="an empty database for the scratch copy (default: a temporary SQLite file, or a "
-        "new database on the source's PostgreSQL server, dropped afterwards)",
+        help="an existing empty database for the scratch copy, never dropped: how a role "
+        "without CREATEDB evaluates (default: a temporary SQLite file, or a new database on "
+        "the source's PostgreSQL server, dropped afterwards)",
+    )
+    parser.add_argument(
+        "--reset-scratch",
+        action="store_true",
+        help="with --scratch-db: delete every row of its tables first (reuse it run after run)",
     )
     parser.add_argument(
         "--keep-scratch",

@@ -53,7 +53,7 @@ from compute.population import Population
 from jobs import match, runner
 from jobs.config import Config
 from jobs.context import Scope
-from jobs.errors import ConfigError, InputDataError
+from jobs.errors import ConfigError, InputDataError, StorageError
 from jobs.storage import engine as engine_mod
 from jobs.storage import migrate, schema, source
 from jobs.storage import signals as signal_store
@@ -138,7 +138,11 @@ class Options:
         Reference time for the signal jobs and the population (ages, newness); None = the
         latest ``last_active_at``/``created_at`` of the source users.
     scratch_url : str or None
-        An empty database to build the scratch copy in (migrated first); None = create one.
+        An existing database to build the scratch copy in (migrated first), so that a role
+        without CREATEDB can evaluate; None = create one. It must be empty, unless
+        ``reset_scratch``; it must not be the source database.
+    reset_scratch : bool
+        Delete every row of ``scratch_url``'s tables first (a scratch reused run after run).
     keep_scratch : bool
         Keep the scratch database afterwards (its URL is logged and returned).
     bootstrap : int ≥ 0
@@ -151,6 +155,7 @@ class Options:
     k: int = DEFAULT_K
     now: dt.datetime | None = None
     scratch_url: str | None = None
+    reset_scratch: bool = False
     keep_scratch: bool = False
     bootstrap: int = DEFAULT_BOOTSTRAP
 
@@ -163,6 +168,8 @@ class Options:
             raise ConfigError(f"bootstrap must be ≥ 0; got {self.bootstrap}")
         if self.k < 1:
             raise ConfigError(f"k must be at least 1; got {self.k}")
+        if self.reset_scratch and self.scratch_url is None:
+            raise ConfigError("reset_scratch needs a scratch database URL (--scratch-db URL)")
         if self.now is not None and self.now.tzinfo is None:
             raise ConfigError(f"now must be timezone-aware (UTC); got {self.now!r}")
 
@@ -234,22 +241,30 @@ def default_now(frames: dict[str, pd.DataFrame]) -> dt.datetime:
 
 @contextlib.contextmanager
 def scratch_database(
-    source_engine: sa.Engine, scratch_url: str | None, keep: bool
+    source_engine: sa.Engine, scratch_url: str | None, keep: bool, reset: bool = False
 ) -> Iterator[tuple[sa.Engine, str]]:
     """An empty, migrated database of the source's engine kind; dropped afterwards unless kept.
 
     SQLite: a file in a new temporary directory. PostgreSQL: a new database on the source's
-    server (the role needs CREATEDB). ``scratch_url`` overrides both and is never dropped.
+    server (the role needs CREATEDB). ``scratch_url`` overrides both and is never dropped;
+    ``reset`` empties it first.
     """
     if scratch_url is not None:
         engine = engine_mod.create_engine(scratch_url)
         try:
+            if _same_database(engine.url, source_engine.url):
+                raise ConfigError(
+                    f"scratch database {engine_mod.redact(scratch_url)} is the source database; "
+                    "give another one"
+                )
             migrate.upgrade(engine)
-            with engine.connect() as conn:
-                if source.count_users(conn):
+            with engine.begin() as conn:
+                if reset:
+                    source.delete_all_rows(conn)
+                elif source.count_users(conn):
                     raise ConfigError(
                         f"scratch database {engine_mod.redact(scratch_url)} must be empty; "
-                        "it has users"
+                        "it has users (--reset-scratch empties it first)"
                     )
             yield engine, scratch_url
         finally:
@@ -278,9 +293,24 @@ def scratch_database(
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def _same_database(a: sa.engine.URL, b: sa.engine.URL) -> bool:
+    return (a.get_backend_name(), a.host, a.port, a.database) == (
+        b.get_backend_name(),
+        b.host,
+        b.port,
+        b.database,
+    )
+
+
 @contextlib.contextmanager
 def _postgres_scratch(source_engine: sa.Engine, keep: bool) -> Iterator[str]:
-    url = engine_mod.create_scratch_database(source_engine, "matchjobs_eval")
+    try:
+        url = engine_mod.create_scratch_database(source_engine, "matchjobs_eval")
+    except StorageError as exc:
+        raise StorageError(
+            f"{exc}; a role without CREATEDB can pass --scratch-db URL, an existing database "
+            "it may create tables in"
+        ) from exc
     try:
         yield url
     finally:
@@ -411,7 +441,9 @@ def evaluate(
     # name → (reciprocal → row scores); computed on the full rows, NaN where unscorable.
     config_scores: dict[tuple[str, bool], npt.NDArray[np.float64]] = {}
     baseline_scores: dict[str, npt.NDArray[np.float64]] = {}
-    with scratch_database(engine, options.scratch_url, options.keep_scratch) as (scratch, url):
+    with scratch_database(
+        engine, options.scratch_url, options.keep_scratch, options.reset_scratch
+    ) as (scratch, url):
         scratch_kept = url if options.keep_scratch or options.scratch_url else None
         written = fill_scratch(scratch, parts.visible)
         logger.info(

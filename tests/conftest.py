@@ -72,6 +72,23 @@ def pg_template() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def role_prefix(pg_template: str) -> Iterator[str]:
+    """A role-name prefix unique to this test session; its roles are dropped at the end.
+
+    Roles are global to the PostgreSQL cluster, so concurrent sessions (other engineers, CI)
+    must not share names. Every database they were granted in is dropped before this runs.
+    """
+    from jobs.storage import roles
+
+    prefix = f"mjt{os.getpid()}_{uuid.uuid4().hex[:6]}_"
+    yield prefix
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        roles.drop(conn, prefix)
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
     engine = engine_mod.create_engine(f"sqlite:///{path}")

@@ -89,6 +89,13 @@ def delete_source_rows(conn: sa.Connection) -> dict[str, int]:
     return deleted
 
 
+def delete_all_rows(conn: sa.Connection) -> None:
+    """Delete every row of every table of the schema (a scratch database reused)."""
+    with translate_errors("delete of every row"):
+        for table in reversed(schema.metadata.sorted_tables):
+            conn.execute(sa.delete(table))
+
+
 def write_frames(conn: sa.Connection, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
     """Append each frame to the source table of the same name; return rows written per table.
 
