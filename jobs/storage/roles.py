@@ -50,7 +50,7 @@ import re
 import sqlalchemy as sa
 
 from jobs.errors import ConfigError
-from jobs.storage import schema
+from jobs.storage import schema, scores
 from jobs.storage.engine import is_postgres, translate_errors
 
 DEFAULT_PREFIX = "matchjobs_"
@@ -98,6 +98,7 @@ class Role:
     sequences: tuple[str, ...] = ()
     member_of: tuple[str, ...] = ()  # names of roles whose privileges it inherits
     temporary: bool = False  # may create temporary tables
+    functions: tuple[str, ...] = ()  # functions (no arguments) the role may EXECUTE
 
 
 def check_prefix(prefix: str) -> str:
@@ -149,6 +150,8 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
                 tables=tables,
                 sequences=(*serial, schema.job_runs.name),
                 temporary=True,
+                # The match job's publish guard holds likes and users (migration 0007).
+                functions=(scores.LOCK_FUNCTION,) if job == "match" else (),
             )
         )
     jobs = tuple(prefix + job for job in JOB_ROLES)
@@ -224,6 +227,9 @@ def apply(conn: sa.Connection, prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]
             conn.exec_driver_sql(
                 f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {q[role.name]}"
             )
+            conn.exec_driver_sql(
+                f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM {q[role.name]}"
+            )
             conn.exec_driver_sql(f"REVOKE CREATE ON SCHEMA public FROM {q[role.name]}")
             conn.exec_driver_sql(f"REVOKE ALL ON DATABASE {database} FROM {q[role.name]}")
         _revoke_memberships(conn, list(q))
@@ -241,6 +247,8 @@ def apply(conn: sa.Connection, prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]
                     sa.text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
                 ).scalar_one()
                 conn.exec_driver_sql(f"GRANT USAGE ON SEQUENCE {sequence} TO {name}")
+            for function in role.functions:
+                conn.exec_driver_sql(f"GRANT EXECUTE ON FUNCTION public.{function}() TO {name}")
             for group in role.member_of:
                 conn.exec_driver_sql(f"GRANT {q[group]} TO {name}")
         # The stage tables the nightly creates need CREATE on the schema.

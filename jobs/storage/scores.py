@@ -341,6 +341,7 @@ def read_rows(
 # the database's write lock) and deleting every row those tables now forbid.
 
 LOCK_BUDGET_S = 30.0
+LOCK_FUNCTION = "matchjobs_lock_exclusion_sources"
 
 
 def lock_exclusion_sources(conn: sa.Connection, budget_s: float = LOCK_BUDGET_S) -> float:
@@ -358,7 +359,9 @@ def lock_exclusion_sources(conn: sa.Connection, budget_s: float = LOCK_BUDGET_S)
     while True:
         try:
             with conn.begin_nested():
-                conn.exec_driver_sql("LOCK TABLE likes, users IN SHARE MODE NOWAIT")
+                # Migration 0007: a SECURITY DEFINER function, so a role that may only read
+                # likes and users can still hold them (SHARE needs UPDATE rights).
+                conn.exec_driver_sql(f"SELECT {LOCK_FUNCTION}()")
             return time.monotonic() - started
         except sa.exc.OperationalError as exc:
             sqlstate = getattr(exc.orig, "sqlstate", None)

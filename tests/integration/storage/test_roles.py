@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
@@ -21,6 +22,7 @@ from jobs import seed as seed_mod
 from jobs.errors import StorageError
 from jobs.storage import api, events, ledger, roles, schema, scores, signals
 from jobs.storage import engine as engine_mod
+from jobs.storage import population as population_store
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 SOURCE = (
@@ -267,8 +269,11 @@ def test_forbidden_writes_through_storage_are_refused_by_the_database(
         return caught.value
 
     def write_scores(conn: sa.Connection) -> None:
+        nobody = population_store.FilterSnapshot(
+            np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
+        )
         scores.replace_user_sets(
-            conn, [1], no_scores, version="v1", config_hash="h", computed_at=NOW
+            conn, [1], no_scores, version="v1", config_hash="h", computed_at=NOW, guard=nobody
         )
 
     def write_quiz_vectors(conn: sa.Connection) -> None:
