@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import threading
 from typing import Any
 
@@ -141,11 +142,20 @@ def cmd_status(env: cli.Env) -> int:
 def cmd_worker(env: cli.Env) -> int:
     args = env.args
     stop = threading.Event()
-    stats = worker.run_worker(env.engine, env.url, env.config, stop=stop, once=args.once)
+    # SIGTERM (a deploy, a test) or Ctrl-C: finish the batch in hand, then stop.
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        stats = worker.run_worker(env.engine, env.url, env.config, stop=stop, once=args.once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     cli.emit(
         args,
         f"worker: {stats.batches} batches, {stats.events_done} events done, "
-        f"{stats.events_coalesced} coalesced, {stats.events_failed} failed",
+        f"{stats.events_coalesced} coalesced, {stats.events_failed} failed "
+        f"({stats.events_dead} dead), {stats.events_deferred} deferred",
         stats.__dict__,
     )
     return 0
@@ -269,7 +279,7 @@ def register(sub: Any, handlers: dict[str, cli.Handler]) -> None:
     p = sub.add_parser("event", help="queue an event as the app would")
     p.add_argument("kind", choices=EVENT_KINDS)
     p.add_argument("user", type=int)
-    p.add_argument("--other", type=int, help="rated profile, for rating_created")
+    p.add_argument("--other", type=int, help="rated profile (required by rating_created only)")
     p.add_argument("--json", action="store_true")
     handlers["event"] = cmd_event
 

@@ -180,6 +180,18 @@ class Worker(_Model):
     poll_interval_s: Positive = 1.0
     batch_size: Annotated[int, Field(ge=1)] = 100
     max_attempts: Annotated[int, Field(ge=1)] = 3
+    # Wait before an event is claimed again: base · 2^(n−1), capped, with jitter.
+    backoff_base_s: Positive = 1.0
+    backoff_max_s: Positive = 60.0
+
+    @model_validator(mode="after")
+    def _backoff(self) -> Worker:
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError(
+                f"backoff_max_s ({self.backoff_max_s}) must be >= backoff_base_s "
+                f"({self.backoff_base_s})"
+            )
+        return self
 
 
 class Config(_Model):

@@ -5,6 +5,7 @@
     ├── StorageError              the database refused or failed an operation
     ├── ScopeError                the requested scope (user, shard) does not exist or is invalid
     ├── RunConflictError          a run of the same job and scope is already in progress
+    ├── EventError                an event names no valid user or lacks what its kind needs
     ├── InputDataError            the input tables are unusable as a whole (not a bad row)
     └── DatabaseNotEmptyError     a loader would mix its rows with existing source rows
 
@@ -36,6 +37,10 @@ class ScopeError(JobError):
 
 class RunConflictError(JobError):
     """A run of this job and scope is already in progress."""
+
+
+class EventError(JobError):
+    """The event is invalid; it was not queued."""
 
 
 class InputDataError(JobError):

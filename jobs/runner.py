@@ -1,18 +1,21 @@
 """Runs a job under the ``job_runs`` ledger: the only code that writes ``job_runs``.
 
-``execute`` claims the (job, scope) slot, keeps a heartbeat while the job runs, commits the
-job's session on success or rolls it back on failure, and records status, duration, figures
-and error (with its cause chain) in a ``finally`` block.
+``tracked`` claims the (job, scope) slot, keeps a heartbeat while its body runs, and records
+status, duration, figures and error (with its cause chain) in a ``finally`` block;
+``execute`` runs a job's ``run(ctx, scope)`` inside it, committing the job's session on
+success and rolling it back on failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +38,8 @@ JOB_MODULES: dict[str, str] = {
     "nightly": "jobs.nightly",
 }
 JOB_NAMES = tuple(JOB_MODULES)
+# Names in job_runs: the jobs, plus the event worker's batches (``worker.process_batch``).
+LEDGER_NAMES = (*JOB_NAMES, "worker")
 TRIGGERS = ("nightly", "event", "on_demand", "backfill")
 
 JobFn = Callable[[JobContext, Scope], JobResult]
@@ -104,32 +109,42 @@ class _Heartbeat:
                 )
 
 
-def execute(
+@dataclasses.dataclass
+class Run:
+    """A ``job_runs`` row being tracked: its id, attempt, start time and figures."""
+
+    run_id: int
+    attempt: int
+    started_at: dt.datetime
+    figures: Figures
+    result: JobResult | None = None
+
+
+@contextlib.contextmanager
+def tracked(
     job_name: str,
-    job_fn: JobFn,
+    scope_label: str,
     *,
     engine: sa.Engine,
-    database_url: str,
     config: Config,
-    scope: Scope,
-    trigger: str = "on_demand",
+    trigger: str,
     clock: Callable[[], dt.datetime] = utcnow,
-    show_progress: bool = False,
-) -> tuple[int, JobResult]:
-    """Run ``job_fn(ctx, scope)`` under the ledger; return ``(run_id, result)``.
+) -> Iterator[Run]:
+    """Hold a ``job_runs`` row for the body: claim the slot, heartbeat, record the outcome.
 
-    Raises ``RunConflictError`` when the same job and scope is already running. Any failure
-    of the job is recorded (status ``failed``, the error and its causes) and re-raised.
+    Raises ``RunConflictError`` when the same job and scope is already running. The row ends
+    ``succeeded`` when the body returns, else ``failed`` with the error and its causes (the
+    exception propagates). Figures and ``Run.result`` go to the row's metadata.
     """
-    if job_name not in JOB_NAMES:
-        raise ValueError(f"job_name must be one of {JOB_NAMES}; got {job_name!r}")
+    if job_name not in LEDGER_NAMES:
+        raise ValueError(f"job_name must be one of {LEDGER_NAMES}; got {job_name!r}")
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}; got {trigger!r}")
     now = clock()
     run_id, attempt = ledger.start_run(
         engine,
         job_name=job_name,
-        scope=scope.label,
+        scope=scope_label,
         trigger=trigger,
         algorithm_version=config.algorithm_version,
         config_hash=config.content_hash,
@@ -141,48 +156,28 @@ def execute(
         "run %d: %s %s (attempt %d)",
         run_id,
         job_name,
-        scope.label,
+        scope_label,
         attempt,
         extra={"action": f"{job_name}.start", "run_id": run_id},
     )
-    figures = Figures()
+    run = Run(run_id=run_id, attempt=attempt, started_at=now, figures=Figures())
     started = time.perf_counter()
     status = "failed"
     error: str | None = None
-    result: JobResult | None = None
     try:
-        with (
-            _Heartbeat(engine, run_id, config.runner.heartbeat_interval_s, clock),
-            Session(engine_mod.writer(engine)) as session,
-        ):
-            ctx = JobContext(
-                config=config,
-                session=session,
-                now=now,
-                logger=job_logger,
-                database_url=database_url,
-                run_id=run_id,
-                trigger=trigger,
-                figures=figures,
-                show_progress=show_progress,
-            )
-            try:
-                result = job_fn(ctx, scope)
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        with _Heartbeat(engine, run_id, config.runner.heartbeat_interval_s, clock):
+            yield run
         status = "succeeded"
-        return run_id, result
     except Exception as exc:
         error = error_chain(exc)
         raise
     finally:
         duration_ms = int((time.perf_counter() - started) * 1000)
+        result = run.result
         metadata: dict[str, Any] = {
-            "phases_s": figures.phases_s,
-            "skipped": dict(result.skipped if result is not None else figures.skipped),
-            **figures.counts,
+            "phases_s": run.figures.phases_s,
+            "skipped": dict(result.skipped if result is not None else run.figures.skipped),
+            **run.figures.counts,
         }
         if result is not None:
             metadata.update(
@@ -207,3 +202,62 @@ def execute(
             duration_ms / 1000,
             extra={"action": f"{job_name}.finish", "run_id": run_id, "status": status},
         )
+
+
+def execute(
+    job_name: str,
+    job_fn: JobFn,
+    *,
+    engine: sa.Engine,
+    database_url: str,
+    config: Config,
+    scope: Scope,
+    trigger: str = "on_demand",
+    clock: Callable[[], dt.datetime] = utcnow,
+    show_progress: bool = False,
+) -> tuple[int, JobResult]:
+    """Run ``job_fn(ctx, scope)`` under the ledger; return ``(run_id, result)``.
+
+    Raises ``RunConflictError`` when the same job and scope is already running. Any failure
+    of the job is recorded (status ``failed``, the error and its causes) and re-raised.
+    """
+    if job_name not in JOB_NAMES:
+        raise ValueError(f"job_name must be one of {JOB_NAMES}; got {job_name!r}")
+    with (
+        tracked(
+            job_name, scope.label, engine=engine, config=config, trigger=trigger, clock=clock
+        ) as run,
+        Session(engine_mod.writer(engine)) as session,
+    ):
+        ctx = JobContext(
+            config=config,
+            session=session,
+            now=run.started_at,
+            logger=logging.getLogger(f"jobs.{job_name}"),
+            database_url=database_url,
+            run_id=run.run_id,
+            trigger=trigger,
+            figures=run.figures,
+            show_progress=show_progress,
+        )
+        try:
+            run.result = job_fn(ctx, scope)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        return run.run_id, run.result
+
+
+def abandon_stale(engine: sa.Engine, config: Config, now: dt.datetime) -> list[int]:
+    """Mark running rows silent for longer than ``runner.lease_s`` abandoned; their ids."""
+    abandoned = ledger.abandon_stale(engine, now=now, lease_s=config.runner.lease_s)
+    if abandoned:
+        logger.warning(
+            "abandoned %d runs without a heartbeat for %g s: %s",
+            len(abandoned),
+            config.runner.lease_s,
+            abandoned,
+            extra={"action": "runner.abandon", "run_ids": abandoned},
+        )
+    return abandoned

@@ -11,14 +11,28 @@ reaches ``match_scores`` within seconds. One batch of claimed events becomes one
 
 The match job's single-user path also refreshes at most ``fanout.max_reverse`` users who
 list U (the reverse direction); the rest is left to the nightly run. Duplicate events in a
-batch coalesce into one refresh. A failed batch goes back to the queue and, after
-``worker.max_attempts`` claims, its events are parked as ``dead`` with the error.
+batch coalesce into one refresh.
+
+Each batch is a ``worker`` run in ``job_runs`` and its claim expires with that run (see
+``jobs.storage.events``). Outcomes of a batch:
+
+- a job of the plan is already running (``RunConflictError``: another worker has the same
+  users, or a killed worker's run has not aged out yet): nothing failed, so the events go
+  back without spending an attempt and wait an exponential, jittered backoff;
+- it fails otherwise: it is split in halves, recursively, so only the poison event spends
+  its attempt; a failed event waits the backoff too and after ``worker.max_attempts``
+  claims is parked as ``dead`` with the error (at once if the event itself is invalid:
+  ``ScopeError``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
+import os
+import random
+import socket
 import threading
 from collections.abc import Sequence
 
@@ -27,6 +41,7 @@ import sqlalchemy as sa
 from jobs import runner
 from jobs.config import Config
 from jobs.context import Scope
+from jobs.errors import RunConflictError, ScopeError
 from jobs.storage import events as event_store
 
 logger = logging.getLogger(__name__)
@@ -77,7 +92,22 @@ class WorkerStats:
     batches: int = 0
     events_done: int = 0
     events_coalesced: int = 0
-    events_failed: int = 0
+    events_failed: int = 0  # failed and returned to the queue, or parked as dead
+    events_dead: int = 0
+    events_deferred: int = 0  # handed back without an attempt: their work was running
+    sub_batches: int = 0  # extra runs of halves while isolating a failure
+
+
+def backoff_s(n: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """The wait before the ``n``-th retry: base · 2^(n−1) capped at ``max_s``, of which a
+    random half is dropped ("equal jitter"), so workers that failed together spread out."""
+    ceiling = min(max_s, base_s * 2.0 ** max(n - 1, 0))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def worker_scope() -> str:
+    """The ``job_runs`` scope of this process's batches: one batch at a time per process."""
+    return f"worker:{socket.gethostname()}:{os.getpid()}"[:128]
 
 
 def process_batch(
@@ -85,60 +115,167 @@ def process_batch(
     database_url: str,
     config: Config,
     stats: WorkerStats | None = None,
+    rng: random.Random | None = None,
 ) -> int:
-    """Claim and process one batch; return how many events were claimed (0 = queue empty)."""
+    """Claim and process one batch; return how many events were claimed (0 = none due)."""
     stats = stats if stats is not None else WorkerStats()
-    batch = event_store.claim(
-        engine, config.worker.batch_size, runner.utcnow(), config.runner.lease_s
-    )
+    now = runner.utcnow()
+    # A killed worker leaves its runs 'running'; free their slots once they age out.
+    runner.abandon_stale(engine, config, now)
+    batch = event_store.claim(engine, config.worker.batch_size, now, config.runner.lease_s)
     if not batch:
         return 0
-    plan = plan_batch(batch)
-    try:
-        for job, users in plan.signal_users.items():
-            _run(job, users, engine, database_url, config)
-        _run("match", plan.match_users, engine, database_url, config)
-        _run("feed", plan.match_users, engine, database_url, config)
-    except Exception as exc:
-        # Recorded on the events (and in job_runs by the runner); the worker keeps draining.
-        ids = list(plan.kept_ids + plan.coalesced_ids)
-        event_store.fail(
-            engine, ids, runner.error_chain(exc), config.worker.max_attempts, runner.utcnow()
+    with runner.tracked(
+        "worker", worker_scope(), engine=engine, config=config, trigger="event"
+    ) as run:
+        event_store.attach(engine, [e.id for e in batch], run.run_id)
+        before = dataclasses.replace(stats)
+        _Batch(engine, database_url, config, run.run_id, stats, rng or random.Random()).process(
+            batch
         )
-        stats.events_failed += len(ids)
-        logger.error(
-            "batch of %d events failed: %s",
-            len(ids),
-            exc,
-            extra={"action": "worker.fail", "event_ids": ids},
+        stats.batches += 1
+        run.figures.counts.update(
+            events=len(batch),
+            **{
+                f.name: getattr(stats, f.name) - getattr(before, f.name)
+                for f in dataclasses.fields(stats)
+                if f.name != "batches"
+            },
         )
-        return len(batch)
-    done_at = runner.utcnow()
-    event_store.finish(engine, list(plan.kept_ids), "done", done_at)
-    event_store.finish(engine, list(plan.coalesced_ids), "coalesced", done_at)
-    stats.batches += 1
-    stats.events_done += len(plan.kept_ids)
-    stats.events_coalesced += len(plan.coalesced_ids)
-    logger.info(
-        "processed %d events (%d coalesced) for %d users",
-        len(batch),
-        len(plan.coalesced_ids),
-        len(plan.match_users),
-        extra={"action": "worker.batch", "users": len(plan.match_users)},
-    )
     return len(batch)
 
 
-def _run(job: str, users: tuple[int, ...], engine: sa.Engine, url: str, config: Config) -> None:
-    runner.execute(
-        job,
-        runner.job_function(job),
-        engine=engine,
-        database_url=url,
-        config=config,
-        scope=Scope.users(*users),
-        trigger="event",
-    )
+@dataclasses.dataclass
+class _Batch:
+    engine: sa.Engine
+    url: str
+    config: Config
+    run_id: int
+    stats: WorkerStats
+    rng: random.Random
+
+    def process(self, batch: Sequence[event_store.Event]) -> None:
+        plan = plan_batch(batch)
+        try:
+            for job, users in plan.signal_users.items():
+                self._run(job, users)
+            self._run("match", plan.match_users)
+            self._run("feed", plan.match_users)
+        except RunConflictError as exc:
+            self._release(batch, exc)
+            return
+        except Exception as exc:
+            # Recorded in job_runs by the runner; here it is the events' outcome.
+            groups = _groups(batch)
+            if len(groups) > 1:
+                self._isolate(groups, exc)
+            else:
+                self._fail(batch, exc)
+            return
+        done_at = runner.utcnow()
+        done = event_store.finish(self.engine, list(plan.kept_ids), self.run_id, "done", done_at)
+        coalesced = event_store.finish(
+            self.engine, list(plan.coalesced_ids), self.run_id, "coalesced", done_at
+        )
+        self.stats.events_done += done
+        self.stats.events_coalesced += coalesced
+        lost = len(batch) - done - coalesced
+        if lost:
+            logger.warning(
+                "%d events were reclaimed by another worker before this one finished them",
+                lost,
+                extra={"action": "worker.lost_claim", "run_id": self.run_id},
+            )
+        logger.info(
+            "processed %d events (%d coalesced) for %d users",
+            len(batch),
+            len(plan.coalesced_ids),
+            len(plan.match_users),
+            extra={"action": "worker.batch", "users": len(plan.match_users)},
+        )
+
+    def _run(self, job: str, users: tuple[int, ...]) -> None:
+        runner.execute(
+            job,
+            runner.job_function(job),
+            engine=self.engine,
+            database_url=self.url,
+            config=self.config,
+            scope=Scope.users(*users),
+            trigger="event",
+        )
+
+    def _isolate(self, groups: list[list[event_store.Event]], exc: Exception) -> None:
+        """Run each half of a failed batch on its own, so the valid events still get done."""
+        half = len(groups) // 2
+        logger.warning(
+            "batch of %d distinct events failed (%s); retrying it in halves of %d and %d",
+            len(groups),
+            exc,
+            half,
+            len(groups) - half,
+            extra={"action": "worker.isolate", "run_id": self.run_id},
+        )
+        for part in (groups[:half], groups[half:]):
+            self.stats.sub_batches += 1
+            self.process([event for group in part for event in group])
+
+    def _retry_at(self, n: int) -> dt.datetime:
+        wait = backoff_s(
+            n, self.config.worker.backoff_base_s, self.config.worker.backoff_max_s, self.rng
+        )
+        return runner.utcnow() + dt.timedelta(seconds=wait)
+
+    def _release(self, batch: Sequence[event_store.Event], exc: RunConflictError) -> None:
+        deferrals = max(e.deferrals for e in batch) + 1
+        retry_at = self._retry_at(deferrals)
+        ids = [e.id for e in batch]
+        released = event_store.release(
+            self.engine, ids, self.run_id, str(exc), now=runner.utcnow(), retry_at=retry_at
+        )
+        self.stats.events_deferred += released
+        logger.info(
+            "%d events deferred until %s (deferral %d, no attempt spent): %s",
+            released,
+            f"{retry_at:%H:%M:%S}Z",
+            deferrals,
+            exc,
+            extra={"action": "worker.defer", "event_ids": ids, "run_id": self.run_id},
+        )
+
+    def _fail(self, batch: Sequence[event_store.Event], exc: Exception) -> None:
+        ids = [e.id for e in batch]
+        # A scope error is the event's own (an invalid user id): no retry can succeed.
+        max_attempts = 0 if isinstance(exc, ScopeError) else self.config.worker.max_attempts
+        outcome = event_store.fail(
+            self.engine,
+            ids,
+            self.run_id,
+            f"event {ids[0]} ({batch[0].kind} user {batch[0].user_id}): " + runner.error_chain(exc),
+            max_attempts=max_attempts,
+            now=runner.utcnow(),
+            retry_at=self._retry_at(max(e.attempts for e in batch)),
+        )
+        self.stats.events_failed += outcome["dead"] + outcome["retry"]
+        self.stats.events_dead += outcome["dead"]
+        logger.error(
+            "event %d (%s user %d) failed (%d dead, %d to retry): %s",
+            ids[0],
+            batch[0].kind,
+            batch[0].user_id,
+            outcome["dead"],
+            outcome["retry"],
+            exc,
+            extra={"action": "worker.fail", "event_ids": ids, "run_id": self.run_id},
+        )
+
+
+def _groups(batch: Sequence[event_store.Event]) -> list[list[event_store.Event]]:
+    """The batch's events grouped by what they ask (duplicates together), in id order."""
+    groups: dict[tuple[str, int, int | None], list[event_store.Event]] = {}
+    for event in batch:
+        groups.setdefault((event.kind, event.user_id, event.other_user_id), []).append(event)
+    return list(groups.values())
 
 
 def run_worker(
@@ -149,13 +286,31 @@ def run_worker(
     stop: threading.Event | None = None,
     once: bool = False,
 ) -> WorkerStats:
-    """Drain the queue; with ``once``, stop when it is empty, else poll until ``stop`` is set."""
+    """Drain the queue until ``stop`` is set; with ``once``, stop when nothing is pending.
+
+    With ``once``, events waiting out a backoff are waited for; events another live worker
+    holds are its own.
+    """
     stop = stop or threading.Event()
     stats = WorkerStats()
+    rng = random.Random()
+    poll_s = config.worker.poll_interval_s
+    logger.info(
+        "worker %s polling every %g s",
+        worker_scope(),
+        poll_s,
+        extra={"action": "worker.start", "once": once},
+    )
     while not stop.is_set():
-        claimed = process_batch(engine, database_url, config, stats=stats)
-        if claimed == 0:
-            if once:
+        if process_batch(engine, database_url, config, stats=stats, rng=rng):
+            continue
+        wait_s = poll_s
+        if once:
+            now = runner.utcnow()
+            with engine.connect() as conn:
+                due = event_store.pending_due_at(conn, now)
+            if due is None:
                 break
-            stop.wait(config.worker.poll_interval_s)
+            wait_s = min(poll_s, max((due - now).total_seconds(), 0.01))
+        stop.wait(wait_s)
     return stats

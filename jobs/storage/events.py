@@ -1,14 +1,32 @@
-"""SQL for the event queue the app writes and the worker drains."""
+"""SQL for the event queue the app writes and the worker drains.
+
+An event is ``pending`` until a worker claims it (``processing``, ``attempts`` + 1), then
+``done`` or ``coalesced``; a failure returns it to ``pending`` after a backoff
+(``not_before``), or parks it as ``dead`` with its error. A claim belongs to the worker's
+batch run (``claim_run_id``) and is handed out again once that run is no longer running or
+its heartbeat is older than the lease, which is exactly when ``job_runs`` lets the killed
+run's (job, scope) slot be taken over. Only the claiming run may finish, fail or release
+its events, so a worker that lost its claim cannot overwrite the new owner's outcome.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
 import sqlalchemy as sa
 
+from jobs.errors import EventError
 from jobs.storage.engine import is_postgres, translate_errors, writer
-from jobs.storage.schema import EVENT_KINDS, events
+from jobs.storage.schema import EVENT_KINDS, events, job_runs, users
+
+# The kinds whose other_user_id is required (and allowed): the rated profile.
+KINDS_WITH_OTHER = ("rating_created",)
+MAX_ERROR_CHARS = 4000
+# ANSI escape sequences (CSI ... final byte, and two-byte escapes) and other control
+# characters but tab and newline: a stored error is read in terminals, HTML and JSON.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,17 +36,41 @@ class Event:
     user_id: int
     other_user_id: int | None
     attempts: int
+    deferrals: int = 0
+
+
+def plain_text(text: str) -> str:
+    """``text`` without ANSI colour codes or control characters, cut to what is stored."""
+    return _CONTROL.sub("", text)[:MAX_ERROR_CHARS]
 
 
 def enqueue(
     engine: sa.Engine, kind: str, user_id: int, now: dt.datetime, other_user_id: int | None = None
 ) -> int:
-    """Append one event (what the app does when a user acts); returns its id."""
+    """Append one event (what the app does when a user acts); returns its id.
+
+    Raises ``EventError`` (nothing queued) for an unknown kind, a non-positive id, a user
+    that does not exist, or a missing (or unexpected) ``other_user_id``.
+    """
     if kind not in EVENT_KINDS:
-        raise ValueError(f"event kind must be one of {EVENT_KINDS}; got {kind!r}")
-    if kind == "rating_created" and other_user_id is None:
-        raise ValueError("a rating_created event needs other_user_id (the rated profile)")
+        raise EventError(f"event kind must be one of {', '.join(EVENT_KINDS)}; got {kind!r}")
+    if kind in KINDS_WITH_OTHER and other_user_id is None:
+        raise EventError(f"a {kind} event needs other_user_id (--other: the rated profile)")
+    if kind not in KINDS_WITH_OTHER and other_user_id is not None:
+        raise EventError(
+            f"a {kind} event takes no other_user_id (only {', '.join(KINDS_WITH_OTHER)}); "
+            f"got {other_user_id}"
+        )
+    named = {"user_id": user_id, "other_user_id": other_user_id}
+    for field, value in named.items():
+        if value is not None and int(value) <= 0:
+            raise EventError(f"event {field} must be a positive user id; got {value}")
+    wanted = {int(v) for v in named.values() if v is not None}
     with writer(engine).begin() as conn, translate_errors("enqueue event"):
+        found = set(conn.execute(sa.select(users.c.id).where(users.c.id.in_(wanted))).scalars())
+        for field, value in named.items():
+            if value is not None and int(value) not in found:
+                raise EventError(f"event {field} {value}: no such user")
         return int(
             conn.execute(
                 sa.insert(events)
@@ -45,72 +87,185 @@ def enqueue(
         )
 
 
-def claim(engine: sa.Engine, limit: int, now: dt.datetime, lease_s: float) -> list[Event]:
-    """Mark up to ``limit`` pending events ``processing`` for this worker and return them.
+def _reclaimable(stale: dt.datetime) -> sa.ColumnElement[bool]:
+    """A ``processing`` event whose claim has lapsed (see the module docstring)."""
+    live_runs = sa.select(job_runs.c.id).where(
+        job_runs.c.status == "running", job_runs.c.heartbeat_at >= stale
+    )
+    return sa.and_(
+        events.c.status == "processing",
+        sa.or_(
+            sa.and_(events.c.claim_run_id.is_(None), events.c.claimed_at < stale),
+            sa.and_(
+                events.c.claim_run_id.is_not(None),
+                events.c.claim_run_id.not_in(live_runs.scalar_subquery()),
+            ),
+        ),
+    )
 
-    Claims older than ``lease_s`` (a worker that died mid-batch) go back to pending first.
-    On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets several workers claim disjoint batches.
+
+def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        events.c.status == "pending",
+        sa.or_(events.c.not_before.is_(None), events.c.not_before <= now),
+    )
+
+
+def claim(engine: sa.Engine, limit: int, now: dt.datetime, lease_s: float) -> list[Event]:
+    """Mark up to ``limit`` due pending events ``processing`` and return them.
+
+    Lapsed claims (a worker that died mid-batch) go back to pending first; their attempt
+    stays spent, so an event that kills its worker every time still ends ``dead``. On
+    PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets several workers claim disjoint batches. The
+    caller attaches the claim to its batch run (``attach``) right after.
     """
     stale = now - dt.timedelta(seconds=lease_s)
     with writer(engine).begin() as conn, translate_errors("claim events"):
         conn.execute(
-            sa.update(events)
-            .where(events.c.status == "processing", events.c.claimed_at < stale)
-            .values(status="pending")
+            sa.update(events).where(_reclaimable(stale)).values(status="pending", claim_run_id=None)
         )
-        pick = (
-            sa.select(events.c.id)
-            .where(events.c.status == "pending")
-            .order_by(events.c.id)
-            .limit(limit)
-        )
+        pick = sa.select(events.c.id).where(_due(now)).order_by(events.c.id).limit(limit)
         if is_postgres(conn):
             pick = pick.with_for_update(skip_locked=True)
         rows = conn.execute(
             sa.update(events)
             .where(events.c.id.in_(pick.scalar_subquery()))
-            .values(status="processing", attempts=events.c.attempts + 1, claimed_at=now)
+            .values(
+                status="processing",
+                attempts=events.c.attempts + 1,
+                claimed_at=now,
+                claim_run_id=None,
+                not_before=None,
+            )
             .returning(
                 events.c.id,
                 events.c.kind,
                 events.c.user_id,
                 events.c.other_user_id,
                 events.c.attempts,
+                events.c.deferrals,
             )
         ).all()
     return sorted((Event(*row) for row in rows), key=lambda e: e.id)
 
 
-def finish(engine: sa.Engine, ids: list[int], status: str, now: dt.datetime) -> None:
-    """Mark claimed events ``done`` or ``coalesced``."""
+def attach(engine: sa.Engine, ids: list[int], run_id: int) -> int:
+    """Make ``run_id`` the owner of the claimed events; returns how many it now owns."""
+    if not ids:
+        return 0
+    with writer(engine).begin() as conn, translate_errors("attach events to run"):
+        return conn.execute(
+            sa.update(events)
+            .where(
+                events.c.id.in_(ids),
+                events.c.status == "processing",
+                events.c.claim_run_id.is_(None),
+            )
+            .values(claim_run_id=run_id)
+        ).rowcount
+
+
+def _owned(ids: list[int], run_id: int) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        events.c.id.in_(ids), events.c.status == "processing", events.c.claim_run_id == run_id
+    )
+
+
+def finish(engine: sa.Engine, ids: list[int], run_id: int, status: str, now: dt.datetime) -> int:
+    """Mark ``run_id``'s claimed events ``done`` or ``coalesced``; returns how many."""
     if status not in ("done", "coalesced"):
         raise ValueError(f"status must be 'done' or 'coalesced'; got {status!r}")
     if not ids:
-        return
+        return 0
     with writer(engine).begin() as conn, translate_errors(f"mark events {status}"):
-        conn.execute(
+        return conn.execute(
             sa.update(events)
-            .where(events.c.id.in_(ids))
-            .values(status=status, processed_at=now, error=None)
-        )
+            .where(_owned(ids, run_id))
+            .values(status=status, processed_at=now, error=None, claim_run_id=None)
+        ).rowcount
 
 
 def fail(
-    engine: sa.Engine, ids: list[int], error: str, max_attempts: int, now: dt.datetime
-) -> None:
-    """Return failed events to the queue, or park them as ``dead`` after ``max_attempts``."""
+    engine: sa.Engine,
+    ids: list[int],
+    run_id: int,
+    error: str,
+    *,
+    max_attempts: int,
+    now: dt.datetime,
+    retry_at: dt.datetime | None = None,
+) -> dict[str, int]:
+    """Return failed events to the queue (not before ``retry_at``), or park them as ``dead``.
+
+    ``max_attempts=0`` parks them at once (the event itself is invalid). The error is stored
+    as plain text. Returns ``{"dead": n, "retry": m}``.
+    """
     if not ids:
-        return
+        return {"dead": 0, "retry": 0}
+    dead = events.c.attempts >= max_attempts
     with writer(engine).begin() as conn, translate_errors("mark events failed"):
-        conn.execute(
+        statuses = conn.execute(
             sa.update(events)
-            .where(events.c.id.in_(ids))
+            .where(_owned(ids, run_id))
             .values(
-                status=sa.case((events.c.attempts >= max_attempts, "dead"), else_="pending"),
-                error=error[:4000],
+                status=sa.case((dead, "dead"), else_="pending"),
+                error=plain_text(error),
                 processed_at=now,
+                claim_run_id=None,
+                not_before=sa.case(
+                    (dead, None), else_=sa.literal(retry_at, events.c.not_before.type)
+                ),
             )
-        )
+            .returning(events.c.status)
+        ).scalars()
+        outcome = {"dead": 0, "retry": 0}
+        for status in statuses:
+            outcome["dead" if status == "dead" else "retry"] += 1
+        return outcome
+
+
+def release(
+    engine: sa.Engine,
+    ids: list[int],
+    run_id: int,
+    reason: str,
+    *,
+    now: dt.datetime,
+    retry_at: dt.datetime,
+) -> int:
+    """Hand claimed events back unprocessed: the attempt is refunded, a deferral counted."""
+    if not ids:
+        return 0
+    with writer(engine).begin() as conn, translate_errors("release events"):
+        return conn.execute(
+            sa.update(events)
+            .where(_owned(ids, run_id))
+            .values(
+                status="pending",
+                attempts=events.c.attempts - 1,
+                deferrals=events.c.deferrals + 1,
+                error=plain_text(f"deferred: {reason}"),
+                processed_at=now,
+                claim_run_id=None,
+                not_before=retry_at,
+            )
+        ).rowcount
+
+
+def pending_due_at(conn: sa.Connection, now: dt.datetime) -> dt.datetime | None:
+    """When the earliest pending event is due (``now`` if one is due already; ``None``:
+    nothing is pending)."""
+    with translate_errors("read the event queue"):
+        pending, waiting, earliest = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.count(events.c.not_before),
+                sa.func.min(events.c.not_before),
+            ).where(events.c.status == "pending")
+        ).one()
+    if not pending:
+        return None
+    return now if waiting < pending or earliest <= now else earliest
 
 
 def counts_by_status(conn: sa.Connection) -> dict[str, int]:

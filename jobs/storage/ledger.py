@@ -49,18 +49,7 @@ def start_run(
                         f"job {job_name!r} scope {scope!r} is already running as run "
                         f"{running.id} (last heartbeat {running.heartbeat_at:%Y-%m-%d %H:%M:%S}Z)"
                     )
-                conn.execute(
-                    sa.update(job_runs)
-                    .where(job_runs.c.id == running.id)
-                    .values(
-                        status="abandoned",
-                        finished_at=now,
-                        error=(
-                            f"abandoned: no heartbeat since {running.heartbeat_at:%H:%M:%S}Z "
-                            f"(lease {lease_s:g} s)"
-                        ),
-                    )
-                )
+                _abandon(conn, running.id, running.heartbeat_at, now, lease_s)
             previous = conn.execute(
                 sa.select(job_runs.c.status, job_runs.c.attempt)
                 .where(job_runs.c.job_name == job_name, job_runs.c.scope == scope)
@@ -95,6 +84,39 @@ def start_run(
             ) from exc
         raise
     return int(run_id), attempt
+
+
+def _abandon(
+    conn: sa.Connection, run_id: int, heartbeat_at: dt.datetime, now: dt.datetime, lease_s: float
+) -> None:
+    conn.execute(
+        sa.update(job_runs)
+        .where(job_runs.c.id == run_id, job_runs.c.status == "running")
+        .values(
+            status="abandoned",
+            finished_at=now,
+            error=f"abandoned: no heartbeat since {heartbeat_at:%H:%M:%S}Z (lease {lease_s:g} s)",
+        )
+    )
+
+
+def abandon_stale(engine: sa.Engine, *, now: dt.datetime, lease_s: float) -> list[int]:
+    """Mark every running row whose heartbeat is older than ``lease_s`` ``abandoned``.
+
+    ``start_run`` does this for its own (job, scope) only; a killed worker's runs may never
+    see that scope again (the retried batch can hold other users), so the worker sweeps.
+    Returns the ids abandoned.
+    """
+    stale_before = now - dt.timedelta(seconds=lease_s)
+    with writer(engine).begin() as conn, translate_errors("abandon stale runs"):
+        stale = conn.execute(
+            sa.select(job_runs.c.id, job_runs.c.heartbeat_at).where(
+                job_runs.c.status == "running", job_runs.c.heartbeat_at < stale_before
+            )
+        ).all()
+        for run_id, heartbeat_at in stale:
+            _abandon(conn, run_id, heartbeat_at, now, lease_s)
+    return [int(run_id) for run_id, _ in stale]
 
 
 def _is_unique_violation(exc: BaseException) -> bool:

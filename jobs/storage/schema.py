@@ -306,8 +306,15 @@ events = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     _ts("created_at"),
-    # Set when a worker claims the event; a claim older than the lease is handed out again.
+    # Set when a worker claims the event. The claim belongs to the worker's batch run
+    # (job_runs.id in claim_run_id): it is handed out again once that run is no longer
+    # running or its heartbeat is older than the lease (without a run: once claimed_at is).
     _ts("claimed_at", nullable=True),
+    sa.Column("claim_run_id", sa.BigInteger, nullable=True),
+    # Not handed out before this time: the backoff after a failure or a deferral.
+    _ts("not_before", nullable=True),
+    # Times the event was handed back unprocessed because its work was already running.
+    sa.Column("deferrals", sa.Integer, nullable=False, server_default="0"),
     _ts("processed_at", nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.CheckConstraint(

@@ -85,3 +85,27 @@ def test_status_reports_coverage_staleness_and_queue(
     assert data["queue"]["pending"] == 1
     assert cli.main(["--db", db.url, "status"]) == 0
     assert "1/3 active users have suggestions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["quiz_submitted", "-7"], "EventError: event user_id must be a positive user id; got -7"),
+        (["quiz_submitted", "99"], "EventError: event user_id 99: no such user"),
+        (["rating_created", "1"], "EventError: a rating_created event needs other_user_id"),
+        (["rating_created", "1", "--other", "98"], "EventError: event other_user_id 98: no such"),
+    ],
+)
+def test_event_refuses_invalid_ids_in_one_line(
+    db, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """Regression: `matchjobs event quiz_submitted -7` was queued; its batch then failed."""
+    with db.engine.begin() as conn:
+        conn.execute(sa.insert(schema.users), [{"id": 1, "created_at": T0}])
+    assert cli.main(["--db", db.url, "event", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"matchjobs: error: {message}") and err.count("\n") == 1
+    with db.engine.connect() as conn:
+        assert event_store.counts_by_status(conn) == {}
+    assert cli.main(["--db", db.url, "event", "quiz_submitted", "1"]) == 0
+    assert capsys.readouterr().out.startswith("queued event ")

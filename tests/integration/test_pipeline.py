@@ -170,4 +170,9 @@ def test_quiz_event_refreshes_vector_and_scores(nightly_db, config) -> None:
     assert np.allclose(np.frombuffer(after, "<f4"), -np.frombuffer(before, "<f4"), atol=1e-6)
     assert statuses == ["coalesced", "done"]
     event_runs = [(name, status) for name, status, trigger in runs(db) if trigger == "event"]
-    assert event_runs == [("quiz", "succeeded"), ("match", "succeeded"), ("feed", "succeeded")]
+    assert event_runs == [
+        ("worker", "succeeded"),  # the batch, which holds the events' claim
+        ("quiz", "succeeded"),
+        ("match", "succeeded"),
+        ("feed", "succeeded"),
+    ]
