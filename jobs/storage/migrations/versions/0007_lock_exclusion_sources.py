@@ -12,7 +12,7 @@ the caller retries, so it never waits inside a lock cycle with the app's writers
 SQLite has no table locks (its write lock already serializes): nothing to do there.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-02
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
