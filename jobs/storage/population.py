@@ -168,7 +168,8 @@ def load(
 
     max_distance = _float_column(users, "max_distance_km")
     max_distance = np.where(np.isnan(max_distance), params.default_max_distance_km, max_distance)
-    seeking = _int_column(users, "seeking_mask", 0) & 0b111
+    # Saturated, not masked or wrapped: a stored 9 or 256 must stay invalid for the validator.
+    seeking = np.clip(_int_column(users, "seeking_mask", 0), -1, 127)
 
     quiz_vectors, has_quiz, n_read, bad = _vectors(conn, schema.user_quiz_vectors, user_ids, scope)
     rows_read += n_read
@@ -225,7 +226,7 @@ def load(
 
     population = Population(
         user_ids=user_ids,
-        gender=_int_column(users, "gender", -1).astype(np.int8),
+        gender=np.clip(_int_column(users, "gender", -1), -1, 127).astype(np.int8),
         seeking_mask=seeking.astype(np.int8),
         age=_ages(now, users["birth_date"]),
         age_min=_int_column(users, "age_min", 18).astype(np.int16),
