@@ -385,8 +385,10 @@ def candidate_region(
             # the candidate seeks the target's gender
             users.c.seeking_mask.bitwise_and(1 << int(t.gender)) != 0,
         )
-        if not (pd.isna(t.latitude) or pd.isna(t.longitude)):
-            limit = default_max_distance_km if pd.isna(t.max_distance_km) else t.max_distance_km
+        limit = default_max_distance_km if pd.isna(t.max_distance_km) else t.max_distance_km
+        # No box around a non-finite point or limit (an inf would reach the SQL as a bare
+        # word): the target is then searched like one without a location, a superset.
+        if np.isfinite([t.latitude, t.longitude, limit]).all():
             dlat = float(limit) / 110.574 + 0.01
             coslat = max(np.cos(np.radians(min(abs(float(t.latitude)) + dlat, 89.9))), 1e-3)
             dlon = float(limit) / (111.320 * coslat) + 0.01 + margin_deg
