@@ -147,12 +147,12 @@ def _match_scores_sqlite(with_subscore_checks: bool) -> None:
     op.create_index("ix_match_scores_reverse", "match_scores", ["candidate_id"])
 
 
-def upgrade() -> None:
-    _refuse_violations()
+def _alter(add: bool) -> None:
+    """Add (upgrade) or drop (downgrade) every check, and drop or restore the old default."""
     sqlite = op.get_bind().dialect.name == "sqlite"
     for table, (_, checks) in CHECKS.items():
         if table == "match_scores" and sqlite:
-            _match_scores_sqlite(with_subscore_checks=True)
+            _match_scores_sqlite(with_subscore_checks=add)
             continue
         with op.batch_alter_table(table) as batch_op:
             if table == "users":
@@ -160,25 +160,19 @@ def upgrade() -> None:
                     "seeking_mask",
                     existing_type=sa.SmallInteger(),
                     existing_nullable=False,
-                    server_default=None,
+                    server_default=None if add else "0",
                 )
             for name, cond in checks.items():
-                batch_op.create_check_constraint(op.f(name), cond)
+                if add:
+                    batch_op.create_check_constraint(op.f(name), cond)
+                else:
+                    batch_op.drop_constraint(op.f(name), type_="check")
+
+
+def upgrade() -> None:
+    _refuse_violations()
+    _alter(add=True)
 
 
 def downgrade() -> None:
-    sqlite = op.get_bind().dialect.name == "sqlite"
-    for table, (_, checks) in CHECKS.items():
-        if table == "match_scores" and sqlite:
-            _match_scores_sqlite(with_subscore_checks=False)
-            continue
-        with op.batch_alter_table(table) as batch_op:
-            for name in checks:
-                batch_op.drop_constraint(op.f(name), type_="check")
-            if table == "users":
-                batch_op.alter_column(
-                    "seeking_mask",
-                    existing_type=sa.SmallInteger(),
-                    existing_nullable=False,
-                    server_default="0",
-                )
+    _alter(add=False)
