@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from compute import validate
+
 GENDER_WOMAN = 0
 GENDER_MAN = 1
 GENDER_NONBINARY = 2
@@ -116,7 +118,8 @@ class Population:
     max_distance_km : (n,) float32
         The user's distance limit; NaN or inf = no limit.
     lat, lon : (n,) float64
-        Degrees; NaN = no location.
+        Degrees; NaN in both = no location. Anything else that is not a point on Earth
+        is dropped by :func:`validate_population` (``invalid_location``).
     active : (n,) bool
     account_age_days, inactive_days : (n,) float32
         Days since sign-up and since last activity.
@@ -306,14 +309,40 @@ class Population:
         return Population(**values)
 
 
-VALIDATION_REASONS = (
-    "nan_vector",
-    "nan_rating",
+# Why a user is dropped (neither scored nor suggested), in the order a user is counted under
+# the first that applies; then the counts of rows that stay but lose a value or a signal.
+DROP_REASONS = (
     "age_out_of_range",
     "bad_age_range",
     "bad_gender",
-    "no_location",
+    "bad_seeking_mask",
+    "bad_max_distance",
+    "invalid_location",
 )
+VALIDATION_REASONS = ("nan_vector", "nan_rating", *DROP_REASONS, "no_location")
+
+
+def location_status(
+    lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Split coordinates into missing and invalid ones.
+
+    Parameters
+    ----------
+    lat, lon : (n,) float64
+        Degrees; NaN in both = no location (the loader's encoding of NULL).
+
+    Returns
+    -------
+    missing : (n,) bool
+        Both coordinates NaN: a user without a location.
+    invalid : (n,) bool
+        Not missing, and not a point on Earth: latitude outside [-90, 90] or longitude
+        outside [-180, 180], ±inf, or one coordinate NaN and the other not.
+    """
+    missing = np.isnan(lat) & np.isnan(lon)
+    on_earth = (np.abs(lat) <= 90.0) & (np.abs(lon) <= 180.0)  # False for NaN and ±inf
+    return missing, ~missing & ~on_earth
 
 
 def validate_population(
@@ -330,23 +359,35 @@ def validate_population(
     Returns
     -------
     keep : (n,) bool
-        False for users who must be neither scored nor suggested: ``age`` not in
-        [min_age, max_age] (or NaN) → ``age_out_of_range``; ``age_min > age_max`` →
-        ``bad_age_range``; ``gender`` not in {0, 1, 2} → ``bad_gender``. Each dropped
-        user is counted once, under the first failing reason in that order.
+        False for users who must be neither scored nor suggested (:data:`DROP_REASONS`):
+        ``age`` not in [min_age, max_age] (or NaN) → ``age_out_of_range``;
+        ``age_min > age_max`` → ``bad_age_range``; ``gender`` not in {0, 1, 2} →
+        ``bad_gender``; ``seeking_mask`` not in 1..7 (seeks nobody, or an unknown
+        gender) → ``bad_seeking_mask``; a negative ``max_distance_km`` (NaN and +inf
+        mean no limit) → ``bad_max_distance``; coordinates that are not a point on Earth
+        (:func:`location_status`) → ``invalid_location``, so that they can never
+        escape a distance limit as "no location" would. Each dropped user is counted
+        once, under the first failing reason in that order.
     counts : dict[str, int]
-        Also counts rows that stay but lose a signal: a quiz or interest vector with
-        a NaN (``nan_vector``, per vector; :func:`clean_population` treats it as
-        absent), a NaN rating quality / preference / dims row (``nan_rating``), and
-        users without a usable location (``no_location``: they are kept; distance
-        filter and proximity are neutral for their pairs).
+        Every reason of :data:`VALIDATION_REASONS`, 0 when none. Also counts rows that
+        stay but lose a signal: a quiz or interest vector with a NaN (``nan_vector``,
+        per vector; :func:`clean_population` treats it as absent), a NaN rating quality
+        / preference / dims row (``nan_rating``), and kept users without a location
+        (``no_location``: distance filter and proximity are neutral for their pairs).
     """
     if not min_age <= max_age:
         raise ValueError(f"min_age must be <= max_age; got {min_age} and {max_age}")
+    missing_location, invalid_location = location_status(pop.lat, pop.lon)
     age_bad = ~((pop.age >= min_age) & (pop.age <= max_age))
-    range_bad = ~age_bad & (pop.age_min > pop.age_max)
-    gender_bad = ~age_bad & ~range_bad & ~np.isin(pop.gender, np.arange(N_GENDERS))
-    keep = ~(age_bad | range_bad | gender_bad)
+    drops = [
+        ("age_out_of_range", age_bad),
+        ("bad_age_range", pop.age_min > pop.age_max),
+        ("bad_gender", ~np.isin(pop.gender, np.arange(N_GENDERS))),
+        ("bad_seeking_mask", (pop.seeking_mask < 1) | (pop.seeking_mask > ALL_GENDERS_MASK)),
+        ("bad_max_distance", pop.max_distance_km < 0),
+        ("invalid_location", invalid_location),
+    ]
+    keep = validate.keep_mask(pop.n_users, drops)
     nan_quiz = pop.has_quiz & np.isnan(pop.quiz_vectors).any(axis=1)
     nan_interest = pop.has_interest & np.isnan(pop.interest_vectors).any(axis=1)
     nan_rating = (
@@ -357,18 +398,10 @@ def validate_population(
     counts = {
         "nan_vector": int(nan_quiz.sum() + nan_interest.sum()),
         "nan_rating": int(nan_rating.sum()),
-        "age_out_of_range": int(age_bad.sum()),
-        "bad_age_range": int(range_bad.sum()),
-        "bad_gender": int(gender_bad.sum()),
-        "no_location": int((~_usable_location(pop.lat, pop.lon)).sum()),
+        **validate.classify_rows(pop.n_users, drops),
+        "no_location": int((keep & missing_location).sum()),
     }
     return keep, counts
-
-
-def _usable_location(
-    lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64]
-) -> npt.NDArray[np.bool_]:
-    return (np.abs(lat) <= 90.0) & (np.abs(lon) <= 180.0)
 
 
 def clean_population(
@@ -380,8 +413,8 @@ def clean_population(
     -------
     cleaned : Population
         Bad users removed (rows renumbered); NaN vectors zeroed with their
-        ``has_*`` flag cleared; NaN rating values zeroed (and the flag cleared);
-        out-of-range coordinates set to NaN (no location).
+        ``has_*`` flag cleared; NaN rating values zeroed (and the flag cleared).
+        Every kept user has either a valid location or none (both coordinates NaN).
     kept_rows : (m,) int64
         Rows of ``pop`` that ``cleaned`` keeps, in order.
     counts : dict[str, int]
@@ -408,10 +441,6 @@ def clean_population(
     dims_bad = np.isnan(pop.rating_dims).any(axis=1)
     if dims_bad.any():
         changes["rating_dims"] = np.where(dims_bad[:, None], np.float32(0), pop.rating_dims)
-    location_bad = ~_usable_location(pop.lat, pop.lon)
-    if location_bad.any():
-        changes["lat"] = np.where(location_bad, np.nan, pop.lat)
-        changes["lon"] = np.where(location_bad, np.nan, pop.lon)
     cleaned = replace(pop, **changes) if changes else pop
     kept_rows = np.flatnonzero(keep).astype(np.int64)
     if kept_rows.size != pop.n_users:

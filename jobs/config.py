@@ -27,7 +27,9 @@ Unit = Annotated[float, Field(ge=0, le=1)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: YAML's .inf/.nan would pass every bound a section states (inf
+    # is >= 0) and then crash or poison scoring; every float of every section is finite.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Weights(_Model):

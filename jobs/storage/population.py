@@ -239,7 +239,8 @@ def load(
 
     max_distance = _float_column(users, "max_distance_km")
     max_distance = np.where(np.isnan(max_distance), params.default_max_distance_km, max_distance)
-    seeking = _int_column(users, "seeking_mask", 0) & 0b111
+    # Saturated, not masked or wrapped: a stored 9 or 256 must stay invalid for the validator.
+    seeking = np.clip(_int_column(users, "seeking_mask", 0), -1, 127)
 
     quiz_vectors, has_quiz, n_read, bad = _vectors(conn, schema.user_quiz_vectors, user_ids, scope)
     rows_read += n_read
@@ -296,7 +297,7 @@ def load(
 
     population = Population(
         user_ids=user_ids,
-        gender=_int_column(users, "gender", -1).astype(np.int8),
+        gender=np.clip(_int_column(users, "gender", -1), -1, 127).astype(np.int8),
         seeking_mask=seeking.astype(np.int8),
         age=_ages(now, users["birth_date"]),
         age_min=_int_column(users, "age_min", 18).astype(np.int16),
@@ -455,8 +456,10 @@ def candidate_region(
             # the candidate seeks the target's gender
             users.c.seeking_mask.bitwise_and(1 << int(t.gender)) != 0,
         )
-        if not (pd.isna(t.latitude) or pd.isna(t.longitude)):
-            limit = default_max_distance_km if pd.isna(t.max_distance_km) else t.max_distance_km
+        limit = default_max_distance_km if pd.isna(t.max_distance_km) else t.max_distance_km
+        # No box around a non-finite point or limit (an inf would reach the SQL as a bare
+        # word): the target is then searched like one without a location, a superset.
+        if np.isfinite([t.latitude, t.longitude, limit]).all():
             dlat = float(limit) / 110.574 + 0.01
             coslat = max(np.cos(np.radians(min(abs(float(t.latitude)) + dlat, 89.9))), 1e-3)
             dlon = float(limit) / (111.320 * coslat) + 0.01 + margin_deg

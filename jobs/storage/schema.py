@@ -6,6 +6,9 @@ one writer job (see ``DERIVED_OWNERS``). Conventions:
 - ids are 64-bit integers; timestamps are UTC (``timestamptz`` on PostgreSQL).
 - ``users.gender`` is a code: 0 woman, 1 man, 2 nonbinary. ``users.seeking_mask`` has bit
   ``g`` set when the user seeks gender ``g`` (1 = women, 2 = men, 4 = nonbinary people).
+- CHECK constraints refuse the values no job could honour (migration 0005): codes and
+  masks out of range, ages outside 18..120, impossible coordinates, a negative or
+  non-finite distance limit, non-finite answers and ratings, subscores outside [0, 1].
 - Vectors are stored as little-endian float32 bytes (``vector``) with their ``dim``.
 """
 
@@ -61,13 +64,17 @@ def _ts(name: str, nullable: bool = False, **kw: Any) -> sa.Column[Any]:
 
 # ---------------------------------------------------------------- source tables (app-owned)
 
+# A CHECK condition's suffix that refuses ±inf and NaN on both engines (NULL passes): NaN is
+# above every number on PostgreSQL, and SQLite stores NaN as NULL.
+FINITE = "BETWEEN -1e308 AND 1e308"
+
 users = sa.Table(
     "users",
     metadata,
     sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("birth_date", sa.Date, nullable=True),
     sa.Column("gender", sa.SmallInteger, nullable=True),
-    sa.Column("seeking_mask", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("seeking_mask", sa.SmallInteger, nullable=False),
     sa.Column("age_min", sa.SmallInteger, nullable=False, server_default="18"),
     sa.Column("age_max", sa.SmallInteger, nullable=False, server_default="99"),
     sa.Column("max_distance_km", sa.Float, nullable=True),
@@ -78,6 +85,17 @@ users = sa.Table(
     _ts("last_active_at", nullable=True),
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("display_name", sa.Text, nullable=True),
+    # The app's values (migration 0005); NULL stays allowed where the column allows it.
+    sa.CheckConstraint("gender BETWEEN 0 AND 2", name="gender"),
+    sa.CheckConstraint("seeking_mask BETWEEN 1 AND 7", name="seeking_mask"),
+    sa.CheckConstraint("age_min BETWEEN 18 AND 120", name="age_min"),
+    sa.CheckConstraint("age_max BETWEEN 18 AND 120", name="age_max"),
+    sa.CheckConstraint("age_min <= age_max", name="age_range"),
+    sa.CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude"),
+    sa.CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude"),
+    sa.CheckConstraint("(latitude IS NULL) = (longitude IS NULL)", name="location_pair"),
+    # Finite: NaN is above every number on PostgreSQL, +inf above 1e308.
+    sa.CheckConstraint("max_distance_km >= 0 AND max_distance_km <= 1e308", name="max_distance_km"),
 )
 sa.Index("ix_users_active", users.c.is_active)
 
@@ -99,6 +117,7 @@ quiz_answers = sa.Table(
     sa.Column("question_id", sa.BigInteger, primary_key=True),
     sa.Column("value", sa.Float, nullable=True),
     _ts("answered_at"),
+    sa.CheckConstraint(f"value {FINITE}", name="value_finite"),
 )
 
 subjects = sa.Table(
@@ -143,6 +162,7 @@ ratings = sa.Table(
     sa.Column("dimension_id", sa.BigInteger, primary_key=True),
     sa.Column("value", sa.Float, nullable=True),
     _ts("created_at"),
+    sa.CheckConstraint(f"value {FINITE}", name="value_finite"),
 )
 sa.Index("ix_ratings_rated_id", ratings.c.rated_id)
 
@@ -227,6 +247,10 @@ match_scores = sa.Table(
     _ts("computed_at"),
     # NaN > every number on PostgreSQL and is stored as NULL on SQLite: both are refused.
     sa.CheckConstraint("score >= 0 AND score <= 1", name="score_range"),
+    *(
+        sa.CheckConstraint(f"s_{name} >= 0 AND s_{name} <= 1", name=f"s_{name}_range")
+        for name in SUBSCORE_COLUMNS
+    ),
     # Integer columns lead every key (migration 0004): the nightly sorts 18M rows per
     # index, and a leading text column sends each comparison through the collation. The
     # version must be in the key of a table partitioned by it; it comes last.

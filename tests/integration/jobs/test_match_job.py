@@ -339,7 +339,11 @@ def test_a_user_without_candidates_loses_their_rows(world: Any) -> None:
     user = int(stored(world)["user_id"].iloc[0])
     with world.engine.begin() as conn:
         conn.execute(
-            sa.update(schema.users).where(schema.users.c.id == user).values(seeking_mask=0)
+            # Nobody is 120: the user has no candidate left (a seeking mask of 0, which did
+            # this before, is refused by the schema since migration 0005).
+            sa.update(schema.users)
+            .where(schema.users.c.id == user)
+            .values(age_min=120, age_max=120)
         )
     run_job(world, make_config(fanout={"max_reverse": 0}), Scope.users(user))
     after = stored(world)
@@ -426,7 +430,7 @@ def test_loader_defaults_and_skips_bad_rows(world: Any) -> None:
         conn.execute(
             sa.update(schema.users)
             .where(schema.users.c.id == user)
-            .values(max_distance_km=None, latitude=None)
+            .values(max_distance_km=None, latitude=None, longitude=None)
         )
         conn.execute(
             sa.insert(schema.user_interest_index),

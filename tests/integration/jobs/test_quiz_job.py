@@ -33,7 +33,7 @@ def quiz_world(load_source) -> None:
     user 3: q10=3, q11=3: every answer at the midpoint        → zero_vector, no row
     user 4: q10=5; q11 NULL (nan_value)                       → 1 valid answer: too_few_answers
     user 5: inactive                                          → no row, rows not counted
-    user 6: q10=inf (nan_value), q11=5 → 2, q12=10 → 1        → (0, 2, 1)/√5
+    user 6: q10=NaN (nan_value), q11=5 → 2, q12=10 → 1        → (0, 2, 1)/√5
     user 1 also answers the inactive q13 and the unknown q99  → 2 × unknown_question
     """
     load_source(
@@ -59,7 +59,8 @@ def quiz_world(load_source) -> None:
             (4, 11, None),
             (5, 10, 5.0),
             (5, 11, 5.0),
-            (6, 10, float("inf")),
+            # NaN is stored as NULL; inf is refused by the schema (ck_quiz_answers_value_finite)
+            (6, 10, float("nan")),
             (6, 11, 5.0),
             (6, 12, 10.0),
         ],

@@ -179,3 +179,118 @@ def test_integer_keys_migration_keeps_rows_both_ways(db) -> None:
     migrate.upgrade(db.engine)
     assert stored() == before
     assert key() == ["user_id", "candidate_id", "algorithm_version"]
+
+
+def _source_rows(conn: sa.Connection, users: list[dict[str, Any]]) -> None:
+    import datetime as dt
+
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    base = dict(
+        gender=0,
+        seeking_mask=2,
+        age_min=18,
+        age_max=99,
+        max_distance_km=50.0,
+        latitude=52.5,
+        longitude=13.4,
+        created_at=now,
+    )
+    conn.execute(sa.insert(schema.users), [{**base, **u} for u in users])
+    conn.execute(
+        sa.insert(schema.quiz_answers),
+        [
+            dict(user_id=1, question_id=1, value=3.0, answered_at=now),
+            dict(user_id=2, question_id=1, value=float("inf"), answered_at=now),
+        ],
+    )
+    conn.execute(
+        sa.insert(schema.match_scores),
+        {
+            "algorithm_version": "v1",
+            "user_id": 1,
+            "candidate_id": 2,
+            "score": 0.5,
+            **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+            "s_proximity": 1.5,
+            "reasons": "[]",
+            "config_hash": "h",
+            "computed_at": now,
+        },
+    )
+
+
+def test_constraints_migration_reports_violating_rows_and_changes_nothing(db, caplog) -> None:
+    """0005 never deletes bad rows: it names table, constraint, count and keys, and stops."""
+    import logging
+
+    import pytest
+
+    from jobs.errors import InputDataError
+
+    migrate.downgrade(db.engine, "0004")
+    with db.engine.begin() as conn:
+        _source_rows(
+            conn,
+            [
+                {"id": 1},
+                {"id": 2, "latitude": 95.0},
+                {"id": 3, "latitude": -91.0, "seeking_mask": 0},
+                {"id": 4, "max_distance_km": -1.0, "age_min": 50, "age_max": 40},
+            ],
+        )
+    before = schema_snapshot(db.engine)
+    with pytest.raises(InputDataError) as info, caplog.at_level(logging.ERROR):
+        migrate.upgrade(db.engine)
+    message = str(info.value)
+    expected = [
+        "users: 2 rows violate ck_users_latitude (latitude BETWEEN -90 AND 90); id e.g. 2, 3",
+        "users: 1 rows violate ck_users_seeking_mask (seeking_mask BETWEEN 1 AND 7); id e.g. 3",
+        "users: 1 rows violate ck_users_age_range (age_min <= age_max); id e.g. 4",
+        "users: 1 rows violate ck_users_max_distance_km",
+        "quiz_answers: 1 rows violate ck_quiz_answers_value_finite",
+        "user_id, question_id e.g. (2, 1)",
+        "match_scores: 1 rows violate ck_match_scores_s_proximity_range",
+        "algorithm_version, user_id, candidate_id e.g. (v1, 1, 2)",
+    ]
+    for part in expected:
+        assert part in message
+    assert "ck_users_gender" not in message and "ck_ratings" not in message
+    assert "matchjobs db upgrade" in message
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(line.startswith("users: 2 rows violate ck_users_latitude") for line in logged)
+    assert migrate.current_revision(db.engine) == "0004"
+    assert schema_snapshot(db.engine) == before
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM users")).scalar_one() == 4
+    # Once the operator fixes the rows, the same upgrade goes through.
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE users SET latitude = 52.5, seeking_mask = 2, age_max = 60"))
+        conn.execute(sa.text("UPDATE users SET max_distance_km = NULL WHERE id = 4"))
+        conn.execute(sa.text("UPDATE quiz_answers SET value = NULL WHERE user_id = 2"))
+        conn.execute(sa.text("UPDATE match_scores SET s_proximity = 1"))
+    assert migrate.upgrade(db.engine) == migrate.head_revision()
+
+
+def test_constraints_migration_round_trips_a_clean_database(db) -> None:
+    migrate.downgrade(db.engine, "0004")
+    at_0004 = schema_snapshot(db.engine)
+    with db.engine.begin() as conn:
+        _source_rows(conn, [{"id": 1}, {"id": 2, "latitude": None, "longitude": None}])
+        conn.execute(sa.text("UPDATE quiz_answers SET value = 4 WHERE user_id = 2"))
+        conn.execute(sa.text("UPDATE match_scores SET s_proximity = 1"))
+
+    def rows() -> list[Any]:
+        with db.engine.connect() as conn:
+            return [
+                conn.execute(sa.text(f"SELECT * FROM {t} ORDER BY 1, 2, 3")).all()
+                for t in ("users", "quiz_answers", "match_scores")
+            ]
+
+    stored = rows()
+    migrate.upgrade(db.engine)
+    checks = {c["name"] for c in sa.inspect(db.engine).get_check_constraints("users")}
+    assert {"ck_users_latitude", "ck_users_seeking_mask", "ck_users_location_pair"} <= checks
+    assert rows() == stored
+    migrate.downgrade(db.engine, "0004")
+    assert schema_snapshot(db.engine) == at_0004
+    assert rows() == stored

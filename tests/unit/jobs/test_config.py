@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from jobs import config as config_mod
 from jobs.errors import ConfigError
@@ -82,3 +87,50 @@ def test_config_is_immutable() -> None:
     cfg = config_mod.load_config()
     with pytest.raises(Exception, match="frozen"):
         cfg.weights.quiz = 1.0  # type: ignore[misc]
+
+
+def _float_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted keys of every float setting of ``model`` and its sections, found from the types."""
+
+    def mentions(annotation: Any, kind: type) -> bool:
+        return annotation is kind or any(mentions(arg, kind) for arg in typing.get_args(annotation))
+
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += _float_keys(annotation, f"{prefix}{name}.")
+        elif mentions(annotation, float):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+FLOAT_KEYS = _float_keys(config_mod.Config)
+
+
+def test_the_float_keys_are_found_from_the_model() -> None:
+    # The walk below must not be vacuous: the keys of the issue are among what it finds.
+    assert {"weights.quiz", "ratings.prior_weight", "candidates.geo_cell_deg"} <= set(FLOAT_KEYS)
+    assert "scoring.exposure_cap.penalty" in FLOAT_KEYS and "scoring.top_k" not in FLOAT_KEYS
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+def test_non_finite_number_is_refused_for_every_float_key(
+    tmp_path: Path, key: str, value: float
+) -> None:
+    """Regression (issue 9, item 6): `weights.quiz: .inf` and `ratings.prior_weight: .inf`
+    passed validation (inf is >= 0) and crashed scoring with a traceback."""
+    data: dict[str, Any] = {}
+    *sections, leaf = key.split(".")
+    node = data
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[leaf] = value
+    path = write(tmp_path, yaml.safe_dump(data))
+    assert (".inf" in path.read_text()) or (".nan" in path.read_text())
+    with pytest.raises(ConfigError) as info:
+        config_mod.load_config([path])
+    assert f"{config_mod.DEFAULT_CONFIG} + {path}: {key}: Input should be a finite number" in str(
+        info.value
+    )
