@@ -7,7 +7,7 @@ with it (the run's heartbeat is stale, or it finished); ``not_before`` delays th
 (exponential backoff) and ``deferrals`` counts hand-backs that spent no attempt.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
