@@ -265,7 +265,7 @@ job_runs = sa.Table(
     metadata,
     sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
     sa.Column("job_name", sa.String(32), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
     sa.Column("trigger", sa.String(16), nullable=False),
     sa.Column("scope", sa.String(128), nullable=False),
     _ts("started_at"),
@@ -277,7 +277,10 @@ job_runs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("metadata", sa.Text, nullable=False, server_default="{}"),
     _ts("heartbeat_at"),
-    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'abandoned')", name="status"),
+    sa.CheckConstraint(
+        "status IN ('running', 'succeeded', 'succeeded_with_warnings', 'failed', 'abandoned')",
+        name="status",
+    ),
     sa.CheckConstraint(
         "\"trigger\" IN ('nightly', 'event', 'on_demand', 'backfill')", name="trigger"
     ),
