@@ -3,10 +3,13 @@
     JobError                      anything a job, the runner or the CLI reports as a failure
     ├── ConfigError               a config file or option is invalid; nothing was written
     ├── StorageError              the database refused or failed an operation
+    │                             (``transient``: worth retrying, e.g. a lost connection)
     ├── ScopeError                the requested scope (user, shard) does not exist or is invalid
     ├── RunConflictError          a run of the same job and scope is already in progress
     ├── InputDataError            the input tables are unusable as a whole (not a bad row)
-    └── DatabaseNotEmptyError     a loader would mix its rows with existing source rows
+    ├── DatabaseNotEmptyError     a loader would mix its rows with existing source rows
+    ├── WorkerError               a Ray worker scoring a shard failed (not a database error)
+    └── LowCoverageError          a run's output leaves too many users without a list
 
 Each class's docstring is its default message. Bad *rows* are never errors: they are
 skipped and counted in the run's metadata.
@@ -29,6 +32,12 @@ class ConfigError(JobError):
 class StorageError(JobError):
     """The database operation failed."""
 
+    def __init__(self, message: str | None = None, *, transient: bool = False) -> None:
+        super().__init__(message)
+        # A lost connection, an admin shutdown, a serialization failure or a deadlock:
+        # the same operation may succeed when retried (see storage.engine.is_transient).
+        self.transient = transient
+
 
 class ScopeError(JobError):
     """The requested scope is invalid."""
@@ -44,3 +53,11 @@ class InputDataError(JobError):
 
 class DatabaseNotEmptyError(JobError):
     """The database already holds source rows; pass --replace to delete them first."""
+
+
+class WorkerError(JobError):
+    """A Ray worker scoring a shard failed."""
+
+
+class LowCoverageError(JobError):
+    """The run's output leaves too many active users without suggestions."""

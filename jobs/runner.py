@@ -7,9 +7,11 @@ and error (with its cause chain) in a ``finally`` block.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -53,16 +55,45 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def error_chain(exc: BaseException) -> str:
-    """``Type: message`` for the exception and each of its causes, outermost first."""
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape codes (Ray colours its task names and tracebacks)."""
+    return _ANSI_ESCAPE.sub("", text)
+
+
+def chain_parts(exc: BaseException) -> list[str]:
+    """``Type: message`` for the exception and each of its causes, outermost first.
+
+    A suppressed context (``raise … from None``) ends the chain. Causes do not survive
+    pickling across a Ray boundary, so a worker stores them as texts in ``causes``
+    (:func:`keep_causes`); they continue the chain where the live one ends.
+    """
     parts = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        parts.append(f"{type(current).__name__}: {current}")
-        current = current.__cause__ or current.__context__
-    return "\ncaused by ".join(parts)
+        parts.append(plain_text(f"{type(current).__name__}: {current}"))
+        following = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+        if following is None:
+            parts.extend(getattr(current, "causes", ()))
+        current = following
+    return parts
+
+
+def keep_causes(exc: BaseException) -> BaseException:
+    """Store ``exc``'s causes as texts on it, so they cross a process boundary; ``exc``."""
+    exc.causes = chain_parts(exc)[1:]  # type: ignore[attr-defined]
+    return exc
+
+
+def error_chain(exc: BaseException) -> str:
+    """Plain ``Type: message`` lines of the exception and its causes, outermost first."""
+    return "\ncaused by ".join(chain_parts(exc))
 
 
 class _Heartbeat:
@@ -115,11 +146,14 @@ def execute(
     trigger: str = "on_demand",
     clock: Callable[[], dt.datetime] = utcnow,
     show_progress: bool = False,
+    force_swap: bool = False,
 ) -> tuple[int, JobResult]:
     """Run ``job_fn(ctx, scope)`` under the ledger; return ``(run_id, result)``.
 
     Raises ``RunConflictError`` when the same job and scope is already running. Any failure
-    of the job is recorded (status ``failed``, the error and its causes) and re-raised.
+    of the job is recorded (status ``failed``, the error and its causes) and re-raised. A job
+    that recorded warnings (``ctx.figures.warn``) ends ``succeeded_with_warnings``, with the
+    warnings in ``error`` and the metadata, and in the returned result's ``warnings``.
     """
     if job_name not in JOB_NAMES:
         raise ValueError(f"job_name must be one of {JOB_NAMES}; got {job_name!r}")
@@ -165,6 +199,7 @@ def execute(
                 trigger=trigger,
                 figures=figures,
                 show_progress=show_progress,
+                force_swap=force_swap,
             )
             try:
                 result = job_fn(ctx, scope)
@@ -172,7 +207,10 @@ def execute(
             except BaseException:
                 session.rollback()
                 raise
-        status = "succeeded"
+        result = dataclasses.replace(result, warnings=(*result.warnings, *figures.warnings))
+        status = "succeeded_with_warnings" if result.warnings else "succeeded"
+        if result.warnings:
+            error = "\n".join(f"warning: {w}" for w in result.warnings)
         return run_id, result
     except Exception as exc:
         error = error_chain(exc)
@@ -184,6 +222,9 @@ def execute(
             "skipped": dict(result.skipped if result is not None else figures.skipped),
             **figures.counts,
         }
+        warnings = result.warnings if result is not None else tuple(figures.warnings)
+        if warnings:
+            metadata["warnings"] = list(warnings)
         if result is not None:
             metadata.update(
                 rows_read=result.rows_read,
