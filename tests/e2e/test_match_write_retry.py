@@ -57,6 +57,7 @@ class CuttingProxy:
         self.cuts_left = cuts
         self.cuts_made = 0
         self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -68,7 +69,12 @@ class CuttingProxy:
         )
 
     def close(self) -> None:
+        """Stop listening and close every relayed connection (none is left to the GC)."""
         self._listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _close(sock)
 
     def _take_cut(self) -> bool:
         with self._lock:
@@ -88,19 +94,20 @@ class CuttingProxy:
 
     def _serve(self, client: socket.socket) -> None:
         server = socket.create_connection(self.upstream)
+        with self._lock:
+            self._sockets += [client, server]
         cut_on_reply = threading.Event()
 
         def cut() -> None:
-            for sock in (client, server):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
+            _close(client)
+            _close(server)
 
         def replies() -> None:
             while True:
                 try:
                     data = server.recv(65536)
                 except OSError:
+                    cut()
                     return
                 if not data or cut_on_reply.is_set():
                     cut()
@@ -108,6 +115,7 @@ class CuttingProxy:
                 try:
                     client.sendall(data)
                 except OSError:
+                    cut()
                     return
 
         threading.Thread(target=replies, daemon=True).start()
@@ -117,6 +125,7 @@ class CuttingProxy:
             try:
                 data = client.recv(65536)
             except OSError:
+                cut()
                 return
             if not data:
                 cut()
@@ -137,7 +146,14 @@ class CuttingProxy:
             try:
                 server.sendall(data)
             except OSError:
+                cut()
                 return
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 def make_config(**sections: dict[str, Any]) -> config_mod.Config:
