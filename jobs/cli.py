@@ -92,7 +92,9 @@ def emit(args: argparse.Namespace, summary: str, data: Any) -> None:
         print(summary)
 
 
-def run_job(env: Env, job: str, scope: Scope, trigger: str) -> tuple[int, Any]:
+def run_job(
+    env: Env, job: str, scope: Scope, trigger: str, *, force_swap: bool = False
+) -> tuple[int, Any]:
     config = env.config  # a bad config stops here, before the ledger or any table is written
     return runner.execute(
         job,
@@ -103,6 +105,7 @@ def run_job(env: Env, job: str, scope: Scope, trigger: str) -> tuple[int, Any]:
         scope=scope,
         trigger=trigger,
         show_progress=env.show_progress,
+        force_swap=force_swap,
     )
 
 
@@ -154,13 +157,21 @@ def cmd_db_roles(env: Env) -> int:
 
 
 def cmd_run(env: Env) -> int:
+    if env.args.force_swap and (env.args.job not in ("match", "nightly") or env.args.user):
+        raise ConfigError(
+            "--force-swap applies to `run match` and `run nightly` over all users; "
+            f"got `run {env.args.job}`" + (" --user" if env.args.user else "")
+        )
     scope = Scope.users(*env.args.user) if env.args.user else Scope.all()
-    run_id, result = run_job(env, env.args.job, scope, env.args.trigger)
+    run_id, result = run_job(
+        env, env.args.job, scope, env.args.trigger, force_swap=env.args.force_swap
+    )
     skipped = sum(result.skipped.values())
+    warned = f", {len(result.warnings)} warnings (see `matchjobs runs`)" if result.warnings else ""
     emit(
         env.args,
         f"{env.args.job} run {run_id}: {result.users} users, {result.rows_read} rows read, "
-        f"{result.rows_written} rows written, {skipped} skipped",
+        f"{result.rows_written} rows written, {skipped} skipped{warned}",
         {"run_id": run_id, **result.__dict__},
     )
     return 0
@@ -233,6 +244,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     run.add_argument("job", choices=sorted(runner.JOB_MODULES))
     run.add_argument("--user", type=int, action="append", help="restrict to user ID (repeatable)")
     run.add_argument("--trigger", choices=runner.TRIGGERS, default="on_demand")
+    run.add_argument(
+        "--force-swap",
+        action="store_true",
+        help="match/nightly: publish the output even if it leaves most users without a list",
+    )
     run.add_argument("--json", action="store_true")
     handlers["run"] = cmd_run
 
@@ -289,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = Env(args)
         return handlers[args.command](env)
     except JobError as exc:
-        print(f"matchjobs: error: {runner.error_chain(exc)}", file=sys.stderr)
+        # One line (what is wrong, what to do); -v adds the chain of causes.
+        text = runner.error_chain(exc) if args.verbose else runner.chain_parts(exc)[0]
+        print(f"matchjobs: error: {text}", file=sys.stderr)
         return 1
     finally:
         if env is not None:

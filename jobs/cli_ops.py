@@ -81,7 +81,8 @@ def status_data(env: cli.Env) -> dict[str, Any]:
         queue = events.counts_by_status(conn)
     jobs: dict[str, Any] = {}
     for name, runs in history.groupby("job_name", sort=True):
-        ok = runs[runs["status"] == "succeeded"]
+        ok = runs[runs["status"].isin(["succeeded", "succeeded_with_warnings"])]
+        warned = runs[runs["status"] == "succeeded_with_warnings"]
         failed = runs[runs["status"].isin(["failed", "abandoned"])]
         last_ok = ok.iloc[0] if not ok.empty else None
         jobs[str(name)] = {
@@ -92,7 +93,9 @@ def status_data(env: cli.Env) -> dict[str, Any]:
                 round(float(d) / 1000, 2) for d in ok["duration_ms"].dropna().tolist()[:5]
             ],
             "recent_failures": len(failed),
+            "recent_warnings": len(warned),
             "last_error": None if failed.empty else str(failed.iloc[0]["error"]).split("\n")[0],
+            "last_warning": None if warned.empty else str(warned.iloc[0]["error"]).split("\n")[0],
         }
     return {
         "algorithm_version": env.config.algorithm_version,
@@ -133,8 +136,12 @@ def cmd_status(env: cli.Env) -> int:
             f"{job['last_success_at'] or 'never'} · recent durations {durations} · "
             f"{job['recent_failures']} recent failures"
         )
+        if job["recent_warnings"]:
+            line += f", {job['recent_warnings']} with warnings"
         if job["last_error"]:
             line += f" · last error: {job['last_error'][:80]}"
+        if job["last_warning"] and job["last_status"] == "succeeded_with_warnings":
+            line += f" · last warning: {job['last_warning'][:120]}"
         print(line)
     return 0
 

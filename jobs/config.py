@@ -159,6 +159,16 @@ class RayConfig(_Model):
     max_retries: Annotated[int, Field(ge=0)] = 2
 
 
+class Retry(_Model):
+    """Retries of a shard's write after a transient database error (``jobs.match_ray``)."""
+
+    # Attempts in all, the first included; 1 disables retries.
+    write_attempts: Annotated[int, Field(ge=1, le=20)] = 4
+    # Before attempt n+1 the writer waits between d/2 and d, d = min(max, backoff * 2^(n-1)).
+    backoff_s: NonNegative = 0.5
+    max_backoff_s: NonNegative = 10.0
+
+
 class Runner(_Model):
     heartbeat_interval_s: Positive = 10.0
     lease_s: Positive = 120.0
@@ -176,6 +186,10 @@ class Runner(_Model):
 class Audit(_Model):
     sample_users: Annotated[int, Field(ge=0)] = 200
     seed: int = 0
+    # A nightly match run whose share of active users with a non-empty list is below this
+    # is not swapped in (unless --force-swap) and ends as on_low_coverage says.
+    min_coverage: Unit = 0.5
+    on_low_coverage: Literal["warn", "fail"] = "fail"
 
 
 class Worker(_Model):
@@ -209,6 +223,7 @@ class Config(_Model):
     fanout: Fanout = Fanout()
     feed: Feed = Feed()
     ray: RayConfig = RayConfig()
+    retry: Retry = Retry()
     runner: Runner = Runner()
     audit: Audit = Audit()
     worker: Worker = Worker()

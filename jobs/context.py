@@ -64,6 +64,8 @@ class Figures:
     phases_s: dict[str, float] = dataclasses.field(default_factory=dict)
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
     counts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Set, the run ends ``succeeded_with_warnings`` instead of ``succeeded``.
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -74,6 +76,11 @@ class Figures:
             self.phases_s[name] = round(
                 self.phases_s.get(name, 0.0) + time.perf_counter() - start, 4
             )
+
+    def warn(self, message: str, logger: logging.Logger, action: str) -> None:
+        """Record a warning about the run's output (it still succeeds) and log it."""
+        self.warnings.append(message)
+        logger.warning("%s", message, extra={"action": action})
 
     def skip(self, counts: dict[str, int], logger: logging.Logger, action: str) -> None:
         """Add skipped-row counts; log one line per reason."""
@@ -96,6 +103,8 @@ class JobContext:
     trigger: str = "on_demand"
     figures: Figures = dataclasses.field(default_factory=Figures)
     show_progress: bool = False
+    # Publish a nightly match output even below audit.min_coverage (--force-swap).
+    force_swap: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,3 +114,5 @@ class JobResult:
     users: int = 0
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The run's warnings (``Figures.warn``), filled in by the runner.
+    warnings: tuple[str, ...] = ()

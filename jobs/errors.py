@@ -3,11 +3,14 @@
     JobError                      anything a job, the runner or the CLI reports as a failure
     ├── ConfigError               a config file or option is invalid; nothing was written
     ├── StorageError              the database refused or failed an operation
+    │                             (``transient``: worth retrying, e.g. a lost connection)
     ├── ScopeError                the requested scope (user, shard) does not exist or is invalid
     ├── RunConflictError          a run of the same job and scope is already in progress
     ├── EventError                an event names no valid user or lacks what its kind needs
     ├── InputDataError            the input tables are unusable as a whole (not a bad row)
-    └── DatabaseNotEmptyError     a loader would mix its rows with existing source rows
+    ├── DatabaseNotEmptyError     a loader would mix its rows with existing source rows
+    ├── WorkerError               a Ray worker scoring a shard failed (not a database error)
+    └── LowCoverageError          a run's output leaves too many users without a list
 
 Each class's docstring is its default message. Bad *rows* are never errors: they are
 skipped and counted in the run's metadata.
@@ -30,6 +33,12 @@ class ConfigError(JobError):
 class StorageError(JobError):
     """The database operation failed."""
 
+    def __init__(self, message: str | None = None, *, transient: bool = False) -> None:
+        super().__init__(message)
+        # A lost connection, an admin shutdown, a serialization failure or a deadlock:
+        # the same operation may succeed when retried (see storage.engine.is_transient).
+        self.transient = transient
+
 
 class ScopeError(JobError):
     """The requested scope is invalid."""
@@ -49,3 +58,11 @@ class InputDataError(JobError):
 
 class DatabaseNotEmptyError(JobError):
     """The database already holds source rows; pass --replace to delete them first."""
+
+
+class WorkerError(JobError):
+    """A Ray worker scoring a shard failed."""
+
+
+class LowCoverageError(JobError):
+    """The run's output leaves too many active users without suggestions."""

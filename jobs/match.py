@@ -40,7 +40,7 @@ import pandas as pd
 
 from compute import candidates, filters, reasons, scoring, signals
 from compute.population import Population, clean_population
-from jobs.config import Config
+from jobs.config import Config, Retry
 from jobs.context import JobContext, JobResult, Scope
 from jobs.storage import population as population_store
 from jobs.storage import scores
@@ -65,6 +65,7 @@ class MatchSettings:
     audit_sample_users: int
     audit_seed: int
     max_reverse: int
+    write_retry: Retry = dataclasses.field(default_factory=Retry)
 
 
 def settings_from_config(config: Config) -> MatchSettings:
@@ -124,6 +125,7 @@ def settings_from_config(config: Config) -> MatchSettings:
         audit_sample_users=config.audit.sample_users,
         audit_seed=config.audit.seed,
         max_reverse=config.fanout.max_reverse,
+        write_retry=config.retry,
     )
 
 
@@ -279,7 +281,7 @@ def recall_audit(
     """recall@K of the kept lists of a seeded user sample against exhaustive scoring."""
     n_sample = min(settings.audit_sample_users, pop.n_users)
     if n_sample == 0:
-        return {"sample_users": 0, "recall_at_k": None}
+        return {"sample_users": 0, "recall_at_k": None, "reason": "no sample: no users"}
     rng = np.random.default_rng(settings.audit_seed)
     rows = np.sort(rng.choice(pop.n_users, size=n_sample, replace=False)).astype(np.int64)
     start = time.perf_counter()
@@ -289,10 +291,15 @@ def recall_audit(
     exact = exhaustive_top_k(pop, rows, settings, exposure_counts)
     exact_s = time.perf_counter() - start
     k = settings.scoring.top_k
+    # Nothing to find is not perfect recall: report no figure rather than 1.0.
+    comparable = int((exact >= 0).sum())
+    recall = candidates.recall_at_k(kept_table(kept, rows, k), exact) if comparable else None
     return {
         "sample_users": int(n_sample),
         "k": k,
-        "recall_at_k": round(candidates.recall_at_k(kept_table(kept, rows, k), exact), 5),
+        "exhaustive_candidates": comparable,
+        "recall_at_k": None if recall is None else round(recall, 5),
+        **({} if comparable else {"reason": "no sample: no sampled user has any candidate"}),
         "pipeline_s": round(pipeline_s, 3),
         "exhaustive_s": round(exact_s, 3),
     }

@@ -21,19 +21,21 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import os
+import random
 import resource
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from compute import candidates
 from compute.population import Population
-from jobs import match, progress
-from jobs.config import RayConfig
+from jobs import errors, match, progress, runner
+from jobs.config import RayConfig, Retry
 from jobs.context import JobContext, JobResult
 from jobs.storage import engine as engine_mod
 from jobs.storage import population as population_store
@@ -41,6 +43,9 @@ from jobs.storage import scores
 
 RowArray = npt.NDArray[np.int64]
 IN_FLIGHT_PER_ACTOR = 2
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 def _peak_rss_mb() -> float:
@@ -129,10 +134,37 @@ class ShardScorer:
         started = time.perf_counter()
         output = match.score_rows(self._pop, self._indexes, rows, self._settings, exposure_counts)
         computed = time.perf_counter()
-        with self._writer().begin() as conn:
+        try:
+            (deleted, written), attempts = _with_retries(
+                lambda retry: self._write(output, rewrite=self._restarted or retry),
+                self._settings.write_retry,
+                what=f"write of shard {shard_id}",
+                on_retry=self.close,
+            )
+        except errors.JobError as exc:
+            # Its causes would not survive the trip to the driver as exceptions.
+            runner.keep_causes(exc)
+            raise
+        return {
+            "shard": shard_id,
+            "funnel": {**output.funnel, "rows_written": written, "rows_deleted": deleted},
+            "compute_s": computed - started,
+            "write_s": time.perf_counter() - computed,
+            "write_attempts": attempts,
+            "pid": os.getpid(),
+            "restarted_actor": self._restarted,
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+
+    def _write(self, output: match.ShardOutput, *, rewrite: bool) -> tuple[int, int]:
+        """One transaction writing the shard's rows; ``(deleted, inserted)``.
+
+        ``rewrite``: an earlier attempt may have committed — a restarted actor, or a retry
+        after a connection lost during COMMIT, whose outcome the client cannot know.
+        """
+        with engine_mod.translate_errors("write transaction"), self._writer().begin() as conn:
             if self._stage is not None:
-                # A restarted actor may be redoing a shard whose first attempt committed.
-                deleted, written = scores.write_stage_shard(
+                return scores.write_stage_shard(
                     conn,
                     self._stage,
                     output.user_ids,
@@ -140,33 +172,65 @@ class ShardScorer:
                     version=self._settings.version,
                     config_hash=self._settings.config_hash,
                     computed_at=self._computed_at,
-                    rewrite=self._restarted,
+                    rewrite=rewrite,
                 )
-            else:
-                assert self._guard is not None  # checked in __init__
-                deleted, written = scores.replace_user_sets(
-                    conn,
-                    output.user_ids,
-                    output.frame,
-                    version=self._settings.version,
-                    config_hash=self._settings.config_hash,
-                    computed_at=self._computed_at,
-                    guard=self._guard,
-                )
-        return {
-            "shard": shard_id,
-            "funnel": {**output.funnel, "rows_written": written, "rows_deleted": deleted},
-            "compute_s": computed - started,
-            "write_s": time.perf_counter() - computed,
-            "pid": os.getpid(),
-            "restarted_actor": self._restarted,
-            "peak_rss_mb": _peak_rss_mb(),
-        }
+            # Deletes then inserts the users' sets: a rerun after a commit is the same rows.
+            assert self._guard is not None  # checked in __init__
+            return scores.replace_user_sets(
+                conn,
+                output.user_ids,
+                output.frame,
+                version=self._settings.version,
+                config_hash=self._settings.config_hash,
+                computed_at=self._computed_at,
+                guard=self._guard,
+            )
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def _with_retries(
+    write: Callable[[bool], T],
+    policy: Retry,
+    *,
+    what: str,
+    on_retry: Callable[[], None],
+) -> tuple[T, int]:
+    """``write(retry)`` until it succeeds, retrying transient ``StorageError``s; its result
+    and the attempts made.
+
+    At most ``policy.write_attempts`` attempts; before attempt n+1 the caller waits between
+    d/2 and d, d = min(``max_backoff_s``, ``backoff_s`` · 2^(n-1)): exponential backoff, with
+    jitter so that actors cut off together do not reconnect together. ``on_retry`` runs
+    before each wait (drop pooled connections). A last failure is raised naming the attempts.
+    """
+    for attempt in range(1, policy.write_attempts + 1):
+        try:
+            return write(attempt > 1), attempt
+        except errors.StorageError as exc:
+            if not exc.transient:
+                raise
+            if attempt == policy.write_attempts:
+                raise errors.StorageError(
+                    f"{what} failed after {attempt} attempts on transient database errors; "
+                    "the database may be down or overloaded: check it and rerun",
+                    transient=True,
+                ) from exc
+            delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
+            logger.warning(
+                "%s: attempt %d of %d failed (%s); retrying",
+                what,
+                attempt,
+                policy.write_attempts,
+                exc,
+                extra={"action": "match.write_retry", "attempt": attempt},
+            )
+            on_retry()
+            time.sleep(random.uniform(delay / 2, delay))
+    raise AssertionError("unreachable: write_attempts >= 1")
 
 
 def _actor_was_restarted() -> bool:
@@ -261,7 +325,7 @@ def _ray_pool(
             done, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in done:
                 load[in_flight.pop(ref)] -= 1
-                yield ray.get(ref)
+                yield _task_result(ref)
 
     def close() -> None:
         # The references must outlive the actors: a restarted actor re-reads its arguments.
@@ -272,6 +336,37 @@ def _ray_pool(
 
     info = {"executor": "ray", "actors": cfg.num_actors, "started_ray": started_here}
     return _Pool(map_shards, close, info)
+
+
+def _task_result(ref: Any) -> Any:
+    """``ray.get(ref)``, with Ray's wrapping of a worker's failure turned into our error.
+
+    A ``RayTaskError`` prints the worker's coloured traceback as its message; what a person
+    needs is the worker's own error: ours as it was raised (its causes kept as texts),
+    anything else as a ``WorkerError`` naming its type and message.
+    """
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause
+        logger.debug(
+            "shard task failed in a Ray worker:\n%s",
+            runner.plain_text(str(exc)),
+            extra={"action": "match.worker_traceback"},
+        )
+        if isinstance(cause, errors.JobError):
+            raise cause from None
+        raise errors.WorkerError(
+            f"a shard failed in a Ray worker: {type(cause).__name__}: {cause}"
+        ) from None
+    except ray.exceptions.RayError as exc:
+        message = runner.plain_text(str(exc)).strip().splitlines()
+        raise errors.WorkerError(
+            f"a Ray worker scoring shards failed: {type(exc).__name__}: "
+            f"{message[0] if message else ''}"
+        ) from None
 
 
 def run_nightly(
@@ -340,6 +435,65 @@ def _stop_ray(started_here: bool) -> None:
             ray.shutdown()
 
 
+def _refuse_low_coverage(
+    ctx: JobContext,
+    pop: Any,
+    rows_read: int,
+    results: list[dict[str, Any]],
+    stage: str | None,
+    write_engine: Any,
+) -> JobResult | None:
+    """Check the share of active users the output gives a list; ``None`` to publish it.
+
+    Below ``audit.min_coverage`` the output is not published — the stage is dropped, the
+    old version stays served — unless ``ctx.force_swap``: then it is, with a warning. A
+    refused output fails the run (``on_low_coverage: fail``, raises ``LowCoverageError``)
+    or ends it with a warning (``warn``: the returned result). Without a stage (SQLite) the
+    shards have already replaced their users' lists; only the removal of departed users'
+    lists is held back.
+    """
+    audit = ctx.config.audit
+    users = pop.n_users
+    without = sum(int(r["funnel"].get("users_without_candidates", 0)) for r in results)
+    coverage = (users - without) / users if users else None
+    figure: dict[str, Any] = {
+        "active_users": users,
+        "users_with_list": users - without,
+        "coverage": None if coverage is None else round(coverage, 5),
+        "min_coverage": audit.min_coverage,
+    }
+    ctx.figures.counts["coverage"] = figure
+    if coverage is None or coverage >= audit.min_coverage:
+        return None
+    text = (
+        f"the match output gives {users - without} of {users} active users a list "
+        f"(coverage {coverage:.1%}), below audit.min_coverage {audit.min_coverage:.1%}"
+    )
+    if ctx.force_swap:
+        figure["published"] = "forced"
+        ctx.figures.warn(f"{text}; published anyway (--force-swap)", ctx.logger, "match.coverage")
+        return None
+    figure["published"] = "refused"
+    if stage is not None:
+        with write_engine.begin() as conn:
+            scores.drop_stage(conn, stage)
+        kept = "not swapped in: the previous lists are still served"
+    else:
+        kept = "no swap on this database: the shards already replaced their users' lists"
+    message = f"{text}; {kept}; check the inputs, or rerun with --force-swap to publish it"
+    if audit.on_low_coverage == "fail":
+        ctx.logger.warning("%s", message, extra={"action": "match.coverage"})
+        raise errors.LowCoverageError(message)
+    ctx.figures.warn(message, ctx.logger, "match.coverage")
+    written = sum(int(r["funnel"].get("rows_written", 0)) for r in results)
+    return JobResult(
+        rows_read=rows_read,
+        rows_written=0 if stage is not None else written,
+        users=users,
+        skipped=dict(ctx.figures.skipped),
+    )
+
+
 def _score_all(
     ctx: JobContext,
     settings: match.MatchSettings,
@@ -405,6 +559,9 @@ def _score_all(
         with figures.phase("recall_audit"):
             return match.recall_audit(pop, indexes, settings, exposure)
 
+    refused = _refuse_low_coverage(ctx, pop, rows_read, results, stage, write_engine)
+    if refused is not None:
+        return refused
     # The audit is driver CPU, the swap's index builds keep about one core busy on the
     # server: side by side they cost the longer of the two.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
@@ -427,6 +584,7 @@ def _score_all(
             "count": len(shards),
             "shard_size": ctx.config.ray.shard_size,
             "actor_restarts": len({r["pid"] for r in results if r["restarted_actor"]}),
+            "write_retries": sum(r["write_attempts"] - 1 for r in results),
             "compute_s": round(sum(r["compute_s"] for r in results), 3),
             "write_s": round(sum(r["write_s"] for r in results), 3),
             **pool.info,
@@ -446,7 +604,7 @@ def _score_all(
         len(shards),
         funnel.get("rows_written", 0),
         audit.get("k"),
-        audit.get("recall_at_k"),
+        audit.get("recall_at_k") if audit.get("recall_at_k") is not None else audit.get("reason"),
         extra={"action": "match.nightly", "funnel": funnel, "recall": audit.get("recall_at_k")},
     )
     return JobResult(

@@ -12,7 +12,10 @@ Steps, in order:
    newer than their set (signals that changed while step 2 ran).
 4. ``feed`` for all users.
 
-The nightly run fails, naming the failed steps, if any step failed.
+The nightly run fails, naming the failed steps, if any step failed, and ends
+``succeeded_with_warnings`` if a step did. A match output refused for low coverage
+(``audit.min_coverage``; ``ctx.force_swap`` publishes it anyway) skips the backfill, which
+would score the same inputs.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sqlalchemy as sa
 
 from jobs import runner
 from jobs.context import JobContext, JobResult, Scope
-from jobs.errors import JobError, ScopeError
+from jobs.errors import JobError, LowCoverageError, ScopeError
 from jobs.storage import api
 
 SIGNAL_JOBS = ("quiz", "interests", "ratings")
@@ -36,6 +39,7 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
     # kept in the run's figures so that a failed nightly still records every step
     steps: dict[str, dict[str, object]] = ctx.figures.counts.setdefault("steps", {})
     failed: list[str] = []
+    refused: list[str] = []
 
     def step(name: str, job: str, step_scope: Scope, trigger: str) -> None:
         with ctx.figures.phase(name):
@@ -49,11 +53,14 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
                     scope=step_scope,
                     trigger=trigger,
                     show_progress=ctx.show_progress,
+                    force_swap=ctx.force_swap,
                 )
             except Exception as exc:
                 # Isolation, not silence: the child run is recorded as failed in job_runs
                 # and this nightly run fails at the end, naming it.
                 failed.append(name)
+                if isinstance(exc, LowCoverageError):
+                    refused.append(name)
                 steps[name] = {"status": "failed", "error": runner.error_chain(exc)}
                 ctx.logger.error(
                     "nightly step %s failed: %s",
@@ -63,11 +70,15 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
                 )
                 return
             steps[name] = {
-                "status": "succeeded",
+                "status": "succeeded_with_warnings" if result.warnings else "succeeded",
                 "run_id": run_id,
                 "rows_written": result.rows_written,
                 "users": result.users,
             }
+            for warning in result.warnings:
+                ctx.figures.warn(f"step {name}: {warning}", ctx.logger, "nightly.step_warning")
+            if result.warnings and not ctx.force_swap:
+                refused.append(name)
 
     for job in SIGNAL_JOBS:
         step(job, job, Scope.all(), "nightly")
@@ -75,7 +86,7 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
     with engine.connect() as conn:
         stale = api.stale_users(conn, ctx.config.algorithm_version)
     ctx.figures.counts["backfill_users"] = len(stale)
-    if stale:
+    if stale and "match" not in refused:
         step("backfill", "match", Scope.users(*stale), "backfill")
     step("feed", "feed", Scope.all(), "nightly")
     if failed:

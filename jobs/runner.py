@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import importlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,16 +59,45 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def error_chain(exc: BaseException) -> str:
-    """``Type: message`` for the exception and each of its causes, outermost first."""
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape codes (Ray colours its task names and tracebacks)."""
+    return _ANSI_ESCAPE.sub("", text)
+
+
+def chain_parts(exc: BaseException) -> list[str]:
+    """``Type: message`` for the exception and each of its causes, outermost first.
+
+    A suppressed context (``raise … from None``) ends the chain. Causes do not survive
+    pickling across a Ray boundary, so a worker stores them as texts in ``causes``
+    (:func:`keep_causes`); they continue the chain where the live one ends.
+    """
     parts = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        parts.append(f"{type(current).__name__}: {current}")
-        current = current.__cause__ or current.__context__
-    return "\ncaused by ".join(parts)
+        parts.append(plain_text(f"{type(current).__name__}: {current}"))
+        following = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+        if following is None:
+            parts.extend(getattr(current, "causes", ()))
+        current = following
+    return parts
+
+
+def keep_causes(exc: BaseException) -> BaseException:
+    """Store ``exc``'s causes as texts on it, so they cross a process boundary; ``exc``."""
+    exc.causes = chain_parts(exc)[1:]  # type: ignore[attr-defined]
+    return exc
+
+
+def error_chain(exc: BaseException) -> str:
+    """Plain ``Type: message`` lines of the exception and its causes, outermost first."""
+    return "\ncaused by ".join(chain_parts(exc))
 
 
 class _Heartbeat:
@@ -133,8 +163,11 @@ def tracked(
     """Hold a ``job_runs`` row for the body: claim the slot, heartbeat, record the outcome.
 
     Raises ``RunConflictError`` when the same job and scope is already running. The row ends
-    ``succeeded`` when the body returns, else ``failed`` with the error and its causes (the
-    exception propagates). Figures and ``Run.result`` go to the row's metadata.
+    ``succeeded`` when the body returns, ``succeeded_with_warnings`` when the body recorded
+    warnings (``run.figures.warn`` or ``run.result.warnings``: they go to ``error`` as
+    ``warning: …`` lines, to the metadata and to ``run.result``), else ``failed`` with the
+    error and its causes (the exception propagates). Figures and ``Run.result`` go to the
+    row's metadata.
     """
     if job_name not in LEDGER_NAMES:
         raise ValueError(f"job_name must be one of {LEDGER_NAMES}; got {job_name!r}")
@@ -167,7 +200,12 @@ def tracked(
     try:
         with _Heartbeat(engine, run_id, config.runner.heartbeat_interval_s, clock):
             yield run
-        status = "succeeded"
+        warnings = (*(run.result.warnings if run.result else ()), *run.figures.warnings)
+        if run.result is not None:
+            run.result = dataclasses.replace(run.result, warnings=warnings)
+        status = "succeeded_with_warnings" if warnings else "succeeded"
+        if warnings:
+            error = "\n".join(f"warning: {w}" for w in warnings)
     except Exception as exc:
         error = error_chain(exc)
         raise
@@ -179,6 +217,9 @@ def tracked(
             "skipped": dict(result.skipped if result is not None else run.figures.skipped),
             **run.figures.counts,
         }
+        recorded = result.warnings if result is not None else tuple(run.figures.warnings)
+        if recorded:
+            metadata["warnings"] = list(recorded)
         if result is not None:
             metadata.update(
                 rows_read=result.rows_read,
@@ -215,11 +256,14 @@ def execute(
     trigger: str = "on_demand",
     clock: Callable[[], dt.datetime] = utcnow,
     show_progress: bool = False,
+    force_swap: bool = False,
 ) -> tuple[int, JobResult]:
     """Run ``job_fn(ctx, scope)`` under the ledger; return ``(run_id, result)``.
 
     Raises ``RunConflictError`` when the same job and scope is already running. Any failure
-    of the job is recorded (status ``failed``, the error and its causes) and re-raised.
+    of the job is recorded (status ``failed``, the error and its causes) and re-raised. A job
+    that recorded warnings (``ctx.figures.warn``) ends ``succeeded_with_warnings``, with the
+    warnings in ``error`` and the metadata, and in the returned result's ``warnings``.
     """
     if job_name not in JOB_NAMES:
         raise ValueError(f"job_name must be one of {JOB_NAMES}; got {job_name!r}")
@@ -239,6 +283,7 @@ def execute(
             trigger=trigger,
             figures=run.figures,
             show_progress=show_progress,
+            force_swap=force_swap,
         )
         try:
             run.result = job_fn(ctx, scope)
@@ -246,7 +291,9 @@ def execute(
         except BaseException:
             session.rollback()
             raise
-        return run.run_id, run.result
+    # After the ledger has settled: it adds the recorded warnings to the result.
+    assert run.result is not None
+    return run.run_id, run.result
 
 
 def abandon_stale(engine: sa.Engine, config: Config, now: dt.datetime) -> list[int]:

@@ -85,6 +85,39 @@ def is_postgres(bind: sa.Engine | sa.Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+# SQLSTATEs after which the same statements may succeed on a new attempt: the server shut
+# the session down (admin command, crash, still starting) or aborted the transaction to
+# resolve a conflict. Class 08 (connection exception) is matched by its prefix.
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "57P01",  # admin_shutdown (pg_terminate_backend, smart/fast shutdown)
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a driver error worth retrying: a lost connection, a shutdown, a conflict.
+
+    SQLAlchemy marks errors that invalidated the connection (``connection_invalidated``);
+    psycopg gives a SQLSTATE from :data:`TRANSIENT_SQLSTATES` or class 08, or none at all on
+    an ``OperationalError`` that libpq raised itself (connection refused, closed, reset).
+    Everything else — constraint violations, syntax, SQLite's errors — is not transient.
+    """
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = getattr(exc, "orig", None) if isinstance(exc, sa.exc.DBAPIError) else exc
+    if not isinstance(orig, psycopg.Error):
+        return False
+    state = orig.sqlstate
+    if state is None:
+        return isinstance(orig, psycopg.OperationalError)
+    return state in TRANSIENT_SQLSTATES or state.startswith("08")
+
+
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
     """Turn driver/SQLAlchemy errors into ``StorageError`` naming the operation."""
@@ -92,11 +125,11 @@ def translate_errors(what: str) -> Iterator[None]:
         yield
     except sa.exc.SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(f"{what} failed: {detail}") from exc
+        raise StorageError(f"{what} failed: {detail}", transient=is_transient(exc)) from exc
     except (psycopg.Error, sqlite3.Error) as exc:
         # Raw driver cursors (COPY, executemany on the bulk paths) raise the driver's own.
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StorageError(f"{what} failed: {detail}") from exc
+        raise StorageError(f"{what} failed: {detail}", transient=is_transient(exc)) from exc
 
 
 def create_scratch_database(engine: sa.Engine, prefix: str) -> str:

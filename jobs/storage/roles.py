@@ -150,7 +150,7 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
                 tables=tables,
                 sequences=(*serial, schema.job_runs.name),
                 temporary=True,
-                # The match job's publish guard holds likes and users (migration 0007).
+                # The match job's publish guard holds likes and users (migration 0005).
                 functions=(scores.LOCK_FUNCTION,) if job == "match" else (),
             )
         )

@@ -6,7 +6,7 @@ one writer job (see ``DERIVED_OWNERS``). Conventions:
 - ids are 64-bit integers; timestamps are UTC (``timestamptz`` on PostgreSQL).
 - ``users.gender`` is a code: 0 woman, 1 man, 2 nonbinary. ``users.seeking_mask`` has bit
   ``g`` set when the user seeks gender ``g`` (1 = women, 2 = men, 4 = nonbinary people).
-- CHECK constraints refuse the values no job could honour (migration 0005): codes and
+- CHECK constraints refuse the values no job could honour (migration 0006): codes and
   masks out of range, ages outside 18..120, impossible coordinates, a negative or
   non-finite distance limit, non-finite answers and ratings, subscores outside [0, 1].
 - Vectors are stored as little-endian float32 bytes (``vector``) with their ``dim``.
@@ -85,7 +85,7 @@ users = sa.Table(
     _ts("last_active_at", nullable=True),
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("display_name", sa.Text, nullable=True),
-    # The app's values (migration 0005); NULL stays allowed where the column allows it.
+    # The app's values (migration 0006); NULL stays allowed where the column allows it.
     sa.CheckConstraint("gender BETWEEN 0 AND 2", name="gender"),
     sa.CheckConstraint("seeking_mask BETWEEN 1 AND 7", name="seeking_mask"),
     sa.CheckConstraint("age_min BETWEEN 18 AND 120", name="age_min"),
@@ -289,7 +289,7 @@ job_runs = sa.Table(
     metadata,
     sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
     sa.Column("job_name", sa.String(32), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
     sa.Column("trigger", sa.String(16), nullable=False),
     sa.Column("scope", sa.String(128), nullable=False),
     _ts("started_at"),
@@ -301,7 +301,10 @@ job_runs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("metadata", sa.Text, nullable=False, server_default="{}"),
     _ts("heartbeat_at"),
-    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'abandoned')", name="status"),
+    sa.CheckConstraint(
+        "status IN ('running', 'succeeded', 'succeeded_with_warnings', 'failed', 'abandoned')",
+        name="status",
+    ),
     sa.CheckConstraint(
         "\"trigger\" IN ('nightly', 'event', 'on_demand', 'backfill')", name="trigger"
     ),

@@ -359,7 +359,7 @@ def lock_exclusion_sources(conn: sa.Connection, budget_s: float = LOCK_BUDGET_S)
     while True:
         try:
             with conn.begin_nested():
-                # Migration 0007: a SECURITY DEFINER function, so a role that may only read
+                # Migration 0005: a SECURITY DEFINER function, so a role that may only read
                 # likes and users can still hold them (SHARE needs UPDATE rights).
                 conn.exec_driver_sql(f"SELECT {LOCK_FUNCTION}()")
             return time.monotonic() - started

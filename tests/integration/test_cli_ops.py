@@ -101,7 +101,7 @@ def test_event_refuses_invalid_ids_in_one_line(
 ) -> None:
     """Regression: `matchjobs event quiz_submitted -7` was queued; its batch then failed."""
     with db.engine.begin() as conn:
-        conn.execute(sa.insert(schema.users), [{"id": 1, "created_at": T0}])
+        conn.execute(sa.insert(schema.users), [{"id": 1, "seeking_mask": 2, "created_at": T0}])
     assert cli.main(["--db", db.url, "event", *argv]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"matchjobs: error: {message}") and err.count("\n") == 1

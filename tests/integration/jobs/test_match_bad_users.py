@@ -3,8 +3,8 @@
 Regression (issue 9, item 6): a latitude of 95, an infinite longitude or half a location
 was counted as ``no_location`` and kept, so the user passed every distance limit and
 showed up in lists far away; a seeking mask of 9 was read as 1 (``& 0b111``) and one of 0
-or a negative distance limit was kept. Since migration 0005 the schema refuses such rows;
-these tests write them into a database at revision 0004 (as one written before it), and
+or a negative distance limit was kept. Since migration 0006 the schema refuses such rows;
+these tests write them into a database at revision 0005 (as one written before it), and
 show that both the nightly and the event path leave the users out of every list and
 count them in the run's ``job_runs`` metadata.
 """
@@ -86,7 +86,7 @@ def test_bad_users_are_in_nobody_s_list_and_counted(
     victims = victims[: len(damage)]
     assert len(victims) == len(damage)
 
-    migrate.downgrade(db.engine, "0004")
+    migrate.downgrade(db.engine, "0005")
     with db.engine.begin() as conn:
         for user, (_, change) in zip(victims, damage, strict=True):
             conn.execute(sa.update(schema.users).where(schema.users.c.id == user).values(change))

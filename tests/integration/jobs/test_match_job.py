@@ -340,7 +340,7 @@ def test_a_user_without_candidates_loses_their_rows(world: Any) -> None:
     with world.engine.begin() as conn:
         conn.execute(
             # Nobody is 120: the user has no candidate left (a seeking mask of 0, which did
-            # this before, is refused by the schema since migration 0005).
+            # this before, is refused by the schema since migration 0006).
             sa.update(schema.users)
             .where(schema.users.c.id == user)
             .values(age_min=120, age_max=120)

@@ -1,4 +1,4 @@
-"""The database refuses the values no job could honour (migration 0005), on both engines.
+"""The database refuses the values no job could honour (migration 0006), on both engines.
 
 Regression (issue 9, item 6): a latitude of 95, an infinite longitude, a seeking mask of 0,
 a negative distance limit, an infinite answer or rating and a subscore above 1 were all
@@ -11,9 +11,11 @@ import datetime as dt
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from jobs.storage import population as population_store
 from jobs.storage import schema
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -148,7 +150,8 @@ def test_stage_tables_and_partitions_carry_the_subscore_checks(pg_db: Any) -> No
         scores.write_stage_shard(
             conn, stage, [1], frame, version="v1", config_hash="h", computed_at=NOW, rewrite=False
         )
-        scores.swap_in_stage(conn, stage, "v1")
+        nobody = population_store.filter_snapshot(conn, np.empty(0, dtype=np.int64))
+        scores.swap_in_stage(conn, stage, "v1", nobody, nobody.user_ids)
         partition_checks = _checks(conn, scores.partition_name("v1"))
     wanted = {f"ck_match_scores_s_{n}_range" for n in schema.SUBSCORE_COLUMNS}
     assert wanted | {"ck_match_scores_score_range"} <= stage_checks

@@ -220,14 +220,14 @@ def _source_rows(conn: sa.Connection, users: list[dict[str, Any]]) -> None:
 
 
 def test_constraints_migration_reports_violating_rows_and_changes_nothing(db, caplog) -> None:
-    """0005 never deletes bad rows: it names table, constraint, count and keys, and stops."""
+    """0006 never deletes bad rows: it names table, constraint, count and keys, and stops."""
     import logging
 
     import pytest
 
     from jobs.errors import InputDataError
 
-    migrate.downgrade(db.engine, "0004")
+    migrate.downgrade(db.engine, "0005")
     with db.engine.begin() as conn:
         _source_rows(
             conn,
@@ -258,7 +258,7 @@ def test_constraints_migration_reports_violating_rows_and_changes_nothing(db, ca
     assert "matchjobs db upgrade" in message
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(line.startswith("users: 2 rows violate ck_users_latitude") for line in logged)
-    assert migrate.current_revision(db.engine) == "0004"
+    assert migrate.current_revision(db.engine) == "0005"
     assert schema_snapshot(db.engine) == before
     with db.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM users")).scalar_one() == 4
@@ -272,8 +272,8 @@ def test_constraints_migration_reports_violating_rows_and_changes_nothing(db, ca
 
 
 def test_constraints_migration_round_trips_a_clean_database(db) -> None:
-    migrate.downgrade(db.engine, "0004")
-    at_0004 = schema_snapshot(db.engine)
+    migrate.downgrade(db.engine, "0005")
+    at_0005 = schema_snapshot(db.engine)
     with db.engine.begin() as conn:
         _source_rows(conn, [{"id": 1}, {"id": 2, "latitude": None, "longitude": None}])
         conn.execute(sa.text("UPDATE quiz_answers SET value = 4 WHERE user_id = 2"))
@@ -291,6 +291,6 @@ def test_constraints_migration_round_trips_a_clean_database(db) -> None:
     checks = {c["name"] for c in sa.inspect(db.engine).get_check_constraints("users")}
     assert {"ck_users_latitude", "ck_users_seeking_mask", "ck_users_location_pair"} <= checks
     assert rows() == stored
-    migrate.downgrade(db.engine, "0004")
-    assert schema_snapshot(db.engine) == at_0004
+    migrate.downgrade(db.engine, "0005")
+    assert schema_snapshot(db.engine) == at_0005
     assert rows() == stored

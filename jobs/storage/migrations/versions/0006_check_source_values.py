@@ -20,8 +20,8 @@ nightly's stage tables copy it (``LIKE match_scores INCLUDING CONSTRAINTS``), as
 PARTITION requires. SQLite cannot add a constraint in place: the tables are rebuilt (batch
 mode; match_scores explicitly, as in 0004, to keep its descending read index).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-08
 """
 
@@ -34,8 +34,8 @@ from alembic import op
 
 from jobs.errors import InputDataError
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

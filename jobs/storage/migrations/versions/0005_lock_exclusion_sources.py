@@ -11,8 +11,8 @@ the caller retries, so it never waits inside a lock cycle with the app's writers
 
 SQLite has no table locks (its write lock already serializes): nothing to do there.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

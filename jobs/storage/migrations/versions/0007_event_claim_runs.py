@@ -6,8 +6,8 @@ an attempt until the events were dead. A claim now names the worker's batch run 
 with it (the run's heartbeat is stale, or it finished); ``not_before`` delays the next claim
 (exponential backoff) and ``deferrals`` counts hand-backs that spent no attempt.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
