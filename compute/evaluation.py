@@ -1,6 +1,6 @@
 """Offline evaluation: hidden-pair sampling, labels, ranking metrics and simple baselines.
 
-The method (orchestrated by ``jobs.evaluate``): a seeded random share of the *unordered*
+The method (orchestrated by ``jobs.tools.evaluate``): a seeded random share of the *unordered*
 pairs {u, v} with at least one like or pass is hidden — both directions' decisions and
 ratings — before the signal jobs run; every hidden pair is then scored in both directions
 and the scores are measured against the hidden decisions.

@@ -56,14 +56,14 @@ class Signals(_Model):
 
 
 class QuizJob(_Model):
-    """The quiz job (``jobs.quiz``): answers → ``user_quiz_vectors``."""
+    """The quiz job (``jobs.signals.quiz``): answers → ``user_quiz_vectors``."""
 
     # Fewer valid answers than this: no vector (counted as too_few_answers).
     min_answers: Annotated[int, Field(ge=1)] = 5
 
 
 class InterestJob(_Model):
-    """The interest job (``jobs.interests``): index rows and dense vectors."""
+    """The interest job (``jobs.signals.interests``): index rows and dense vectors."""
 
     dim: Annotated[int, Field(ge=2, le=4096)] = 64
     # Seeds the hashing projection of catalogues larger than dim; a uint64.
@@ -72,7 +72,7 @@ class InterestJob(_Model):
 
 
 class RatingJob(_Model):
-    """The ratings job (``jobs.ratings``): aggregates and preferences."""
+    """The ratings job (``jobs.signals.ratings``): aggregates and preferences."""
 
     prior_weight: NonNegative = 10.0
     # Distinct rated profiles a rater needs; one profile has no covariance, hence >= 2.
@@ -148,7 +148,7 @@ class Feed(_Model):
 
 
 class RayConfig(_Model):
-    """The nightly's Ray driver (``jobs.match_ray``)."""
+    """The nightly's Ray driver (``jobs.match.nightly``)."""
 
     # false: the nightly scores its shards in-process, one after another (same code).
     enabled: bool = True
@@ -160,7 +160,7 @@ class RayConfig(_Model):
 
 
 class Retry(_Model):
-    """Retries of a shard's write after a transient database error (``jobs.match_ray``)."""
+    """Retries of a shard's write after a transient database error (``jobs.match.nightly``)."""
 
     # Attempts in all, the first included; 1 disables retries.
     write_attempts: Annotated[int, Field(ge=1, le=20)] = 4

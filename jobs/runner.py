@@ -31,12 +31,12 @@ logger = logging.getLogger(__name__)
 
 # job name -> module whose ``run(ctx, scope)`` implements it
 JOB_MODULES: dict[str, str] = {
-    "quiz": "jobs.quiz",
-    "interests": "jobs.interests",
-    "ratings": "jobs.ratings",
+    "quiz": "jobs.signals.quiz",
+    "interests": "jobs.signals.interests",
+    "ratings": "jobs.signals.ratings",
     "match": "jobs.match",
     "feed": "jobs.feed",
-    "nightly": "jobs.nightly",
+    "nightly": "jobs.pipeline",
 }
 JOB_NAMES = tuple(JOB_MODULES)
 # Names in job_runs: the jobs, plus the event worker's batches (``worker.process_batch``).

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_match.py --users 100000 [--skip-seed] [--runs 3]
 
 Creates (or reuses with --skip-seed) the database ``mj_bench_match``, seeds it with
-``jobs.seed`` (seed 1) and runs the signal jobs, then measures, in one invocation and side
+``jobs.tools.seed`` (seed 1) and runs the signal jobs, then measures, in one invocation and side
 by side:
 
 - the nightly through Ray end to end, ``--runs`` times (time per phase from each run's
@@ -41,12 +41,14 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from jobs import benchmarks, match, runner, seed
 from jobs import config as config_mod
+from jobs import runner
 from jobs.context import Scope
+from jobs.match import core as match
 from jobs.storage import engine as engine_mod
 from jobs.storage import ledger, migrate, scores
 from jobs.storage import population as population_store
+from jobs.tools import benchmarks, seed
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "mj_bench_match"
@@ -231,7 +233,7 @@ def render(
         SECTION,
         "",
         f"Nightly match run on the {last['users']:,} users left after cleaning a seeded "
-        "population (`jobs.seed`, seed 1) on PostgreSQL, default config (`top_k` 200, "
+        "population (`jobs.tools.seed`, seed 1) on PostgreSQL, default config (`top_k` 200, "
         "exact blocked ranking, 2 Ray actors × 1 CPU, 2,000-user shards), and beside it the "
         "write floor: the same output rows encoded by the nightly's own encoder and "
         "binary-COPYed into a fresh table without key or index. One invocation measures "

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from jobs import benchmarks, seed
 from jobs.storage import engine as engine_mod
 from jobs.storage import migrate, source
+from jobs.tools import benchmarks, seed
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCRATCH_DB = "mj_bench_seed"

@@ -1,6 +1,6 @@
 """Benchmark the quiz, interest and ratings jobs on PostgreSQL; record them in BENCHMARKS.md.
 
-Creates a scratch database ``mj_bench_signals``, seeds it with ``jobs.seed`` and runs each
+Creates a scratch database ``mj_bench_signals``, seeds it with ``jobs.tools.seed`` and runs each
 signal job end to end through ``jobs.runner.execute`` (trigger ``nightly``, scope all) several
 times: the first run writes every row, later runs are no-change reruns (every row compared,
 none written). Then it times single-user runs (trigger ``event``) of random users; for the
@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from jobs import benchmarks, interests, quiz, ratings, runner, seed
 from jobs import config as config_mod
+from jobs import runner
 from jobs.context import Scope
+from jobs.signals import interests, quiz, ratings
 from jobs.storage import engine as engine_mod
 from jobs.storage import schema
+from jobs.tools import benchmarks, seed
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCRATCH_DB = "mj_bench_signals"
@@ -102,7 +104,7 @@ def render(
     lines = [
         SECTION,
         "",
-        f"The three signal jobs on {n_users:,} seeded users (`jobs.seed`, seed {seed_value}: "
+        f"The three signal jobs on {n_users:,} seeded users (`jobs.tools.seed`, seed {seed_value}: "
         + ", ".join(f"{seed_rows[t]:,} {t}" for t in ("quiz_answers", "user_interests", "ratings"))
         + f"; seeding took {seed_s:.0f} s, not counted) in PostgreSQL, each run end to end "
         "through `runner.execute` (ledger row, one transaction, commit). Run 1 writes every "

@@ -167,8 +167,8 @@ def seed_with_signals():
     import datetime as dt
 
     from jobs import runner
-    from jobs import seed as seed_mod
     from jobs.context import Scope
+    from jobs.tools import seed as seed_mod
 
     def build(
         db: Db, n_users: int, seed: int, now: dt.datetime, config: config_mod.Config | None = None

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from jobs import config as config_mod
-from jobs import match, match_ray, runner
+from jobs import runner
 from jobs.context import JobContext, JobResult, Scope
+from jobs.match import core as match
+from jobs.match import nightly as match_nightly
 from jobs.storage import ledger, scores
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -44,7 +46,7 @@ def world(db: Any, seed_with_signals: Any) -> Any:
 
 def run_nightly(db: Any, config: config_mod.Config, **kwargs: Any) -> JobResult:
     def job(ctx: JobContext, scope: Scope) -> JobResult:
-        return match_ray.run_nightly(ctx, match.settings_from_config(ctx.config), **kwargs)
+        return match_nightly.run_nightly(ctx, match.settings_from_config(ctx.config), **kwargs)
 
     return runner.execute(
         "match",
@@ -116,8 +118,10 @@ def test_shard_scorer_is_a_plain_class(world: Any) -> None:
         guard = population_store.filter_snapshot(conn)
         pop = clean_population(population_store.load(conn, NOW, settings.load).population)[0]
     indexes = match.build_indexes(pop, settings)
-    scorer = match_ray.ShardScorer(pop, indexes.to_bytes(), settings, world.url, NOW, guard=guard)
-    rows = match_ray.shard_rows(np.arange(pop.n_users), 60)[0]
+    scorer = match_nightly.ShardScorer(
+        pop, indexes.to_bytes(), settings, world.url, NOW, guard=guard
+    )
+    rows = match_nightly.shard_rows(np.arange(pop.n_users), 60)[0]
     figures = scorer.score_shard(0, rows)
     scorer.close()
     written = stored(world)

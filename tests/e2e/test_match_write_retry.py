@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from jobs import cli, match, runner
+from jobs import cli, runner
 from jobs import config as config_mod
 from jobs.context import Scope
 from jobs.storage import ledger, scores
@@ -166,7 +166,7 @@ def make_config(**sections: dict[str, Any]) -> config_mod.Config:
 def run_match(db: Any, url: str, config: config_mod.Config) -> Any:
     return runner.execute(
         "match",
-        match.run,
+        runner.job_function("match"),
         engine=db.engine,
         database_url=url,
         config=config,

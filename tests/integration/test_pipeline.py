@@ -15,10 +15,10 @@ import sqlalchemy as sa
 
 from jobs import cli, runner, worker
 from jobs import config as config_mod
-from jobs import seed as seed_mod
 from jobs.context import Scope
 from jobs.storage import events as event_store
 from jobs.storage import schema
+from jobs.tools import seed as seed_mod
 
 
 @pytest.fixture

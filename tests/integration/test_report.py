@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import cli, report
+from jobs import cli
 from jobs.storage import api, bulk, schema
+from jobs.tools import report
 
 NOW = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.UTC)
 PASSWORD = "s3cret-Pa55"

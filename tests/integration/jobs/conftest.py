@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -44,10 +43,9 @@ def run_signal_job(db, default_config) -> Callable[..., tuple[int, JobResult]]:
         now: dt.datetime = factories.T0,
         config: config_mod.Config | None = None,
     ) -> tuple[int, JobResult]:
-        module = importlib.import_module(f"jobs.{job}")
         return runner.execute(
             job,
-            module.run,
+            runner.job_function(job),
             engine=db.engine,
             database_url=db.url,
             config=config or default_config,

@@ -1,4 +1,4 @@
-"""jobs.evaluate on both engines: no leakage, the true model beats random, the CLI contract."""
+"""jobs.tools.evaluate, both engines: no leakage, the true model beats random, the CLI contract."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from jobs import cli, evaluate, runner, seed
+from jobs import cli, runner
 from jobs import config as config_mod
 from jobs.context import Scope
 from jobs.storage import bulk, schema
 from jobs.storage import engine as engine_mod
+from jobs.tools import evaluate, seed
 
 ROOT = Path(__file__).resolve().parents[3]
 ORACLE = ROOT / "configs" / "experiments" / "seed-oracle.yaml"

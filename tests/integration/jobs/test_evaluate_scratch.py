@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from jobs import cli, seed
+from jobs import cli
 from jobs.storage import engine as engine_mod
+from jobs.tools import seed
 
 pytestmark = pytest.mark.postgres
 

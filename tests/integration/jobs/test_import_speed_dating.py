@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from jobs import cli
 from jobs.errors import DatabaseNotEmptyError, InputDataError
-from jobs.importers import speed_dating
 from jobs.storage import bulk, schema, source
+from jobs.tools.importers import speed_dating
 
 CSV = Path("/work/shared/data/speed-dating/Speed Dating Data.csv")
 RATING_COLUMNS = ["attr", "sinc", "intel", "fun", "amb", "shar"]

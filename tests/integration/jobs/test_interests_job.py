@@ -232,12 +232,12 @@ def test_projection_when_catalogue_exceeds_dim_and_idf_off(
 # ---------------------------------------------------------------- the Speed Dating import
 
 SPEED_DATING_CSV = Path("/work/shared/data/speed-dating/Speed Dating Data.csv")
-# The importer is written in parallel (jobs/importers/speed_dating.py); until it is
+# The importer is written in parallel (jobs/tools/importers/speed_dating.py); until it is
 # committed this test cannot build its input and is skipped, saying so.
-HAS_IMPORTER = importlib.util.find_spec("jobs.importers.speed_dating") is not None
+HAS_IMPORTER = importlib.util.find_spec("jobs.tools.importers.speed_dating") is not None
 requires_speed_dating = pytest.mark.skipif(
     not (HAS_IMPORTER and SPEED_DATING_CSV.exists()),
-    reason="needs jobs.importers.speed_dating (not committed yet) and the Speed Dating CSV",
+    reason="needs jobs.tools.importers.speed_dating (not committed yet) and the Speed Dating CSV",
 )
 
 
@@ -245,7 +245,7 @@ requires_speed_dating = pytest.mark.skipif(
 def test_every_speed_dating_participant_with_enough_answers_gets_both_vectors(
     db, run_signal_job
 ) -> None:
-    speed_dating = importlib.import_module("jobs.importers.speed_dating")
+    speed_dating = importlib.import_module("jobs.tools.importers.speed_dating")
     speed_dating.import_csv(db.engine, SPEED_DATING_CSV)
     _, quiz_result = run_signal_job("quiz")
     _, interest_result = run_signal_job("interests")

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobs import config as config_mod
-from jobs import match, runner
+from jobs import runner
 from jobs.context import Scope
 from jobs.storage import migrate, schema, scores
 
@@ -50,7 +50,7 @@ def run_match(db: Any, scope: Scope) -> dict[str, Any]:
     """Run the match job; return its job_runs metadata as stored."""
     run_id, _ = runner.execute(
         "match",
-        match.run,
+        runner.job_function("match"),
         engine=db.engine,
         database_url=db.url,
         config=make_config(),

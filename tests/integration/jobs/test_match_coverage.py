@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from jobs import cli, match, runner
+from jobs import cli, runner
 from jobs import config as config_mod
 from jobs.context import Scope
 from jobs.errors import LowCoverageError
@@ -43,7 +43,7 @@ def make_config(**audit: Any) -> config_mod.Config:
 def run_match(db: Any, config: config_mod.Config, *, force_swap: bool = False) -> Any:
     return runner.execute(
         "match",
-        match.run,
+        runner.job_function("match"),
         engine=db.engine,
         database_url=db.url,
         config=config,

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from compute import reasons as reasons_mod
 from compute import signals as signals_mod
 from jobs import config as config_mod
-from jobs import match, runner
+from jobs import runner
 from jobs.context import Scope
 from jobs.errors import StorageError
+from jobs.match import core as match
 from jobs.storage import api, schema, scores
 from jobs.storage import population as population_store
 
@@ -56,7 +57,7 @@ def run_job(db: Any, config: config_mod.Config, scope: Scope | None = None) -> A
     scope = scope or Scope.all()
     return runner.execute(
         "match",
-        match.run,
+        runner.job_function("match"),
         engine=db.engine,
         database_url=db.url,
         config=config,

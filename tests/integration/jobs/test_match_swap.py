@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from jobs import config as config_mod
-from jobs import runner, seed
+from jobs import runner
 from jobs.context import Scope
 from jobs.storage import scores
+from jobs.tools import seed
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 

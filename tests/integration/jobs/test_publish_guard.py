@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobs import config as config_mod
-from jobs import match
+from jobs.match import core as match
 from jobs.storage import population as population_store
 from jobs.storage import scores
 

@@ -11,9 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from compute import geo
-from jobs import cli, seed
+from jobs import cli
 from jobs.errors import DatabaseNotEmptyError
 from jobs.storage import bulk, schema, source
+from jobs.tools import seed
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 

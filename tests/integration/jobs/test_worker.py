@@ -16,11 +16,11 @@ import sqlalchemy as sa
 
 from jobs import config as config_mod
 from jobs import runner, worker
-from jobs import seed as seed_mod
 from jobs.context import Scope
 from jobs.storage import events as event_store
 from jobs.storage import ledger
 from jobs.storage.schema import events, job_runs
+from jobs.tools import seed as seed_mod
 
 HOLD_WORKER = Path(__file__).with_name("hold_worker.py")
 # Short lease and backoff so recovery takes seconds; no Ray on the event path anyway.

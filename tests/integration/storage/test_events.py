@@ -25,7 +25,9 @@ def s(seconds: float) -> dt.datetime:
 
 def add_users(db, *ids: int) -> None:
     with db.engine.begin() as conn:
-        conn.execute(sa.insert(users), [{"id": i, "seeking_mask": 2, "created_at": T0} for i in ids])
+        conn.execute(
+            sa.insert(users), [{"id": i, "seeking_mask": 2, "created_at": T0} for i in ids]
+        )
 
 
 def start_run(db, now: dt.datetime = T0) -> int:

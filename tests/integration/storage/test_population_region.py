@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from compute import filters
-from jobs import match
-from jobs import seed as seed_mod
+from jobs.match import core as match
 from jobs.storage import population as population_store
+from jobs.tools import seed as seed_mod
 
 PER_USER_FIELDS = (
     "gender",

@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from jobs import cli
-from jobs import seed as seed_mod
 from jobs.errors import StorageError
 from jobs.storage import api, events, ledger, roles, schema, scores, signals
 from jobs.storage import engine as engine_mod
 from jobs.storage import population as population_store
+from jobs.tools import seed as seed_mod
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 SOURCE = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs import benchmarks
+from jobs.tools import benchmarks
 
 
 def test_replace_section_keeps_the_others(tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from compute import candidates, filters, scoring, signals
-from jobs import match
 from jobs.config import Config
+from jobs.match import core as match
 from jobs.storage import schema, scores
 from jobs.storage import signals as signal_store
 

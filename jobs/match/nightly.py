@@ -34,9 +34,10 @@ import numpy.typing as npt
 
 from compute import candidates
 from compute.population import Population
-from jobs import errors, match, progress, runner
+from jobs import errors, progress, runner
 from jobs.config import RayConfig, Retry
 from jobs.context import JobContext, JobResult
+from jobs.match import core
 from jobs.storage import engine as engine_mod
 from jobs.storage import population as population_store
 from jobs.storage import scores
@@ -83,7 +84,7 @@ class ShardScorer:
         self,
         population: Population,
         index_bytes: bytes,
-        settings: match.MatchSettings,
+        settings: core.MatchSettings,
         database_url: str,
         computed_at: Any,
         crash_marker: str | None = None,
@@ -117,7 +118,7 @@ class ShardScorer:
 
     def count_shard(self, shard_id: int, rows: RowArray) -> RowArray:
         """Exposure pass: (n,) appearances in this shard's uncapped top-K lists."""
-        return match.uncapped_counts(self._pop, self._indexes, rows, self._settings)
+        return core.uncapped_counts(self._pop, self._indexes, rows, self._settings)
 
     def score_shard(
         self, shard_id: int, rows: RowArray, exposure_counts: RowArray | None = None
@@ -132,7 +133,7 @@ class ShardScorer:
                 marker.write(str(os.getpid()))
             os._exit(1)
         started = time.perf_counter()
-        output = match.score_rows(self._pop, self._indexes, rows, self._settings, exposure_counts)
+        output = core.score_rows(self._pop, self._indexes, rows, self._settings, exposure_counts)
         computed = time.perf_counter()
         try:
             (deleted, written), attempts = _with_retries(
@@ -156,7 +157,7 @@ class ShardScorer:
             "peak_rss_mb": _peak_rss_mb(),
         }
 
-    def _write(self, output: match.ShardOutput, *, rewrite: bool) -> tuple[int, int]:
+    def _write(self, output: core.ShardOutput, *, rewrite: bool) -> tuple[int, int]:
         """One transaction writing the shard's rows; ``(deleted, inserted)``.
 
         ``rewrite``: an earlier attempt may have committed — a restarted actor, or a retry
@@ -371,7 +372,7 @@ def _task_result(ref: Any) -> Any:
 
 def run_nightly(
     ctx: JobContext,
-    settings: match.MatchSettings,
+    settings: core.MatchSettings,
     *,
     crash_marker: str | None = None,
     crash_shard: int = 0,
@@ -385,7 +386,7 @@ def run_nightly(
             with figures.phase("load"), read_engine.connect() as conn:
                 # Before the load: whatever changes after it is caught at publish time.
                 guard = population_store.filter_snapshot(conn)
-                return (*match.load_population(conn, ctx, settings), guard)
+                return (*core.load_population(conn, ctx, settings), guard)
         finally:
             read_engine.dispose()
 
@@ -400,7 +401,7 @@ def run_nightly(
                     started_ray = _start_ray(ctx.config.ray)
             pop, rows_read, guard = loading.result()
         with figures.phase("index"):
-            indexes = match.build_indexes(pop, settings)
+            indexes = core.build_indexes(pop, settings)
             index_bytes = indexes.to_bytes()
         # Shards follow the search order so that a query group's block is built once.
         shards = shard_rows(candidates.search_order(pop, indexes), ctx.config.ray.shard_size)
@@ -496,7 +497,7 @@ def _refuse_low_coverage(
 
 def _score_all(
     ctx: JobContext,
-    settings: match.MatchSettings,
+    settings: core.MatchSettings,
     pop: Any,
     rows_read: int,
     indexes: Any,
@@ -557,7 +558,7 @@ def _score_all(
 
     def audit_recall() -> dict[str, Any]:
         with figures.phase("recall_audit"):
-            return match.recall_audit(pop, indexes, settings, exposure)
+            return core.recall_audit(pop, indexes, settings, exposure)
 
     refused = _refuse_low_coverage(ctx, pop, rows_read, results, stage, write_engine)
     if refused is not None:
@@ -574,7 +575,7 @@ def _score_all(
             with figures.phase("remove_departed"), write_engine.begin() as conn:
                 departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
         audit = auditing.result()
-    funnel = match.merge_funnels([r["funnel"] for r in results])
+    funnel = core.merge_funnels([r["funnel"] for r in results])
     funnel["rows_written"] = funnel.get("rows_written", 0) - purged.rows
     figures.counts.update(
         funnel=funnel,

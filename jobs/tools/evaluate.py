@@ -50,10 +50,11 @@ import sqlalchemy as sa
 
 from compute import evaluation, scoring
 from compute.population import Population
-from jobs import match, runner
+from jobs import runner
 from jobs.config import Config
 from jobs.context import Scope
 from jobs.errors import ConfigError, InputDataError, StorageError
+from jobs.match import core as match
 from jobs.storage import engine as engine_mod
 from jobs.storage import migrate, schema, source
 from jobs.storage import signals as signal_store

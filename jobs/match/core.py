@@ -1,17 +1,5 @@
-"""The match score job: signal tables → top-K candidates per user in ``match_scores``.
-
-Scope ``all`` (nightly): load the active population once, build the candidate indexes, cut
-the users into shards and score each shard with :class:`jobs.match_ray.ShardScorer` — on a
-Ray cluster (``ray.enabled``, the default) or in-process one shard after another — where
-each shard's users' lists for ``algorithm_version`` are replaced in one transaction. Users
-who left the population then lose their rows, and a recall audit compares a seeded sample's
-kept lists with exhaustive scoring of every eligible candidate.
-
-Scope ``users`` (events, ``matchjobs score-user``): in-process, no Ray. The same population
-load, the same deterministic indexes (same rng seed) and the same compute code, restricted
-to the listed users, plus at most ``fanout.max_reverse`` users whose current list holds one
-of them; all replaced in the run's one transaction. A listed user who is inactive or no
-longer valid loses their rows. Each user's rows equal what the nightly writes for them.
+"""What both match paths share: settings, the population load, indexes, scoring a set of
+users (candidates → signals → top K → reasons), funnels and the recall audit.
 
 Pipeline per set of users (:func:`score_rows`): ``compute.candidates.generate_candidates``
 (exact blocked ranking by the final score within filter-compatible blocks; FAISS neighbour
@@ -23,8 +11,6 @@ Exposure cap: a candidate's exposure is the number of *uncapped* top-K lists it 
 over the whole population. The nightly computes it exactly in two passes (counts per shard,
 summed by the driver, then the scoring pass). A users-scope run cannot afford the first pass
 and uses the stored lists of the version instead (an approximation, corrected nightly).
-
-Writes only ``match_scores``.
 """
 
 from __future__ import annotations
@@ -41,7 +27,7 @@ import pandas as pd
 from compute import candidates, filters, reasons, scoring, signals
 from compute.population import Population, clean_population
 from jobs.config import Config, Retry
-from jobs.context import JobContext, JobResult, Scope
+from jobs.context import JobContext
 from jobs.storage import population as population_store
 from jobs.storage import scores
 
@@ -333,97 +319,3 @@ def load_population(
     pop, skipped, rows_read = load_clean(conn, ctx.now, settings, user_ids)
     ctx.figures.skip(skipped, ctx.logger, "match.skip")
     return pop, rows_read
-
-
-def run(ctx: JobContext, scope: Scope) -> JobResult:
-    """Score candidates for the users in ``scope``; replace their ``match_scores`` rows."""
-    settings = settings_from_config(ctx.config)
-    if scope.is_all:
-        # Imported here so that the single-user path never imports Ray.
-        from jobs import match_ray
-
-        return match_ray.run_nightly(ctx, settings)
-    return _run_users(ctx, scope, settings)
-
-
-def region_ids(conn: Any, target_ids: RowArray, settings: MatchSettings) -> RowArray | None:
-    """The users a users-scope run must load, or ``None`` for the whole population.
-
-    Every candidate of a target scored by exact blocked ranking lies in its candidate region
-    (widened by the geo cell size, so the target searches the very same partitions), hence
-    scoring it over the region equals scoring it over everyone — that is what lets an event
-    load a few thousand users instead of all of them. A target that reaches ``exact_below``
-    candidates or more is ranked from FAISS lists, which depend on the whole population, so
-    then, or without geo cells, the whole population is loaded.
-    """
-    cell = settings.candidates.geo_cell_deg
-    if cell is None:
-        return None
-    region = population_store.candidate_region(
-        conn, target_ids, settings.load.default_max_distance_km, margin_deg=float(cell)
-    )
-    return region if region.size < settings.candidates.exact_below else None
-
-
-def _run_users(ctx: JobContext, scope: Scope, settings: MatchSettings) -> JobResult:
-    figures = ctx.figures
-    conn = ctx.session.connection()
-    scope_ids = scope.ids_array()
-    if scope_ids is None:
-        raise ValueError("_run_users needs a users scope")
-    with figures.phase("reverse_lookup"):
-        reverse_ids = scores.users_listing(
-            conn, settings.version, scope_ids, exclude=scope_ids, limit=settings.max_reverse
-        )
-    target_ids = np.union1d(scope_ids, reverse_ids)
-    with figures.phase("load"):
-        region = region_ids(conn, target_ids, settings)
-        # Before the load: whatever changes after it is caught when the rows are published.
-        guard = population_store.filter_snapshot(conn, region)
-        pop, rows_read = load_population(conn, ctx, settings, region)
-    with figures.phase("index"):
-        indexes = build_indexes(pop, settings)
-    rows_of = pd.Index(pop.user_ids)
-    positions = rows_of.get_indexer(target_ids)
-    rows = np.sort(positions[positions >= 0]).astype(np.int64)
-    exposure = None
-    if settings.scoring.exposure_cap is not None:
-        stored = scores.candidate_counts(conn, settings.version)
-        exposure = np.zeros(pop.n_users, dtype=np.int64)
-        where = rows_of.get_indexer(stored["candidate_id"].to_numpy(dtype=np.int64))
-        exposure[where[where >= 0]] = stored["n"].to_numpy(dtype=np.int64)[where >= 0]
-    with figures.phase("compute"):
-        output = score_rows(pop, indexes, rows, settings, exposure)
-    with figures.phase("write"):
-        deleted, written = scores.replace_user_sets(
-            conn,
-            target_ids,
-            output.frame,
-            version=settings.version,
-            config_hash=settings.config_hash,
-            computed_at=ctx.now,
-            guard=guard,
-        )
-    funnel = {**output.funnel, "rows_written": written, "rows_deleted": deleted}
-    figures.counts.update(
-        funnel=funnel,
-        loaded_users=pop.n_users,
-        loaded="region" if region is not None else "all",
-        reverse_users=int(reverse_ids.size),
-        missing_users=int(target_ids.size - rows.size),
-        algorithm_version=settings.version,
-    )
-    ctx.logger.info(
-        "match scores for %d users (%d reverse): %d rows",
-        rows.size,
-        reverse_ids.size,
-        written,
-        extra={"action": "match.write", "rows": written, "reverse": int(reverse_ids.size)},
-    )
-    return JobResult(
-        rows_read=rows_read,
-        rows_written=written,
-        users=int(rows.size),
-        skipped=dict(figures.skipped),
-        extra={"reverse_user_ids": [int(u) for u in reverse_ids]},
-    )

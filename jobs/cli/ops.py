@@ -178,7 +178,7 @@ def cmd_event(env: cli.Env) -> int:
 
 
 def cmd_demo(env: cli.Env) -> int:
-    from jobs import seed as seed_mod
+    from jobs.tools import seed as seed_mod
 
     args = env.args
     migrate.upgrade(env.engine)
@@ -213,7 +213,7 @@ def cmd_demo(env: cli.Env) -> int:
 
 
 def cmd_explain(env: cli.Env) -> int:
-    from jobs import explain
+    from jobs.tools import explain
 
     args = env.args
     data = explain.explain_pair(env.engine, env.config, args.user, args.candidate, runner.utcnow())

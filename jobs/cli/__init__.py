@@ -269,11 +269,11 @@ _EXTENSIONS: list[Callable[[Any, dict[str, Handler]], None]] = []
 
 def _load_extensions() -> None:
     for name in (
-        "jobs.cli_data",
-        "jobs.cli_match",
-        "jobs.cli_ops",
-        "jobs.cli_eval",
-        "jobs.cli_report",
+        "jobs.cli.data",
+        "jobs.cli.match",
+        "jobs.cli.ops",
+        "jobs.cli.evaluation",
+        "jobs.cli.report",
     ):
         try:
             module = importlib.import_module(name)

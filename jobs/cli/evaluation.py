@@ -1,6 +1,6 @@
 """The ``matchjobs evaluate`` subcommand: compare configs offline against observed decisions.
 
-Parses arguments, loads the configs, calls :func:`jobs.evaluate.evaluate`, writes the result
+Parses arguments, loads the configs, calls :func:`jobs.tools.evaluate.evaluate`, writes the result
 JSON and prints a side-by-side table (or the JSON with ``--json``). No computation, no SQL.
 """
 
@@ -13,9 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from jobs import cli, evaluate
+from jobs import cli
 from jobs import config as config_mod
 from jobs.errors import ConfigError
+from jobs.tools import evaluate
 
 DEFAULT_OUT = Path("reports") / "evaluation.json"
 

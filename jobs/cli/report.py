@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jobs import cli, report, runner
+from jobs import cli, runner
+from jobs.tools import report
 
 
 def cmd_report(env: cli.Env) -> int:

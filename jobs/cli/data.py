@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from jobs import cli
-from jobs import seed as seed_mod
 from jobs.errors import ConfigError
-from jobs.importers import speed_dating
+from jobs.tools import seed as seed_mod
+from jobs.tools.importers import speed_dating
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
