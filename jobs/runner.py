@@ -227,7 +227,7 @@ def tracked(
                 users=result.users,
                 **result.extra,
             )
-        ledger.finish_run(
+        recorded_outcome = ledger.finish_run(
             engine,
             run_id,
             status=status,
@@ -236,6 +236,13 @@ def tracked(
             error=error,
             metadata=metadata,
         )
+        if not recorded_outcome:
+            job_logger.warning(
+                "run %d: was abandoned while it ran (lease lost); its outcome %s is not recorded",
+                run_id,
+                status,
+                extra={"action": f"{job_name}.lease_lost", "run_id": run_id, "status": status},
+            )
         job_logger.info(
             "run %d: %s in %.1f s",
             run_id,
@@ -287,6 +294,8 @@ def execute(
         )
         try:
             run.result = job_fn(ctx, scope)
+            # Fenced: a run abandoned meanwhile (paused past its lease) commits nothing.
+            ledger.fence(session.connection(), run.run_id)
             session.commit()
         except BaseException:
             session.rollback()

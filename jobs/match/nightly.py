@@ -39,8 +39,8 @@ from jobs.config import RayConfig, Retry
 from jobs.context import JobContext, JobResult
 from jobs.match import core
 from jobs.storage import engine as engine_mod
+from jobs.storage import ledger, scores
 from jobs.storage import population as population_store
-from jobs.storage import scores
 
 RowArray = npt.NDArray[np.int64]
 IN_FLIGHT_PER_ACTOR = 2
@@ -78,6 +78,10 @@ class ShardScorer:
     guard : FilterSnapshot or None
         The filter snapshot taken before the population was loaded; required when
         ``stage`` is None, since each shard then publishes its own rows.
+    run_id : int or None
+        The driver's ``job_runs`` row. A shard that publishes its rows (``stage`` None)
+        first checks that the run still holds its lease (``ledger.fence``); a stage is
+        published only by the driver's swap, which checks it there.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class ShardScorer:
         crash_shard: int = 0,
         stage: str | None = None,
         guard: population_store.FilterSnapshot | None = None,
+        run_id: int | None = None,
     ) -> None:
         import faiss
 
@@ -108,6 +113,7 @@ class ShardScorer:
         self._crash_shard = crash_shard
         self._stage = stage
         self._guard = guard
+        self._run_id = run_id
         self._engine: Any = None
         self._restarted = _actor_was_restarted()
 
@@ -177,6 +183,8 @@ class ShardScorer:
                 )
             # Deletes then inserts the users' sets: a rerun after a commit is the same rows.
             assert self._guard is not None  # checked in __init__
+            if self._run_id is not None:
+                ledger.fence(conn, self._run_id, share=True)
             return scores.replace_user_sets(
                 conn,
                 output.user_ids,
@@ -515,6 +523,9 @@ def _score_all(
     stage = scores.stage_name(ctx.run_id or 0) if swap else None
     if stage is not None:
         with write_engine.begin() as conn:
+            # Fenced: a run abandoned while paused must not drop its successor's stage.
+            if ctx.run_id is not None:
+                ledger.fence(conn, ctx.run_id)
             scores.create_stage(conn, stage, settings.version)
     args = (pop, index_bytes, settings, ctx.database_url, ctx.now)
     kwargs = {
@@ -522,6 +533,7 @@ def _score_all(
         "crash_shard": crash_shard,
         "stage": stage,
         "guard": None if stage is not None else guard,
+        "run_id": ctx.run_id,
     }
     with figures.phase("start_workers"):
         if ctx.config.ray.enabled:
@@ -570,9 +582,13 @@ def _score_all(
         if stage is not None:
             # Users who left are simply not in the stage: the swap removes their rows.
             with figures.phase("swap"), write_engine.begin() as conn:
-                purged = scores.swap_in_stage(conn, stage, settings.version, guard, pop.user_ids)
+                purged = scores.swap_in_stage(
+                    conn, stage, settings.version, guard, pop.user_ids, run_id=ctx.run_id
+                )
         else:
             with figures.phase("remove_departed"), write_engine.begin() as conn:
+                if ctx.run_id is not None:
+                    ledger.fence(conn, ctx.run_id)
                 departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
         audit = auditing.result()
     funnel = core.merge_funnels([r["funnel"] for r in results])

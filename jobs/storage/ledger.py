@@ -1,4 +1,5 @@
-"""SQL for the ``job_runs`` ledger. Only ``jobs.runner`` calls these."""
+"""SQL for the ``job_runs`` ledger. Only ``jobs.runner`` calls these, except :func:`fence`,
+which every publishing transaction calls."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from jobs.errors import RunConflictError
+from jobs.errors import LeaseLostError, RunConflictError
 from jobs.storage import bulk
 from jobs.storage.engine import translate_errors, writer
 from jobs.storage.schema import job_runs
@@ -137,6 +138,28 @@ def heartbeat(engine: sa.Engine, run_id: int, now: dt.datetime) -> None:
         )
 
 
+def fence(conn: sa.Connection, run_id: int, *, share: bool = False) -> None:
+    """Raise ``LeaseLostError`` unless run ``run_id`` is still ``running``; hold its row.
+
+    Call it inside a transaction that publishes what the run computed, before its commit.
+    The row stays locked until that commit (PostgreSQL: FOR UPDATE, or FOR SHARE with
+    ``share`` so that several writers of one run do not queue on each other; SQLite: the
+    transaction's write lock), so a sweep or a new run that abandons this one waits for the
+    commit, and a run that was paused past its lease and abandoned meanwhile writes
+    nothing: the fence of issue 9.
+    """
+    query = sa.select(job_runs.c.status).where(job_runs.c.id == run_id)
+    query = query.with_for_update(read=share)
+    with translate_errors(f"fence of run {run_id}"):
+        status = conn.execute(query).scalar_one_or_none()
+    if status != "running":
+        raise LeaseLostError(
+            f"run {run_id} is {status or 'missing'}, not running: it lost its lease "
+            "(no heartbeat for longer than runner.lease_s) and another run may have taken "
+            "over; nothing of it was written"
+        )
+
+
 def finish_run(
     engine: sa.Engine,
     run_id: int,
@@ -146,11 +169,13 @@ def finish_run(
     duration_ms: int,
     error: str | None,
     metadata: dict[str, Any],
-) -> None:
+) -> bool:
+    """Record the run's outcome; False if it is no longer ``running`` (abandoned meanwhile:
+    that verdict stands, and a new run may own the slot)."""
     with writer(engine).begin() as conn, translate_errors("job_runs finish"):
-        conn.execute(
+        result = conn.execute(
             sa.update(job_runs)
-            .where(job_runs.c.id == run_id)
+            .where(job_runs.c.id == run_id, job_runs.c.status == "running")
             .values(
                 status=status,
                 finished_at=now,
@@ -160,6 +185,7 @@ def finish_run(
                 heartbeat_at=now,
             )
         )
+    return bool(result.rowcount)
 
 
 def recent_runs(engine: sa.Engine, limit: int = 20, job_name: str | None = None) -> pd.DataFrame:

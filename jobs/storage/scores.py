@@ -30,7 +30,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from jobs.errors import StorageError
-from jobs.storage import bulk, schema
+from jobs.storage import bulk, ledger, schema
 from jobs.storage import population as population_store
 from jobs.storage.engine import is_postgres, translate_errors
 
@@ -573,6 +573,8 @@ def swap_in_stage(
     version: str,
     snapshot: population_store.FilterSnapshot,
     published_ids: npt.NDArray[np.int64],
+    *,
+    run_id: int | None = None,
 ) -> Purged:
     """Index the stage like match_scores and make it the version's partition, atomically.
 
@@ -582,7 +584,9 @@ def swap_in_stage(
     (``published_ids``: the users the stage was computed for), and holds likes and users
     against writers until commit, so no such change can slip in before the swap commits.
     The brief ACCESS EXCLUSIVE lock of DETACH makes concurrent readers wait, not fail.
-    Returns what the purge removed and how long it held the app's writers up.
+    Returns what the purge removed and how long it held the app's writers up. With
+    ``run_id``, that run's ``job_runs`` row is checked (``ledger.fence``) after the index
+    builds and held until commit: a run that lost its lease swaps nothing in.
     """
     part = partition_name(version)
     with translate_errors(f"swap {stage} in for version {version!r}"):
@@ -596,6 +600,8 @@ def swap_in_stage(
         conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (user_id, score DESC)')
         conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (candidate_id)')
         conn.exec_driver_sql(f'ANALYZE "{stage}"')
+    if run_id is not None:
+        ledger.fence(conn, run_id)
     purged = purge_forbidden(conn, stage, version, snapshot, published_ids=published_ids)
     with translate_errors(f"swap {stage} in for version {version!r}"):
         conn.exec_driver_sql("LOCK TABLE match_scores IN ACCESS EXCLUSIVE MODE")
