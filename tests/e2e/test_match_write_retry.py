@@ -5,17 +5,15 @@ Regression (issue 9, item 5): a connection cut mid-COPY failed the whole nightly
 old version served, stage dropped) without a retry of the shard, printed a raw
 ``RayTaskError`` traceback, and left ANSI escape codes in ``job_runs.error``.
 
-The cut is real: the actors reach PostgreSQL through a TCP proxy on loopback that closes a
-connection at a chosen point of the COPY transaction.
+The cut is real: the actors reach PostgreSQL through a TCP proxy on loopback
+(``jobs.tools.faults.proxy``) that closes a connection at a chosen point of the COPY
+transaction.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import socket
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from jobs import cli, runner
 from jobs import config as config_mod
 from jobs.context import Scope
 from jobs.storage import ledger, scores
+from jobs.tools.faults import proxy as proxy_mod
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 OVERRIDES: dict[str, dict[str, Any]] = {
@@ -39,121 +38,6 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 pytestmark = pytest.mark.ray
-
-
-class CuttingProxy:
-    """Relays TCP to PostgreSQL; cuts up to ``cuts`` connections in a COPY transaction.
-
-    ``at="copy"``: right after forwarding the ``COPY … FROM STDIN`` statement (the server
-    aborts the transaction). ``at="commit"``: after the server has answered that
-    transaction's COMMIT, before the client hears it — the commit happened, the client
-    cannot know. Connections without a COPY pass untouched. TLS must be off (the proxy
-    reads the statements).
-    """
-
-    def __init__(self, upstream: tuple[str, int], at: str, cuts: int) -> None:
-        self.upstream = upstream
-        self.at = at
-        self.cuts_left = cuts
-        self.cuts_made = 0
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, database: str) -> str:
-        return (
-            f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-            "?sslmode=disable&gssencmode=disable"
-        )
-
-    def close(self) -> None:
-        """Stop listening and close every relayed connection (none is left to the GC)."""
-        self._listener.close()
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _close(sock)
-
-    def _take_cut(self) -> bool:
-        with self._lock:
-            if self.cuts_left == 0:
-                return False
-            self.cuts_left -= 1
-            self.cuts_made += 1
-            return True
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        server = socket.create_connection(self.upstream)
-        with self._lock:
-            self._sockets += [client, server]
-        cut_on_reply = threading.Event()
-
-        def cut() -> None:
-            _close(client)
-            _close(server)
-
-        def replies() -> None:
-            while True:
-                try:
-                    data = server.recv(65536)
-                except OSError:
-                    cut()
-                    return
-                if not data or cut_on_reply.is_set():
-                    cut()
-                    return
-                try:
-                    client.sendall(data)
-                except OSError:
-                    cut()
-                    return
-
-        threading.Thread(target=replies, daemon=True).start()
-        in_copy = False
-        tail = b""
-        while True:
-            try:
-                data = client.recv(65536)
-            except OSError:
-                cut()
-                return
-            if not data:
-                cut()
-                return
-            window = tail + data
-            tail = window[-16:]
-            # The statement itself, not a parameter quoting it (an error text in job_runs).
-            if not in_copy and data[:1] in (b"Q", b"P") and b'COPY "' in data[:48]:
-                in_copy = True
-                if self.at == "copy" and self._take_cut():
-                    server.sendall(data)
-                    cut()
-                    return
-            elif in_copy and b"COMMIT" in window:
-                in_copy = False
-                if self.at == "commit" and self._take_cut():
-                    cut_on_reply.set()
-            try:
-                server.sendall(data)
-            except OSError:
-                cut()
-                return
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
 
 
 def make_config(**sections: dict[str, Any]) -> config_mod.Config:
@@ -192,9 +76,8 @@ def world(pg_db: Any, seed_with_signals: Any) -> Any:
     return pg_db
 
 
-def proxy_for(db: Any, at: str, cuts: int) -> CuttingProxy:
-    url = sa.engine.make_url(db.url)
-    return CuttingProxy((url.host or "127.0.0.1", url.port or 5432), at, cuts)
+def proxy_for(db: Any, at: str, cuts: int) -> proxy_mod.CuttingProxy:
+    return proxy_mod.for_url(db.url, at, cuts)
 
 
 @pytest.mark.parametrize("at", ["copy", "commit"])
