@@ -1,4 +1,4 @@
-"""SQL of the fault suite (``jobs.tools.faults``): probes of a running job, the app's writes
+"""SQL of the fault suite (scripts/faults): probes of a running job, the app's writes
 that a fault scenario makes at random moments, and sessions to cut. PostgreSQL only.
 
 The app's writes do what the app does: a like, pass or block takes the pair out of both
