@@ -182,6 +182,52 @@ def terminate_sessions(
         )
 
 
+def enqueue_many(conn: sa.Connection, kinds: list[str], user_ids: list[int]) -> int:
+    """The app's events, many at once (what ``events.enqueue`` writes, one row each)."""
+    rows = [{"k": k, "u": int(u)} for k, u in zip(kinds, user_ids, strict=True)]
+    with translate_errors("enqueue events"):
+        conn.execute(
+            sa.text(
+                "INSERT INTO events (kind, user_id, status, attempts, created_at) "
+                "VALUES (:k, :u, 'pending', 0, now())"
+            ),
+            rows,
+        )
+    return len(rows)
+
+
+def event_counts(conn: sa.Connection) -> dict[str, int]:
+    """Events per status; ``unfinished`` counts pending and processing together."""
+    found = dict(conn.execute(sa.text("SELECT status, count(*) FROM events GROUP BY status")).all())
+    counts = {status: int(n) for status, n in found.items()}
+    counts["unfinished"] = counts.get("pending", 0) + counts.get("processing", 0)
+    return counts
+
+
+def claimed_by(conn: sa.Connection, run_ids: list[int]) -> int:
+    """Events still claimed by any of ``run_ids`` (a dead worker's batches)."""
+    if not run_ids:
+        return 0
+    return int(
+        conn.execute(
+            sa.text(
+                "SELECT count(*) FROM events WHERE status = 'processing' "
+                "AND claim_run_id = ANY(CAST(:ids AS BIGINT[]))"
+            ),
+            {"ids": [int(i) for i in run_ids]},
+        ).scalar_one()
+    )
+
+
+def running_worker_runs(conn: sa.Connection) -> list[int]:
+    return [
+        int(i)
+        for i in conn.execute(
+            sa.text("SELECT id FROM job_runs WHERE job_name = 'worker' AND status = 'running'")
+        ).scalars()
+    ]
+
+
 def create_database(conn: sa.Connection, name: str) -> None:
     conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
 

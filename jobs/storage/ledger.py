@@ -50,7 +50,11 @@ def start_run(
                         f"job {job_name!r} scope {scope!r} is already running as run "
                         f"{running.id} (last heartbeat {running.heartbeat_at:%Y-%m-%d %H:%M:%S}Z)"
                     )
-                _abandon(conn, running.id, running.heartbeat_at, now, lease_s)
+                if not _abandon(conn, running.id, running.heartbeat_at, now, lease_s):
+                    raise RunConflictError(
+                        f"job {job_name!r} scope {scope!r} is running as run {running.id}: "
+                        "it beat again while being abandoned"
+                    )
             previous = conn.execute(
                 sa.select(job_runs.c.status, job_runs.c.attempt)
                 .where(job_runs.c.job_name == job_name, job_runs.c.scope == scope)
@@ -89,16 +93,27 @@ def start_run(
 
 def _abandon(
     conn: sa.Connection, run_id: int, heartbeat_at: dt.datetime, now: dt.datetime, lease_s: float
-) -> None:
-    conn.execute(
+) -> bool:
+    """Abandon ``run_id`` if it is still running with the stale heartbeat we saw; done?
+
+    The heartbeat is part of the condition because the UPDATE may wait: a run that holds
+    its row in a publishing transaction (``fence``) cannot beat until it commits, and the
+    beat queued behind that lock lands first. A run that beat meanwhile is alive.
+    """
+    result = conn.execute(
         sa.update(job_runs)
-        .where(job_runs.c.id == run_id, job_runs.c.status == "running")
+        .where(
+            job_runs.c.id == run_id,
+            job_runs.c.status == "running",
+            job_runs.c.heartbeat_at == heartbeat_at,
+        )
         .values(
             status="abandoned",
             finished_at=now,
             error=f"abandoned: no heartbeat since {heartbeat_at:%H:%M:%S}Z (lease {lease_s:g} s)",
         )
     )
+    return bool(result.rowcount)
 
 
 def abandon_stale(engine: sa.Engine, *, now: dt.datetime, lease_s: float) -> list[int]:
@@ -115,9 +130,12 @@ def abandon_stale(engine: sa.Engine, *, now: dt.datetime, lease_s: float) -> lis
                 job_runs.c.status == "running", job_runs.c.heartbeat_at < stale_before
             )
         ).all()
-        for run_id, heartbeat_at in stale:
-            _abandon(conn, run_id, heartbeat_at, now, lease_s)
-    return [int(run_id) for run_id, _ in stale]
+        abandoned = [
+            int(run_id)
+            for run_id, heartbeat_at in stale
+            if _abandon(conn, run_id, heartbeat_at, now, lease_s)
+        ]
+    return abandoned
 
 
 def _is_unique_violation(exc: BaseException) -> bool:

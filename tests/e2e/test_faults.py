@@ -35,6 +35,7 @@ def make_world(pg_db: Any, tmp_path: Path) -> Iterator[Callable[..., world_mod.W
         return world
 
     yield build
+    world_mod.stop_all()
     for world in made:
         world.engine.dispose()
 
@@ -86,4 +87,13 @@ def test_a_sigkilled_ray_driver_is_detected_and_the_rerun_serves_a_whole_set(
             sa.text("SELECT count(*) FROM pg_tables WHERE tablename LIKE '%stage%'")
         ).scalar_one()
     assert stages == 0
+    _assert_clean(figures)
+
+
+def test_a_worker_sigkilled_mid_batch_loses_no_event_and_a_sigterm_finishes_its_batch(
+    make_world: Callable[..., world_mod.World],
+) -> None:
+    world = make_world(**NO_RAY)
+    figures = scenarios.kill_worker(world, trials=2, events_per_trial=10, seed=1)
+    assert figures["events_by_status"]["unfinished"] == 0
     _assert_clean(figures)

@@ -9,12 +9,16 @@ A reader loops the API query through each one (``reader``: reads, bad reads, p99
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import random
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from jobs import runner
 from jobs.errors import RunConflictError
@@ -333,3 +337,185 @@ def terminate_backends(world: World, database: str, what: str) -> dict[str, Any]
         "error_not_plain": int(any(m in (row["error"] or "") for m in ("\x1b", "Traceback"))),
     }
     return _finish(world, figures, reader)
+
+
+def kill_actors(world: World, beyond_limit: bool) -> dict[str, Any]:
+    """SIGKILL a ShardScorer actor mid-write: once (Ray restarts it, the shard is retried,
+    the output equals a clean run's), or every actor again and again, more times than
+    ``ray.max_retries`` (the run fails cleanly: one plain error, the old set served, no
+    stage left)."""
+    before = world_mod.served_digest(world)
+    reader = _reader(world)
+    kills = 0
+    limit = world.config.ray.max_retries
+    budget = (limit + 2) * world.config.ray.num_actors
+    with reader:
+        reader.phase = "writes"
+        job = _nightly(world)
+        run_id = _mid_write(world)
+        while job.proc.poll() is None and kills < (budget if beyond_limit else 1):
+            for pid in job.pids("ShardScorer")[:1]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    kills += 1
+            time.sleep(0.3 if beyond_limit else 0.02)
+        code, elapsed = job.finish()
+        reader.phase = "idle"
+        time.sleep(0.5)
+    with world.engine.connect() as conn:
+        row = fault_store.run_row(conn, run_id)
+    error = row["error"] or ""
+    served = world_mod.served_digest(world)
+    figures: dict[str, Any] = {
+        "kills": kills,
+        "max_restarts": limit,
+        "exit_code": code,
+        "status": row["status"],
+        "seconds": round(elapsed, 2),
+        "error": error.splitlines()[0] if error else None,
+    }
+    figures["broken"] = {
+        "no_kill_made": int(kills == 0),
+        "within_limit_failed": int(not beyond_limit and code != 0),
+        "served_not_old_nor_clean": int(served != before),
+        "error_not_plain": int(any(m in error for m in ("\x1b", "Traceback"))),
+    }
+    return _finish(world, figures, reader)
+
+
+def _drain(world: World, timeout_s: float) -> dict[str, int]:
+    def drained() -> dict[str, int] | None:
+        with world.engine.connect() as conn:
+            counts = fault_store.event_counts(conn)
+        return counts if counts["unfinished"] == 0 else None
+
+    result: dict[str, int] = world_mod.wait_for(
+        drained, timeout_s=timeout_s, poll_s=0.5, what="the event queue drained"
+    )
+    return result
+
+
+def _enqueue(world: World, n: int, rng: random.Random) -> None:
+    kinds = ["quiz_submitted", "interests_changed", "user_changed"]
+    users = [rng.randint(1, world.n_users) for _ in range(n)]
+    with world.engine.begin() as conn:
+        active = set(fault_store.listed_users(conn, world.version))
+        users = [u if u in active else next(iter(active)) for u in users]
+        fault_store.enqueue_many(conn, [rng.choice(kinds) for _ in users], users)
+
+
+def event_storm(world: World, events: int, seed: int = 0) -> dict[str, Any]:
+    """``events`` events for the world's users enqueued while a nightly runs and a worker
+    drains them: every one ends done or coalesced (none lost, none dead)."""
+    rng = random.Random(seed)
+    reader = _reader(world, seed)
+    with reader:
+        reader.phase = "writes"
+        worker = world_mod.launch(world, "worker")
+        job = _nightly(world)
+        world_mod.wait_for(
+            lambda: world_mod.running_run(world), timeout_s=120, poll_s=0.01, what="a run"
+        )
+        started = time.monotonic()
+        for _ in range(10):
+            _enqueue(world, events // 10, rng)
+            time.sleep(0.2)
+        code, nightly_s = job.finish()
+        counts = _drain(world, timeout_s=600)
+        drained_s = time.monotonic() - started
+        worker.signal(signal.SIGTERM)
+        worker_code, _ = worker.finish(timeout_s=120)
+        reader.phase = "idle"
+        time.sleep(0.5)
+    figures: dict[str, Any] = {
+        "events": events,
+        "events_by_status": counts,
+        "drain_s": round(drained_s, 1),
+        "nightly_s": round(nightly_s, 2),
+        "worker_exit_code": worker_code,
+    }
+    figures["broken"] = {
+        "nightly_failed": int(code != 0),
+        "events_lost_or_dead": counts.get("dead", 0) + counts["unfinished"],
+        "events_miscounted": int(
+            counts.get("done", 0) + counts.get("coalesced", 0) + counts.get("dead", 0) != events
+        ),
+        "worker_stopped_badly": int(worker_code != 0),
+    }
+    return _finish(world, figures, reader)
+
+
+def kill_worker(world: World, trials: int, events_per_trial: int, seed: int = 0) -> dict[str, Any]:
+    """SIGKILL the event worker at a random moment ``trials`` times (a fresh worker takes
+    over each time), then SIGTERM one mid-batch: every event ends done or coalesced, and a
+    killed worker's claims are reclaimed (the seconds from kill to reclaim, p50/p95)."""
+    rng = random.Random(seed)
+    reclaim_s: list[float] = []
+    killed_with_claims = 0
+    worker = world_mod.launch(world, "worker")
+    for _ in range(trials):
+        _enqueue(world, events_per_trial, rng)
+        # At a random point of a batch: once one runs, a little later.
+        with contextlib.suppress(TimeoutError):
+            world_mod.wait_for(lambda: _busy(world), timeout_s=30, poll_s=0.01, what="a batch")
+        time.sleep(rng.uniform(0.0, 0.5))
+        with world.engine.connect() as conn:
+            runs = fault_store.running_worker_runs(conn)
+        worker.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        worker.finish()
+        worker = world_mod.launch(world, "worker")
+        with world.engine.connect() as conn:
+            if fault_store.claimed_by(conn, runs) == 0:
+                continue
+        killed_with_claims += 1
+
+        def reclaimed(dead: list[int] = runs) -> bool:
+            with world.engine.connect() as conn:
+                return fault_store.claimed_by(conn, dead) == 0
+
+        world_mod.wait_for(reclaimed, timeout_s=120, poll_s=0.1, what="claims reclaimed")
+        reclaim_s.append(time.monotonic() - killed_at)
+    # SIGTERM mid-batch: the worker finishes the batch in hand, then exits 0.
+    _enqueue(world, events_per_trial, rng)
+    world_mod.wait_for(
+        lambda: _busy(world), timeout_s=120, poll_s=0.02, what="a worker batch running"
+    )
+    worker.signal(signal.SIGTERM)
+    term_code, _ = worker.finish(timeout_s=300)
+    with world.engine.connect() as conn:
+        left_processing = fault_store.event_counts(conn).get("processing", 0)
+    worker = world_mod.launch(world, "worker")
+    counts = _drain(world, timeout_s=600)
+    worker.signal(signal.SIGTERM)
+    worker.finish(timeout_s=120)
+    total = events_per_trial * (trials + 1)
+    figures: dict[str, Any] = {
+        "trials": trials,
+        "kills_with_claims_in_hand": killed_with_claims,
+        "reclaim_p50_s": _percentile(reclaim_s, 50),
+        "reclaim_p95_s": _percentile(reclaim_s, 95),
+        "events": total,
+        "events_by_status": counts,
+        "sigterm_exit_code": term_code,
+    }
+    figures["broken"] = {
+        "events_lost_or_dead": counts.get("dead", 0) + counts["unfinished"],
+        "events_miscounted": int(
+            counts.get("done", 0) + counts.get("coalesced", 0) + counts.get("dead", 0) != total
+        ),
+        "sigterm_left_claims": left_processing,
+        "sigterm_exit_nonzero": int(term_code != 0),
+    }
+    return _finish(world, figures, None)
+
+
+def _busy(world: World) -> bool:
+    with world.engine.connect() as conn:
+        return bool(fault_store.running_worker_runs(conn))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return round(float(np.percentile(values, q)), 2)

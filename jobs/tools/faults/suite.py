@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -29,9 +30,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def plan(launcher_rounds: int, changes: int) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
+def plan(
+    launcher_rounds: int, changes: int, events: int, worker_trials: int
+) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
     """(name, scenario(world, database, clean_s)) in the order they run."""
     return [
+        ("kill_one_actor", lambda w, db, clean: scenarios.kill_actors(w, beyond_limit=False)),
+        (
+            "kill_actors_beyond_limit",
+            lambda w, db, clean: scenarios.kill_actors(w, beyond_limit=True),
+        ),
         ("kill_driver", lambda w, db, clean: scenarios.kill_driver(w, clean)),
         ("pause_at_start", lambda w, db, clean: scenarios.pause_past_lease(w, "start")),
         ("pause_mid_write", lambda w, db, clean: scenarios.pause_past_lease(w, "write")),
@@ -47,17 +55,30 @@ def plan(launcher_rounds: int, changes: int) -> list[tuple[str, Callable[..., di
             "launcher_storm",
             lambda w, db, clean: scenarios.launcher_storm(w, 10, launcher_rounds),
         ),
+        ("event_storm", lambda w, db, clean: scenarios.event_storm(w, events)),
+        (
+            "kill_worker",
+            lambda w, db, clean: scenarios.kill_worker(w, worker_trials, max(10, events // 100)),
+        ),
     ]
 
 
 def run(
-    admin_url: str, *, users: int, seed: int, launcher_rounds: int, changes: int, only: list[str]
+    admin_url: str,
+    *,
+    users: int,
+    seed: int,
+    launcher_rounds: int,
+    changes: int,
+    events: int,
+    worker_trials: int,
+    only: list[str],
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     workroot = Path(tempfile.mkdtemp(prefix="matchjobs-faults-"))
     databases = world_mod.scratch_databases(admin_url)
     try:
-        for name, scenario in plan(launcher_rounds, changes):
+        for name, scenario in plan(launcher_rounds, changes, events, worker_trials):
             if only and name not in only:
                 continue
             database = next(databases)
@@ -72,6 +93,7 @@ def run(
                 logger.exception("scenario %s failed", name, extra={"action": "faults.error"})
                 figures = {"error": f"{type(exc).__name__}: {exc}", "violations": 1}
             finally:
+                world_mod.stop_all()
                 world.engine.dispose()
             results[name] = figures
             print(f"{name}: violations {figures['violations']}", file=sys.stderr, flush=True)
@@ -138,10 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--launcher-rounds", type=int, default=100)
     parser.add_argument("--changes", type=int, default=60)
+    parser.add_argument("--events", type=int, default=10000)
+    parser.add_argument("--worker-trials", type=int, default=20)
     parser.add_argument("--only", action="append", default=[], help="run only this scenario")
     parser.add_argument("--out", type=Path, default=None, help="write RELIABILITY.md here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so the scenarios' children are killed on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     load_before = tuple(round(x, 2) for x in os.getloadavg())
     started = time.monotonic()
     results = run(
@@ -150,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         launcher_rounds=args.launcher_rounds,
         changes=args.changes,
+        events=args.events,
+        worker_trials=args.worker_trials,
         only=args.only,
     )
     total = sum(int(r["violations"]) for r in results.values())

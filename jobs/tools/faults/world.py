@@ -48,7 +48,9 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "max_retries": 2,
     },
     "retry": {"write_attempts": 4, "backoff_s": 0.05, "max_backoff_s": 0.5},
-    "runner": {"heartbeat_interval_s": 0.5, "lease_s": 3.0},
+    # A 3 s lease was too short on this shared box at load 20: a live driver's beats were
+    # starved, the worker's sweep abandoned it and the fence then failed it (safely).
+    "runner": {"heartbeat_interval_s": 0.5, "lease_s": 8.0},
 }
 
 
@@ -116,6 +118,16 @@ def prepare(url: str, workdir: Path, *, n_users: int, seed: int, **sections: Any
     return World(url, engine, config, config_path, workdir, n_users)
 
 
+_LAUNCHED: list[Job] = []
+
+
+def stop_all() -> None:
+    """SIGKILL the process group of every child launched here that may still run (a
+    scenario that failed half-way must not leave a driver or its Ray behind)."""
+    while _LAUNCHED:
+        _LAUNCHED.pop().signal(signal.SIGKILL)
+
+
 @dataclasses.dataclass
 class Job:
     """A child process running one command of the CLI, in a session (process group) of its
@@ -141,6 +153,29 @@ class Job:
         self.signal(signal.SIGKILL)
         return code, elapsed
 
+    def pids(self, title: str) -> list[int]:
+        """Processes started by the child whose command line holds ``title`` (Ray names its
+        actors ``ray::ShardScorer``). Ray's workers make sessions of their own, so they are
+        found as children of a process of the child's group (the raylet), not by group."""
+        table: dict[int, tuple[int, int, str]] = {}  # pid -> (parent, group, command)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            # Fields after the parenthesised name: state, ppid, pgrp, …
+            fields = stat[stat.rindex(")") + 2 :].split()
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]), command)
+        group = {pid for pid, (_, pgrp, _) in table.items() if pgrp == self.proc.pid}
+        return sorted(
+            pid
+            for pid, (parent, pgrp, command) in table.items()
+            if title in command and (pgrp == self.proc.pid or parent in group)
+        )
+
     def tail(self, lines: int = 5) -> str:
         text = self.log.read_text(errors="replace").strip().splitlines()
         return "\n".join(text[-lines:])
@@ -165,7 +200,9 @@ def launch(world: World, *args: str, url: str | None = None) -> Job:
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    return Job(proc, log, time.monotonic())
+    job = Job(proc, log, time.monotonic())
+    _LAUNCHED.append(job)
+    return job
 
 
 def wait_for(predicate: Any, *, timeout_s: float, poll_s: float = 0.05, what: str) -> Any:
