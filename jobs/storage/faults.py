@@ -163,11 +163,17 @@ def _drop_user_rows(conn: sa.Connection, user_id: int) -> None:
 
 
 def terminate_sessions(
-    conn: sa.Connection, database: str, query_like: str, spare_prefix: str = "faults-"
+    conn: sa.Connection,
+    database: str,
+    query_like: str,
+    spare_prefix: str = "faults-",
+    *,
+    busy_only: bool = True,
 ) -> int:
-    """``pg_terminate_backend`` every other busy session of ``database`` whose current
-    statement matches ``query_like`` (``%`` for all), sparing the fault suite's own
-    (``application_name`` starting with ``spare_prefix``); how many were terminated."""
+    """``pg_terminate_backend`` every other session of ``database`` (``busy_only``: not
+    idle) whose last statement matches ``query_like`` (``%`` for all), sparing the fault
+    suite's own (``application_name`` starting with ``spare_prefix``); how many were
+    terminated."""
     with translate_errors("terminate sessions"):
         return int(
             conn.execute(
@@ -175,9 +181,9 @@ def terminate_sessions(
                     "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM "
                     "pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid() "
                     "AND backend_type = 'client backend' AND query ILIKE :q "
-                    "AND state <> 'idle' AND application_name NOT LIKE :spare"
+                    "AND (state <> 'idle' OR NOT :busy) AND application_name NOT LIKE :spare"
                 ),
-                {"d": database, "q": query_like, "spare": f"{spare_prefix}%"},
+                {"d": database, "q": query_like, "spare": f"{spare_prefix}%", "busy": busy_only},
             ).scalar_one()
         )
 

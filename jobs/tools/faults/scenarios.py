@@ -41,6 +41,15 @@ def _reader(world: World, seed: int = 0) -> reader_mod.Reader:
     return reader_mod.Reader(world.url, world.version, users, world.config.scoring.top_k, seed)
 
 
+IDLE_S = 3.0
+
+
+def _start_writes(reader: reader_mod.Reader) -> None:
+    """Let the reader measure an idle baseline, then mark what follows as during writes."""
+    time.sleep(IDLE_S)
+    reader.phase = "writes"
+
+
 def _finish(world: World, figures: dict[str, Any], reader: reader_mod.Reader | None) -> dict:
     if reader is not None:
         reader.stop()
@@ -89,7 +98,7 @@ def kill_driver(world: World, clean_s: float) -> dict[str, Any]:
     before = world_mod.served_digest(world)
     reader = _reader(world)
     with reader:
-        reader.phase = "writes"
+        _start_writes(reader)
         job = _nightly(world)
         run_id = _mid_write(world)
         killed_at = time.monotonic()
@@ -133,7 +142,7 @@ def pause_past_lease(world: World, at: str) -> dict[str, Any]:
         first_id = fault_store.last_run_id(conn)
     reader = _reader(world)
     with reader:
-        reader.phase = "writes"
+        _start_writes(reader)
         paused = _nightly(world)
         if at == "write":
             stalled = _mid_write(world)
@@ -234,7 +243,7 @@ def exclusions_during_nightly(world: World, changes: int = 30, seed: int = 0) ->
     reader = _reader(world, seed)
     made = {"block": 0, "pass": 0, "like": 0, "deactivate": 0, "filters": 0}
     with reader:
-        reader.phase = "writes"
+        _start_writes(reader)
         job = _nightly(world)
         world_mod.wait_for(
             lambda: world_mod.running_run(world), timeout_s=120, poll_s=0.01, what="a run"
@@ -269,7 +278,7 @@ def cut_connection(world: World, at: str, cuts: int = 2) -> dict[str, Any]:
     reader = _reader(world)
     try:
         with reader:
-            reader.phase = "writes"
+            _start_writes(reader)
             job = _nightly(world, url=proxy_mod.proxied_url(proxy, world.url))
             code, elapsed = job.finish()
             reader.phase = "idle"
@@ -304,7 +313,7 @@ def terminate_backends(world: World, database: str, what: str) -> dict[str, Any]
     )
     terminated = 0
     with reader:
-        reader.phase = "writes"
+        _start_writes(reader)
         job = _nightly(world)
         run_id = _mid_write(world)
         with admin.connect() as conn:
@@ -314,7 +323,13 @@ def terminate_backends(world: World, database: str, what: str) -> dict[str, Any]
                     terminated += fault_store.terminate_sessions(conn, database, "COPY%")
                     time.sleep(0.01)
             else:
-                terminated = fault_store.terminate_sessions(conn, database, "%")
+                # Every session of the nightly, busy or idle in its pool, until one is hit.
+                deadline = time.monotonic() + 60
+                while job.proc.poll() is None and time.monotonic() < deadline and not terminated:
+                    terminated = fault_store.terminate_sessions(
+                        conn, database, "%", busy_only=False
+                    )
+                    time.sleep(0.01)
         code, elapsed = job.finish()
         reader.phase = "idle"
         time.sleep(0.5)
@@ -332,6 +347,7 @@ def terminate_backends(world: World, database: str, what: str) -> dict[str, Any]
     served = world_mod.served_digest(world)
     figures["broken"] = {
         "copy_retry_failed": int(what == "copy" and code != 0),
+        "nothing_terminated": int(terminated == 0),
         # Whatever the outcome, the set served is a whole one: the old, or the clean new.
         "served_not_old_nor_clean": int(served != before),
         "error_not_plain": int(any(m in (row["error"] or "") for m in ("\x1b", "Traceback"))),
@@ -350,7 +366,7 @@ def kill_actors(world: World, beyond_limit: bool) -> dict[str, Any]:
     limit = world.config.ray.max_retries
     budget = (limit + 2) * world.config.ray.num_actors
     with reader:
-        reader.phase = "writes"
+        _start_writes(reader)
         job = _nightly(world)
         run_id = _mid_write(world)
         while job.proc.poll() is None and kills < (budget if beyond_limit else 1):
@@ -410,7 +426,7 @@ def event_storm(world: World, events: int, seed: int = 0) -> dict[str, Any]:
     rng = random.Random(seed)
     reader = _reader(world, seed)
     with reader:
-        reader.phase = "writes"
+        _start_writes(reader)
         worker = world_mod.launch(world, "worker")
         job = _nightly(world)
         world_mod.wait_for(
