@@ -14,10 +14,13 @@
     └── LowCoverageError          a run's output leaves too many users without a list
 
 Each class's docstring is its default message. Bad *rows* are never errors: they are
-skipped and counted in the run's metadata.
+skipped and counted in the run's metadata. :func:`chain_parts` and :func:`error_chain` give an
+error and its causes as plain text (for ``job_runs.error`` and the CLI's ``-v``).
 """
 
 from __future__ import annotations
+
+import re
 
 
 class JobError(Exception):
@@ -72,3 +75,44 @@ class WorkerError(JobError):
 
 class LowCoverageError(JobError):
     """The run's output leaves too many active users without suggestions."""
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape codes (Ray colours its task names and tracebacks)."""
+    return _ANSI_ESCAPE.sub("", text)
+
+
+def chain_parts(exc: BaseException) -> list[str]:
+    """``Type: message`` for the exception and each of its causes, outermost first.
+
+    A suppressed context (``raise … from None``) ends the chain. Causes do not survive
+    pickling across a Ray boundary, so a worker stores them as texts in ``causes``
+    (:func:`keep_causes`); they continue the chain where the live one ends.
+    """
+    parts = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(plain_text(f"{type(current).__name__}: {current}"))
+        following = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+        if following is None:
+            parts.extend(getattr(current, "causes", ()))
+        current = following
+    return parts
+
+
+def keep_causes(exc: BaseException) -> BaseException:
+    """Store ``exc``'s causes as texts on it, so they cross a process boundary; ``exc``."""
+    exc.causes = chain_parts(exc)[1:]  # type: ignore[attr-defined]
+    return exc
+
+
+def error_chain(exc: BaseException) -> str:
+    """Plain ``Type: message`` lines of the exception and its causes, outermost first."""
+    return "\ncaused by ".join(chain_parts(exc))

@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import importlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,12 @@ from sqlalchemy.orm import Session
 
 from jobs.config import Config
 from jobs.context import Figures, JobContext, JobResult, Scope
+
+# Re-exported: the error texts live with the error tree so the CLI formats them cheaply.
+from jobs.errors import chain_parts as chain_parts
+from jobs.errors import error_chain as error_chain
+from jobs.errors import keep_causes as keep_causes
+from jobs.errors import plain_text as plain_text
 from jobs.storage import engine as engine_mod
 from jobs.storage import ledger
 
@@ -57,47 +62,6 @@ def job_function(job_name: str) -> JobFn:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-
-
-def plain_text(text: str) -> str:
-    """``text`` without terminal escape codes (Ray colours its task names and tracebacks)."""
-    return _ANSI_ESCAPE.sub("", text)
-
-
-def chain_parts(exc: BaseException) -> list[str]:
-    """``Type: message`` for the exception and each of its causes, outermost first.
-
-    A suppressed context (``raise … from None``) ends the chain. Causes do not survive
-    pickling across a Ray boundary, so a worker stores them as texts in ``causes``
-    (:func:`keep_causes`); they continue the chain where the live one ends.
-    """
-    parts = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        parts.append(plain_text(f"{type(current).__name__}: {current}"))
-        following = current.__cause__ or (
-            None if current.__suppress_context__ else current.__context__
-        )
-        if following is None:
-            parts.extend(getattr(current, "causes", ()))
-        current = following
-    return parts
-
-
-def keep_causes(exc: BaseException) -> BaseException:
-    """Store ``exc``'s causes as texts on it, so they cross a process boundary; ``exc``."""
-    exc.causes = chain_parts(exc)[1:]  # type: ignore[attr-defined]
-    return exc
-
-
-def error_chain(exc: BaseException) -> str:
-    """Plain ``Type: message`` lines of the exception and its causes, outermost first."""
-    return "\ncaused by ".join(chain_parts(exc))
 
 
 class _Heartbeat:

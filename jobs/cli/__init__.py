@@ -2,11 +2,18 @@
 
 Each subcommand parses its arguments, loads config, builds the engine and scope, calls a job
 or storage function, and prints a one-line summary (or ``--json``). No computation, no SQL.
+
+Start-up is kept cheap: :data:`COMMANDS` names each subcommand's one-line help and the
+function that defines its arguments, and only the chosen subcommand's module is imported.
+Those modules import their heavy dependencies (pandas, numpy, Ray, FAISS, matplotlib, the
+jobs themselves) inside the handler, so ``--help`` loads none of them and ``suggestions``
+loads SQLAlchemy and the driver only.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -15,30 +22,47 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobs import config as config_mod
-from jobs import progress, runner
-from jobs.context import Scope
-from jobs.errors import ConfigError, JobError
-from jobs.storage import engine as engine_mod
-from jobs.storage import ledger, migrate, roles
+from jobs.errors import ConfigError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from jobs import config as config_mod
+    from jobs.context import JobResult, Scope
 
 logger = logging.getLogger("jobs.cli")
 
 DATABASE_ENV = "MATCHJOBS_DATABASE_URL"
+# Set to 1 to print the traceback of an error, as --debug does.
+DEBUG_ENV = "MATCHJOBS_DEBUG"
+DEFAULT_DB_HELP = f"database URL (default: ${DATABASE_ENV}, else sqlite:///./matchjobs.db)"
 
 
 def database_url(arg: str | None) -> str:
     """``--db``, else ``$MATCHJOBS_DATABASE_URL``, else an SQLite file in the working dir."""
-    if arg:
-        return arg
+    if arg is not None:
+        return _checked_url(arg, "--db")
     if DATABASE_ENV in os.environ:
         value = os.environ[DATABASE_ENV]
         if not value.strip():
             raise ConfigError(f"{DATABASE_ENV} is set but empty; unset it or give a URL")
-        return value
+        return _checked_url(value, DATABASE_ENV)
+    from jobs.storage import engine as engine_mod
+
     return f"sqlite:///{Path.cwd() / engine_mod.DEFAULT_SQLITE_FILE}"
+
+
+def _checked_url(value: str, source: str) -> str:
+    if "://" in value:
+        return value
+    # A file name is the commonest slip: name the URL the person most likely meant.
+    path = Path(value).expanduser().absolute()
+    raise ConfigError(
+        f"{source} must be a database URL, not a path; got {value!r}: "
+        f"did you mean sqlite:///{path}?"
+    )
 
 
 def parse_now(text: str) -> dt.datetime:
@@ -54,24 +78,54 @@ def parse_now(text: str) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class Env:
     """What a subcommand needs, built lazily from the global options."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.url = database_url(args.db)
-        self._engine = None
+        self._url: str | None = None
+        self._engine: sa.Engine | None = None
         self._config: config_mod.Config | None = None
 
     @property
-    def engine(self) -> Any:
+    def url(self) -> str:
+        if self._url is None:
+            self._url = database_url(self.args.db)
+        return self._url
+
+    @property
+    def engine(self) -> sa.Engine:
         if self._engine is None:
+            from jobs.storage import engine as engine_mod
+
             self._engine = engine_mod.create_engine(self.url)
         return self._engine
+
+    def reader(self) -> sa.Engine:
+        """The engine for a command that only reads: refuses a database that is not there.
+
+        Connecting to a missing SQLite file would create an empty one; a read then fails on
+        a missing table and leaves that file behind.
+        """
+        from jobs.storage import engine as engine_mod
+
+        missing = engine_mod.missing_sqlite_file(self.url)
+        if missing is not None:
+            raise ConfigError(
+                f"no database at {missing}; create it with `matchjobs --db {self.url} db "
+                "upgrade` (or run `matchjobs demo`), or point --db at an existing one"
+            )
+        return self.engine
 
     @property
     def config(self) -> config_mod.Config:
         if self._config is None:
+            from jobs import config as config_mod
+
             self._config = config_mod.load_config(self.args.config or ())
         return self._config
 
@@ -82,6 +136,8 @@ class Env:
 
     @property
     def show_progress(self) -> bool:
+        from jobs import progress
+
         return progress.interactive() and not getattr(self.args, "json", False)
 
 
@@ -94,7 +150,9 @@ def emit(args: argparse.Namespace, summary: str, data: Any) -> None:
 
 def run_job(
     env: Env, job: str, scope: Scope, trigger: str, *, force_swap: bool = False
-) -> tuple[int, Any]:
+) -> tuple[int, JobResult]:
+    from jobs import runner
+
     config = env.config  # a bad config stops here, before the ledger or any table is written
     return runner.execute(
         job,
@@ -109,180 +167,179 @@ def run_job(
     )
 
 
-# ------------------------------------------------------------------------ subcommands
+def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON (default: text)")
 
 
-def cmd_db(env: Env) -> int:
-    if env.args.db_command == "roles":
-        return cmd_db_roles(env)
-    if env.args.db_command == "upgrade":
-        revision = migrate.upgrade(env.engine)
-        emit(
-            env.args,
-            f"database at revision {revision} ({engine_mod.redact(env.url)})",
-            {"revision": revision},
-        )
-    else:
-        current = migrate.current_revision(env.engine)
-        head = migrate.head_revision()
-        emit(env.args, f"current {current}, head {head}", {"current": current, "head": head})
-    return 0
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
-def cmd_db_roles(env: Env) -> int:
-    # SQLite: ConfigError, exit 1 (not 0): a deploy script that asked for least privilege
-    # must not go on believing it has it.
-    roles.require_postgres(env.engine)
-    with env.engine.begin() as conn:
-        made = roles.apply(conn, env.args.prefix)
-    if not env.args.json:
-        for role in made:
-            print(f"{role.name:<24} {'login' if role.login else 'nologin':<8} {role.purpose}")
-    emit(
-        env.args,
-        f"{len(made)} roles up to date in {engine_mod.redact(env.url)}; set passwords with "
-        "psql's \\password ROLE",
-        [
-            {
-                "role": r.name,
-                "login": r.login,
-                "purpose": r.purpose,
-                "tables": r.tables,
-                "member_of": list(r.member_of),
-            }
-            for r in made
-        ],
-    )
-    return 0
-
-
-def cmd_run(env: Env) -> int:
-    if env.args.force_swap and (env.args.job not in ("match", "nightly") or env.args.user):
-        raise ConfigError(
-            "--force-swap applies to `run match` and `run nightly` over all users; "
-            f"got `run {env.args.job}`" + (" --user" if env.args.user else "")
-        )
-    scope = Scope.users(*env.args.user) if env.args.user else Scope.all()
-    run_id, result = run_job(
-        env, env.args.job, scope, env.args.trigger, force_swap=env.args.force_swap
-    )
-    skipped = sum(result.skipped.values())
-    warned = f", {len(result.warnings)} warnings (see `matchjobs runs`)" if result.warnings else ""
-    emit(
-        env.args,
-        f"{env.args.job} run {run_id}: {result.users} users, {result.rows_read} rows read, "
-        f"{result.rows_written} rows written, {skipped} skipped{warned}",
-        {"run_id": run_id, **result.__dict__},
-    )
-    return 0
-
-
-def cmd_runs(env: Env) -> int:
-    frame = ledger.recent_runs(env.engine, limit=env.args.limit, job_name=env.args.job)
-    if env.args.json:
-        emit(env.args, "", json.loads(frame.to_json(orient="records", date_format="iso")))
-        return 0
-    if frame.empty:
-        print("no runs yet")
-        return 0
-    shown = frame[
-        [
-            "id",
-            "job_name",
-            "status",
-            "trigger",
-            "scope",
-            "started_at",
-            "duration_ms",
-            "attempt",
-            "algorithm_version",
-            "error",
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """Rows as aligned text columns (numbers right-aligned), without pandas."""
+    cells = [[str(h) for h in header], *([str(v) for v in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [
+        bool(rows) and all(_is_number(row[i]) for row in cells[1:]) for i in range(len(header))
+    ]
+    lines = []
+    for row in cells:
+        parts = [
+            cell.rjust(w) if num else cell.ljust(w)
+            for cell, w, num in zip(row, widths, numeric, strict=True)
         ]
-    ].copy()
-    shown["started_at"] = shown["started_at"].dt.strftime("%Y-%m-%d %H:%M:%S")
-    shown["error"] = shown["error"].fillna("").astype(str).str.split("\n").str[0].str[:60]
-    print(shown.to_string(index=False))
-    return 0
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
 
+
+# ------------------------------------------------------------------------ the command table
 
 Handler = Callable[[Env], int]
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    parser = argparse.ArgumentParser(
-        prog="matchjobs",
-        description="Compute ranked suggestions (match_scores) for a dating app.",
-    )
-    parser.add_argument("--db", help=f"database URL (default: ${DATABASE_ENV} or ./matchjobs.db)")
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help and ``module:function`` defining its arguments.
+
+    The function takes the subcommand's parser, adds its arguments (and description) and
+    returns the handler; it is imported only when that subcommand is on the command line.
+    """
+
+    help: str
+    define: str
+
+
+COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        "seed a population, run the nightly pipeline, show a user's suggestions",
+        "jobs.cli.ops:define_demo",
+    ),
+    "db": Command(
+        "create, upgrade or inspect the schema; create or update the roles",
+        "jobs.cli.runs:define_db",
+    ),
+    "seed": Command(
+        "write a deterministic synthetic population into the source tables",
+        "jobs.cli.data:define_seed",
+    ),
+    "import": Command(
+        "import a public data set into the source tables", "jobs.cli.data:define_import"
+    ),
+    "run": Command("run one job (all active users, or --user)", "jobs.cli.runs:define_run"),
+    "score-user": Command(
+        "recompute one user's suggestions in-process (no Ray)", "jobs.cli.match:define_score_user"
+    ),
+    "worker": Command("drain the event queue (runs until stopped)", "jobs.cli.ops:define_worker"),
+    "event": Command("queue an event as the app would", "jobs.cli.ops:define_event"),
+    "suggestions": Command(
+        "a user's suggestions, exactly as the API reads them", "jobs.cli.ops:define_suggestions"
+    ),
+    "explain": Command(
+        "why a pair scores what it does, or which filter keeps it apart",
+        "jobs.cli.ops:define_explain",
+    ),
+    "runs": Command("recent job runs from the ledger", "jobs.cli.runs:define_runs"),
+    "status": Command(
+        "per-job health, coverage, staleness, event queue", "jobs.cli.ops:define_status"
+    ),
+    "evaluate": Command(
+        "compare configs offline on hidden observed decisions (AUC, P/R/NDCG@k)",
+        "jobs.cli.evaluation:define_evaluate",
+    ),
+    "report": Command(
+        "write a self-contained HTML report with plots (scores, funnel, runs, freshness)",
+        "jobs.cli.report:define_report",
+    ),
+}
+
+# Global options that take a value: the scan for the subcommand's name skips their values.
+_VALUE_OPTIONS = ("--db", "--config")
+
+
+def global_options(parser: argparse.ArgumentParser, *, late: bool = True) -> None:
+    """The options accepted before the subcommand and, as ``late_*``, after it.
+
+    Late ones default to SUPPRESS, so a subcommand that was not given one leaves the early
+    value alone; :func:`_merge_late` folds them in.
+    """
+    prefix = "late_" if late else ""
+    default: dict[str, Any] = {"default": argparse.SUPPRESS} if late else {}
+    parser.add_argument("--db", dest=f"{prefix}db", metavar="URL", help=DEFAULT_DB_HELP, **default)
     parser.add_argument(
         "--config",
+        dest=f"{prefix}config",
         action="append",
         metavar="FILE",
-        help="experiment YAML merged over configs/default.yaml (repeatable)",
+        help="experiment YAML merged over configs/default.yaml (repeatable; default: none)",
+        **default,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest=f"{prefix}verbose",
+        action="store_true",
+        help="DEBUG logging, and the chain of causes of an error",
+        **default,
+    )
+    parser.add_argument(
+        "--debug",
+        dest=f"{prefix}debug",
+        action="store_true",
+        help=f"print the traceback of an error (also: {DEBUG_ENV}=1)",
+        **default,
+    )
+
+
+def _merge_late(args: argparse.Namespace) -> argparse.Namespace:
+    late = {k[len("late_") :]: v for k, v in vars(args).items() if k.startswith("late_")}
+    for key in late:
+        delattr(args, f"late_{key}")
+    if "db" in late:
+        args.db = late["db"]
+    if "config" in late:
+        args.config = [*(args.config or ()), *late["config"]]
+    args.verbose = args.verbose or late.get("verbose", False)
+    args.debug = args.debug or late.get("debug", False) or os.environ.get(DEBUG_ENV) == "1"
+    return args
+
+
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand on the command line: the first word that is not a global option."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(
+    argv: Sequence[str] = (),
+) -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    """The parser, with the arguments of the subcommand named in ``argv`` (if any) defined."""
+    parser = argparse.ArgumentParser(
+        prog="matchjobs",
+        description="Compute ranked suggestions (match_scores) for a dating app. "
+        "`matchjobs COMMAND --help` describes a command.",
+    )
+    global_options(parser, late=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers: dict[str, Handler] = {}
-
-    db = sub.add_parser(
-        "db",
-        help="create, upgrade or inspect the schema; create or update the roles",
-        description="upgrade: create or upgrade the schema. current: its revision. roles "
-        "(PostgreSQL): create or update the least-privilege roles (API reader, app writer, one "
-        "per job, worker, nightly, owner) and their grants; idempotent, rerun after upgrade.",
-    )
-    db.add_argument("db_command", choices=["upgrade", "current", "roles"])
-    db.add_argument(
-        "--prefix",
-        default=roles.DEFAULT_PREFIX,
-        help=f"roles: prefix of every role name (default {roles.DEFAULT_PREFIX})",
-    )
-    db.add_argument("--json", action="store_true")
-    handlers["db"] = cmd_db
-
-    run = sub.add_parser("run", help="run one job (all active users, or --user)")
-    run.add_argument("job", choices=sorted(runner.JOB_MODULES))
-    run.add_argument("--user", type=int, action="append", help="restrict to user ID (repeatable)")
-    run.add_argument("--trigger", choices=runner.TRIGGERS, default="on_demand")
-    run.add_argument(
-        "--force-swap",
-        action="store_true",
-        help="match/nightly: publish the output even if it leaves most users without a list",
-    )
-    run.add_argument("--json", action="store_true")
-    handlers["run"] = cmd_run
-
-    runs = sub.add_parser("runs", help="recent job runs")
-    runs.add_argument("--limit", type=int, default=20)
-    runs.add_argument("--job", choices=runner.JOB_NAMES)
-    runs.add_argument("--json", action="store_true")
-    handlers["runs"] = cmd_runs
-
-    for register in _EXTENSIONS:
-        register(sub, handlers)
-    return parser, handlers
-
-
-# Subcommands defined in other modules register here: (subparsers, handlers) -> None.
-_EXTENSIONS: list[Callable[[Any, dict[str, Handler]], None]] = []
-
-
-def _load_extensions() -> None:
-    for name in (
-        "jobs.cli.data",
-        "jobs.cli.match",
-        "jobs.cli.ops",
-        "jobs.cli.evaluation",
-        "jobs.cli.report",
-    ):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    chosen = _command_name(argv)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        if name != chosen:
             continue
-        if module.register not in _EXTENSIONS:
-            _EXTENSIONS.append(module.register)
+        module_name, function = command.define.split(":")
+        define = getattr(importlib.import_module(module_name), function)
+        handlers[name] = define(p)
+        global_options(p)
+    return parser, handlers
 
 
 def configure_logging(verbose: bool) -> None:
@@ -296,19 +353,26 @@ def configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_extensions()
-    parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, handlers = build_parser(argv)
+    args = _merge_late(parser.parse_args(argv))
     configure_logging(args.verbose)
-    env: Env | None = None
+    env = Env(args)
     try:
-        env = Env(args)
-        return handlers[args.command](env)
-    except JobError as exc:
-        # One line (what is wrong, what to do); -v adds the chain of causes.
-        text = runner.error_chain(exc) if args.verbose else runner.chain_parts(exc)[0]
-        print(f"matchjobs: error: {text}", file=sys.stderr)
-        return 1
+        code = handlers[args.command](env)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handling below
+        return code
+    except BrokenPipeError:
+        # `matchjobs … | head`: the reader has what it wanted. Point stdout at /dev/null so
+        # the interpreter's own flush at exit does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("matchjobs: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the top of the CLI: one line, what is wrong and what to do
+        from jobs.cli import failures
+
+        return failures.report(exc, env, verbose=args.verbose, debug=args.debug)
     finally:
-        if env is not None:
-            env.close()
+        env.close()

@@ -9,33 +9,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from jobs import cli
-from jobs.errors import ConfigError
-from jobs.tools import seed as seed_mod
-from jobs.tools.importers import speed_dating
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS keeps a --db given before the subcommand from being reset to None.
-    parser.add_argument(
-        "--db",
-        default=argparse.SUPPRESS,
-        help="database URL (default: $MATCHJOBS_DATABASE_URL or ./matchjobs.db)",
-    )
     parser.add_argument(
         "--replace",
         action="store_true",
-        help="delete every source row (users, quiz, interests, ratings, likes) first",
+        help="delete every source row (users, quiz, interests, ratings, likes) first "
+        "(default: refuse a database that has users)",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    cli.add_json(parser, "the summary")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number ≥ 1 (argparse names the option in its message)."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1; got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1; got {text!r}")
+    return value
 
 
 def cmd_seed(env: cli.Env) -> int:
+    from jobs.tools import seed as seed_mod
+
     args = env.args
-    if args.users < 1:
-        raise ConfigError(f"--users must be at least 1; got {args.users}")
     now = cli.parse_now(args.now) if args.now else seed_mod.DEFAULT_NOW
     result = seed_mod.seed(
         env.engine, n_users=args.users, seed=args.seed, now=now, replace=args.replace
@@ -52,6 +54,8 @@ def cmd_seed(env: cli.Env) -> int:
 
 
 def cmd_import(env: cli.Env) -> int:
+    from jobs.tools.importers import speed_dating
+
     args = env.args
     result = speed_dating.import_csv(env.engine, Path(args.path), replace=args.replace)
     skipped = sum(result.skipped.values())
@@ -66,15 +70,17 @@ def cmd_import(env: cli.Env) -> int:
     return 0
 
 
-def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
-    seed = subparsers.add_parser(
-        "seed",
-        help="write a deterministic synthetic population into the source tables",
-        description="Generate N users with quiz answers, interests, ratings and likes "
+def define_seed(seed: argparse.ArgumentParser) -> cli.Handler:
+    from jobs.tools import seed as seed_mod
+
+    seed.description = (
+        "Generate N users with quiz answers, interests, ratings and likes "
         "(same --users, --seed and --now give identical rows) and write them in one "
-        "transaction.",
+        "transaction."
     )
-    seed.add_argument("--users", type=int, required=True, metavar="N", help="number of users")
+    seed.add_argument(
+        "--users", type=positive_int, required=True, metavar="N", help="number of users (≥ 1)"
+    )
     seed.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     seed.add_argument(
         "--now",
@@ -82,13 +88,10 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
         help=f"reference time, ISO 8601 UTC (default {seed_mod.DEFAULT_NOW.isoformat()})",
     )
     _add_common(seed)
-    handlers["seed"] = cmd_seed
+    return cmd_seed
 
-    imp = subparsers.add_parser(
-        "import",
-        help="import a public data set into the source tables",
-        description="Import a public data set into the source tables.",
-    )
+
+def define_import(imp: argparse.ArgumentParser) -> cli.Handler:
     sources = imp.add_subparsers(dest="source", required=True, metavar="SOURCE")
     sd = sources.add_parser(
         "speed-dating",
@@ -99,4 +102,5 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
     )
     sd.add_argument("path", metavar="PATH", help="path to 'Speed Dating Data.csv'")
     _add_common(sd)
-    handlers["import"] = cmd_import
+    cli.global_options(sd)
+    return cmd_import

@@ -9,18 +9,18 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from jobs import cli
-from jobs import config as config_mod
+from jobs.cli import data as data_cli
 from jobs.errors import ConfigError
-from jobs.tools import evaluate
+
+if TYPE_CHECKING:
+    from jobs.tools import evaluate
 
 DEFAULT_OUT = Path("reports") / "evaluation.json"
 
-DESCRIPTION = f"""\
+DESCRIPTION = """\
 Hide a seeded share of the observed decision pairs (their likes/passes and ratings, both
 directions), rebuild the signal tables without them in a scratch database, score every hidden
 pair in both directions with each config (reciprocal fusion on and off) and measure: AUC for a
@@ -36,9 +36,13 @@ merged over that same reference and named after the file. Example:
       --candidate configs/experiments/quiz-heavy.yaml \\
       --candidate configs/experiments/reciprocal.yaml
 
-The full result (metrics, ROC points, baselines) is written to --out as JSON with this schema:
-
-{evaluate.RESULT_SCHEMA}"""
+Prints one row per config (reciprocal on and off; * marks the setting the config would serve)
+and per baseline, and a plain sentence per config. The full result is written to --out as
+JSON: the sample (hidden_fraction, seed, k, pair counts), then per config its metrics, the 95%
+bootstrap interval of AUC mutual, ROC points and its lead over each baseline, then the
+baselines' metrics and notes. `matchjobs report` draws its ROC curves. Each field is
+described in jobs/tools/evaluate.py (RESULT_SCHEMA).
+"""
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("auc_mutual", "AUC mutual"),
@@ -51,6 +55,9 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def _candidates(env: cli.Env) -> list[evaluate.Candidate]:
+    from jobs import config as config_mod
+    from jobs.tools import evaluate
+
     args = env.args
     base_files = list(args.config or ())
     found: list[evaluate.Candidate] = []
@@ -77,6 +84,8 @@ def _fmt(value: Any) -> str:
 
 def table(result: dict[str, Any]) -> str:
     """The configs and baselines side by side, one row each."""
+    import pandas as pd
+
     rows = []
     for entry in result["configs"]:
         rows.append(
@@ -103,6 +112,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 def cmd_evaluate(env: cli.Env) -> int:
+    from jobs.tools import evaluate
+
     args = env.args
     candidates = _candidates(env)  # a bad config stops here, before anything is read
     now = None if args.now is None else cli.parse_now(args.now)
@@ -150,33 +161,21 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1; got {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1; got {text!r}")
-    return value
+def define_evaluate(parser: argparse.ArgumentParser) -> cli.Handler:
+    from jobs.tools import evaluate
 
-
-def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="compare configs offline on hidden observed decisions (AUC, P/R/NDCG@k)",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "--candidate",
         action="append",
         metavar="FILE",
-        help="a config YAML to compare (merged over the reference; repeatable)",
+        help="a config YAML to compare (merged over the reference; repeatable; default: none)",
     )
     parser.add_argument(
         "--no-default",
         action="store_true",
-        help="do not evaluate the reference config itself",
+        help="do not evaluate the reference config itself (default: evaluate it)",
     )
     parser.add_argument(
         "--hidden-fraction",
@@ -190,7 +189,7 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
     )
     parser.add_argument(
         "--k",
-        type=_positive_int,
+        type=data_cli.positive_int,
         default=evaluate.DEFAULT_K,
         metavar="K",
         help=f"cut-off of precision/recall/NDCG per viewer (default {evaluate.DEFAULT_K})",
@@ -224,18 +223,13 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
     parser.add_argument(
         "--reset-scratch",
         action="store_true",
-        help="with --scratch-db: delete every row of its tables first (reuse it run after run)",
+        help="with --scratch-db: delete every row of its tables first (reuse it run after run; "
+        "default: refuse a scratch database that is not empty)",
     )
     parser.add_argument(
         "--keep-scratch",
         action="store_true",
-        help="keep the scratch database for inspection (its URL is logged)",
+        help="keep the scratch database for inspection (its URL is logged; default: drop it)",
     )
-    # SUPPRESS keeps a --db given before the subcommand from being reset to None.
-    parser.add_argument(
-        "--db",
-        default=argparse.SUPPRESS,
-        help="database URL (default: $MATCHJOBS_DATABASE_URL or ./matchjobs.db)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
-    handlers["evaluate"] = cmd_evaluate
+    cli.add_json(parser, "the full result")
+    return cmd_evaluate

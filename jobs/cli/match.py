@@ -12,11 +12,12 @@ import dataclasses
 from typing import Any
 
 from jobs import cli
-from jobs import config as config_mod
-from jobs.context import Scope
 
 
 def cmd_score_user(env: cli.Env) -> int:
+    from jobs import config as config_mod
+    from jobs.context import Scope
+
     args = env.args
     config = env.config
     if args.no_reverse:
@@ -37,15 +38,16 @@ def cmd_score_user(env: cli.Env) -> int:
     return 0
 
 
-def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "score-user", help="recompute one user's suggestions in-process (no Ray)"
+def define_score_user(parser: argparse.ArgumentParser) -> cli.Handler:
+    parser.description = (
+        "Recompute user ID's suggestions with the nightly's code, in this process, under the "
+        "job_runs ledger; also up to fanout.max_reverse users whose lists hold ID."
     )
-    parser.add_argument("user_id", type=int, metavar="ID")
+    parser.add_argument("user_id", type=int, metavar="ID", help="the user to recompute")
     parser.add_argument(
         "--no-reverse",
         action="store_true",
-        help="do not recompute the users whose lists hold this user",
+        help="do not recompute the users whose lists hold this user (default: recompute them)",
     )
-    parser.add_argument("--json", action="store_true")
-    handlers["score-user"] = cmd_score_user
+    cli.add_json(parser, "the run's result")
+    return cmd_score_user

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import shutil
 import signal
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from jobs import cli, runner, worker
-from jobs.context import Scope
-from jobs.errors import InputDataError
-from jobs.storage import api, events, migrate
-from jobs.storage import engine as engine_mod
-from jobs.storage.schema import EVENT_KINDS, SUBSCORE_COLUMNS
+from jobs import cli
+from jobs.cli import data as data_cli
+from jobs.errors import InputDataError, ScopeError
 
 
 def _reason_texts(reasons_json: str) -> str:
@@ -32,50 +30,60 @@ def cmd_suggestions(env: cli.Env) -> int:
 def show_suggestions(
     env: cli.Env, user: int, limit: int, version: str | None, *, as_json: bool
 ) -> None:
+    from jobs.storage import schema, serving
+
     version = version or env.config.algorithm_version
-    with env.engine.connect() as conn:
-        frame = api.suggestions(conn, version, user, limit)
-    if as_json:
-        records = []
-        for row in frame.itertuples(index=False):
-            records.append(
-                {
-                    "candidate_id": int(row.candidate_id),
-                    "score": float(row.score),
-                    "subscores": {n: float(getattr(row, f"s_{n}")) for n in SUBSCORE_COLUMNS},
-                    "reasons": json.loads(row.reasons),
-                    "computed_at": row.computed_at.isoformat(),
-                }
+    with env.reader().connect() as conn:
+        rows = serving.suggestion_rows(conn, version, user, limit)
+        if not rows and not serving.user_exists(conn, user):
+            raise ScopeError(
+                f"user {user} does not exist; `matchjobs status` shows who has suggestions"
             )
+    names = schema.SUBSCORE_COLUMNS
+    if as_json:
+        records = [
+            {
+                "candidate_id": int(row["candidate_id"]),
+                "score": float(row["score"]),
+                "subscores": {n: float(row[f"s_{n}"]) for n in names},
+                "reasons": json.loads(row["reasons"]),
+                "computed_at": row["computed_at"].isoformat(),
+            }
+            for row in rows
+        ]
         cli.emit(
             env.args, "", {"user_id": user, "algorithm_version": version, "suggestions": records}
         )
         return
-    if frame.empty:
+    if not rows:
         print(
             f"no suggestions for user {user} (version {version}); "
             f"run `matchjobs score-user {user}` or the nightly job"
         )
         return
-    shown = pd.DataFrame(
-        {
-            "candidate": frame["candidate_id"],
-            "score": frame["score"].round(3),
-            **{n: frame[f"s_{n}"].round(2) for n in SUBSCORE_COLUMNS},
-            "reasons": frame["reasons"].map(_reason_texts),
-        }
-    )
+    computed = min(row["computed_at"] for row in rows)
+    print(f"suggestions for user {user} (version {version}, computed {computed:%Y-%m-%d %H:%M}Z)")
     print(
-        f"suggestions for user {user} (version {version}, "
-        f"computed {frame['computed_at'].min():%Y-%m-%d %H:%M}Z)"
+        cli.table(
+            [
+                [
+                    int(row["candidate_id"]),
+                    f"{row['score']:.3f}",
+                    *(f"{row[f's_{n}']:.2f}" for n in names),
+                    _reason_texts(row["reasons"])[:80],
+                ]
+                for row in rows
+            ],
+            ["candidate", "score", *names, "reasons"],
+        )
     )
-    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
-        print(shown.to_string(index=False))
 
 
 def status_data(env: cli.Env) -> dict[str, Any]:
-    now = runner.utcnow()
-    with env.engine.connect() as conn:
+    from jobs.storage import api, events
+
+    now = cli.utcnow()
+    with env.reader().connect() as conn:
         history = api.job_history(conn, limit_per_job=10)
         coverage = api.coverage(conn, env.config.algorithm_version, now)
         queue = events.counts_by_status(conn)
@@ -147,6 +155,8 @@ def cmd_status(env: cli.Env) -> int:
 
 
 def cmd_worker(env: cli.Env) -> int:
+    from jobs import worker
+
     args = env.args
     stop = threading.Event()
     # SIGTERM (a deploy, a test) or Ctrl-C: finish the batch in hand, then stop.
@@ -169,15 +179,34 @@ def cmd_worker(env: cli.Env) -> int:
 
 
 def cmd_event(env: cli.Env) -> int:
+    from jobs.storage import events
+
     args = env.args
     event_id = events.enqueue(
-        env.engine, args.kind, args.user, runner.utcnow(), other_user_id=args.other
+        env.engine, args.kind, args.user, cli.utcnow(), other_user_id=args.other
     )
     cli.emit(args, f"queued event {event_id}: {args.kind} user {args.user}", {"id": event_id})
     return 0
 
 
+def _matchjobs_command() -> str:
+    """How to run ``matchjobs`` from the working directory, as it can be pasted."""
+    on_path = shutil.which("matchjobs")
+    here = Path(sys.argv[0])
+    if here.name == "matchjobs" and on_path and Path(on_path).resolve() == here.resolve():
+        return "matchjobs"
+    if here.name == "matchjobs" and here.exists():
+        try:
+            return str(here.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(here.resolve())
+    return f"{sys.executable} -m jobs"
+
+
 def cmd_demo(env: cli.Env) -> int:
+    from jobs.context import Scope
+    from jobs.storage import api, migrate
+    from jobs.storage import engine as engine_mod
     from jobs.tools import seed as seed_mod
 
     args = env.args
@@ -197,16 +226,22 @@ def cmd_demo(env: cli.Env) -> int:
         covered = api.users_with_scores(conn, env.config.algorithm_version)
     if not covered:
         raise InputDataError("the nightly run produced no suggestions at all")
-    sample = int(np.random.default_rng(args.seed).choice(covered))
+    sample = random.Random(args.seed).choice(sorted(covered))
+    with env.engine.connect() as conn:
+        from jobs.storage import serving
+
+        first = serving.suggestion_rows(conn, env.config.algorithm_version, sample, 1)
     print()
     show_suggestions(env, sample, 5, None, as_json=False)
+    # Lines that paste and run as printed: the real executable, the real ids.
+    command = f"{_matchjobs_command()} --db {env.url}"
     print("\nwhere to look next:")
     for line in (
-        f"matchjobs --db {env.url} suggestions {sample} --limit 20",
-        f"matchjobs --db {env.url} explain {sample} <candidate id>",
-        f"matchjobs --db {env.url} runs",
-        f"matchjobs --db {env.url} status",
-        f"matchjobs --db {env.url} report --out report/",
+        f"{command} suggestions {sample} --limit 20",
+        f"{command} explain {sample} {int(first[0]['candidate_id'])}",
+        f"{command} runs",
+        f"{command} status",
+        f"{command} report --out report/",
     ):
         print("  " + line)
     return 0
@@ -216,7 +251,7 @@ def cmd_explain(env: cli.Env) -> int:
     from jobs.tools import explain
 
     args = env.args
-    data = explain.explain_pair(env.engine, env.config, args.user, args.candidate, runner.utcnow())
+    data = explain.explain_pair(env.reader(), env.config, args.user, args.candidate, cli.utcnow())
     if args.json:
         cli.emit(args, "", data)
         return 0
@@ -258,43 +293,69 @@ def cmd_explain(env: cli.Env) -> int:
     return 0
 
 
-def register(sub: Any, handlers: dict[str, cli.Handler]) -> None:
-    p = sub.add_parser(
-        "explain", help="why a pair scores what it does, or which filter keeps it apart"
+def define_explain(p: argparse.ArgumentParser) -> cli.Handler:
+    p.description = (
+        "Why CANDIDATE is (or is not) in USER's list: the stored rank and score, the score "
+        "recomputed now signal by signal, or the hard filter and the exclusion that keep the "
+        "pair apart."
     )
-    p.add_argument("user", type=int)
-    p.add_argument("candidate", type=int)
-    p.add_argument("--json", action="store_true")
-    handlers["explain"] = cmd_explain
+    p.add_argument("user", type=int, metavar="USER", help="the viewer")
+    p.add_argument("candidate", type=int, metavar="CANDIDATE", help="the candidate")
+    cli.add_json(p, "the explanation")
+    return cmd_explain
 
-    p = sub.add_parser("suggestions", help="a user's suggestions, exactly as the API reads them")
-    p.add_argument("user", type=int)
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--version", help="algorithm version (default: the config's)")
-    p.add_argument("--json", action="store_true")
-    handlers["suggestions"] = cmd_suggestions
 
-    p = sub.add_parser("status", help="per-job health, coverage, staleness, event queue")
-    p.add_argument("--json", action="store_true")
-    handlers["status"] = cmd_status
-
-    p = sub.add_parser("worker", help="drain the event queue (runs until stopped)")
-    p.add_argument("--once", action="store_true", help="stop when the queue is empty")
-    p.add_argument("--json", action="store_true")
-    handlers["worker"] = cmd_worker
-
-    p = sub.add_parser("event", help="queue an event as the app would")
-    p.add_argument("kind", choices=EVENT_KINDS)
-    p.add_argument("user", type=int)
-    p.add_argument("--other", type=int, help="rated profile (required by rating_created only)")
-    p.add_argument("--json", action="store_true")
-    handlers["event"] = cmd_event
-
-    p = sub.add_parser(
-        "demo",
-        help="seed a population, run the nightly pipeline, show a user's suggestions",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+def define_suggestions(p: argparse.ArgumentParser) -> cli.Handler:
+    p.add_argument("user", type=int, metavar="USER", help="the user whose list to read")
+    p.add_argument(
+        "--limit", type=data_cli.positive_int, default=20, metavar="N", help="rows (default 20)"
     )
-    p.add_argument("--users", type=int, default=3000)
-    p.add_argument("--seed", type=int, default=7)
-    handlers["demo"] = cmd_demo
+    p.add_argument(
+        "--version", metavar="V", help="algorithm version (default: the config's algorithm_version)"
+    )
+    cli.add_json(p, "the suggestions")
+    return cmd_suggestions
+
+
+def define_status(p: argparse.ArgumentParser) -> cli.Handler:
+    cli.add_json(p, "the status")
+    return cmd_status
+
+
+def define_worker(p: argparse.ArgumentParser) -> cli.Handler:
+    p.add_argument(
+        "--once", action="store_true", help="stop when the queue is empty (default: run on)"
+    )
+    cli.add_json(p, "the worker's totals")
+    return cmd_worker
+
+
+def define_event(p: argparse.ArgumentParser) -> cli.Handler:
+    from jobs.storage.schema import EVENT_KINDS
+
+    p.add_argument("kind", choices=EVENT_KINDS, help="what happened")
+    p.add_argument("user", type=int, metavar="USER", help="the user it happened to")
+    p.add_argument(
+        "--other",
+        type=int,
+        metavar="ID",
+        help="rated profile (required by rating_created only; default: none)",
+    )
+    cli.add_json(p, "the queued event's id")
+    return cmd_event
+
+
+def define_demo(p: argparse.ArgumentParser) -> cli.Handler:
+    p.description = (
+        "Create the schema, seed a synthetic population (replacing the source rows), run the "
+        "nightly pipeline on local Ray and print one user's suggestions."
+    )
+    p.add_argument(
+        "--users",
+        type=data_cli.positive_int,
+        default=3000,
+        metavar="N",
+        help="users to seed (default 3000)",
+    )
+    p.add_argument("--seed", type=int, default=7, metavar="S", help="random seed (default 7)")
+    return cmd_demo

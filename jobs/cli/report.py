@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Any
 
-from jobs import cli, runner
-from jobs.tools import report
+from jobs import cli
+from jobs.cli import evaluation as evaluation_cli
 
 
 def cmd_report(env: cli.Env) -> int:
+    from jobs.tools import report
+
     args = env.args
     summary = report.write_report(
-        env.engine,
+        env.reader(),
         database_url=env.url,
         config=env.config,
         out_dir=Path(args.out),
-        now=runner.utcnow(),
+        now=cli.utcnow(),
         evaluation_path=Path(args.evaluation),
     )
     missing = ", ".join(summary["missing"]) or "none"
@@ -29,23 +31,21 @@ def cmd_report(env: cli.Env) -> int:
     return 0
 
 
-def register(sub: Any, handlers: dict[str, cli.Handler]) -> None:
-    p = sub.add_parser(
-        "report",
-        help="write a self-contained HTML report with plots (scores, funnel, runs, freshness)",
-        description="Write DIR/report.html: score distribution and subscore contributions per "
+def define_report(p: argparse.ArgumentParser) -> cli.Handler:
+    p.description = (
+        "Write DIR/report.html: score distribution and subscore contributions per "
         "algorithm version, the last match run's filter funnel, job durations, coverage and "
         "staleness, and the offline evaluation's ROC curves when its file exists. Reads "
-        "aggregates only; safe to run against production.",
+        "aggregates only; safe to run against production."
     )
     p.add_argument(
         "--out", default="report", metavar="DIR", help="output directory (default: report/)"
     )
     p.add_argument(
         "--evaluation",
-        default=str(report.DEFAULT_EVALUATION),
+        default=str(evaluation_cli.DEFAULT_OUT),
         metavar="FILE",
-        help=f"JSON written by `matchjobs evaluate` (default: {report.DEFAULT_EVALUATION})",
+        help=f"JSON written by `matchjobs evaluate` (default: {evaluation_cli.DEFAULT_OUT})",
     )
-    p.add_argument("--json", action="store_true", help="print the written path and summary as JSON")
-    handlers["report"] = cmd_report
+    cli.add_json(p, "the written path and summary")
+    return cmd_report

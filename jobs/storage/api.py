@@ -8,33 +8,16 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from jobs.storage import bulk, schema
+from jobs.storage import bulk, schema, serving
 from jobs.storage.engine import translate_errors
 
 m = schema.match_scores
 
 
-def suggestions_query(version: str, user_id: int, limit: int) -> sa.Select[Any]:
-    """Exactly the ``/api/suggestions`` read: one indexed, ordered query on ``match_scores``.
-
-    Ties on score are broken by candidate id so the order is total and repeatable.
-    """
-    return (
-        sa.select(
-            m.c.candidate_id,
-            m.c.score,
-            m.c.reasons,
-            *(m.c[f"s_{name}"] for name in schema.SUBSCORE_COLUMNS),
-            m.c.computed_at,
-        )
-        .where(m.c.algorithm_version == version, m.c.user_id == user_id)
-        .order_by(m.c.score.desc(), m.c.candidate_id)
-        .limit(limit)
-    )
-
-
 def suggestions(conn: sa.Connection, version: str, user_id: int, limit: int) -> pd.DataFrame:
-    return bulk.read_frame(conn, suggestions_query(version, user_id, limit), what="suggestions")
+    return bulk.read_frame(
+        conn, serving.suggestions_query(version, user_id, limit), what="suggestions"
+    )
 
 
 def versions(conn: sa.Connection) -> list[str]:

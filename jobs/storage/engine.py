@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from jobs.errors import StorageError
+
+
+def _psycopg() -> Any:
+    """psycopg if something (a PostgreSQL engine) imported it, else ``None``.
+
+    No psycopg error can exist before it is imported, and importing it costs a command on
+    SQLite a tenth of a second; SQLAlchemy imports it when a PostgreSQL engine is created.
+    """
+    return sys.modules.get("psycopg")
+
 
 DEFAULT_SQLITE_FILE = "matchjobs.db"
 
@@ -27,6 +38,23 @@ def normalize_url(url: str) -> str:
             f"database URL must be postgresql://… or sqlite:///…; got {redact(url)!r}"
         )
     return url
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of an SQLite URL's file when that file does not exist, else ``None``.
+
+    Connecting creates a missing file; a command that only reads checks this first.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return None if Path(database).exists() else database
 
 
 def redact(url: str) -> str:
@@ -110,12 +138,18 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
     orig = getattr(exc, "orig", None) if isinstance(exc, sa.exc.DBAPIError) else exc
-    if not isinstance(orig, psycopg.Error):
+    psycopg = _psycopg()
+    if psycopg is None or not isinstance(orig, psycopg.Error):
         return False
     state = orig.sqlstate
     if state is None:
         return isinstance(orig, psycopg.OperationalError)
     return state in TRANSIENT_SQLSTATES or state.startswith("08")
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    psycopg = _psycopg()
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
 
 
 @contextlib.contextmanager
@@ -126,7 +160,7 @@ def translate_errors(what: str) -> Iterator[None]:
     except sa.exc.SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StorageError(f"{what} failed: {detail}", transient=is_transient(exc)) from exc
-    except (psycopg.Error, sqlite3.Error) as exc:
+    except _driver_errors() as exc:
         # Raw driver cursors (COPY, executemany on the bulk paths) raise the driver's own.
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StorageError(f"{what} failed: {detail}", transient=is_transient(exc)) from exc
