@@ -255,6 +255,15 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
     return merged
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line L, column C: problem`` (1-based, as editors count) from a YAML error."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = "" if mark is None else f"line {mark.line + 1}, column {mark.column + 1}: "
+    return where + problem + (f" ({context})" if context else "")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -263,7 +272,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -279,8 +288,12 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(part) for part in err["loc"]) or "<root>"
-            lines.append(f"{source}: {loc}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from exc
+            # A validator's own message, without pydantic's "Value error, " in front.
+            cause = err.get("ctx", {}).get("error") if err["type"] == "value_error" else None
+            lines.append(f"{source}: {loc}: {cause if cause is not None else err['msg']}")
+        # The lines above say all the ValidationError does, minus its trailer (input
+        # values, a documentation link): it is not kept as the cause.
+        raise ConfigError("\n".join(lines)) from None
 
 
 def load_config(overrides: Sequence[str | Path] = (), base: str | Path | None = None) -> Config:

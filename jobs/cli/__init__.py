@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from jobs.errors import ConfigError
 
@@ -318,11 +318,18 @@ def _command_name(argv: Sequence[str]) -> str | None:
     return None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line that says where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(
     argv: Sequence[str] = (),
 ) -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     """The parser, with the arguments of the subcommand named in ``argv`` (if any) defined."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="matchjobs",
         description="Compute ranked suggestions (match_scores) for a dating app. "
         "`matchjobs COMMAND --help` describes a command.",
@@ -350,6 +357,8 @@ def configure_logging(verbose: bool) -> None:
     )
     if not verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # Which of its builds FAISS loaded (and which it could not) is not news to a user.
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

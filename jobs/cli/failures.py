@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING
 
-from jobs.errors import JobError, chain_parts, error_chain
+from jobs.errors import JobError, chain_parts
 
 if TYPE_CHECKING:
     from jobs.cli import Env
@@ -27,7 +27,7 @@ def report(exc: BaseException, env: Env, *, verbose: bool, debug: bool) -> int:
     problem = _database_problem(exc, env)
     text = problem or describe(exc, env)
     if verbose:
-        text += "\ncaused by " + error_chain(exc)
+        text += "".join(f"\ncaused by {part}" for part in chain_parts(exc)[1:])
     elif not debug and problem is None and not isinstance(exc, JobError):
         # Not one of ours: a bug, or a failure nobody has named yet.
         text += " (rerun with --debug for the traceback)"

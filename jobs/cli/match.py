@@ -12,13 +12,19 @@ import dataclasses
 from typing import Any
 
 from jobs import cli
+from jobs.errors import ScopeError
 
 
 def cmd_score_user(env: cli.Env) -> int:
     from jobs import config as config_mod
     from jobs.context import Scope
+    from jobs.storage import serving
 
     args = env.args
+    with env.reader().connect() as conn:
+        if not serving.user_exists(conn, args.user_id):
+            # Checked before the ledger: a run for nobody is not a success to record.
+            raise ScopeError(f"user {args.user_id} does not exist; nothing to score")
     config = env.config
     if args.no_reverse:
         config = config_mod.from_mapping(

@@ -44,7 +44,7 @@ def test_default_config_has_the_product_weights() -> None:
         ("scoring:\n  top_k: many\n", "scoring.top_k: Input should be a valid integer"),
         ("bogus_section: {}\n", "bogus_section: Extra inputs are not permitted"),
         ("scoring:\n  top_k: 900\n", "scoring.top_k (900) must be <= candidates.quiz_k"),
-        ("runner:\n  lease_s: 1\n", "runner: Value error, lease_s (1.0) must exceed"),
+        ("runner:\n  lease_s: 1\n", "runner: lease_s (1.0) must exceed"),
     ],
 )
 def test_bad_override_names_the_key(tmp_path: Path, yaml_text: str, expected: str) -> None:
