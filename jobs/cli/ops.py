@@ -274,9 +274,15 @@ def cmd_explain(env: cli.Env) -> int:
         "not_generated": "not listed: candidate generation did not find it",
     }[verdict]
     print(f"{pair}: {head}")
+    them = f"{args.candidate} -> {args.user}"
+    reverse = (
+        f"reverse {them} {data['reverse_score']:.3f}, fused (reciprocal fusion on)"
+        if data["reciprocal"]
+        else f"reverse {them} {data['reverse_score']:.3f}, not used (reciprocal fusion off)"
+    )
     print(
-        f"  score now {data['score']:.3f} (forward {data['forward_score']:.3f}, reverse "
-        f"{data['reverse_score']:.3f}, reciprocal fusion {'on' if data['reciprocal'] else 'off'})"
+        f"  score now {data['score']:.3f} (forward {args.user} -> {args.candidate} "
+        f"{data['forward_score']:.3f}; {reverse})"
     )
     print(f"  {'signal':<15}{'weight':>8}{'subscore':>10}{'contrib':>9}")
     for s in data["signals"]:

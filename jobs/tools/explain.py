@@ -32,8 +32,11 @@ DIRECTION_WORDS = {
     "gender": "{viewer} does not seek {other}'s gender",
     "age": "{other}'s age is outside {viewer}'s age range",
     "distance": "the distance is beyond {viewer}'s limit",
-    "excluded": "{viewer} already liked, passed or blocked {other}",
+    "excluded": "{viewer} already {kind} {other}",
 }
+LIKE_VERBS = {"like": "liked", "pass": "passed", "block": "blocked"}
+# The order the match job ranks a list in (compute.scoring.top_k_order), in words.
+TIE_BREAK = "equal scores are ordered by candidate id, lowest first"
 
 
 def explain_pair(
@@ -44,6 +47,13 @@ def explain_pair(
         pop, _, _ = match.load_clean(conn, now, settings)
         users = signal_store.read(conn, schema.users, "id", np.array([user_id, candidate_id]))
         stored = scores.read_rows(conn, settings.version, np.array([user_id]))
+        decisions = signal_store.read(
+            conn,
+            schema.likes,
+            "user_id",
+            np.array([user_id, candidate_id]),
+            columns=("user_id", "target_id", "kind"),
+        )
     result: dict[str, Any] = {
         "user_id": user_id,
         "candidate_id": candidate_id,
@@ -56,7 +66,15 @@ def explain_pair(
         if row.empty
         else {
             "score": float(row["score"].iloc[0]),
-            "rank": int((stored["score"] > row["score"].iloc[0]).sum()) + 1,
+            # The list's own order: score desc, then candidate id (ties are not all rank 1).
+            "rank": int(
+                (stored["score"] > row["score"].iloc[0]).sum()
+                + (
+                    (stored["score"] == row["score"].iloc[0])
+                    & (stored["candidate_id"] < candidate_id)
+                ).sum()
+            )
+            + 1,
             "subscores": {n: float(row[f"s_{n}"].iloc[0]) for n in schema.SUBSCORE_COLUMNS},
         }
     )
@@ -75,22 +93,35 @@ def explain_pair(
         ]
         return result
 
+    # The population stores an exclusion under both users; the likes rows say who acted and how.
+    acted = {
+        (int(r.user_id), int(r.target_id)): LIKE_VERBS.get(str(r.kind), str(r.kind))
+        for r in decisions.itertuples(index=False)
+        if {int(r.user_id), int(r.target_id)} == {user_id, candidate_id}
+    }
+    # A user paired with themself: both directions are the same one, reported once.
+    directions = [(user_id, candidate_id)]
+    if candidate_id != user_id:
+        directions.append((candidate_id, user_id))
     failing = []
     for check in filters.directional_checks(pop, a, b):
-        for ok, viewer, other in (
-            (check.a_accepts_b, user_id, candidate_id),
-            (check.b_accepts_a, candidate_id, user_id),
+        for ok, (viewer, other) in zip(
+            (check.a_accepts_b, check.b_accepts_a), directions, strict=False
         ):
-            if not ok:
-                failing.append(
-                    {
-                        "filter": check.name,
-                        "direction": f"{viewer} -> {other}",
-                        "text": DIRECTION_WORDS[check.name].format(
-                            viewer=f"user {viewer}", other=f"user {other}", who=f"user {other}"
-                        ),
-                    }
-                )
+            if ok or (check.name == "excluded" and acted and (viewer, other) not in acted):
+                continue
+            failing.append(
+                {
+                    "filter": check.name,
+                    "direction": f"{viewer} -> {other}",
+                    "text": DIRECTION_WORDS[check.name].format(
+                        viewer=f"user {viewer}",
+                        other=f"user {other}",
+                        who=f"user {other}",
+                        kind=acted.get((viewer, other), "liked, passed or blocked"),
+                    ),
+                }
+            )
     if failing:
         result["verdict"] = "filtered"
         result["filters"] = failing
@@ -111,7 +142,14 @@ def explain_pair(
     ]
     result["score"] = round(float(scored.score[0]), 4)
     result["forward_score"] = round(float(scored.forward_score[0]), 4)
-    result["reverse_score"] = round(float(scored.reverse_score[0]), 4)
+    # Without fusion the scorer copies forward into reverse; the real b→a score is the
+    # forward score of the pair the other way round (what the candidate's list holds).
+    reverse = (
+        scored.reverse_score[0]
+        if params.reciprocal
+        else scoring.score_pairs(pop, np.array([b]), np.array([a]), params).forward_score[0]
+    )
+    result["reverse_score"] = round(float(reverse), 4)
     result["reciprocal"] = params.reciprocal
     if settings.scoring.exposure_cap is not None:
         result["note"] = "exposure cap is on: the stored score may be lower than this one"
@@ -126,25 +164,62 @@ def explain_pair(
     generated = pool.cand_rows[pool.user_rows == a]
     if b in generated:
         result["verdict"] = "below_top_k"
-        result["detail"] = [f"generated, but ranked below the top {settings.scoring.top_k}"]
+        result["detail"] = [_cut_at_top_k(stored, result["score"], settings.scoring.top_k)]
         return result
     result["verdict"] = "not_generated"
     k_of = {"quiz": settings.candidates.k_quiz, "interest": settings.candidates.k_interest}
-    ranks = {}
+    ranks: dict[str, tuple[int | None, float, float | None]] = {}
     for source in candidates.VECTOR_SOURCES:
-        table, _ = candidates.exact_candidates(
+        table, sims = candidates.exact_candidates(
             pop, np.array([a]), source, pop.n_users, settings.filters
         )
         found = np.flatnonzero(table[0] == b)
-        ranks[source] = None if found.size == 0 else int(found[0]) + 1
-    result["detail"] = [
-        f"{source}: "
-        + (
-            "no vector on one side"
-            if rank is None
-            else f"exact rank {rank} against k = {k_of[source]}"
-            + (" (would have been found)" if rank <= k_of[source] else "")
+        k = k_of[source]
+        kth = float(sims[0, k - 1]) if k <= table.shape[1] and table[0, k - 1] >= 0 else None
+        ranks[source] = (
+            (None, float("nan"), kth)
+            if found.size == 0
+            else (int(found[0]) + 1, float(sims[0, found[0]]), kth)
         )
-        for source, rank in ranks.items()
-    ]
+    has = {"quiz": pop.has_quiz, "interest": pop.has_interest}
+    detail = []
+    for source, (rank, similarity, kth) in ranks.items():
+        k = k_of[source]
+        if rank is None:
+            lacking = [str(u) for u, r in ((user_id, a), (candidate_id, b)) if not has[source][r]]
+            detail.append(
+                f"{source}: no {source} vector for user {' nor user '.join(lacking)}"
+                if lacking
+                else f"{source}: not among the eligible candidates"
+            )
+        elif rank <= k:
+            detail.append(f"{source}: exact rank {rank} against k = {k} (would have been found)")
+        elif kth is not None and similarity == kth:
+            detail.append(
+                f"{source}: exact rank {rank} against k = {k}: tied with the k-th at similarity "
+                f"{similarity:.4f}, cut by the tie-break (candidate id, lowest first)"
+            )
+        else:
+            detail.append(
+                f"{source}: exact rank {rank} against k = {k} (similarity {similarity:.4f}, "
+                f"the k-th's {kth if kth is None else round(kth, 4)})"
+            )
+    result["detail"] = detail
     return result
+
+
+def _cut_at_top_k(stored: pd.DataFrame, score: float, top_k: int) -> str:
+    """Why a generated, eligible candidate is not in the stored top K: its score, or the tie."""
+    if len(stored) < top_k:
+        return (
+            f"generated, but not in the stored list ({len(stored)} rows, top {top_k}): the "
+            "list predates the current signals; `matchjobs score-user` recomputes it"
+        )
+    lowest = float(stored["score"].min())
+    if round(lowest, 4) == score:
+        last = int(stored.loc[stored["score"] == lowest, "candidate_id"].max())
+        return (
+            f"cut at the top {top_k} by the tie-break: it scores {score:.4f}, as the lowest "
+            f"listed does, and {TIE_BREAK} (the list ends at candidate {last})"
+        )
+    return f"cut at the top {top_k} by score: {score:.4f} < {lowest:.4f}, the lowest listed"
