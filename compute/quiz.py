@@ -16,7 +16,8 @@ scale midpoint, or only zero-weight questions) gets no vector either
 
 Bad answer rows are skipped and counted, each under the first reason that
 applies, in this order: ``nan_value`` (NaN or ±inf), ``unknown_question``
-(not in the catalogue, or inactive), ``out_of_scale`` (outside
+(not in the catalogue), ``inactive_question`` (a retired question: its answers are
+expected and not a data error), ``out_of_scale`` (outside
 ``[scale_min, scale_max]``), ``duplicate_answer`` (a second valid row for the
 same (user, question): the **last** row in input order is kept, so a caller
 that orders answers by time keeps the most recent answer).
@@ -35,7 +36,13 @@ import numpy.typing as npt
 
 from compute import validate
 
-QUIZ_ROW_REASONS = ("nan_value", "unknown_question", "out_of_scale", "duplicate_answer")
+QUIZ_ROW_REASONS = (
+    "nan_value",
+    "unknown_question",
+    "inactive_question",
+    "out_of_scale",
+    "duplicate_answer",
+)
 QUIZ_USER_REASONS = ("too_few_answers", "zero_vector")
 
 
@@ -69,7 +76,7 @@ class QuestionCatalogue:
     weights : (k,) float64, finite, >= 0
     active : (k,) bool
         Only active questions get a vector component; answers to inactive ones
-        are counted as ``unknown_question``.
+        are counted as ``inactive_question``.
 
     A contradictory catalogue (repeated id, empty or non-finite scale, negative
     weight) raises ``ValueError``: it is configuration, not a user's row.
@@ -177,7 +184,8 @@ def validate_answers(
     )
     question_pos, found = validate.lookup(catalogue.question_ids, question_ids)
     nan_value = ~np.isfinite(values)
-    unknown = ~found | ~catalogue.active[question_pos]
+    unknown = ~found
+    inactive = found & ~catalogue.active[question_pos]
     # Comparisons with NaN are False, so NaN rows never count as out_of_scale twice.
     out_of_scale = (values < catalogue.scale_min[question_pos]) | (
         values > catalogue.scale_max[question_pos]
@@ -185,6 +193,7 @@ def validate_answers(
     reasons = [
         ("nan_value", nan_value),
         ("unknown_question", unknown),
+        ("inactive_question", inactive),
         ("out_of_scale", out_of_scale),
     ]
     candidates = validate.keep_mask(n_rows, reasons)

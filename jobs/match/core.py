@@ -294,6 +294,11 @@ def recall_audit(
 # ------------------------------------------------------------------------------ the job
 
 
+# Counted, but neither skipped nor a warning: users without a location are scored, with
+# neutral proximity and every distance limit passed. The run's metadata has them under "kept".
+KEPT_REASONS = ("no_location",)
+
+
 def load_clean(
     conn: Any, now: dt.datetime, settings: MatchSettings, user_ids: RowArray | None = None
 ) -> tuple[Population, dict[str, int], int]:
@@ -317,5 +322,13 @@ def load_population(
 ) -> tuple[Population, int]:
     """Load and clean the active population (or ``user_ids`` of it); count skipped rows."""
     pop, skipped, rows_read = load_clean(conn, ctx.now, settings, user_ids)
+    kept = {reason: skipped.pop(reason) for reason in KEPT_REASONS if skipped.get(reason)}
     ctx.figures.skip(skipped, ctx.logger, "match.skip")
+    if kept:
+        ctx.figures.counts["kept"] = kept
+        ctx.logger.info(
+            "kept %s",
+            ", ".join(f"{n} users with {reason}" for reason, n in kept.items()),
+            extra={"action": "match.kept", "kept": kept},
+        )
     return pop, rows_read

@@ -18,6 +18,8 @@ from jobs.context import JobContext, JobResult, Scope
 from jobs.storage import schema, signals
 
 ANSWER_COLUMNS = ("user_id", "question_id", "value")
+# Skip reasons that are the expected state of the data, not a problem: no warning.
+EXPECTED_SKIPS = ("inactive_question",)
 
 
 def run(ctx: JobContext, scope: Scope) -> JobResult:
@@ -56,7 +58,17 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
         frame = signals.vector_rows(
             schema.user_quiz_vectors, result.user_ids, result.vectors, result.n_answers, ctx.now
         )
-    figures.skip(result.skipped, ctx.logger, "quiz.skip")
+    # Answers to retired questions are expected (given before the retirement): counted under
+    # "ignored", without a warning. Everything else skipped is a data problem worth one.
+    skipped = {r: n for r, n in result.skipped.items() if r not in EXPECTED_SKIPS}
+    ignored = {r: result.skipped[r] for r in EXPECTED_SKIPS if result.skipped.get(r)}
+    figures.skip(skipped, ctx.logger, "quiz.skip")
+    if ignored:
+        ctx.logger.info(
+            "ignored %d answers to retired questions",
+            ignored["inactive_question"],
+            extra={"action": "quiz.ignored", "ignored": ignored},
+        )
     with figures.phase("write"):
         changes = signals.sync(conn, schema.user_quiz_vectors, frame, scope_ids, "user_id")
     ctx.logger.info(
@@ -70,8 +82,9 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
         rows_read=len(questions) + len(answers),
         rows_written=changes["inserted"] + changes["updated"] + changes["deleted"],
         users=len(user_ids),
-        skipped=dict(result.skipped),
+        skipped=skipped,
         extra={
+            "ignored": ignored,
             "writes": {schema.user_quiz_vectors.name: changes},
             "vectors": len(result.user_ids),
             "dim": int(result.vectors.shape[1]),

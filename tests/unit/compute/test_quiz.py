@@ -74,7 +74,7 @@ def test_missing_answer_is_a_neutral_zero_component() -> None:
         (1, float("inf"), "nan_value"),
         (1, float("-inf"), "nan_value"),
         (99, 3.0, "unknown_question"),
-        (3, 5.0, "unknown_question"),  # inactive
+        (3, 5.0, "inactive_question"),  # retired, not unknown
         (1, 5.5, "out_of_scale"),
         (1, 0.5, "out_of_scale"),
     ],
