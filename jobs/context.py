@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -66,9 +66,13 @@ class Figures:
     counts: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Set, the run ends ``succeeded_with_warnings`` instead of ``succeeded``.
     warnings: list[str] = dataclasses.field(default_factory=list)
+    # Told each phase's name as it starts (the runner's progress line on a terminal).
+    on_phase: Callable[[str], None] | None = dataclasses.field(default=None, repr=False)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        if self.on_phase is not None:
+            self.on_phase(name)
         start = time.perf_counter()
         try:
             yield

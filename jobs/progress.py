@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -28,3 +29,24 @@ def bar(*, total: int, desc: str, enabled: bool, unit: str = "it") -> tqdm:
     return tqdm(
         total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=not enabled
     )
+
+
+@contextlib.contextmanager
+def status(job: str, *, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A line on stderr naming the job, its phase in progress and the time so far.
+
+    Yields the function to call with each phase's name. Disabled (not a terminal, CI,
+    ``--json``), nothing is shown: the runner logs one line per run when it ends.
+    """
+    if not enabled:
+        yield lambda _phase: None
+        return
+    line = tqdm(total=None, desc=job, bar_format="{desc} ({elapsed})", file=sys.stderr, leave=False)
+
+    def phase(name: str) -> None:
+        line.set_description_str(f"{job}: {name}")
+
+    try:
+        yield phase
+    finally:
+        line.close()

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from jobs import progress
 from jobs.config import Config
 from jobs.context import Figures, JobContext, JobResult, Scope
 
@@ -243,7 +244,9 @@ def execute(
             job_name, scope.label, engine=engine, config=config, trigger=trigger, clock=clock
         ) as run,
         Session(engine_mod.writer(engine)) as session,
+        progress.status(job_name, enabled=show_progress) as status,
     ):
+        run.figures.on_phase = status
         ctx = JobContext(
             config=config,
             session=session,

@@ -97,6 +97,13 @@ class Env:
             self._url = database_url(self.args.db)
         return self._url
 
+    def url_or_none(self) -> str | None:
+        """The database URL, or ``None`` when the options do not give a valid one."""
+        try:
+            return self.url
+        except ConfigError:
+            return None
+
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
@@ -382,6 +389,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the top of the CLI: one line, what is wrong and what to do
         from jobs.cli import failures
 
-        return failures.report(exc, env, verbose=args.verbose, debug=args.debug)
+        return failures.report(exc, env.url_or_none(), verbose=args.verbose, debug=args.debug)
     finally:
         env.close()

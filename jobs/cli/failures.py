@@ -12,20 +12,16 @@ import re
 import sqlite3
 import sys
 import traceback
-from typing import TYPE_CHECKING
 
 from jobs.errors import JobError, chain_parts
 
-if TYPE_CHECKING:
-    from jobs.cli import Env
 
-
-def report(exc: BaseException, env: Env, *, verbose: bool, debug: bool) -> int:
-    """Print ``exc`` for a person on stderr; the exit status (1)."""
+def report(exc: BaseException, url: str | None, *, verbose: bool, debug: bool) -> int:
+    """Print ``exc`` for a person on stderr; the exit status (1). ``url``: the database's."""
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    problem = _database_problem(exc, env)
-    text = problem or describe(exc, env)
+    problem = _database_problem(exc, url)
+    text = problem or describe(exc, url)
     if verbose:
         text += "".join(f"\ncaused by {part}" for part in chain_parts(exc)[1:])
     elif not debug and problem is None and not isinstance(exc, JobError):
@@ -44,16 +40,13 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return found
 
 
-def _url(env: Env) -> str:
+def _shown(url: str | None) -> str:
     from jobs.storage import engine as engine_mod
 
-    try:
-        return engine_mod.redact(env.url)
-    except JobError:
-        return "the database"
+    return "the database" if url is None else engine_mod.redact(url)
 
 
-def _database_problem(exc: BaseException, env: Env) -> str | None:
+def _database_problem(exc: BaseException, url: str | None) -> str | None:
     """A driver error that means the database is unreachable, absent or not set up."""
     for cause in _chain(exc):
         module = type(cause).__module__
@@ -63,21 +56,21 @@ def _database_problem(exc: BaseException, env: Env) -> str | None:
             table = re.search(r'no such table: (\w+)|relation "(\w+)" does not exist', message)
             if table:
                 return (
-                    f"the database {_url(env)} has no matchjobs schema yet (table "
+                    f"the database {_shown(url)} has no matchjobs schema yet (table "
                     f"{table.group(1) or table.group(2)} is missing); run "
-                    f"`matchjobs --db {env.url} db upgrade`"
+                    f"`matchjobs --db {url} db upgrade`"
                 )
             missing = re.search(r'database "([^"]+)" does not exist', message)
             if missing:
                 name = missing.group(1)
                 return (
-                    f"database {name} does not exist on the server of {_url(env)}; create it "
+                    f"database {name} does not exist on the server of {_shown(url)}; create it "
                     f"(`createdb {name}`, or CREATE DATABASE {name}), then run "
-                    f"`matchjobs --db {env.url} db upgrade`"
+                    f"`matchjobs --db {url} db upgrade`"
                 )
             if "Connection refused" in message or "could not translate host" in message:
                 server = re.search(r'server at "([^"]+)"(?: \([^)]*\))?, port (\d+)', message)
-                where = f"{server.group(1)}:{server.group(2)}" if server else _url(env)
+                where = f"{server.group(1)}:{server.group(2)}" if server else _shown(url)
                 return (
                     f"cannot reach PostgreSQL at {where} ({first.split(':')[-1].strip()}); "
                     "is the server running, and are the host and port in --db right?"
@@ -85,18 +78,18 @@ def _database_problem(exc: BaseException, env: Env) -> str | None:
             if "password authentication failed" in message or re.search(
                 r'role "[^"]+" does not exist', message
             ):
-                return f"the server refused the login for {_url(env)}: {first}"
+                return f"the server refused the login for {_shown(url)}: {first}"
             if "unable to open database file" in message:
                 return (
-                    f"cannot open the SQLite file of {_url(env)}: its directory is missing or "
+                    f"cannot open the SQLite file of {_shown(url)}: its directory is missing or "
                     "not writable"
                 )
     return None
 
 
-def describe(exc: BaseException, env: Env) -> str:
+def describe(exc: BaseException, url: str | None) -> str:
     """One line: what is wrong and, where we know it, what to do."""
-    problem = _database_problem(exc, env)
+    problem = _database_problem(exc, url)
     if problem is not None:
         return problem
     if isinstance(exc, JobError):

@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -281,6 +282,11 @@ def _start_ray(cfg: RayConfig) -> bool:
 
     A Ray already initialised in this process (tests) is reused and left running.
     """
+    if not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
+        # Token authentication on, Ray's default for a new local cluster, but chosen
+        # explicitly so that Ray does not print a notice about it on every run. Ray reads
+        # the mode when it is imported: set later, the driver and its cluster would disagree.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
