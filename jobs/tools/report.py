@@ -46,6 +46,8 @@ BINS = 50
 DEFAULT_EVALUATION = Path("reports/evaluation.json")
 REPORT_FILE = "report.html"
 _COLORS = plt.get_cmap("tab10").colors
+# Red means a failure (a failed run in the durations plot); counts never take it.
+_PANEL_COLORS = tuple(c for i, c in enumerate(_COLORS) if i != 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,8 +257,13 @@ def plot_scores(data: ReportData) -> bytes | None:
         label = f"{version}: {int(counts.sum()):,} rows, mean {means[version]:.3f}"
         ax.stairs(100 * counts / counts.sum(), edges, label=label, color=color, linewidth=2)
         ax.axvline(means[version], color=color, linestyle="--", linewidth=1)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("score (0 = worst, 1 = best)")
+    # Fit the scores, not the whole [0, 1] scale: a narrow distribution must stay readable.
+    filled = np.flatnonzero(hist.to_numpy(np.float64).sum(axis=1) > 0)
+    if filled.size:
+        low, high = edges[filled[0]], edges[filled[-1] + 1]
+        pad = max(0.02, 0.05 * (high - low))
+        ax.set_xlim(max(0.0, low - pad), min(1.0, high + pad))
+    ax.set_xlabel("score (0 = worst, 1 = best; axis fitted to the scores)")
     ax.set_ylabel("share of the version's rows (%)")
     ax.set_title("Score distribution per algorithm version (dashed: mean)")
     ax.grid(alpha=0.3)
@@ -300,6 +307,7 @@ def plot_funnel(data: ReportData) -> bytes | None:
     panels = funnel_panels(data.match_run["metadata"]) if data.match_run else []
     if not panels:
         return None
+    panels = split_users_from_pairs(panels)
     panels = panels[:8]
     n_rows = (len(panels) + 1) // 2
     sizes = [len(values) for _, _, values in panels] + [0]
@@ -318,7 +326,7 @@ def plot_funnel(data: ReportData) -> bytes | None:
         # A funnel narrows: biggest stage on top (metadata is sorted JSON, its order is lost).
         items = sorted(values.items(), key=lambda kv: -kv[1])
         numbers = np.array([v for _, v in items], dtype=np.float64)
-        bars = ax.barh([k for k, _ in items], numbers, color=_COLORS[i % len(_COLORS)])
+        bars = ax.barh([k for k, _ in items], numbers, color=_PANEL_COLORS[i % len(_PANEL_COLORS)])
         fmt = "{:,.2f}" if unit == "seconds" else "{:,.0f}"
         ax.bar_label(bars, labels=[fmt.format(v) for v in numbers], padding=3, fontsize=9)
         ax.invert_yaxis()
@@ -328,6 +336,25 @@ def plot_funnel(data: ReportData) -> bytes | None:
         ax.set_xlabel(unit)
         ax.set_title(title, loc="left", fontsize=11)
     return _png(fig)
+
+
+def split_users_from_pairs(
+    panels: list[tuple[str, str, dict[str, float]]],
+) -> list[tuple[str, str, dict[str, float]]]:
+    """Counts of users apart from counts of pairs or rows: on one axis, ~2k users next to
+    ~200k pairs would be invisible bars."""
+    out = []
+    for title, unit, values in panels:
+        users = {k: v for k, v in values.items() if "users" in k.split()}
+        rest = {k: v for k, v in values.items() if k not in users}
+        if unit == "count" and users and rest:
+            out += [
+                (f"{title}: pairs and rows", "pairs / rows", rest),
+                (f"{title}: users", "users", users),
+            ]
+        else:
+            out.append((title, unit, values))
+    return out
 
 
 def plot_durations(data: ReportData) -> bytes | None:
@@ -348,7 +375,9 @@ def plot_durations(data: ReportData) -> bytes | None:
         mine = runs[runs["job_name"] == job]
         when = mine["started_at"].dt.tz_convert("UTC").dt.tz_localize(None)
         seconds = mine["duration_ms"].astype(np.float64) / 1000
-        ok = (mine["status"] == "succeeded").to_numpy()
+        # A run with warnings succeeded; failed and abandoned ones are the failures marked.
+        ok = mine["status"].isin(["succeeded", "succeeded_with_warnings"]).to_numpy()
+        failed = mine["status"].isin(["failed", "abandoned"]).to_numpy()
         for i, trigger in enumerate(triggers):
             pick = ok & (mine["trigger"] == trigger).to_numpy()
             if pick.any():
@@ -363,15 +392,15 @@ def plot_durations(data: ReportData) -> bytes | None:
                     lw=1,
                     label=f"{trigger} ({int(pick.sum())})",
                 )
-        if (~ok).any():
+        if failed.any():
             ax.plot(
-                when[~ok],
-                seconds[~ok],
+                when[failed],
+                seconds[failed],
                 "x",
                 color="red",
                 ms=8,
                 mew=2,
-                label=f"failed ({int((~ok).sum())})",
+                label=f"failed ({int(failed.sum())})",
             )
         positive = seconds[seconds > 0]
         if positive.size and positive.max() / positive.min() > 100:
@@ -575,15 +604,18 @@ SECTIONS = (
         "Filter funnel of the last match run",
         "Counts recorded by the newest succeeded match run (a whole-population run when "
         "there is one): candidates per source, pairs removed by each hard filter, pairs "
-        "scored and kept, rows written. Bars are sorted largest first.",
+        "scored and kept, rows written; counts of users on their own axis, apart from pairs "
+        "and rows; users kept without a location (neutral proximity) under 'kept'. Bars are "
+        "sorted largest first.",
         plot_funnel,
         "No funnel: there is no succeeded match run, or it recorded no counts.",
     ),
     Section(
         "durations",
         "Job durations over time",
-        "Wall-clock time of each run, per job, coloured by what triggered it; red crosses "
-        "are failed runs. A rising line is a job slowing down; the y-axis turns logarithmic "
+        "Wall-clock time of each run over time, per job, coloured by what triggered it; red "
+        "crosses are failed or abandoned runs (runs with warnings count as succeeded). A "
+        "rising line is a job slowing down; the y-axis turns logarithmic "
         "when event runs and nightly runs differ by more than 100×.",
         plot_durations,
         "No runs recorded yet in job_runs.",

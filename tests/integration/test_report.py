@@ -402,3 +402,15 @@ def test_cli_report_writes_the_page_and_prints_its_path(
     assert summary["path"] == str(out / "report.html") and (out / "report.html").exists()
     assert summary["missing"] == ["evaluation"] and summary["evaluation"] is False
     assert summary["versions"] == ["v1", "v2"]
+
+
+def test_funnel_users_and_pairs_get_separate_panels() -> None:
+    """Regression: the funnel panel drew ~200k pairs and ~2.7k users on one axis, so the
+    user bars were invisible."""
+    panels = report.split_users_from_pairs(report.funnel_panels(MATCH_METADATA))
+    by_title = {title: (unit, values) for title, unit, values in panels}
+    assert by_title["funnel: users"] == ("users", {"users": 400, "users without candidates": 3})
+    unit, pairs = by_title["funnel: pairs and rows"]
+    assert unit == "pairs / rows" and "users" not in pairs and pairs["kept"] == 8000
+    # Panels without users stay whole.
+    assert by_title["removed per filter"][1]["age"] == 7400
