@@ -33,6 +33,7 @@ JOB_MODULES: dict[str, str] = {
     "quiz": "jobs.quiz",
     "interests": "jobs.interests",
     "ratings": "jobs.ratings",
+    "likes": "jobs.likes",
     "match": "jobs.match",
     "feed": "jobs.feed",
     "nightly": "jobs.nightly",
