@@ -105,6 +105,10 @@ def cmd_evaluate(env: cli.Env) -> int:
     args = env.args
     candidates = _candidates(env)  # a bad config stops here, before anything is read
     now = None if args.now is None else cli.parse_now(args.now)
+    if env.as_of is not None:
+        if now is not None and now != env.as_of:
+            raise ConfigError(f"--as-of {args.as_of} and --now {args.now} disagree; give one")
+        now = env.as_of
     options = evaluate.Options(
         hidden_fraction=args.hidden_fraction,
         seed=args.seed,
@@ -205,8 +209,10 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
     parser.add_argument(
         "--now",
         metavar="TIME",
-        help="reference time of the signals, ISO 8601 UTC (default: the latest user activity)",
+        help="reference time of the signals, ISO 8601 UTC (default: the latest user activity); "
+        "the same as --as-of",
     )
+    cli.add_as_of(parser, subcommand=True)
     parser.add_argument(
         "--out",
         default=str(DEFAULT_OUT),

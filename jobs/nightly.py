@@ -49,6 +49,7 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
                     scope=step_scope,
                     trigger=trigger,
                     show_progress=ctx.show_progress,
+                    as_of=ctx.as_of,
                 )
             except Exception as exc:
                 # Isolation, not silence: the child run is recorded as failed in job_runs
