@@ -22,10 +22,12 @@ DEFAULT_OUT = Path("reports") / "evaluation.json"
 DESCRIPTION = f"""\
 Hide a seeded share of the observed decision pairs (their likes/passes and ratings, both
 directions), rebuild the signal tables without them in a scratch database, score every hidden
-pair in both directions with each config (reciprocal fusion on and off) and measure: AUC for a
-mutual like, AUC for a one-sided like, precision/recall/NDCG at k per viewer. Baselines (random,
-rating quality alone, reciprocal popularity) are measured on the same pairs. The source
-database is only read.
+pair in both directions with each config (reciprocal fusion on and off) and measure: pooled AUC
+for a mutual like and for a one-sided like, precision/recall/NDCG at k per viewer, and per
+viewer AUC and NDCG@k (within each viewer's rows, over viewers with a positive and a negative).
+Baselines (random, rating quality alone, one-sided like rates a.given x b.received, reciprocal
+popularity; like rates from the visible decisions only) are measured on the same pairs. The
+source database is only read.
 
 Configs: the reference is configs/default.yaml with the global --config files merged over it
 (named "default"; leave it out with --no-default). Each --candidate FILE is another config,
@@ -46,6 +48,9 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("recall_at_k_mutual", "R@k mutual"),
     ("ndcg_at_k_mutual", "NDCG@k mutual"),
     ("ndcg_at_k_like", "NDCG@k like"),
+    ("viewer_auc_mutual", "vAUC mutual"),
+    ("viewer_auc_like", "vAUC like"),
+    ("viewer_ndcg_at_k_like", "vNDCG@k like"),
 )
 
 
@@ -136,7 +141,10 @@ def cmd_evaluate(env: cli.Env) -> int:
         f"seed {result['seed']}, k {result['k']}, signals at {result['now']})"
     )
     print(table(result))
-    print("(* = the config's own reciprocal setting, the one it would serve)\n")
+    print(
+        "(* = the config's own reciprocal setting, the one it would serve; v… = per viewer, "
+        "over viewers with a positive and a negative)\n"
+    )
     for entry in result["configs"]:
         print(entry["summary"])
     print(f"\nfull result with ROC points: {out}")
