@@ -79,6 +79,23 @@ class RatingJob(_Model):
     min_ratings_for_preference: Annotated[int, Field(ge=2)] = 5
 
 
+class LikeJob(_Model):
+    """The likes job (``jobs.signals.likes``): like rates and the taste/appeal model."""
+
+    # Length of every taste and appeal vector.
+    dim: Annotated[int, Field(ge=1, le=256)] = 16
+    # Likes + passes a user must have given (taste) or received (appeal) for a vector.
+    min_decisions: Annotated[int, Field(ge=1)] = 5
+    # Pseudo-decisions at the global like rate in the shrunk like rates.
+    prior_weight: NonNegative = 10.0
+    # How strongly a pass counts against, a like counting +1.
+    pass_weight: Positive = 1.0
+    # Subtracted from every singular value of the decision matrix (floored at 0).
+    regularisation: NonNegative = 1.0
+    # Seeds the sparse solver's start vector (large populations): reruns are identical.
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
 class Filters(_Model):
     default_max_distance_km: Positive = 100.0
     min_age: Annotated[int, Field(ge=18)] = 18
@@ -217,6 +234,7 @@ class Config(_Model):
     quiz: QuizJob = QuizJob()
     interests: InterestJob = InterestJob()
     ratings: RatingJob = RatingJob()
+    likes: LikeJob = LikeJob()
     filters: Filters = Filters()
     candidates: Candidates = Candidates()
     scoring: Scoring = Scoring()

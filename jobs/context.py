@@ -100,6 +100,9 @@ class JobContext:
     logger: logging.Logger
     database_url: str
     run_id: int | None = None
+    # The pinned time (``--as-of``) that ``now`` equals, or None when ``now`` is the run's
+    # start: a driver passes it on to the runs it starts.
+    as_of: dt.datetime | None = None
     trigger: str = "on_demand"
     figures: Figures = dataclasses.field(default_factory=Figures)
     show_progress: bool = False

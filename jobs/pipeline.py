@@ -4,9 +4,9 @@ Scope: all (a user scope is refused). Writes nothing itself: each step is its ow
 ``job_runs`` (trigger ``nightly``; the backfill step ``backfill``) and writes its own tables.
 Steps, in order:
 
-1. ``quiz``, ``interests``, ``ratings`` for all users. A failed signal job does not stop the
-   others (failures stay isolated, as the design asks); the match job then works from the
-   last good signal tables.
+1. ``quiz``, ``interests``, ``ratings``, ``likes`` for all users. A failed signal job does
+   not stop the others (failures stay isolated, as the design asks); the match job then
+   works from the last good signal tables.
 2. ``match`` for all active users (Ray when the population is large).
 3. Backfill: ``match`` again for users with no set for this version or whose signals are
    newer than their set (signals that changed while step 2 ran).
@@ -27,7 +27,7 @@ from jobs.context import JobContext, JobResult, Scope
 from jobs.errors import JobError, LowCoverageError, ScopeError
 from jobs.storage import api
 
-SIGNAL_JOBS = ("quiz", "interests", "ratings")
+SIGNAL_JOBS = ("quiz", "interests", "ratings", "likes")
 
 
 def run(ctx: JobContext, scope: Scope) -> JobResult:
@@ -54,6 +54,7 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
                     trigger=trigger,
                     show_progress=ctx.show_progress,
                     force_swap=ctx.force_swap,
+                    as_of=ctx.as_of,
                 )
             except Exception as exc:
                 # Isolation, not silence: the child run is recorded as failed in job_runs

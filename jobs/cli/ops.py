@@ -216,7 +216,9 @@ def cmd_explain(env: cli.Env) -> int:
     from jobs.tools import explain
 
     args = env.args
-    data = explain.explain_pair(env.engine, env.config, args.user, args.candidate, runner.utcnow())
+    data = explain.explain_pair(
+        env.engine, env.config, args.user, args.candidate, env.as_of or runner.utcnow()
+    )
     if args.json:
         cli.emit(args, "", data)
         return 0

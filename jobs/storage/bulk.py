@@ -131,7 +131,11 @@ def _copy_csv_frame(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame
             out[name] = series.dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
         elif pd.api.types.is_bool_dtype(series):
             out[name] = series.map({True: "t", False: "f"})
-        elif len(series) and isinstance(series.iloc[0], bytes | bytearray | memoryview):
+        elif isinstance(
+            # the first non-NULL value: a nullable blob column may start with NULL
+            next((v for v in series if v is not None), None),
+            bytes | bytearray | memoryview,
+        ):
             out[name] = series.map(lambda v: None if v is None else "\\x" + bytes(v).hex())
         elif pd.api.types.is_float_dtype(series):
             # repr-exact floats so PostgreSQL stores the same double we computed

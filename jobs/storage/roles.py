@@ -10,11 +10,12 @@ role              login  may
 ``quiz``          yes    write ``user_quiz_vectors``; read its inputs; the ledger
 ``interests``     yes    write ``user_interest_index``, ``user_interest_vectors``; …
 ``ratings``       yes    write ``profile_rating_aggregates``, ``user_rating_preferences``
+``likes``         yes    write ``user_like_behaviour``, ``user_taste_vectors``; read users, likes
 ``match``         yes    write ``match_scores``; read the signal tables, users, likes, …
 ``feed``          yes    write ``feed_cards``; read ``match_scores``, ``likes``
-``worker``        yes    member of the five job roles; claim and mark ``events``
+``worker``        yes    member of the six job roles; claim and mark ``events``
 ``owner``         no     owns ``match_scores`` and its partitions (DETACH/ATTACH need it)
-``nightly``       yes    member of the five job roles and of ``owner``
+``nightly``       yes    member of the six job roles and of ``owner``
 ================  =====  ==============================================================
 
 "The ledger" is SELECT, INSERT, UPDATE on ``job_runs`` and its id sequence: the runner
@@ -69,6 +70,7 @@ JOB_READS: dict[str, tuple[sa.Table, ...]] = {
     "quiz": (schema.users, schema.quiz_questions, schema.quiz_answers),
     "interests": (schema.users, schema.interests, schema.user_interests),
     "ratings": (schema.users, schema.rating_dimensions, schema.ratings),
+    "likes": (schema.users, schema.likes),
     "match": (
         schema.users,
         schema.interests,
@@ -160,7 +162,7 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
             "worker",
             prefix + "worker",
             True,
-            "the event worker: the five job roles, and claims/marks events",
+            "the event worker: the job roles, and claims/marks events",
             tables={schema.events.name: "SELECT, UPDATE"},
             member_of=jobs,
         ),
@@ -174,7 +176,7 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
             "nightly",
             prefix + "nightly",
             True,
-            "the nightly pipeline and its Ray actors: the five job roles and owner",
+            "the nightly pipeline and its Ray actors: the job roles and owner",
             member_of=(*jobs, prefix + "owner"),
         ),
     ]

@@ -230,6 +230,35 @@ user_rating_preferences = sa.Table(
     _ts("updated_at"),
 )
 
+# The likes job (``jobs.signals.likes``): behaviour from likes and passes (blocks are not taste).
+user_like_behaviour = sa.Table(
+    "user_like_behaviour",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("decisions_given", sa.Integer, nullable=False),
+    sa.Column("likes_given", sa.Integer, nullable=False),
+    sa.Column("decisions_received", sa.Integer, nullable=False),
+    sa.Column("likes_received", sa.Integer, nullable=False),
+    # Shrunk to the global like rate (likes.prior_weight pseudo-decisions).
+    sa.Column("rate_given", sa.Float, nullable=False),
+    sa.Column("rate_received", sa.Float, nullable=False),
+    _ts("updated_at"),
+)
+
+# Taste (as the one who likes) and appeal (as the one liked): NULL when the user has too
+# few decisions given (taste) or received (appeal); a row has at least one of the two.
+user_taste_vectors = sa.Table(
+    "user_taste_vectors",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("taste", sa.LargeBinary, nullable=True),
+    sa.Column("appeal", sa.LargeBinary, nullable=True),
+    sa.Column("n_given", sa.Integer, nullable=False),
+    sa.Column("n_received", sa.Integer, nullable=False),
+    _ts("updated_at"),
+)
+
 SUBSCORE_COLUMNS = ("quiz", "interests", "rating_quality", "rating_fit", "newness", "proximity")
 
 match_scores = sa.Table(
@@ -371,6 +400,7 @@ DERIVED_OWNERS: dict[str, tuple[sa.Table, ...]] = {
     "quiz": (user_quiz_vectors,),
     "interests": (user_interest_index, user_interest_vectors),
     "ratings": (profile_rating_aggregates, user_rating_preferences),
+    "likes": (user_like_behaviour, user_taste_vectors),
     "match": (match_scores,),
     "feed": (feed_cards,),
 }

@@ -69,6 +69,13 @@ JOBS: dict[str, dict[str, str]] = {
         "user_rating_preferences": ALL,
         **LEDGER,
     },
+    "likes": {
+        "users": "S",
+        "likes": "S",
+        "user_like_behaviour": ALL,
+        "user_taste_vectors": ALL,
+        **LEDGER,
+    },
     "match": {
         "users": "S",
         "interests": "S",
@@ -213,7 +220,7 @@ def test_db_roles_is_idempotent_and_undoes_hand_made_grants(
     out = db_roles(pg_db, role_prefix, capsys)
     assert f"{role_prefix}api" in out and f"{role_prefix}nightly" in out
     first = grants_snapshot(pg_db, role_prefix)
-    assert len(first["attributes"]) == 10
+    assert len(first["attributes"]) == 11
     assert not any(row[2] or row[3] or row[4] for row in first["attributes"])  # no super/db/role
     db_roles(pg_db, role_prefix, capsys)
     assert grants_snapshot(pg_db, role_prefix) == first
@@ -283,9 +290,9 @@ def test_forbidden_writes_through_storage_are_refused_by_the_database(
     assert "match_scores" in str(attempt("api", write_scores))
     assert "users" in str(attempt("api", signals.all_user_ids))
     # A job writes only its own tables; the app writes no derived table.
-    for role in ("quiz", "interests", "ratings", "feed", "app"):
+    for role in ("quiz", "interests", "ratings", "likes", "feed", "app"):
         attempt(role, write_scores)
-    for role in ("match", "ratings", "app", "api"):
+    for role in ("match", "ratings", "likes", "app", "api"):
         attempt(role, write_quiz_vectors)
     # The worker drains the queue; it never writes the app's source tables.
     population = seed_mod.generate(5, 1, NOW)
