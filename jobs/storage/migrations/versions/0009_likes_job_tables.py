@@ -3,7 +3,8 @@
 The likes job (``jobs.signals.likes``) derives from likes and passes, per user, the shrunk
 like rates given and received with their counts (``user_like_behaviour``), and a taste and
 an appeal vector from one factorisation of the liker × liked matrix
-(``user_taste_vectors``; either vector NULL when the user has too few decisions for it). Only that job writes them.
+(``user_taste_vectors``; either vector NULL when the user has too few decisions for it).
+Only that job writes them.
 
 Revision ID: 0009
 Revises: 0008
