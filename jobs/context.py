@@ -108,6 +108,9 @@ class JobContext:
     show_progress: bool = False
     # Publish a nightly match output even below audit.min_coverage (--force-swap).
     force_swap: bool = False
+    # Let a nightly match rewrite a version whose rows carry another scoring hash
+    # (--replace-version).
+    replace_version: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@
     │                             (``transient``: worth retrying, e.g. a lost connection)
     ├── ScopeError                the requested scope (user, shard) does not exist or is invalid
     ├── RunConflictError          a run of the same job and scope is already in progress
+    ├── VersionConflictError      a version's rows carry another scoring hash than this config's
     ├── EventError                an event names no valid user or lacks what its kind needs
     ├── InputDataError            the input tables are unusable as a whole (not a bad row)
     ├── DatabaseNotEmptyError     a loader would mix its rows with existing source rows
@@ -46,6 +47,10 @@ class ScopeError(JobError):
 
 class RunConflictError(JobError):
     """A run of this job and scope is already in progress."""
+
+
+class VersionConflictError(JobError):
+    """The algorithm version's rows were scored by another config; nothing was written."""
 
 
 class EventError(JobError):

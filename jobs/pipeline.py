@@ -54,6 +54,7 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
                     trigger=trigger,
                     show_progress=ctx.show_progress,
                     force_swap=ctx.force_swap,
+                    replace_version=ctx.replace_version,
                     as_of=ctx.as_of,
                 )
             except Exception as exc:

@@ -258,6 +258,7 @@ def execute(
     clock: Callable[[], dt.datetime] = utcnow,
     show_progress: bool = False,
     force_swap: bool = False,
+    replace_version: bool = False,
     as_of: dt.datetime | None = None,
 ) -> tuple[int, JobResult]:
     """Run ``job_fn(ctx, scope)`` under the ledger; return ``(run_id, result)``.
@@ -294,6 +295,7 @@ def execute(
             figures=run.figures,
             show_progress=show_progress,
             force_swap=force_swap,
+            replace_version=replace_version,
         )
         try:
             run.result = job_fn(ctx, scope)

@@ -99,7 +99,13 @@ def emit(args: argparse.Namespace, summary: str, data: Any) -> None:
 
 
 def run_job(
-    env: Env, job: str, scope: Scope, trigger: str, *, force_swap: bool = False
+    env: Env,
+    job: str,
+    scope: Scope,
+    trigger: str,
+    *,
+    force_swap: bool = False,
+    replace_version: bool = False,
 ) -> tuple[int, Any]:
     config = env.config  # a bad config stops here, before the ledger or any table is written
     as_of = env.as_of  # so does a bad --as-of
@@ -113,6 +119,7 @@ def run_job(
         trigger=trigger,
         show_progress=env.show_progress,
         force_swap=force_swap,
+        replace_version=replace_version,
         as_of=as_of,
     )
 
@@ -165,14 +172,23 @@ def cmd_db_roles(env: Env) -> int:
 
 
 def cmd_run(env: Env) -> int:
-    if env.args.force_swap and (env.args.job not in ("match", "nightly") or env.args.user):
-        raise ConfigError(
-            "--force-swap applies to `run match` and `run nightly` over all users; "
-            f"got `run {env.args.job}`" + (" --user" if env.args.user else "")
-        )
+    for flag, given in (
+        ("--force-swap", env.args.force_swap),
+        ("--replace-version", env.args.replace_version),
+    ):
+        if given and (env.args.job not in ("match", "nightly") or env.args.user):
+            raise ConfigError(
+                f"{flag} applies to `run match` and `run nightly` over all users; "
+                f"got `run {env.args.job}`" + (" --user" if env.args.user else "")
+            )
     scope = Scope.users(*env.args.user) if env.args.user else Scope.all()
     run_id, result = run_job(
-        env, env.args.job, scope, env.args.trigger, force_swap=env.args.force_swap
+        env,
+        env.args.job,
+        scope,
+        env.args.trigger,
+        force_swap=env.args.force_swap,
+        replace_version=env.args.replace_version,
     )
     skipped = sum(result.skipped.values())
     warned = f", {len(result.warnings)} warnings (see `matchjobs runs`)" if result.warnings else ""
@@ -270,6 +286,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         "--force-swap",
         action="store_true",
         help="match/nightly: publish the output even if it leaves most users without a list",
+    )
+    run.add_argument(
+        "--replace-version",
+        action="store_true",
+        help="match/nightly: rewrite algorithm_version although its rows were scored by "
+        "another config (default: refused, naming both scoring hashes)",
     )
     add_as_of(run, subcommand=True)
     run.add_argument("--json", action="store_true")

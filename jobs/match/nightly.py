@@ -384,6 +384,11 @@ def run_nightly(
         read_engine = engine_mod.create_engine(ctx.database_url)
         try:
             with figures.phase("load"), read_engine.connect() as conn:
+                # Before any work: a config that scores differently may not write this
+                # version (checked again where the version's hash is recorded).
+                core.claim_version(
+                    conn, settings, ctx.now, replace=ctx.replace_version, record=False
+                )
                 # Before the load: whatever changes after it is caught at publish time.
                 guard = population_store.filter_snapshot(conn)
                 return (*core.load_population(conn, ctx, settings), guard)
@@ -513,9 +518,16 @@ def _score_all(
     with write_engine.connect() as conn:
         swap = scores.supports_swap(conn)
     stage = scores.stage_name(ctx.run_id or 0) if swap else None
+    replaced: str | None = None
     if stage is not None:
         with write_engine.begin() as conn:
             scores.create_stage(conn, stage, settings.version)
+    else:
+        # Each shard publishes its own rows: the version's hash changes with the first.
+        with write_engine.begin() as conn:
+            replaced = core.claim_version(
+                conn, settings, ctx.now, replace=ctx.replace_version, record=True
+            )
     args = (pop, index_bytes, settings, ctx.database_url, ctx.now)
     kwargs = {
         "crash_marker": crash_marker,
@@ -570,6 +582,10 @@ def _score_all(
         if stage is not None:
             # Users who left are simply not in the stage: the swap removes their rows.
             with figures.phase("swap"), write_engine.begin() as conn:
+                # In the swap's transaction: the version's rows and its hash change together.
+                replaced = core.claim_version(
+                    conn, settings, ctx.now, replace=ctx.replace_version, record=True
+                )
                 purged = scores.swap_in_stage(conn, stage, settings.version, guard, pop.user_ids)
         else:
             with figures.phase("remove_departed"), write_engine.begin() as conn:
@@ -593,6 +609,8 @@ def _score_all(
         departed_rows_deleted=departed,
         # Rows computed but not published: a change recorded during the run forbids them.
         purged_at_swap=purged.figures(),
+        scoring_hash=settings.config_hash,
+        **({"replaced_scoring_hash": replaced} if replaced else {}),
         write_mode="stage_and_swap" if stage is not None else "replace_per_shard",
         peak_rss_mb={
             "driver": _peak_rss_mb(),

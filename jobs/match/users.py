@@ -47,6 +47,8 @@ def run_users(ctx: JobContext, scope: Scope, settings: core.MatchSettings) -> Jo
     scope_ids = scope.ids_array()
     if scope_ids is None:
         raise ValueError("run_users needs a users scope")
+    # Before any work: a config that scores differently may not write this version.
+    core.claim_version(conn, settings, ctx.now, replace=False, record=True)
     with figures.phase("reverse_lookup"):
         reverse_ids = scores.users_listing(
             conn, settings.version, scope_ids, exclude=scope_ids, limit=settings.max_reverse

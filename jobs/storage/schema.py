@@ -295,6 +295,17 @@ PARTITION_PREFIX = "match_scores_"
 sa.Index("ix_match_scores_read", match_scores.c.user_id, match_scores.c.score.desc())
 sa.Index("ix_match_scores_reverse", match_scores.c.candidate_id)
 
+# One row per algorithm version: the scoring hash every one of its match_scores rows carries
+# (the match job refuses to write a version under another hash unless told to replace it).
+algorithm_versions = sa.Table(
+    "algorithm_versions",
+    metadata,
+    sa.Column("algorithm_version", sa.String(64), primary_key=True),
+    sa.Column("scoring_hash", sa.String(16), nullable=False),
+    _ts("first_written_at"),
+    _ts("hash_set_at"),
+)
+
 feed_cards = sa.Table(
     "feed_cards",
     metadata,
@@ -401,6 +412,6 @@ DERIVED_OWNERS: dict[str, tuple[sa.Table, ...]] = {
     "interests": (user_interest_index, user_interest_vectors),
     "ratings": (profile_rating_aggregates, user_rating_preferences),
     "likes": (user_like_behaviour, user_taste_vectors),
-    "match": (match_scores,),
+    "match": (match_scores, algorithm_versions),
     "feed": (feed_cards,),
 }

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs.errors import StorageError
 from jobs.storage import bulk, schema
@@ -260,6 +261,37 @@ def _lock_user_sets(conn: sa.Connection, version: str, user_ids: npt.NDArray[np.
         ),
         {"keys": keys},
     )
+
+
+VERSIONS = schema.algorithm_versions
+
+
+def stored_scoring_hash(conn: sa.Connection, version: str, *, lock: bool = False) -> str | None:
+    """The scoring hash ``version``'s rows carry (``algorithm_versions``), or None if new.
+
+    ``lock`` (PostgreSQL): hold the version's row until commit, so that a replacement and
+    a writer of the old hash cannot both go ahead.
+    """
+    query = sa.select(VERSIONS.c.scoring_hash).where(VERSIONS.c.algorithm_version == version)
+    if lock and is_postgres(conn):
+        query = query.with_for_update()
+    with translate_errors(f"read the scoring hash of version {version!r}"):
+        return conn.execute(query).scalar_one_or_none()
+
+
+def record_version(conn: sa.Connection, version: str, scoring_hash: str, now: dt.datetime) -> None:
+    """Make ``scoring_hash`` the hash of ``version`` (insert, or replace the stored one)."""
+    insert = postgresql.insert(VERSIONS) if is_postgres(conn) else sqlite.insert(VERSIONS)
+    statement = insert.values(
+        algorithm_version=version, scoring_hash=scoring_hash, first_written_at=now, hash_set_at=now
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[VERSIONS.c.algorithm_version],
+        set_={"scoring_hash": scoring_hash, "hash_set_at": now},
+        where=VERSIONS.c.scoring_hash != scoring_hash,
+    )
+    with translate_errors(f"record the scoring hash of version {version!r}"):
+        conn.execute(statement)
 
 
 def delete_users_except(conn: sa.Connection, version: str, keep_user_ids: npt.ArrayLike) -> int:

@@ -84,6 +84,7 @@ JOBS: dict[str, dict[str, str]] = {
         "likes": "S",
         **SIGNALS,
         "match_scores": ALL,
+        "algorithm_versions": ALL,
         **LEDGER,
     },
     "feed": {"likes": "S", "match_scores": "S", "feed_cards": ALL, **LEDGER},
