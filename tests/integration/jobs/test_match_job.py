@@ -53,7 +53,7 @@ def make_config(**sections: dict[str, Any]) -> config_mod.Config:
     return config_mod.from_mapping(data, source="test")
 
 
-def run_job(db: Any, config: config_mod.Config, scope: Scope | None = None) -> Any:
+def run_job(db: Any, config: config_mod.Config, scope: Scope | None = None, **options: Any) -> Any:
     scope = scope or Scope.all()
     return runner.execute(
         "match",
@@ -64,6 +64,7 @@ def run_job(db: Any, config: config_mod.Config, scope: Scope | None = None) -> A
         scope=scope,
         trigger="nightly" if scope.is_all else "event",
         clock=lambda: NOW,
+        **options,
     )[1]
 
 
@@ -412,12 +413,13 @@ def test_a_reader_sees_the_old_or_the_new_set_never_a_mix(world: Any) -> None:
     reader.start()
     try:
         for _ in range(2):
-            run_job(world, changed)
-            run_job(world, make_config())
+            # Two scorings of one version, on purpose (the version contract refuses else).
+            run_job(world, changed, replace_version=True)
+            run_job(world, make_config(), replace_version=True)
     finally:
         stop.set()
         reader.join()
-    run_job(world, changed)
+    run_job(world, changed, replace_version=True)
     changed_rows = stored(world)
     changed_set = as_set(changed_rows[changed_rows["user_id"] == user])
     assert changed_set != old_set and len(seen) > 3
@@ -463,7 +465,15 @@ def test_score_user_command_runs_in_process_without_reverse(
 ) -> None:
     from jobs import cli
 
-    run_job(world, make_config())
+    # The CLI scores with the default config: the nightly must have scored v1 the same way
+    # (Ray settings are operational, so in-process shards keep the default scoring hash).
+    default = config_mod.load_config()
+    run_job(
+        world,
+        config_mod.from_mapping(
+            {**default.model_dump(), "ray": {**default.ray.model_dump(), "enabled": False}}
+        ),
+    )
     user = int(stored(world)["user_id"].iloc[0])
     code = cli.main(["--db", world.url, "score-user", str(user), "--no-reverse", "--json"])
     assert code == 0
