@@ -59,7 +59,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from compute import blockscore, filters, geo, scoring, signals
+from compute import blockscore, blockterms, filters, geo, scoring, signals
 from compute.population import Population
 
 SOURCES: tuple[str, ...] = ("quiz", "interest", "fallback", "block")
@@ -202,8 +202,8 @@ class CandidateIndexes:
         In :data:`INDEXED_SOURCES` order (``fallback`` lists every partition's members).
     reverse_excluded_keys : (nnz_e,) int64
         :func:`compute.blockscore.transposed_exclusion_keys` of the population.
-    features : blockscore.UserFeatures
-        :func:`compute.blockscore.user_features` of the population.
+    features : blockterms.UserFeatures
+        :func:`compute.blockterms.user_features` of the population.
     """
 
     n_users: int
@@ -217,7 +217,7 @@ class CandidateIndexes:
     geo_cell_deg: float | None
     sources: tuple[SourceIndex, ...]
     reverse_excluded_keys: RowArray
-    features: blockscore.UserFeatures
+    features: blockterms.UserFeatures
 
     @property
     def n_partitions(self) -> int:
@@ -292,8 +292,8 @@ class CandidateIndexes:
             geo_cell_deg=None if np.isnan(cell_deg) else cell_deg,
             sources=tuple(sources),
             reverse_excluded_keys=stored["reverse_excluded_keys"],
-            features=blockscore.UserFeatures(
-                **{f.name: stored[f"features.{f.name}"] for f in fields(blockscore.UserFeatures)}
+            features=blockterms.UserFeatures(
+                **{f.name: stored[f"features.{f.name}"] for f in fields(blockterms.UserFeatures)}
             ),
         )
 
@@ -477,7 +477,7 @@ def build_indexes(
         geo_cell_deg=params.geo_cell_deg,
         sources=tuple(sources),
         reverse_excluded_keys=blockscore.transposed_exclusion_keys(pop),
-        features=blockscore.user_features(pop),
+        features=blockterms.user_features(pop),
     )
 
 

@@ -400,9 +400,7 @@ def score_rows(
     return out
 
 
-POPULARITY_WEIGHTS = scoring.SignalWeights(
-    quiz=0.0, interest=0.0, rating_quality=1.0, rating_fit=0.0, newness=0.0, proximity=0.0
-)
+POPULARITY_WEIGHTS = scoring.SignalWeights.only("rating_quality")
 
 
 # ------------------------------------------------------------------------------ the run
