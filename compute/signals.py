@@ -17,7 +17,8 @@ Both paths, :mod:`compute.reasons`, ``SignalWeights``, the config's ``weights:``
 the tools (``explain``, ``report``, ``evaluate``) iterate :data:`SIGNALS`; none names a
 signal. Adding a signal is therefore one :class:`Signal` entry here, plus
 
-* its weight under ``weights:`` in ``configs/default.yaml`` (the key is ``Signal.key``);
+* its weight under ``weights:`` in ``configs/default.yaml`` (the key is ``Signal.key``)
+  and in the README's config key table (a test checks every key is documented);
 * a migration adding the column ``match_scores.s_<key>`` and the key in
   ``jobs.storage.schema.SUBSCORE_COLUMNS`` (a test checks that both follow this registry);
 * only if it needs one: a new field of :class:`compute.population.Population` (and its
