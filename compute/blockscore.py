@@ -218,7 +218,7 @@ def rank_block(
             within[:, ~c_side.located] = True
         forward, reverse = terms.directions(rows, q_side, distance, reciprocal=sp.reciprocal)
         del distance
-        score = forward if reverse is None else _fuse(forward, reverse, sp.fusion)
+        score = forward if reverse is None else scoring.fuse(forward, reverse, sp.fusion)
         del reverse
         if scale.size:
             score *= scale[None, :]
@@ -297,23 +297,6 @@ def _mask_cells(score: F32, ok: npt.NDArray[np.bool_]) -> None:
     np.invert(select, out=select)
     select &= _MASKED.view(np.int32)
     bits |= select
-
-
-def _fuse(forward: F32, reverse: F32, fusion: str) -> F32:
-    """:func:`compute.scoring.fuse` in float32, in place where possible."""
-    if fusion == "harmonic":
-        total = forward + reverse
-        product = forward * reverse
-        product *= np.float32(2.0)
-        out = np.zeros_like(forward)
-        np.divide(product, total, out=out, where=total > 0)
-        return out
-    if fusion == "geometric":
-        forward *= reverse
-        return np.sqrt(forward, out=forward)
-    if fusion == "min":
-        return np.minimum(forward, reverse, out=forward)
-    raise ValueError(f"fusion must be one of {scoring.FUSIONS}; got {fusion!r}")
 
 
 def _top_per_row(

@@ -204,15 +204,23 @@ def combine(
 
 
 def fuse(
-    forward: npt.NDArray[np.float64], reverse: npt.NDArray[np.float64], fusion: str
-) -> npt.NDArray[np.float64]:
-    """Combine both directions' scores (see module docstring); inputs in [0, 1]."""
+    forward: npt.NDArray[np.floating], reverse: npt.NDArray[np.floating], fusion: str
+) -> npt.NDArray[np.floating]:
+    """Combine both directions' scores (see module docstring); inputs in [0, 1].
+
+    Any shape and float dtype (the pair path fuses (p,) float64, the block path (q, c)
+    float32 matrices); the inputs are left unchanged.
+    """
     if fusion == "harmonic":
         total = forward + reverse
-        safe = np.where(total > 0, total, 1.0)
-        return np.where(total > 0, 2.0 * forward * reverse / safe, 0.0)
+        product = forward * reverse
+        product *= 2.0  # exact: 2·(f·r) = (2·f)·r
+        out = np.zeros_like(total)
+        np.divide(product, total, out=out, where=total > 0)
+        return out
     if fusion == "geometric":
-        return np.sqrt(forward * reverse)
+        product = forward * reverse
+        return np.sqrt(product, out=product)
     if fusion == "min":
         return np.minimum(forward, reverse)
     raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
