@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from compute import signals
 from jobs.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -32,21 +33,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-class Weights(_Model):
-    """Weight of each signal in the combined score (normalized by their sum)."""
+class _WeightsModel(_Model):
+    """Weight of each signal in the combined score (normalized by their sum).
 
-    quiz: NonNegative = 0.25
-    interests: NonNegative = 0.20
-    rating_quality: NonNegative = 0.15
-    rating_fit: NonNegative = 0.10
-    newness: NonNegative = 0.10
-    proximity: NonNegative = 0.20
+    One key per signal of the registry ``compute.signals.SIGNALS`` (its ``Signal.key``, with
+    its registered default), so a new signal needs no edit here: :data:`Weights` is built
+    from the registry.
+    """
 
     @model_validator(mode="after")
-    def _some_weight(self) -> Weights:
+    def _some_weight(self) -> _WeightsModel:
         if sum(self.model_dump().values()) <= 0:
             raise ValueError("at least one weight must be > 0")
         return self
+
+    def by_signal(self) -> dict[str, float]:
+        """Weight per signal name of compute/ (``SignalWeights`` keywords)."""
+        return {s.name: getattr(self, s.key) for s in signals.SIGNALS}
+
+
+Weights = create_model(
+    "Weights",
+    __base__=_WeightsModel,
+    __module__=__name__,
+    **{s.key: (NonNegative, s.weight) for s in signals.SIGNALS},  # type: ignore[call-overload]
+)
 
 
 class Signals(_Model):

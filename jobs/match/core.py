@@ -113,7 +113,6 @@ def settings_from_config(config: Config) -> MatchSettings:
     """The only mapping from YAML settings to compute parameters."""
     cand = config.candidates
     sc = config.scoring
-    w = config.weights
     settings = MatchSettings(
         version=config.algorithm_version,
         config_hash="",  # below: the scoring hash of everything else
@@ -137,14 +136,7 @@ def settings_from_config(config: Config) -> MatchSettings:
         ),
         filters=filters.FilterParams(),
         scoring=scoring.ScoreParams(
-            weights=scoring.SignalWeights(
-                quiz=w.quiz,
-                interest=w.interests,
-                rating_quality=w.rating_quality,
-                rating_fit=w.rating_fit,
-                newness=w.newness,
-                proximity=w.proximity,
-            ),
+            weights=scoring.SignalWeights(**config.weights.by_signal()),
             signal_params=signals.SignalParams(
                 newness_half_life_days=float(config.signals.newness_half_life_days),
                 proximity_scale_km=float(config.signals.proximity_scale_km),

@@ -413,9 +413,7 @@ def score_rows(
     return out
 
 
-RATING_QUALITY_WEIGHTS = scoring.SignalWeights(
-    quiz=0.0, interest=0.0, rating_quality=1.0, rating_fit=0.0, newness=0.0, proximity=0.0
-)
+RATING_QUALITY_WEIGHTS = scoring.SignalWeights.only("rating_quality")
 
 
 # ------------------------------------------------------------------------------ the run
