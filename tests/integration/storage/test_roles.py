@@ -77,6 +77,7 @@ JOBS: dict[str, dict[str, str]] = {
         "likes": "S",
         **SIGNALS,
         "match_scores": ALL,
+        "match_set_states": ALL,
         **LEDGER,
     },
     "feed": {"likes": "S", "match_scores": "S", "feed_cards": ALL, **LEDGER},
