@@ -88,6 +88,9 @@ def test_bad_users_are_in_nobody_s_list_and_counted(
 
     migrate.downgrade(db.engine, "0005")
     with db.engine.begin() as conn:
+        # The match job records empty and stale sets (migration 0010): that table back alone,
+        # without the CHECK constraints of 0006 this test needs gone.
+        schema.match_set_states.create(conn)
         for user, (_, change) in zip(victims, damage, strict=True):
             conn.execute(sa.update(schema.users).where(schema.users.c.id == user).values(change))
         no_location = conn.execute(
