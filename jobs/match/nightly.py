@@ -38,9 +38,9 @@ from jobs import errors, progress, runner
 from jobs.config import RayConfig, Retry
 from jobs.context import JobContext, JobResult
 from jobs.match import core
+from jobs.storage import api, scores, set_states
 from jobs.storage import engine as engine_mod
 from jobs.storage import population as population_store
-from jobs.storage import scores
 
 RowArray = npt.NDArray[np.int64]
 IN_FLIGHT_PER_ACTOR = 2
@@ -591,6 +591,14 @@ def _score_all(
             with figures.phase("remove_departed"), write_engine.begin() as conn:
                 departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
         audit = auditing.result()
+    with figures.phase("set_states"), write_engine.begin() as conn:
+        # Scored now: marks made before this run started are served; users without any
+        # candidate are recorded so that the backfill does not score them again for nothing.
+        listed = np.asarray(api.users_with_scores(conn, settings.version), dtype=np.int64)
+        empty = np.setdiff1d(pop.user_ids, listed)
+        set_states.record_scored(
+            conn, settings.version, pop.user_ids, empty, ctx.now, marked_before=ctx.now
+        )
     funnel = core.merge_funnels([r["funnel"] for r in results])
     funnel["rows_written"] = funnel.get("rows_written", 0) - purged.rows
     figures.counts.update(
@@ -607,6 +615,7 @@ def _score_all(
             **pool.info,
         },
         departed_rows_deleted=departed,
+        empty_users=int(empty.size),
         # Rows computed but not published: a change recorded during the run forbids them.
         purged_at_swap=purged.figures(),
         scoring_hash=settings.config_hash,

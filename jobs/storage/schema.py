@@ -313,13 +313,31 @@ feed_cards = sa.Table(
     sa.Column("user_id", sa.BigInteger, nullable=False),
     sa.Column("other_user_id", sa.BigInteger, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False, server_default="match"),
-    # 'mutual_match' or 'high_score'
-    sa.Column("cause", sa.String(16), nullable=False),
+    # 'mutual_match', 'high_score' or 'conversation_revived'
+    sa.Column("cause", sa.String(32), nullable=False),
     sa.Column("algorithm_version", sa.String(64), nullable=False),
     sa.Column("score", sa.Float, nullable=True),
+    # JSON, one shape for every cause: {"cause": ..., "reasons": [{"code", "text", ...}]}
     sa.Column("reason", sa.Text, nullable=True),
     _ts("created_at"),
     sa.UniqueConstraint("user_id", "other_user_id", "kind", "cause", "algorithm_version"),
+)
+
+# What the match job knows of a user's set beyond its rows (migration 0010):
+# 'stale'  — the set is known to be out of date (a reverse fan-out past fanout.max_reverse);
+#            the nightly's backfill takes these users first;
+# 'empty'  — the user was scored at marked_at and had no candidate at all; the backfill
+#            skips them until their signals change or an event rescored them.
+# Written only by the match job; a rewrite of the user's set replaces the mark.
+match_set_states = sa.Table(
+    "match_set_states",
+    metadata,
+    sa.Column("algorithm_version", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=True),
+    _ts("marked_at"),
+    sa.CheckConstraint("state IN ('stale', 'empty')", name="state"),
 )
 
 # ---------------------------------------------------------------- operations
@@ -360,7 +378,16 @@ sa.Index(
 )
 sa.Index("ix_job_runs_job_started", job_runs.c.job_name, job_runs.c.started_at)
 
-EVENT_KINDS = ("quiz_submitted", "interests_changed", "rating_created", "user_changed")
+EVENT_KINDS = (
+    "quiz_submitted",
+    "interests_changed",
+    "rating_created",
+    "user_changed",
+    "like_created",
+    "profile_updated",
+    "user_deactivated",
+    "conversation_revived",
+)
 
 events = sa.Table(
     "events",
@@ -368,7 +395,8 @@ events = sa.Table(
     sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("user_id", sa.BigInteger, nullable=False),
-    # For rating_created: the rated profile.
+    # rating_created: the rated profile; like_created: the liked / passed / blocked user;
+    # conversation_revived: the other side of the conversation.
     sa.Column("other_user_id", sa.BigInteger, nullable=True),
     sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -388,7 +416,7 @@ events = sa.Table(
         "status IN ('pending', 'processing', 'done', 'coalesced', 'dead')", name="status"
     ),
     sa.CheckConstraint(
-        "kind IN ('quiz_submitted', 'interests_changed', 'rating_created', 'user_changed')",
+        "kind IN (" + ", ".join(f"'{k}'" for k in EVENT_KINDS) + ")",
         name="kind",
     ),
 )
@@ -412,6 +440,6 @@ DERIVED_OWNERS: dict[str, tuple[sa.Table, ...]] = {
     "interests": (user_interest_index, user_interest_vectors),
     "ratings": (profile_rating_aggregates, user_rating_preferences),
     "likes": (user_like_behaviour, user_taste_vectors),
-    "match": (match_scores, algorithm_versions),
+    "match": (match_scores, algorithm_versions, match_set_states),
     "feed": (feed_cards,),
 }

@@ -85,6 +85,7 @@ JOBS: dict[str, dict[str, str]] = {
         **SIGNALS,
         "match_scores": ALL,
         "algorithm_versions": ALL,
+        "match_set_states": ALL,
         **LEDGER,
     },
     "feed": {"likes": "S", "match_scores": "S", "feed_cards": ALL, **LEDGER},
