@@ -117,9 +117,7 @@ def settings_from_config(config: Config) -> MatchSettings:
         version=config.algorithm_version,
         config_hash="",  # below: the scoring hash of everything else
         load=population_store.LoadParams(
-            default_max_distance_km=float(config.filters.default_max_distance_km),
-            prior_weight=float(config.ratings.prior_weight),
-            min_ratings_for_preference=config.ratings.min_ratings_for_preference,
+            default_max_distance_km=float(config.filters.default_max_distance_km)
         ),
         candidates=candidates.CandidateParams(
             k_quiz=cand.quiz_k,

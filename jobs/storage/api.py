@@ -78,19 +78,18 @@ def coverage(conn: sa.Connection, version: str, now: dt.datetime) -> dict[str, A
     }
 
 
+# What a listing of runs shows of each (``matchjobs runs``, the report's duration plot).
+_RUN_COLUMNS = ("id", "job_name", "status", "trigger", "scope", "started_at", "duration_ms")
+
+
+def _run_columns(*extra: str) -> list[sa.Column[Any]]:
+    return [schema.job_runs.c[name] for name in (*_RUN_COLUMNS, *extra)]
+
+
 def job_history(conn: sa.Connection, limit_per_job: int = 10) -> pd.DataFrame:
     """The most recent runs of every job (newest first per job)."""
     j = schema.job_runs
-    query = sa.select(
-        j.c.id,
-        j.c.job_name,
-        j.c.status,
-        j.c.trigger,
-        j.c.scope,
-        j.c.started_at,
-        j.c.duration_ms,
-        j.c.error,
-    ).order_by(j.c.job_name, j.c.id.desc())
+    query = sa.select(*_run_columns("error")).order_by(j.c.job_name, j.c.id.desc())
     frame = bulk.read_frame(conn, query, what="job history")
     return frame.groupby("job_name", sort=True).head(limit_per_job).reset_index(drop=True)
 
@@ -219,15 +218,7 @@ def run_durations(conn: sa.Connection, limit: int = 5000) -> pd.DataFrame:
     """The newest ``limit`` finished runs of every job, oldest first, for a duration plot."""
     j = schema.job_runs
     newest = (
-        sa.select(
-            j.c.id,
-            j.c.job_name,
-            j.c.status,
-            j.c.trigger,
-            j.c.scope,
-            j.c.started_at,
-            j.c.duration_ms,
-        )
+        sa.select(*_run_columns())
         .where(j.c.duration_ms.is_not(None))
         .order_by(j.c.started_at.desc(), j.c.id.desc())
         .limit(limit)

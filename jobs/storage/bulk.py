@@ -286,26 +286,3 @@ def sync_rows(
         "deleted": deleted,
         "unchanged": len(frame) - inserted - updated,
     }
-
-
-def replace_rows(
-    conn: sa.Connection,
-    table: sa.Table,
-    frame: pd.DataFrame,
-    *,
-    scope_column: str,
-    scope_ids: np.ndarray | None,
-    extra_where: dict[str, Any] | None = None,
-) -> int:
-    """Delete the scope's rows (optionally also matching ``extra_where``), then bulk-insert.
-
-    Run inside one transaction, a concurrent reader sees either the old set or the new one.
-    """
-    with translate_errors(f"replace in {table.name}"):
-        where, _ = _scope_clause(conn, scope_column, scope_ids)
-        params: dict[str, Any] = {}
-        for i, (col, value) in enumerate((extra_where or {}).items()):
-            where += f' AND "{col}" = :p{i}'
-            params[f"p{i}"] = value
-        conn.execute(sa.text(f'DELETE FROM "{table.name}" WHERE {where}'), params)
-    return insert_frame(conn, table, frame)

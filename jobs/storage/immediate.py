@@ -27,11 +27,13 @@ USER_COLUMNS: dict[str, tuple[str, ...]] = {
     "user_interest_index": ("user_id",),
     "user_interest_vectors": ("user_id",),
     "profile_rating_aggregates": ("profile_id",),
+    "profile_rating_standing": ("profile_id",),
     "user_rating_preferences": ("user_id",),
     "user_like_behaviour": ("user_id",),
     "user_taste_vectors": ("user_id",),
     "match_scores": ("user_id", "candidate_id"),
     "match_set_states": ("user_id",),
+    "algorithm_versions": (),  # one row per version: no user in it
     "feed_cards": ("user_id", "other_user_id"),
 }
 
@@ -119,6 +121,8 @@ def forget_users(conn: sa.Connection, user_ids: npt.ArrayLike) -> dict[str, int]
         return deleted
     with translate_errors("delete a deactivated user's derived rows"):
         for table, columns in USER_COLUMNS.items():
+            if not columns:  # names no user (e.g. algorithm_versions)
+                continue
             where = " OR ".join(ids_clause(conn, c, "ids") for c in columns)
             result = conn.execute(
                 sa.text(f'DELETE FROM "{table}" WHERE {where}'), {"ids": ids_param(conn, ids)}

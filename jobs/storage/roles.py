@@ -9,9 +9,11 @@ role              login  may
 ``app``           yes    read and write the source tables; INSERT into ``events``
 ``quiz``          yes    write ``user_quiz_vectors``; read its inputs; the ledger
 ``interests``     yes    write ``user_interest_index``, ``user_interest_vectors``; …
-``ratings``       yes    write ``profile_rating_aggregates``, ``user_rating_preferences``
+``ratings``       yes    write ``profile_rating_aggregates``, ``profile_rating_standing``,
+                         ``user_rating_preferences``
 ``likes``         yes    write ``user_like_behaviour``, ``user_taste_vectors``; read users, likes
-``match``         yes    write ``match_scores``, ``algorithm_versions``; read signals, users, …
+``match``         yes    write ``match_scores``, ``algorithm_versions``, ``match_set_states``;
+                         read the signal tables, users, likes, … (not ``ratings``)
 ``feed``          yes    write ``feed_cards``; read ``match_scores``, ``likes``
 ``worker``        yes    member of the six job roles; claim and mark ``events``
 ``owner``         no     owns ``match_scores`` and its partitions (DETACH/ATTACH need it)
@@ -63,6 +65,7 @@ SIGNAL_TABLES = (
     schema.user_interest_index,
     schema.user_interest_vectors,
     schema.profile_rating_aggregates,
+    schema.profile_rating_standing,
     schema.user_rating_preferences,
 )
 # job -> the tables it reads besides its own (schema.DERIVED_OWNERS says what it writes)
@@ -75,7 +78,6 @@ JOB_READS: dict[str, tuple[sa.Table, ...]] = {
         schema.users,
         schema.interests,
         schema.rating_dimensions,
-        schema.ratings,
         schema.likes,
         *SIGNAL_TABLES,
     ),

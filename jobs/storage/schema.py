@@ -220,6 +220,20 @@ profile_rating_aggregates = sa.Table(
     _ts("updated_at"),
 )
 
+# Where each rated profile stands, as the ratings job derived it from its aggregates and
+# the population's global means of that run (migration 0012): what the match job reads, so it
+# never regroups the raw ratings. ``centred`` is (shrunk mean - global mean) / range per
+# dimension (float32 blob, dimensions by id), ``quality`` the mean standing in [0, 1].
+profile_rating_standing = sa.Table(
+    "profile_rating_standing",
+    metadata,
+    sa.Column("profile_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("centred", sa.LargeBinary, nullable=False),
+    sa.Column("quality", sa.Float, nullable=False),
+    _ts("updated_at"),
+)
+
 user_rating_preferences = sa.Table(
     "user_rating_preferences",
     metadata,
@@ -438,7 +452,7 @@ SOURCE_TABLES = (
 DERIVED_OWNERS: dict[str, tuple[sa.Table, ...]] = {
     "quiz": (user_quiz_vectors,),
     "interests": (user_interest_index, user_interest_vectors),
-    "ratings": (profile_rating_aggregates, user_rating_preferences),
+    "ratings": (profile_rating_aggregates, profile_rating_standing, user_rating_preferences),
     "likes": (user_like_behaviour, user_taste_vectors),
     "match": (match_scores, algorithm_versions, match_set_states),
     "feed": (feed_cards,),

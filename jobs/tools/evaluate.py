@@ -263,14 +263,14 @@ def scratch_database(
     ``reset`` empties it first.
     """
     if scratch_url is not None:
-        engine = engine_mod.create_engine(scratch_url)
-        try:
-            if _same_database(engine.url, source_engine.url):
-                raise ConfigError(
-                    f"scratch database {engine_mod.redact(scratch_url)} is the source database; "
-                    "give another one"
-                )
-            migrate.upgrade(engine)
+        if _same_database(
+            sa.engine.make_url(engine_mod.normalize_url(scratch_url)), source_engine.url
+        ):
+            raise ConfigError(
+                f"scratch database {engine_mod.redact(scratch_url)} is the source database; "
+                "give another one"
+            )
+        with _migrated(scratch_url) as engine:
             with engine.begin() as conn:
                 if reset:
                     source.delete_all_rows(conn)
@@ -280,30 +280,32 @@ def scratch_database(
                         "it has users (--reset-scratch empties it first)"
                     )
             yield engine, scratch_url
-        finally:
-            engine.dispose()
         return
     if engine_mod.is_postgres(source_engine):
-        with _postgres_scratch(source_engine, keep) as url:
-            engine = engine_mod.create_engine(url)
-            try:
-                migrate.upgrade(engine)
-                yield engine, url
-            finally:
-                engine.dispose()
+        with _postgres_scratch(source_engine, keep) as url, _migrated(url) as engine:
+            yield engine, url
         return
     directory = Path(tempfile.mkdtemp(prefix="matchjobs-eval-"))
     url = f"sqlite:///{directory / 'scratch.db'}"
-    engine = engine_mod.create_engine(url)
     try:
-        migrate.upgrade(engine)
-        yield engine, url
+        with _migrated(url) as engine:
+            yield engine, url
     finally:
-        engine.dispose()
         if keep:
             logger.info("kept scratch database %s", url, extra={"action": "evaluate.keep"})
         else:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _migrated(url: str) -> Iterator[sa.Engine]:
+    """An engine on ``url`` with the schema upgraded, disposed afterwards."""
+    engine = engine_mod.create_engine(url)
+    try:
+        migrate.upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _same_database(a: sa.engine.URL, b: sa.engine.URL) -> bool:

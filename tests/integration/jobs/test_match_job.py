@@ -22,7 +22,7 @@ from jobs import runner
 from jobs.context import Scope
 from jobs.errors import StorageError
 from jobs.match import core as match
-from jobs.storage import api, schema, scores
+from jobs.storage import api, schema, scores, signals
 from jobs.storage import population as population_store
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -458,6 +458,38 @@ def test_loader_defaults_and_skips_bad_rows(world: Any) -> None:
     assert loaded.skipped["unknown_interest"] == 1
     assert 987654 not in pop.interest_ids.tolist()
     assert pop.age.dtype == np.float32 and np.nanmin(pop.age) >= 18
+
+
+def test_rating_signals_come_from_the_ratings_job_not_the_raw_ratings(world: Any) -> None:
+    """Regression (issue 10): the match load regrouped the whole ``ratings`` table on every
+    load, nightly and every event, to rebuild the shrunk means the ratings job had already
+    written. It now reads the ratings job's ``profile_rating_standing`` and preferences: raw
+    ratings changed since that job ran move nothing, and without its rows (a ratings job that
+    never ran) the rating signals are neutral."""
+    config = make_config()
+    before = loaded_population(world, config)
+    with world.engine.begin() as conn:
+        standing = signals.read(conn, schema.profile_rating_standing)
+        conn.execute(sa.delete(schema.ratings))
+    after = loaded_population(world, config)
+    for name in ("rating_quality", "has_rating_quality", "rating_dims", "has_preference"):
+        np.testing.assert_array_equal(getattr(after, name), getattr(before, name), err_msg=name)
+
+    rows = pd.Index(before.user_ids).get_indexer(standing["profile_id"].to_numpy())
+    quality = standing["quality"].to_numpy(dtype=np.float64)[rows >= 0]
+    rows = rows[rows >= 0]
+    assert rows.size > 0 and int(before.has_rating_quality.sum()) == rows.size
+    np.testing.assert_array_equal(before.rating_quality[rows], quality.astype(np.float32))
+
+    with world.engine.begin() as conn:
+        conn.execute(sa.delete(schema.profile_rating_standing))
+        conn.execute(sa.delete(schema.user_rating_preferences))
+    run_job(world, config)
+    written = stored(world)
+    neutral = config.signals.neutral_value
+    assert len(written) > 0
+    assert (written["s_rating_quality"] == neutral).all()
+    assert (written["s_rating_fit"] == neutral).all()
 
 
 def test_score_user_command_runs_in_process_without_reverse(
