@@ -26,15 +26,17 @@ whose header says how it was made (the command, the database, the seeds and pair
 fit's figures and the held-out metrics).
 
 Nothing it is judged on was fitted on: the held-out pairs are the ones `matchjobs evaluate`
-hides with the same --seed and --hidden-fraction. Of the visible pairs, --fit-fraction is hidden
-from a scratch copy's signal tables (a pair's own decision never shapes its signals) and split
-by pair into fitted and validation pairs; validation chooses the L2 strength (log-loss) and
-the reciprocal setting (mutual-match AUC). Finally evaluate scores the held-out pairs with the
-fitted config, the base config and every baseline. The source database is only read.
+hides with the same --seed and --hidden-fraction. The visible pairs are dealt into --folds
+folds; each fold's signals come from a scratch copy without that fold's pairs (a pair's own
+decision never shapes its signals), and the pairs are split into fitted and validation pairs;
+validation chooses the L2 strength (log-loss) and the reciprocal setting (mutual-match AUC).
+Finally evaluate scores the held-out pairs with the fitted config, the base config and every
+baseline. The source database is only read.
 
   matchjobs --db sqlite:///sd.db tune --out configs/experiments/speed-dating.yaml
 
-Then: matchjobs evaluate --candidate configs/experiments/speed-dating.yaml --seed 1 (…)."""
+For the spread over seeds, tune once per --seed: a file fitted with --seed S, evaluated on
+another seed's hidden pairs, would be measured on pairs it was fitted on."""
 
 
 def command_line(args: argparse.Namespace, url: str) -> str:
@@ -43,8 +45,7 @@ def command_line(args: argparse.Namespace, url: str) -> str:
     for path in args.config or ():
         words += ["--config", path]
     words += ["tune", "--hidden-fraction", str(args.hidden_fraction), "--seed", str(args.seed)]
-    if args.fit_fraction is not None:
-        words += ["--fit-fraction", str(args.fit_fraction)]
+    words += ["--folds", str(args.folds)]
     if args.fit_seed is not None:
         words += ["--fit-seed", str(args.fit_seed)]
     words += ["--validation-fraction", str(args.validation_fraction)]
@@ -68,7 +69,7 @@ def cmd_tune(env: cli.Env) -> int:
         bootstrap=args.bootstrap,
         scratch_url=args.scratch_db,
         reset_scratch=args.reset_scratch,
-        fit_fraction=args.fit_fraction,
+        folds=args.folds,
         fit_seed=args.fit_seed,
         validation_fraction=args.validation_fraction,
         min_pairs=args.min_pairs,
@@ -140,19 +141,19 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
         "--seed", type=int, default=0, metavar="S", help="seed of the held-out pairs (default 0)"
     )
     parser.add_argument(
-        "--fit-fraction",
-        type=evaluation_cli._fraction,
-        default=None,
-        metavar="F",
-        help="share of the visible pairs hidden from the fit's signal tables and fitted on "
-        "(default: the hidden fraction)",
+        "--folds",
+        type=evaluation_cli._positive_int,
+        default=tune.DEFAULT_FOLDS,
+        metavar="K",
+        help="cross-fitting folds: each fold's signals come from a copy without its pairs "
+        f"(one signal-job run per fold; default {tune.DEFAULT_FOLDS})",
     )
     parser.add_argument(
         "--fit-seed",
         type=int,
         default=None,
         metavar="S",
-        help="seed of the fit pairs and of their split (default: --seed + 1)",
+        help="seed of the folds and of the fit/validation split (default: --seed + 1)",
     )
     parser.add_argument(
         "--validation-fraction",

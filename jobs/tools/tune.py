@@ -7,11 +7,13 @@ The method, on ``evaluate``'s machinery so that nothing it is judged on was fitt
 
 1. **Held-out pairs.** ``evaluate.split`` hides a seeded ``hidden_fraction`` of the decision
    pairs exactly as ``matchjobs evaluate --seed S`` does. Nothing below sees them until step 5.
-2. **Fit pairs.** Of the *visible* pairs, a seeded ``fit_fraction`` is hidden once more, and
-   the production signal jobs run on a scratch copy of what remains (so a pair's own like,
-   pass or rating never shapes the signals it is fitted on, as in production, where a pair
-   is scored before it is decided).
-3. **Inner split.** The fit pairs are split by pair into a training part and a validation
+2. **Cross-fitted signals.** The *visible* pairs are dealt into ``folds`` seeded folds. For
+   each fold, the production signal jobs run on a scratch copy of the visible rows without
+   that fold's pairs, and the fold's pairs are given the signals of that copy: a pair's own
+   like, pass or rating never shapes the signals it is fitted on, as in production, where a
+   pair is scored before it is decided. (Each copy holds (folds − 1) / folds of the visible
+   decisions: with 5 folds and hidden fraction 0.2, as much as evaluate's copy holds.)
+3. **Inner split.** The visible pairs are split by pair into a training part and a validation
    part (``validation_fraction``). ``compute.tuning.tune`` fits non-negative weights on the
    training rows' likes and picks the L2 strength by validation log-loss, then the
    reciprocal setting (off / harmonic / geometric / min) by validation mutual-match AUC.
@@ -52,6 +54,7 @@ from jobs.tools import evaluate
 logger = logging.getLogger(__name__)
 
 DEFAULT_MIN_PAIRS = 200
+DEFAULT_FOLDS = 5
 DEFAULT_VERSION = "v1-tuned"
 # The fit's pairs need both kinds of decision, and validation a mutual like to choose fusion.
 MIN_CLASS_ROWS = 10
@@ -66,13 +69,12 @@ class Options:
     hidden_fraction, seed, k, now, bootstrap, scratch_url, reset_scratch
         As in :class:`jobs.tools.evaluate.Options`: the held-out pairs are exactly those
         ``evaluate --seed seed --hidden-fraction hidden_fraction`` hides.
-    fit_fraction : float in (0, 1) or None
-        Share of the visible decision pairs hidden from the fit's signal tables and fitted
-        on; None = ``hidden_fraction`` (the fit then sees signals as sparse as evaluate's).
+    folds : int ≥ 2
+        Cross-fitting folds of the visible pairs (one signal-job run each).
     fit_seed : int or None
-        Seeds the fit pairs and the inner split; None = ``seed + 1``.
+        Seeds the folds and the inner split; None = ``seed + 1``.
     validation_fraction : float in (0, 1)
-        Share of the fit pairs kept for validation (never fitted on).
+        Share of the visible pairs kept for validation (never fitted on).
     min_pairs : int ≥ 1
         Fewest visible decision pairs to tune on.
     algorithm_version : str
@@ -87,7 +89,7 @@ class Options:
     bootstrap: int = evaluate.DEFAULT_BOOTSTRAP
     scratch_url: str | None = None
     reset_scratch: bool = False
-    fit_fraction: float | None = None
+    folds: int = DEFAULT_FOLDS
     fit_seed: int | None = None
     validation_fraction: float = 0.5
     min_pairs: int = DEFAULT_MIN_PAIRS
@@ -95,18 +97,16 @@ class Options:
     l2_grid: tuple[float, ...] = tuning.DEFAULT_L2_GRID
 
     def __post_init__(self) -> None:
-        for name in ("fit_fraction", "validation_fraction"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 < value < 1.0:
-                raise ConfigError(f"{name} must be in (0, 1) (exclusive); got {value}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(
+                f"validation fraction must be in (0, 1) (exclusive); got {self.validation_fraction}"
+            )
+        if self.folds < 2:
+            raise ConfigError(f"folds must be at least 2; got {self.folds}")
         if self.min_pairs < 1:
             raise ConfigError(f"min_pairs must be ≥ 1; got {self.min_pairs}")
         # The held-out evaluation checks the rest when it builds its own Options.
         self.evaluate_options()
-
-    @property
-    def inner_fraction(self) -> float:
-        return self.hidden_fraction if self.fit_fraction is None else self.fit_fraction
 
     @property
     def inner_seed(self) -> int:
@@ -161,8 +161,50 @@ def _row_signals(
 def _too_few(what: str, found: int, needed: int) -> TooFewPairsError:
     return TooFewPairsError(
         f"too few decided pairs to tune: {what} {found}, at least {needed} needed; "
-        "collect more likes and passes (or lower --min-pairs / raise --fit-fraction)"
+        "collect more likes and passes (or lower --min-pairs)"
     )
+
+
+def _cross_fitted(
+    engine: sa.Engine,
+    base: Config,
+    visible: dict[str, pd.DataFrame],
+    options: Options,
+    now: dt.datetime,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], evaluation.DirectedRows]:
+    """Both directions' signals of every visible pair, each fold's from a copy without it.
+
+    Returns the forward and reverse signals and the labelled rows of the pairs whose two
+    users are in their fold's population.
+    """
+    likes = visible["likes"]
+    user_ids = likes["user_id"].to_numpy(dtype=np.int64)
+    target_ids = likes["target_id"].to_numpy(dtype=np.int64)
+    kinds = likes["kind"].astype(str).to_numpy()
+    lo, hi = evaluation.decision_pairs(user_ids, target_ids, np.isin(kinds, ["like", "pass"]))
+    rows = evaluation.directed_rows(lo, hi, user_ids, target_ids, kinds == "like")
+    fold_of = np.random.default_rng(options.inner_seed).permutation(lo.size) % options.folds
+    m = len(signals.SIGNALS)
+    forward = np.full((len(rows), m), np.nan)
+    reverse = np.full((len(rows), m), np.nan)
+    scored = np.zeros(lo.size, dtype=np.bool_)
+    for fold in range(options.folds):
+        in_fold = fold_of == fold
+        reset = options.reset_scratch or (options.scratch_url is not None and fold > 0)
+        with evaluate.scratch_database(engine, options.scratch_url, False, reset) as (db, url):
+            evaluate.fill_scratch(db, evaluate.hide(visible, lo[in_fold], hi[in_fold]))
+            evaluate.run_signal_jobs(db, url, base, now)
+            pop = evaluate.load_population(db, base, now)
+        fold_forward, fold_reverse, keep = _row_signals(
+            pop, evaluation.subset_pairs(rows, in_fold), base
+        )
+        pairs = np.flatnonzero(in_fold)[keep]
+        # Row 2i is pair i's lo → hi direction, row 2i + 1 its reverse.
+        fold_rows = np.column_stack([2 * pairs, 2 * pairs + 1]).reshape(-1)
+        forward[fold_rows], reverse[fold_rows] = fold_forward, fold_reverse
+        scored[pairs] = True
+    keep_rows = np.repeat(scored, 2)
+    return forward[keep_rows], reverse[keep_rows], evaluation.subset_pairs(rows, scored)
 
 
 def fit(
@@ -175,24 +217,8 @@ def fit(
     n_visible = outer.n_decision_pairs - int(outer.hidden_lo.size)
     if n_visible < options.min_pairs:
         raise _too_few("visible decision pairs", n_visible, options.min_pairs)
-    inner = evaluate.split(outer.visible, options.inner_fraction, options.inner_seed)
-    likes = outer.visible["likes"]
-    rows = evaluation.directed_rows(
-        inner.hidden_lo,
-        inner.hidden_hi,
-        likes["user_id"].to_numpy(dtype=np.int64),
-        likes["target_id"].to_numpy(dtype=np.int64),
-        likes["kind"].astype(str).to_numpy() == "like",
-    )
-    with evaluate.scratch_database(
-        engine, options.scratch_url, keep=False, reset=options.reset_scratch
-    ) as (scratch, url):
-        evaluate.fill_scratch(scratch, inner.visible)
-        evaluate.run_signal_jobs(scratch, url, base, now)
-        pop = evaluate.load_population(scratch, base, now)
-    forward, reverse, keep_pairs = _row_signals(pop, rows, base)
-    rows = evaluation.subset_pairs(rows, keep_pairs)
-    n_pairs = int(keep_pairs.sum())
+    forward, reverse, rows = _cross_fitted(engine, base, outer.visible, options, now)
+    n_pairs = len(rows) // 2
     is_validation = np.zeros(n_pairs, dtype=np.bool_)
     is_validation[
         evaluation.sample_hidden(
@@ -225,13 +251,11 @@ def fit(
         "n_decision_pairs": outer.n_decision_pairs,
         "n_hidden_pairs": int(outer.hidden_lo.size),
         "n_visible_pairs": n_visible,
-        "n_fit_pairs_hidden": int(inner.hidden_lo.size),
         "n_fit_pairs_scored": n_pairs,
         "n_train_pairs": int(n_pairs - is_validation.sum()),
         "n_train_rows": int(train.sum()),
         "n_train_likes": n_liked,
         "n_validation_pairs": int(is_validation.sum()),
-        "n_population": int(pop.n_users),
     }
     logger.info(
         "fitted %d weights on %d rows; reciprocal %s",
@@ -324,13 +348,12 @@ def experiment_yaml(
         f"every signal table): hidden fraction {options.hidden_fraction}, seed {options.seed} "
         f"-> {facts['n_hidden_pairs']} pairs, the same as `matchjobs evaluate --seed "
         f"{options.seed} --hidden-fraction {options.hidden_fraction}` hides.",
-        f"Fitted on: of the {facts['n_visible_pairs']} visible pairs, fraction "
-        f"{options.inner_fraction} (seed {options.inner_seed}) hidden from the fit's signal "
-        f"tables = {facts['n_fit_pairs_hidden']} pairs ({facts['n_fit_pairs_scored']} with both "
-        f"users in the population of {facts['n_population']}); {facts['n_train_pairs']} pairs "
-        f"fitted ({facts['n_train_rows']} decided rows, {facts['n_train_likes']} likes), "
-        f"{facts['n_validation_pairs']} pairs for validation (fraction "
-        f"{options.validation_fraction}).",
+        f"Fitted on: the {facts['n_visible_pairs']} visible pairs in {options.folds} folds "
+        f"(seed {options.inner_seed}), each fold's signals from the production jobs on a copy "
+        f"without that fold's pairs; {facts['n_fit_pairs_scored']} pairs with both users in "
+        f"the population: {facts['n_train_pairs']} fitted ({facts['n_train_rows']} decided "
+        f"rows, {facts['n_train_likes']} likes), {facts['n_validation_pairs']} for validation "
+        f"(fraction {options.validation_fraction}).",
         "",
         "Fit: P(viewer likes candidate) = sigmoid(c + sum_i b_i x_i), b >= 0, L2-regularised "
         "logistic",
