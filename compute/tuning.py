@@ -32,7 +32,7 @@ from compute import evaluation, scoring
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-DEFAULT_L2_GRID: tuple[float, ...] = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4)
+DEFAULT_L2_GRID: tuple[float, ...] = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5)
 # (reciprocal, fusion) in the order ties are resolved: off first, then the fusions.
 RECIPROCAL_CHOICES: tuple[tuple[bool, str | None], ...] = (
     (False, None),
