@@ -33,6 +33,7 @@ import datetime as dt
 import logging
 import math
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MIN_PAIRS = 200
 DEFAULT_FOLDS = 5
+# Weights are written to 4 decimals: finer digits are the optimiser's noise, not the data's.
+WEIGHT_DIGITS = 4
 DEFAULT_VERSION = "v1-tuned"
 # The fit's pairs need both kinds of decision, and validation a mutual like to choose fusion.
 MIN_CLASS_ROWS = 10
@@ -281,7 +284,8 @@ def experiment_mapping(result: tuning.TuneResult, version: str) -> dict[str, Any
     return {
         "algorithm_version": version,
         "weights": {
-            s.key: round(float(w), 6) for s, w in zip(signals.SIGNALS, result.weights, strict=True)
+            s.key: round(float(w), WEIGHT_DIGITS)
+            for s, w in zip(signals.SIGNALS, result.weights, strict=True)
         },
         "scoring": {"reciprocal": reciprocal},
     }
@@ -382,7 +386,7 @@ def experiment_yaml(
             "v = per viewer; CI = paired bootstrap over pairs):",
             *held_out_lines(held_out),
         ]
-    text = "".join(f"# {line}".rstrip() + "\n" for line in header)
+    text = "".join(f"# {line}".rstrip() + "\n" for line in _wrapped(header))
     reciprocal = mapping["scoring"]["reciprocal"]
     body = [f"algorithm_version: {mapping['algorithm_version']}", "weights:"]
     body += [f"  {key}: {value}" for key, value in mapping["weights"].items()]
@@ -390,6 +394,15 @@ def experiment_yaml(
     if "combine" in reciprocal:
         body.append(f"    combine: {reciprocal['combine']}")
     return text + "\n".join(body) + "\n"
+
+
+def _wrapped(lines: Sequence[str]) -> list[str]:
+    """Prose wrapped at 96 columns; the command and the table lines kept whole."""
+    out: list[str] = []
+    for line in lines:
+        keep = line.startswith("Command:") or "  " in line or len(line) <= 96
+        out += [line] if keep else textwrap.wrap(line, 96, subsequent_indent="  ")
+    return out
 
 
 # ------------------------------------------------------------------------------ the run

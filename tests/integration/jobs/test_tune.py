@@ -84,7 +84,9 @@ def test_tune_recovers_known_weights_and_writes_a_valid_experiment(db, tmp_path)
     raw = yaml.safe_load(out.read_text())
     assert set(raw) == {"algorithm_version", "weights", "scoring"}
     assert set(raw["weights"]) == set(signals.SIGNAL_KEYS)
-    header = out.read_text().split("\nalgorithm_version:")[0]
+    header = " ".join(
+        line.lstrip("#").strip() for line in out.read_text().splitlines() if line.startswith("#")
+    )
     assert "Command: matchjobs tune (test)" in header
     assert "hidden fraction 0.2, seed 0" in header and "Held-out" in header
     # The held-out pairs are evaluate's with the same seed, and none was fitted on.
