@@ -9,6 +9,7 @@
     ├── VersionConflictError      a version's rows carry another scoring hash than this config's
     ├── EventError                an event names no valid user or lacks what its kind needs
     ├── InputDataError            the input tables are unusable as a whole (not a bad row)
+    │   └── TooFewPairsError      too few decided pairs to fit weights on (``tune``)
     ├── DatabaseNotEmptyError     a loader would mix its rows with existing source rows
     ├── WorkerError               a Ray worker scoring a shard failed (not a database error)
     └── LowCoverageError          a run's output leaves too many users without a list
@@ -59,6 +60,10 @@ class EventError(JobError):
 
 class InputDataError(JobError):
     """The input data cannot be used."""
+
+
+class TooFewPairsError(InputDataError):
+    """Too few decided pairs to fit the signal weights on; nothing was written."""
 
 
 class DatabaseNotEmptyError(JobError):

@@ -318,6 +318,7 @@ def _load_extensions() -> None:
         "jobs.cli.match",
         "jobs.cli.ops",
         "jobs.cli.evaluation",
+        "jobs.cli.tuning",
         "jobs.cli.report",
     ):
         try:

@@ -218,8 +218,22 @@ def split(frames: dict[str, pd.DataFrame], hidden_fraction: float, seed: int) ->
         raise InputDataError("the likes table holds no like or pass: nothing to evaluate against")
     picked = evaluation.sample_hidden(lo.size, hidden_fraction, np.random.default_rng(seed))
     hidden_lo, hidden_hi = lo[picked], hi[picked]
-    ratings = frames["ratings"]
-    hidden_likes = evaluation.in_pairs(user_ids, target_ids, hidden_lo, hidden_hi)
+    return Split(frames, hide(frames, hidden_lo, hidden_hi), int(lo.size), hidden_lo, hidden_hi)
+
+
+def hide(
+    frames: dict[str, pd.DataFrame],
+    hidden_lo: npt.NDArray[np.int64],
+    hidden_hi: npt.NDArray[np.int64],
+) -> dict[str, pd.DataFrame]:
+    """The frames without the pairs' ratings and likes/passes/blocks (both directions)."""
+    likes, ratings = frames["likes"], frames["ratings"]
+    hidden_likes = evaluation.in_pairs(
+        likes["user_id"].to_numpy(dtype=np.int64),
+        likes["target_id"].to_numpy(dtype=np.int64),
+        hidden_lo,
+        hidden_hi,
+    )
     hidden_ratings = evaluation.in_pairs(
         ratings["rater_id"].to_numpy(dtype=np.int64),
         ratings["rated_id"].to_numpy(dtype=np.int64),
@@ -230,14 +244,13 @@ def split(frames: dict[str, pd.DataFrame], hidden_fraction: float, seed: int) ->
     visible["likes"] = likes[~hidden_likes].reset_index(drop=True)
     visible["ratings"] = ratings[~hidden_ratings].reset_index(drop=True)
     logger.info(
-        "hiding %d of %d decision pairs: %d likes/passes/blocks and %d ratings",
+        "hiding %d decision pairs: %d likes/passes/blocks and %d ratings",
         hidden_lo.size,
-        lo.size,
         int(hidden_likes.sum()),
         int(hidden_ratings.sum()),
         extra={"action": "evaluate.hide", "hidden_pairs": int(hidden_lo.size)},
     )
-    return Split(frames, visible, int(lo.size), hidden_lo, hidden_hi)
+    return visible
 
 
 def default_now(frames: dict[str, pd.DataFrame]) -> dt.datetime:
