@@ -237,6 +237,8 @@ def test_deactivation_removes_the_user_everywhere_at_once(scored):
     after = factories.snapshot(db.engine)
     with db.engine.connect() as conn:
         for table, columns in immediate.USER_COLUMNS.items():
+            if not columns:  # a table that names no user
+                continue
             t = schema.metadata.tables[table]
             left = conn.execute(
                 sa.select(sa.func.count()).where(sa.or_(*(t.c[c] == user for c in columns)))

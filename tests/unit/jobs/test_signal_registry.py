@@ -6,7 +6,7 @@ import yaml
 
 from compute import scoring, signals
 from jobs import config as config_mod
-from jobs import match
+from jobs.match import core as match
 from jobs.storage import schema
 
 
