@@ -1,7 +1,8 @@
 """Combine the pair signals into one score in [0, 1] and keep the top K per user.
 
-For a pair (a = user, b = candidate), with the six signals x_i of :mod:`compute.signals`
-(missing ones replaced by ``neutral``) and weights w_i ≥ 0:
+For a pair (a = user, b = candidate), with the registered signals x_i of
+:data:`compute.signals.SIGNALS` (missing ones replaced by their neutral value) and weights
+w_i ≥ 0:
 
     s(a→b) = Σ_i w_i · x_i / Σ_i w_i                                     ∈ [0, 1]
 
@@ -29,7 +30,7 @@ identical whether a user is scored alone or inside a shard).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -42,28 +43,39 @@ Fusion = Literal["harmonic", "geometric", "min"]
 FUSIONS: tuple[str, ...] = ("harmonic", "geometric", "min")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SignalWeights:
-    """Non-negative weight per signal (normalized by their sum when scoring)."""
+    """Non-negative weight per registered signal (normalized by their sum when scoring).
 
-    quiz: float = 0.30
-    interest: float = 0.25
-    rating_quality: float = 0.15
-    rating_fit: float = 0.10
-    newness: float = 0.05
-    proximity: float = 0.15
+    ``SignalWeights(quiz=0.3, proximity=0.1)``: keyword per signal name of
+    :data:`compute.signals.SIGNALS`; an omitted signal keeps its registered default weight.
+    """
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+    values: tuple[float, ...]
+
+    def __init__(self, **weights: float) -> None:
+        unknown = sorted(set(weights) - set(signals.SIGNAL_NAMES))
+        if unknown:
+            raise ValueError(f"weights must be among {signals.SIGNAL_NAMES}; got {unknown}")
+        values = tuple(weights.get(s.name, s.weight) for s in signals.SIGNALS)
+        for name, value in zip(signals.SIGNAL_NAMES, values, strict=True):
             if not (isinstance(value, int | float) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"weights.{f.name} must be a finite number ≥ 0; got {value!r}")
-        if sum(getattr(self, f.name) for f in fields(self)) <= 0:
+                raise ValueError(f"weights.{name} must be a finite number ≥ 0; got {value!r}")
+        if sum(values) <= 0:
             raise ValueError("weights must not all be 0")
+        object.__setattr__(self, "values", values)
+
+    @classmethod
+    def only(cls, name: str) -> SignalWeights:
+        """Weight 1 on signal ``name`` and 0 on every other one."""
+        return cls(**{s.name: float(s.name == signals.signal(name).name) for s in signals.SIGNALS})
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[signals.index(name)]
 
     def as_array(self) -> npt.NDArray[np.float64]:
-        """(6,) float64 weights in :data:`compute.signals.SIGNAL_NAMES` order, summing to 1."""
-        raw = np.array([getattr(self, name) for name in signals.SIGNAL_NAMES], dtype=np.float64)
+        """(n_signals,) float64 weights in :data:`compute.signals.SIGNAL_NAMES` order, sum 1."""
+        raw = np.array(self.values, dtype=np.float64)
         return raw / raw.sum()
 
 
@@ -76,7 +88,7 @@ class ScoreParams:
     weights : SignalWeights
     signal_params : SignalParams
     neutral : float in [0, 1]
-        Value used for a missing signal.
+        Value used for a missing signal (unless the signal sets its own).
     top_k : int ≥ 1
         Pairs kept per user.
     reciprocal : bool
@@ -137,12 +149,12 @@ class ScoredPairs:
         Final score (fused, times dormancy and exposure factors).
     forward_score, reverse_score : (m,) float32
         s(a→b) and s(b→a) before fusion (reverse = forward when not reciprocal).
-    subscores : (m, 6) float32
-        a→b signals, missing ones replaced by ``neutral``; columns in
+    subscores : (m, n_signals) float32
+        a→b signals, missing ones replaced by their neutral value; columns in
         :data:`compute.signals.SIGNAL_NAMES` order.
     missing : (m,) uint8
         Bit i set ⇔ signal i was missing.
-    weights : (6,) float64
+    weights : (n_signals,) float64
         Normalized weights used (for reasons).
     shared_interest_ids : (m, 3) int64, -1 padded
     distance_km : (m,) float32, -1 when unknown
@@ -171,15 +183,17 @@ class ScoredPairs:
 
 
 def combine(
-    values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], neutral: float
+    values: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    neutral: float | npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
     """Weighted mean of signals with missing → neutral.
 
     Parameters
     ----------
-    values : (p, 6) float64, NaN = missing
-    weights : (6,) float64, summing to 1
-    neutral : float
+    values : (p, n_signals) float64, NaN = missing
+    weights : (n_signals,) float64, summing to 1
+    neutral : float or (n_signals,) float64
 
     Returns
     -------
@@ -190,15 +204,23 @@ def combine(
 
 
 def fuse(
-    forward: npt.NDArray[np.float64], reverse: npt.NDArray[np.float64], fusion: str
-) -> npt.NDArray[np.float64]:
-    """Combine both directions' scores (see module docstring); inputs in [0, 1]."""
+    forward: npt.NDArray[np.floating], reverse: npt.NDArray[np.floating], fusion: str
+) -> npt.NDArray[np.floating]:
+    """Combine both directions' scores (see module docstring); inputs in [0, 1].
+
+    Any shape and float dtype (the pair path fuses (p,) float64, the block path (q, c)
+    float32 matrices); the inputs are left unchanged.
+    """
     if fusion == "harmonic":
         total = forward + reverse
-        safe = np.where(total > 0, total, 1.0)
-        return np.where(total > 0, 2.0 * forward * reverse / safe, 0.0)
+        product = forward * reverse
+        product *= 2.0  # exact: 2·(f·r) = (2·f)·r
+        out = np.zeros_like(total)
+        np.divide(product, total, out=out, where=total > 0)
+        return out
     if fusion == "geometric":
-        return np.sqrt(forward * reverse)
+        product = forward * reverse
+        return np.sqrt(product, out=product)
     if fusion == "min":
         return np.minimum(forward, reverse)
     raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
@@ -293,10 +315,11 @@ def score_pairs(
                 f"exposure_counts must be ({pop.n_users},); got {exposure_counts.shape}"
             )
     weights = params.weights.as_array()
+    neutral = signals.neutral_values(params.neutral)
     sig = signals.compute_signals(pop, a, b, params.signal_params, with_reverse=params.reciprocal)
-    forward = combine(sig.values, weights, params.neutral)
+    forward = combine(sig.values, weights, neutral)
     if sig.reverse_values is not None:
-        reverse = combine(sig.reverse_values, weights, params.neutral)
+        reverse = combine(sig.reverse_values, weights, neutral)
         fused = fuse(forward, reverse, params.fusion)
     else:
         reverse = forward
@@ -317,7 +340,7 @@ def score_pairs(
 
     idx, rank = top_k_order(a, score, cand_user_ids, params.top_k)
     missing_bits = np.isnan(sig.values[idx]) @ (1 << np.arange(len(signals.SIGNAL_NAMES)))
-    subscores = np.where(np.isnan(sig.values[idx]), params.neutral, sig.values[idx])
+    subscores = np.where(np.isnan(sig.values[idx]), neutral, sig.values[idx])
     distance = sig.distance_km[idx]
     return ScoredPairs(
         user_rows=a[idx],

@@ -41,13 +41,13 @@ def database_url(arg: str | None) -> str:
     return f"sqlite:///{Path.cwd() / engine_mod.DEFAULT_SQLITE_FILE}"
 
 
-def parse_now(text: str) -> dt.datetime:
-    """A ``--now`` option as an aware UTC datetime (a naive time is taken as UTC)."""
+def parse_now(text: str, option: str = "--now") -> dt.datetime:
+    """A time option (``--now``, ``--as-of``) as an aware UTC datetime (naive = UTC)."""
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ConfigError(
-            f"--now must be an ISO 8601 time such as 2026-11-01T00:00Z; got {text!r}"
+            f"{option} must be an ISO 8601 time such as 2026-11-01T00:00Z; got {text!r}"
         ) from exc
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
@@ -81,6 +81,12 @@ class Env:
             self._engine.dispose()
 
     @property
+    def as_of(self) -> dt.datetime | None:
+        """``--as-of`` as an aware UTC time, or None (each run follows the wall clock)."""
+        text = getattr(self.args, "as_of", None)
+        return None if text is None else parse_now(text, "--as-of")
+
+    @property
     def show_progress(self) -> bool:
         return progress.interactive() and not getattr(self.args, "json", False)
 
@@ -93,9 +99,16 @@ def emit(args: argparse.Namespace, summary: str, data: Any) -> None:
 
 
 def run_job(
-    env: Env, job: str, scope: Scope, trigger: str, *, force_swap: bool = False
+    env: Env,
+    job: str,
+    scope: Scope,
+    trigger: str,
+    *,
+    force_swap: bool = False,
+    replace_version: bool = False,
 ) -> tuple[int, Any]:
     config = env.config  # a bad config stops here, before the ledger or any table is written
+    as_of = env.as_of  # so does a bad --as-of
     return runner.execute(
         job,
         runner.job_function(job),
@@ -106,6 +119,8 @@ def run_job(
         trigger=trigger,
         show_progress=env.show_progress,
         force_swap=force_swap,
+        replace_version=replace_version,
+        as_of=as_of,
     )
 
 
@@ -157,14 +172,23 @@ def cmd_db_roles(env: Env) -> int:
 
 
 def cmd_run(env: Env) -> int:
-    if env.args.force_swap and (env.args.job not in ("match", "nightly") or env.args.user):
-        raise ConfigError(
-            "--force-swap applies to `run match` and `run nightly` over all users; "
-            f"got `run {env.args.job}`" + (" --user" if env.args.user else "")
-        )
+    for flag, given in (
+        ("--force-swap", env.args.force_swap),
+        ("--replace-version", env.args.replace_version),
+    ):
+        if given and (env.args.job not in ("match", "nightly") or env.args.user):
+            raise ConfigError(
+                f"{flag} applies to `run match` and `run nightly` over all users; "
+                f"got `run {env.args.job}`" + (" --user" if env.args.user else "")
+            )
     scope = Scope.users(*env.args.user) if env.args.user else Scope.all()
     run_id, result = run_job(
-        env, env.args.job, scope, env.args.trigger, force_swap=env.args.force_swap
+        env,
+        env.args.job,
+        scope,
+        env.args.trigger,
+        force_swap=env.args.force_swap,
+        replace_version=env.args.replace_version,
     )
     skipped = sum(result.skipped.values())
     warned = f", {len(result.warnings)} warnings (see `matchjobs runs`)" if result.warnings else ""
@@ -208,6 +232,19 @@ def cmd_runs(env: Env) -> int:
 Handler = Callable[[Env], int]
 
 
+def add_as_of(parser: argparse.ArgumentParser, *, subcommand: bool = False) -> None:
+    """The ``--as-of`` option, global or repeated on a subcommand (which then wins)."""
+    parser.add_argument(
+        "--as-of",
+        metavar="TIME",
+        # SUPPRESS: a subcommand without it keeps the global value instead of resetting it.
+        default=argparse.SUPPRESS if subcommand else None,
+        help="pin the time jobs compute at (ages, newness, row stamps), ISO 8601 such as "
+        "2026-11-01T00:00Z, so reruns on the same data write the same rows (default: now; "
+        "evaluate: the latest user activity)",
+    )
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     parser = argparse.ArgumentParser(
         prog="matchjobs",
@@ -220,6 +257,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         metavar="FILE",
         help="experiment YAML merged over configs/default.yaml (repeatable)",
     )
+    add_as_of(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers: dict[str, Handler] = {}
@@ -249,6 +287,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         action="store_true",
         help="match/nightly: publish the output even if it leaves most users without a list",
     )
+    run.add_argument(
+        "--replace-version",
+        action="store_true",
+        help="match/nightly: rewrite algorithm_version although its rows were scored by "
+        "another config (default: refused, naming both scoring hashes)",
+    )
+    add_as_of(run, subcommand=True)
     run.add_argument("--json", action="store_true")
     handlers["run"] = cmd_run
 
@@ -273,6 +318,7 @@ def _load_extensions() -> None:
         "jobs.cli.match",
         "jobs.cli.ops",
         "jobs.cli.evaluation",
+        "jobs.cli.tuning",
         "jobs.cli.report",
     ):
         try:

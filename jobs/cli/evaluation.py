@@ -23,10 +23,12 @@ DEFAULT_OUT = Path("reports") / "evaluation.json"
 DESCRIPTION = f"""\
 Hide a seeded share of the observed decision pairs (their likes/passes and ratings, both
 directions), rebuild the signal tables without them in a scratch database, score every hidden
-pair in both directions with each config (reciprocal fusion on and off) and measure: AUC for a
-mutual like, AUC for a one-sided like, precision/recall/NDCG at k per viewer. Baselines (random,
-rating quality alone, reciprocal popularity) are measured on the same pairs. The source
-database is only read.
+pair in both directions with each config (reciprocal fusion on and off) and measure: pooled AUC
+for a mutual like and for a one-sided like, precision/recall/NDCG at k per viewer, and per
+viewer AUC and NDCG@k (within each viewer's rows, over viewers with a positive and a negative).
+Baselines (random, rating quality alone, one-sided like rates a.given x b.received, reciprocal
+popularity; like rates from the visible decisions only) are measured on the same pairs. The
+source database is only read.
 
 Configs: the reference is configs/default.yaml with the global --config files merged over it
 (named "default"; leave it out with --no-default). Each --candidate FILE is another config,
@@ -47,6 +49,9 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("recall_at_k_mutual", "R@k mutual"),
     ("ndcg_at_k_mutual", "NDCG@k mutual"),
     ("ndcg_at_k_like", "NDCG@k like"),
+    ("viewer_auc_mutual", "vAUC mutual"),
+    ("viewer_auc_like", "vAUC like"),
+    ("viewer_ndcg_at_k_like", "vNDCG@k like"),
 )
 
 
@@ -106,6 +111,10 @@ def cmd_evaluate(env: cli.Env) -> int:
     args = env.args
     candidates = _candidates(env)  # a bad config stops here, before anything is read
     now = None if args.now is None else cli.parse_now(args.now)
+    if env.as_of is not None:
+        if now is not None and now != env.as_of:
+            raise ConfigError(f"--as-of {args.as_of} and --now {args.now} disagree; give one")
+        now = env.as_of
     options = evaluate.Options(
         hidden_fraction=args.hidden_fraction,
         seed=args.seed,
@@ -133,7 +142,10 @@ def cmd_evaluate(env: cli.Env) -> int:
         f"seed {result['seed']}, k {result['k']}, signals at {result['now']})"
     )
     print(table(result))
-    print("(* = the config's own reciprocal setting, the one it would serve)\n")
+    print(
+        "(* = the config's own reciprocal setting, the one it would serve; v… = per viewer, "
+        "over viewers with a positive and a negative)\n"
+    )
     for entry in result["configs"]:
         print(entry["summary"])
     print(f"\nfull result with ROC points: {out}")
@@ -206,8 +218,10 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
     parser.add_argument(
         "--now",
         metavar="TIME",
-        help="reference time of the signals, ISO 8601 UTC (default: the latest user activity)",
+        help="reference time of the signals, ISO 8601 UTC (default: the latest user activity); "
+        "the same as --as-of",
     )
+    cli.add_as_of(parser, subcommand=True)
     parser.add_argument(
         "--out",
         default=str(DEFAULT_OUT),

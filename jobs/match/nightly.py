@@ -38,8 +38,8 @@ from jobs import errors, progress, runner
 from jobs.config import RayConfig, Retry
 from jobs.context import JobContext, JobResult
 from jobs.match import core
+from jobs.storage import api, ledger, scores, set_states
 from jobs.storage import engine as engine_mod
-from jobs.storage import ledger, scores
 from jobs.storage import population as population_store
 
 RowArray = npt.NDArray[np.int64]
@@ -392,6 +392,11 @@ def run_nightly(
         read_engine = engine_mod.create_engine(ctx.database_url)
         try:
             with figures.phase("load"), read_engine.connect() as conn:
+                # Before any work: a config that scores differently may not write this
+                # version (checked again where the version's hash is recorded).
+                core.claim_version(
+                    conn, settings, ctx.now, replace=ctx.replace_version, record=False
+                )
                 # Before the load: whatever changes after it is caught at publish time.
                 guard = population_store.filter_snapshot(conn)
                 return (*core.load_population(conn, ctx, settings), guard)
@@ -521,12 +526,19 @@ def _score_all(
     with write_engine.connect() as conn:
         swap = scores.supports_swap(conn)
     stage = scores.stage_name(ctx.run_id or 0) if swap else None
+    replaced: str | None = None
     if stage is not None:
         with write_engine.begin() as conn:
             # Fenced: a run abandoned while paused must not drop its successor's stage.
             if ctx.run_id is not None:
                 ledger.fence(conn, ctx.run_id)
             scores.create_stage(conn, stage, settings.version)
+    else:
+        # Each shard publishes its own rows: the version's hash changes with the first.
+        with write_engine.begin() as conn:
+            replaced = core.claim_version(
+                conn, settings, ctx.now, replace=ctx.replace_version, record=True
+            )
     args = (pop, index_bytes, settings, ctx.database_url, ctx.now)
     kwargs = {
         "crash_marker": crash_marker,
@@ -582,6 +594,10 @@ def _score_all(
         if stage is not None:
             # Users who left are simply not in the stage: the swap removes their rows.
             with figures.phase("swap"), write_engine.begin() as conn:
+                # In the swap's transaction: the version's rows and its hash change together.
+                replaced = core.claim_version(
+                    conn, settings, ctx.now, replace=ctx.replace_version, record=True
+                )
                 purged = scores.swap_in_stage(
                     conn, stage, settings.version, guard, pop.user_ids, run_id=ctx.run_id
                 )
@@ -591,6 +607,14 @@ def _score_all(
                     ledger.fence(conn, ctx.run_id)
                 departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
         audit = auditing.result()
+    with figures.phase("set_states"), write_engine.begin() as conn:
+        # Scored now: marks made before this run started are served; users without any
+        # candidate are recorded so that the backfill does not score them again for nothing.
+        listed = np.asarray(api.users_with_scores(conn, settings.version), dtype=np.int64)
+        empty = np.setdiff1d(pop.user_ids, listed)
+        set_states.record_scored(
+            conn, settings.version, pop.user_ids, empty, ctx.now, marked_before=ctx.now
+        )
     funnel = core.merge_funnels([r["funnel"] for r in results])
     funnel["rows_written"] = funnel.get("rows_written", 0) - purged.rows
     figures.counts.update(
@@ -607,8 +631,11 @@ def _score_all(
             **pool.info,
         },
         departed_rows_deleted=departed,
+        empty_users=int(empty.size),
         # Rows computed but not published: a change recorded during the run forbids them.
         purged_at_swap=purged.figures(),
+        scoring_hash=settings.config_hash,
+        **({"replaced_scoring_hash": replaced} if replaced else {}),
         write_mode="stage_and_swap" if stage is not None else "replace_per_shard",
         peak_rss_mb={
             "driver": _peak_rss_mb(),

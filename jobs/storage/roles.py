@@ -9,12 +9,15 @@ role              login  may
 ``app``           yes    read and write the source tables; INSERT into ``events``
 ``quiz``          yes    write ``user_quiz_vectors``; read its inputs; the ledger
 ``interests``     yes    write ``user_interest_index``, ``user_interest_vectors``; …
-``ratings``       yes    write ``profile_rating_aggregates``, ``user_rating_preferences``
-``match``         yes    write ``match_scores``; read the signal tables, users, likes, …
+``ratings``       yes    write ``profile_rating_aggregates``, ``profile_rating_standing``,
+                         ``user_rating_preferences``
+``likes``         yes    write ``user_like_behaviour``, ``user_taste_vectors``; read users, likes
+``match``         yes    write ``match_scores``, ``algorithm_versions``, ``match_set_states``;
+                         read the signal tables, users, likes, … (not ``ratings``)
 ``feed``          yes    write ``feed_cards``; read ``match_scores``, ``likes``
-``worker``        yes    member of the five job roles; claim and mark ``events``
+``worker``        yes    member of the six job roles; claim and mark ``events``
 ``owner``         no     owns ``match_scores`` and its partitions (DETACH/ATTACH need it)
-``nightly``       yes    member of the five job roles and of ``owner``
+``nightly``       yes    member of the six job roles and of ``owner``
 ================  =====  ==============================================================
 
 "The ledger" is SELECT, INSERT, UPDATE on ``job_runs`` and its id sequence: the runner
@@ -62,6 +65,7 @@ SIGNAL_TABLES = (
     schema.user_interest_index,
     schema.user_interest_vectors,
     schema.profile_rating_aggregates,
+    schema.profile_rating_standing,
     schema.user_rating_preferences,
 )
 # job -> the tables it reads besides its own (schema.DERIVED_OWNERS says what it writes)
@@ -69,11 +73,11 @@ JOB_READS: dict[str, tuple[sa.Table, ...]] = {
     "quiz": (schema.users, schema.quiz_questions, schema.quiz_answers),
     "interests": (schema.users, schema.interests, schema.user_interests),
     "ratings": (schema.users, schema.rating_dimensions, schema.ratings),
+    "likes": (schema.users, schema.likes),
     "match": (
         schema.users,
         schema.interests,
         schema.rating_dimensions,
-        schema.ratings,
         schema.likes,
         *SIGNAL_TABLES,
     ),
@@ -160,7 +164,7 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
             "worker",
             prefix + "worker",
             True,
-            "the event worker: the five job roles, and claims/marks events",
+            "the event worker: the job roles, and claims/marks events",
             tables={schema.events.name: "SELECT, UPDATE"},
             member_of=jobs,
         ),
@@ -174,7 +178,7 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
             "nightly",
             prefix + "nightly",
             True,
-            "the nightly pipeline and its Ray actors: the five job roles and owner",
+            "the nightly pipeline and its Ray actors: the job roles and owner",
             member_of=(*jobs, prefix + "owner"),
         ),
     ]

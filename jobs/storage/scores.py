@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs.errors import StorageError
 from jobs.storage import bulk, ledger, schema
@@ -262,6 +263,37 @@ def _lock_user_sets(conn: sa.Connection, version: str, user_ids: npt.NDArray[np.
     )
 
 
+VERSIONS = schema.algorithm_versions
+
+
+def stored_scoring_hash(conn: sa.Connection, version: str, *, lock: bool = False) -> str | None:
+    """The scoring hash ``version``'s rows carry (``algorithm_versions``), or None if new.
+
+    ``lock`` (PostgreSQL): hold the version's row until commit, so that a replacement and
+    a writer of the old hash cannot both go ahead.
+    """
+    query = sa.select(VERSIONS.c.scoring_hash).where(VERSIONS.c.algorithm_version == version)
+    if lock and is_postgres(conn):
+        query = query.with_for_update()
+    with translate_errors(f"read the scoring hash of version {version!r}"):
+        return conn.execute(query).scalar_one_or_none()
+
+
+def record_version(conn: sa.Connection, version: str, scoring_hash: str, now: dt.datetime) -> None:
+    """Make ``scoring_hash`` the hash of ``version`` (insert, or replace the stored one)."""
+    insert = postgresql.insert(VERSIONS) if is_postgres(conn) else sqlite.insert(VERSIONS)
+    statement = insert.values(
+        algorithm_version=version, scoring_hash=scoring_hash, first_written_at=now, hash_set_at=now
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[VERSIONS.c.algorithm_version],
+        set_={"scoring_hash": scoring_hash, "hash_set_at": now},
+        where=VERSIONS.c.scoring_hash != scoring_hash,
+    )
+    with translate_errors(f"record the scoring hash of version {version!r}"):
+        conn.execute(statement)
+
+
 def delete_users_except(conn: sa.Connection, version: str, keep_user_ids: npt.ArrayLike) -> int:
     """Delete ``version`` rows of every user not in ``keep_user_ids`` (left the population)."""
     keep = np.unique(np.asarray(keep_user_ids, dtype=np.int64))
@@ -303,6 +335,48 @@ def users_listing(
     frame = bulk.read_frame(conn, query, what="reverse lookup in match_scores")
     users = frame["user_id"].to_numpy(dtype=np.int64)
     return users[~np.isin(users, excluded)][:limit]
+
+
+def list_floors(
+    conn: sa.Connection, version: str, user_ids: npt.ArrayLike
+) -> dict[int, tuple[int, float]]:
+    """``{user: (rows, lowest score)}`` of the ``version`` lists of ``user_ids`` that exist."""
+    ids = [int(u) for u in np.unique(np.asarray(user_ids, dtype=np.int64))]
+    if not ids:
+        return {}
+    query = (
+        sa.select(
+            TABLE.c.user_id, sa.func.count().label("n"), sa.func.min(TABLE.c.score).label("low")
+        )
+        .where(TABLE.c.algorithm_version == version, TABLE.c.user_id.in_(ids))
+        .group_by(TABLE.c.user_id)
+    )
+    frame = bulk.read_frame(conn, query, what="read list floors in match_scores")
+    return {
+        int(u): (int(n), float(low))
+        for u, n, low in zip(frame["user_id"], frame["n"], frame["low"], strict=True)
+    }
+
+
+def listed_pairs(
+    conn: sa.Connection, version: str, user_ids: npt.ArrayLike, candidate_ids: npt.ArrayLike
+) -> list[tuple[int, int]]:
+    """The (user, candidate) pairs of ``version`` with the user among ``user_ids`` and the
+    candidate among ``candidate_ids``."""
+    users = np.unique(np.asarray(user_ids, dtype=np.int64))
+    cands = [int(c) for c in np.unique(np.asarray(candidate_ids, dtype=np.int64))]
+    if users.size == 0 or not cands:
+        return []
+    with translate_errors("read listed pairs in match_scores"):
+        sql = (
+            "SELECT user_id, candidate_id FROM match_scores WHERE algorithm_version = :v AND "
+            f"{ids_clause(conn, 'candidate_id', 'c')} AND {ids_clause(conn, 'user_id', 'u')}"
+        )
+        rows = conn.execute(
+            sa.text(sql),
+            {"v": version, "c": ids_param(conn, np.asarray(cands)), "u": ids_param(conn, users)},
+        ).all()
+    return [(int(a), int(b)) for a, b in rows]
 
 
 def candidate_counts(conn: sa.Connection, version: str) -> pd.DataFrame:
@@ -377,13 +451,13 @@ def lock_exclusion_sources(conn: sa.Connection, budget_s: float = LOCK_BUDGET_S)
             pause = min(pause * 2, 0.5)
 
 
-def _ids_clause(conn: sa.Connection, column: str, name: str) -> str:
+def ids_clause(conn: sa.Connection, column: str, name: str) -> str:
     if is_postgres(conn):
         return f"{column} = ANY(CAST(:{name} AS BIGINT[]))"
     return f"{column} IN (SELECT value FROM json_each(:{name}))"
 
 
-def _ids_param(conn: sa.Connection, ids: npt.NDArray[np.int64]) -> Any:
+def ids_param(conn: sa.Connection, ids: npt.NDArray[np.int64]) -> Any:
     values = [int(i) for i in ids]
     return values if is_postgres(conn) else json.dumps(values)
 
@@ -442,8 +516,8 @@ def purge_forbidden(
         scope = "t.algorithm_version = :v"
         params: dict[str, Any] = {"v": version}
         if user_ids is not None:
-            scope += " AND " + _ids_clause(conn, "t.user_id", "ids")
-            params["ids"] = _ids_param(conn, user_ids)
+            scope += " AND " + ids_clause(conn, "t.user_id", "ids")
+            params["ids"] = ids_param(conn, user_ids)
         excluded = 0
         for mine, theirs in (("user_id", "target_id"), ("target_id", "user_id")):
             if is_postgres(conn):
@@ -460,11 +534,11 @@ def purge_forbidden(
             excluded += int(conn.execute(sa.text(sql), params).rowcount or 0)
         changed_rows = 0
         if changed.size:
-            params["changed"] = _ids_param(conn, changed)
+            params["changed"] = ids_param(conn, changed)
             sql = (
                 f'DELETE FROM "{table}" AS t WHERE {scope} AND ('
-                f"{_ids_clause(conn, 't.user_id', 'changed')} OR "
-                f"{_ids_clause(conn, 't.candidate_id', 'changed')})"
+                f"{ids_clause(conn, 't.user_id', 'changed')} OR "
+                f"{ids_clause(conn, 't.candidate_id', 'changed')})"
             )
             changed_rows = int(conn.execute(sa.text(sql), params).rowcount or 0)
     return Purged(

@@ -274,7 +274,9 @@ def plot_contributions(data: ReportData) -> bytes | None:
     for i, name in enumerate(SUBSCORE_COLUMNS):
         widths = table[name].to_numpy(np.float64)
         label = f"{name.replace('_', ' ')} (weight {data.weights[name]:.2f})"
-        bars = ax.barh(y, widths, left=left, color=_COLORS[i], label=label, height=0.6)
+        bars = ax.barh(
+            y, widths, left=left, color=_COLORS[i % len(_COLORS)], label=label, height=0.6
+        )
         ax.bar_label(
             bars, labels=[f"{w:.2f}" if w >= 0.04 else "" for w in widths], label_type="center"
         )

@@ -29,7 +29,8 @@ def test_demo_runs_end_to_end_on_sqlite(
         reasons = conn.execute(sa.text("SELECT reasons FROM match_scores LIMIT 1")).scalar_one()
     engine.dispose()
     assert statuses == {
-        job: "succeeded" for job in ("nightly", "quiz", "interests", "ratings", "match", "feed")
+        job: "succeeded"
+        for job in ("nightly", "quiz", "interests", "ratings", "likes", "match", "feed")
     }
     assert rows > 0
     assert json.loads(reasons)[0]["text"]

@@ -154,15 +154,13 @@ def test_age_is_the_calendar_age(db: Any, load_source: Any, birth: dt.date, expe
     an ``age_max: 33`` limit on their birthday), and the reverse error near leap days."""
     load_source(users=[{"id": 1, "birth_date": birth}])
     with db.engine.connect() as conn:
-        loaded = population_store.load(
-            conn, NOW, population_store.LoadParams(100.0, 10.0, 5)
-        ).population
+        loaded = population_store.load(conn, NOW, population_store.LoadParams(100.0)).population
     assert loaded.age.tolist() == [expected]
 
 
 def test_leap_day_birth_turns_older_on_the_first_of_march(db: Any, load_source: Any) -> None:
     load_source(users=[{"id": 1, "birth_date": dt.date(2008, 2, 29)}])
-    params = population_store.LoadParams(100.0, 10.0, 5)
+    params = population_store.LoadParams(100.0)
     ages = []
     for day in (
         dt.datetime(2026, 2, 28, 23, tzinfo=dt.UTC),

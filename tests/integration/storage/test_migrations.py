@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from jobs.storage import migrate, schema
 
@@ -61,7 +62,8 @@ def test_upgrade_step_by_step_equals_fresh(db) -> None:
     assert "match_scores" in fresh and "job_runs" in fresh
     assert migrate.downgrade(db.engine, "base") is None
     assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
-    for revision in migrate.revisions_in_order():
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    for revision in [rev.revision for rev in reversed(list(script.walk_revisions()))]:
         assert migrate.upgrade(db.engine, revision) == revision
     assert schema_snapshot(db.engine) == fresh
     assert migrate.current_revision(db.engine) == migrate.head_revision()

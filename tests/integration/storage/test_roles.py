@@ -43,6 +43,7 @@ SIGNALS = {
     "user_interest_index": "S",
     "user_interest_vectors": "S",
     "profile_rating_aggregates": "S",
+    "profile_rating_standing": "S",
     "user_rating_preferences": "S",
 }
 JOBS: dict[str, dict[str, str]] = {
@@ -66,17 +67,27 @@ JOBS: dict[str, dict[str, str]] = {
         "rating_dimensions": "S",
         "ratings": "S",
         "profile_rating_aggregates": ALL,
+        "profile_rating_standing": ALL,
         "user_rating_preferences": ALL,
+        **LEDGER,
+    },
+    "likes": {
+        "users": "S",
+        "likes": "S",
+        "user_like_behaviour": ALL,
+        "user_taste_vectors": ALL,
         **LEDGER,
     },
     "match": {
         "users": "S",
         "interests": "S",
         "rating_dimensions": "S",
-        "ratings": "S",
+        # not the raw ratings: the match job reads what the ratings job derived
         "likes": "S",
         **SIGNALS,
         "match_scores": ALL,
+        "algorithm_versions": ALL,
+        "match_set_states": ALL,
         **LEDGER,
     },
     "feed": {"likes": "S", "match_scores": "S", "feed_cards": ALL, **LEDGER},
@@ -213,7 +224,7 @@ def test_db_roles_is_idempotent_and_undoes_hand_made_grants(
     out = db_roles(pg_db, role_prefix, capsys)
     assert f"{role_prefix}api" in out and f"{role_prefix}nightly" in out
     first = grants_snapshot(pg_db, role_prefix)
-    assert len(first["attributes"]) == 10
+    assert len(first["attributes"]) == 11
     assert not any(row[2] or row[3] or row[4] for row in first["attributes"])  # no super/db/role
     db_roles(pg_db, role_prefix, capsys)
     assert grants_snapshot(pg_db, role_prefix) == first
@@ -281,11 +292,11 @@ def test_forbidden_writes_through_storage_are_refused_by_the_database(
 
     # The API reader reads the suggestions and nothing else, and writes nothing.
     assert "match_scores" in str(attempt("api", write_scores))
-    assert "users" in str(attempt("api", signals.all_user_ids))
+    assert "users" in str(attempt("api", signals.existing_user_ids))
     # A job writes only its own tables; the app writes no derived table.
-    for role in ("quiz", "interests", "ratings", "feed", "app"):
+    for role in ("quiz", "interests", "ratings", "likes", "feed", "app"):
         attempt(role, write_scores)
-    for role in ("match", "ratings", "app", "api"):
+    for role in ("match", "ratings", "likes", "app", "api"):
         attempt(role, write_quiz_vectors)
     # The worker drains the queue; it never writes the app's source tables.
     population = seed_mod.generate(5, 1, NOW)

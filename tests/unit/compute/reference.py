@@ -1,4 +1,9 @@
-"""Slow, obviously-correct reference implementations (plain Python loops over pairs)."""
+"""Slow, obviously-correct reference implementations (plain Python loops over pairs).
+
+A test oracle, written apart from compute/ on purpose: it does not use the signal registry
+(``compute.signals.SIGNALS``), so a registry or kernel mistake shows up as a disagreement.
+A new signal needs its own few lines here (test_signals fails until it has them).
+"""
 
 from __future__ import annotations
 

@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 from compute import filters, scoring, signals
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
-WEIGHTS = scoring.SignalWeights()
-WEIGHT_DICT = {name: getattr(WEIGHTS, name) for name in signals.SIGNAL_NAMES}
+# Explicit, so that the hand-checked sums below do not follow the registry's defaults.
+WEIGHTS = scoring.SignalWeights(
+    quiz=0.30, interest=0.25, rating_quality=0.15, rating_fit=0.10, newness=0.05, proximity=0.15
+)
+WEIGHT_DICT = {name: WEIGHTS[name] for name in signals.SIGNAL_NAMES}
 
 
 def all_filtered_pairs(pop):
@@ -23,7 +26,7 @@ def all_filtered_pairs(pop):
 
 
 def test_four_users_score_is_hand_checkable(four_users):
-    params = scoring.ScoreParams(reciprocal=False)
+    params = scoring.ScoreParams(reciprocal=False, weights=WEIGHTS)
     scored = scoring.score_pairs(four_users, [0], [1], params)
     # Identical quiz and interest vectors/sets → 1; quality 0.6; fit: cos((1,0,0),
     # (0.1,0,-0.1)) = 1/√2; newness 0.5^(100/30); proximity exp(-d/25), d ≈ 8.9 km.
@@ -47,7 +50,7 @@ def test_scores_equal_reference(make_random_population, fusion, dormancy):
     pop = make_random_population(70, np.random.default_rng(11), nan_fraction=0.05)
     a, b = all_filtered_pairs(pop)
     assert a.size > 50
-    params = scoring.ScoreParams(top_k=1000, fusion=fusion, dormancy=dormancy)
+    params = scoring.ScoreParams(top_k=1000, fusion=fusion, dormancy=dormancy, weights=WEIGHTS)
     scored = scoring.score_pairs(pop, a, b, params)
     assert len(scored) == a.size
     for x, y, s in zip(scored.user_rows, scored.cand_rows, scored.score, strict=True):
