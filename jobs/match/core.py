@@ -96,7 +96,10 @@ def claim_version(
     unless ``replace``. ``record`` writes the hash to ``algorithm_versions`` now (the
     caller's transaction); a nightly that stages its rows records it in its swap instead.
     """
-    stored = scores.stored_scoring_hash(conn, settings.version, lock=record)
+    # No row lock: holding the version's row would serialize every event writer of the
+    # version; record_version's upsert is safe without it, and rows an event writes under
+    # the old hash while a replacing nightly runs go with the partition that swap drops.
+    stored = scores.stored_scoring_hash(conn, settings.version)
     if stored is not None and stored != settings.config_hash and not replace:
         raise errors.VersionConflictError(
             f"algorithm version {settings.version!r} holds rows scored with config hash "

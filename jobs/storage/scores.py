@@ -266,15 +266,9 @@ def _lock_user_sets(conn: sa.Connection, version: str, user_ids: npt.NDArray[np.
 VERSIONS = schema.algorithm_versions
 
 
-def stored_scoring_hash(conn: sa.Connection, version: str, *, lock: bool = False) -> str | None:
-    """The scoring hash ``version``'s rows carry (``algorithm_versions``), or None if new.
-
-    ``lock`` (PostgreSQL): hold the version's row until commit, so that a replacement and
-    a writer of the old hash cannot both go ahead.
-    """
+def stored_scoring_hash(conn: sa.Connection, version: str) -> str | None:
+    """The scoring hash ``version``'s rows carry (``algorithm_versions``), or None if new."""
     query = sa.select(VERSIONS.c.scoring_hash).where(VERSIONS.c.algorithm_version == version)
-    if lock and is_postgres(conn):
-        query = query.with_for_update()
     with translate_errors(f"read the scoring hash of version {version!r}"):
         return conn.execute(query).scalar_one_or_none()
 
