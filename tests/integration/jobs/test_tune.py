@@ -115,7 +115,8 @@ def test_cli_prints_one_line_on_too_few_pairs_and_the_table_otherwise(sqlite_db,
     argv = ["--db", sqlite_db.url, "tune", "--as-of", "2026-11-01T00:00Z", "--out", str(out)]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("matchjobs: error: TooFewPairsError: too few decided pairs")
+    assert len(err) == 1
+    assert err[0].startswith("matchjobs: error: TooFewPairsError: too few decided pairs")
 
     small = ["--min-pairs", "20", "--bootstrap", "10", "--folds", "2", "--note", "tiny"]
     assert cli.main([*argv, *small]) == 0
