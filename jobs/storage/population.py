@@ -298,6 +298,10 @@ def _user_fields(users: pd.DataFrame, now: dt.datetime, params: LoadParams) -> d
     n = len(users)
     max_distance = _float_column(users, "max_distance_km")
     max_distance = np.where(np.isnan(max_distance), params.default_max_distance_km, max_distance)
+    # Beyond float32's range a limit saturates to ±inf, which keeps its meaning: +inf is no
+    # limit, -inf stays negative for the validator. The cast alone would warn and do the same.
+    too_far = np.abs(max_distance) > np.finfo(np.float32).max
+    max_distance = np.where(too_far, np.copysign(np.inf, max_distance), max_distance)
     # Saturated, not masked or wrapped: a stored 9 or 256 must stay invalid for the validator.
     seeking = np.clip(_int_column(users, "seeking_mask", 0), -1, 127)
     return {
