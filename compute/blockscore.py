@@ -213,6 +213,7 @@ def rank_block(
         within = None
         if filter_params.enforce_distance:
             # Decided on the float64 distance before the proximity formula reuses it.
+            assert distance is not None
             within = filters.within_limits(distance, q_side.limit[:, None], c_side.limit[None, :])
             within[~q_side.located, :] = True
             within[:, ~c_side.located] = True

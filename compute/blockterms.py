@@ -119,7 +119,8 @@ def _finite_weights(weights: npt.NDArray[np.floating]) -> npt.NDArray[np.floatin
     """``np.nan_to_num(weights, nan=0.0)``, skipped when every weight is finite (the norm)."""
     if np.isfinite(weights).all():
         return weights
-    return np.nan_to_num(weights, nan=0.0)
+    finite: npt.NDArray[np.floating] = np.nan_to_num(weights, nan=0.0)
+    return finite
 
 
 def _weigh(
@@ -238,9 +239,9 @@ class BlockTerms:
                 self._neutral[i],
             )
         assert isinstance(kernel, signals.Distance) and distance is not None
-        raw = distance if self._n_distance == 1 else distance.copy()
+        km = distance if self._n_distance == 1 else distance.copy()
         return _weigh(
-            s.formula(raw, self._params),
+            s.formula(km, self._params),
             q_side.located,
             self._c.located,
             self._weights[i],

@@ -377,7 +377,8 @@ def in_pairs(
     keys = np.sort(np.searchsorted(ids, lo_p) * n + np.searchsorted(ids, hi_p))
     query = lo * n + hi
     pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
-    return keys[pos] == query
+    found: npt.NDArray[np.bool_] = keys[pos] == query
+    return found
 
 
 @dataclass(frozen=True, eq=False)

@@ -99,7 +99,8 @@ def is_excluded(
 
     def member(query: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         pos = np.searchsorted(keys, query)
-        return keys[np.minimum(pos, keys.size - 1)] == query
+        found: npt.NDArray[np.bool_] = keys[np.minimum(pos, keys.size - 1)] == query
+        return found
 
     return member(a_rows * n + b_rows) | member(b_rows * n + a_rows)
 
@@ -123,8 +124,8 @@ def _age_ok(
 
 def age_accepts(
     years: npt.NDArray[np.floating],
-    age_min: npt.NDArray[np.floating],
-    age_max: npt.NDArray[np.floating],
+    age_min: npt.NDArray[np.number],
+    age_max: npt.NDArray[np.number],
 ) -> npt.NDArray[np.bool_]:
     """The age rule, broadcast: ``age_min ≤ years ≤ age_max`` (NaN fails).
 
@@ -241,7 +242,10 @@ def cohorts_compatible(
     valid = (g_a >= 0) & (g_a < N_GENDERS) & (g_b >= 0) & (g_b < N_GENDERS)
     g_a = np.where(valid, g_a, 0)
     g_b = np.where(valid, g_b, 0)
-    return valid & ((s_a >> g_b) & 1).astype(bool) & ((s_b >> g_a) & 1).astype(bool)
+    seeks: npt.NDArray[np.bool_] = (
+        valid & ((s_a >> g_b) & 1).astype(bool) & ((s_b >> g_a) & 1).astype(bool)
+    )
+    return seeks
 
 
 @dataclass(frozen=True)

@@ -340,7 +340,12 @@ def _truncated_svd(
         signs = np.sign(vt[np.arange(len(s)), np.argmax(np.abs(vt), axis=1)])
         signs[signs == 0] = 1.0
         u, vt = u * signs, vt * signs[:, None]
-    return u, s, vt
+    # float64 already (the matrix is): views that tell the checker so.
+    return (
+        np.asarray(u, dtype=np.float64),
+        np.asarray(s, dtype=np.float64),
+        np.asarray(vt, dtype=np.float64),
+    )
 
 
 def taste_model(

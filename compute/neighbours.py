@@ -109,13 +109,13 @@ def _build_index(
         return index
     nlist = max(1, min(n, round(params.nlist_factor * np.sqrt(n))))
     quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = int(rng.integers(0, 2**31 - 1))
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = int(rng.integers(0, 2**31 - 1))
     n_train = min(n, params.train_points_per_list * nlist)
     sample = np.sort(rng.choice(n, size=n_train, replace=False))
-    index.train(np.ascontiguousarray(vectors[sample]))
-    index.add(vectors)
-    return index
+    ivf.train(np.ascontiguousarray(vectors[sample]))
+    ivf.add(vectors)
+    return ivf
 
 
 def build_sources(
@@ -261,7 +261,9 @@ def _search_source(
                     extra = {}
                     if isinstance(index, faiss.IndexIVF):
                         nprobe = min(index.nlist, params.nprobe * params.growth**group_level)
-                        extra = {"params": faiss.SearchParametersIVF(nprobe=nprobe)}
+                        search_params = faiss.SearchParametersIVF()
+                        search_params.nprobe = nprobe
+                        extra = {"params": search_params}
                         may_widen = nprobe < index.nlist
                     sims, ids = index.search(np.ascontiguousarray(unit[q_rows]), kk, **extra)
                 valid = ids >= 0

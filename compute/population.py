@@ -432,13 +432,13 @@ def clean_population(
     if quality_bad.any():
         changes["rating_quality"] = np.where(quality_bad, np.float32(0), pop.rating_quality)
         changes["has_rating_quality"] = pop.has_rating_quality & ~quality_bad
-    pref_bad = np.isnan(pop.rating_preferences).any(axis=1)
+    pref_bad = np.asarray(np.isnan(pop.rating_preferences).any(axis=1))
     if pref_bad.any():
         changes["rating_preferences"] = np.where(
             pref_bad[:, None], np.float32(0), pop.rating_preferences
         )
         changes["has_preference"] = pop.has_preference & ~pref_bad
-    dims_bad = np.isnan(pop.rating_dims).any(axis=1)
+    dims_bad = np.asarray(np.isnan(pop.rating_dims).any(axis=1))
     if dims_bad.any():
         changes["rating_dims"] = np.where(dims_bad[:, None], np.float32(0), pop.rating_dims)
     cleaned = replace(pop, **changes) if changes else pop

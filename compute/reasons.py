@@ -241,10 +241,11 @@ def encode_reasons_json(
 
     def join(columns: list[npt.NDArray[np.object_]]) -> npt.NDArray[np.object_]:
         # Object-array additions concatenate in C, without a Python join per combination.
-        text = "[" + columns[0]
+        text: npt.NDArray[np.object_] = "[" + columns[0]
         for column in columns[1:]:
             text = text + ", " + column
-        return text + "]"
+        text = text + "]"
+        return text
 
     texts = np.array(
         _by_pattern(combos, lambda columns: join([by_id[c] for c in columns]), lambda: "[]"),
@@ -255,7 +256,7 @@ def encode_reasons_json(
 
 def _by_pattern(
     ids: npt.NDArray[np.int64],
-    build: Callable[[list[npt.NDArray[np.int64]]], Sequence[str]],
+    build: Callable[[list[npt.NDArray[np.int64]]], Sequence[str] | npt.NDArray[np.object_]],
     empty: Callable[[], str],
 ) -> list[str]:
     """One string per row of ``ids`` (-1 = skip), built per pattern of skipped columns.

@@ -76,7 +76,8 @@ class SignalWeights:
     def as_array(self) -> npt.NDArray[np.float64]:
         """(n_signals,) float64 weights in :data:`compute.signals.SIGNAL_NAMES` order, sum 1."""
         raw = np.array(self.values, dtype=np.float64)
-        return raw / raw.sum()
+        normalized: npt.NDArray[np.float64] = raw / raw.sum()
+        return normalized
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ def fuse(
         product = forward * reverse
         return np.sqrt(product, out=product)
     if fusion == "min":
-        return np.minimum(forward, reverse)
+        smaller: npt.NDArray[np.floating] = np.minimum(forward, reverse)
+        return smaller
     raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
 
 

@@ -59,6 +59,8 @@ N_SHARED_INTERESTS = 3
 _DENSE_BUDGET_CELLS = 1 << 24
 
 FloatArray = npt.NDArray[np.float64]
+# What a formula takes and gives: float32 blocks (compute.blockterms), float64 pairs.
+AnyFloatArray = npt.NDArray[np.floating]
 BoolArray = npt.NDArray[np.bool_]
 RowArray = npt.NDArray[np.int64]
 
@@ -131,7 +133,7 @@ class CandidateValue:
 
 
 Kernel = Cosine | InterestOverlap | Distance | CandidateValue
-Formula = Callable[[FloatArray, SignalParams], FloatArray]
+Formula = Callable[[AnyFloatArray, SignalParams], AnyFloatArray]
 
 
 # ------------------------------------------------------------------------------ formulas
@@ -139,31 +141,31 @@ Formula = Callable[[FloatArray, SignalParams], FloatArray]
 # float dtype, and may overwrite its argument.
 
 
-def half_cosine(cos: FloatArray, params: SignalParams) -> FloatArray:
+def half_cosine(cos: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
     """(1 + cos) / 2, computed as 0.5 · cos + 0.5 (the same number: halving is exact)."""
     cos *= 0.5
     cos += 0.5
     return cos
 
 
-def clip_unit(value: FloatArray, params: SignalParams) -> FloatArray:
+def clip_unit(value: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
     """clip(value, 0, 1)."""
     return np.clip(value, 0.0, 1.0, out=value)
 
 
-def finite_unit(value: FloatArray, params: SignalParams) -> FloatArray:
+def finite_unit(value: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
     """clip(value, 0, 1) where finite, else NaN (missing)."""
     return np.where(np.isfinite(value), np.clip(value, 0.0, 1.0), np.nan)
 
 
-def half_life(days: FloatArray, params: SignalParams) -> FloatArray:
+def half_life(days: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
     """0.5 ** (max(days, 0) / newness_half_life_days); NaN (and −inf) days are missing."""
     ok = np.isfinite(days) | (days == np.inf)
     safe = np.where(ok, np.maximum(days, 0.0), 0.0)
     return np.where(ok, np.power(0.5, safe / params.newness_half_life_days), np.nan)
 
 
-def distance_decay(distance_km: FloatArray, params: SignalParams) -> FloatArray:
+def distance_decay(distance_km: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
     """exp(−distance / proximity_scale_km)."""
     np.divide(distance_km, -params.proximity_scale_km, out=distance_km)
     return np.exp(distance_km, out=distance_km)

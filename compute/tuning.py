@@ -215,7 +215,8 @@ def served_scores(
         return forward
     if fusion is None:
         raise ValueError("fusion must be given when reciprocal is True")
-    return scoring.fuse(forward, validation.reverse @ weights, fusion)
+    # float64 in, float64 out: the view only tells the checker.
+    return np.asarray(scoring.fuse(forward, validation.reverse @ weights, fusion), dtype=np.float64)
 
 
 def tune(
