@@ -389,7 +389,8 @@ def taste_model(
         kept = s > max(float(s[0]) * _RANK_TOLERANCE, 0.0)
         shrunk = np.maximum(s - float(params.regularisation), 0.0)
         scale = np.where(kept, np.sqrt(shrunk) / np.where(kept, s, 1.0), 0.0)
-        singular[:rank] = shrunk
+        # A direction below the rank tolerance is numerical noise: no vector, no value.
+        singular[:rank] = np.where(kept, shrunk, 0.0)
         # Products with the user's own row/column: equal decisions give equal bits.
         taste_all[:, :rank] = (matrix @ vt.T) * scale
         appeal_all[:, :rank] = (matrix.T @ u) * scale
