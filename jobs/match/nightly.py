@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from compute import candidates
+from compute import candidates, scoring
 from compute.population import Population
 from jobs import errors, progress, runner
 from jobs.config import RayConfig, Retry
@@ -155,6 +155,8 @@ class ShardScorer:
         return {
             "shard": shard_id,
             "funnel": {**output.funnel, "rows_written": written, "rows_deleted": deleted},
+            # (candidate rows, lists each appears in): summed by the driver into exposure.
+            "exposure": np.unique(output.scored.cand_rows, return_counts=True),
             "compute_s": computed - started,
             "write_s": time.perf_counter() - computed,
             "write_attempts": attempts,
@@ -617,8 +619,12 @@ def _score_all(
         )
     funnel = core.merge_funnels([r["funnel"] for r in results])
     funnel["rows_written"] = funnel.get("rows_written", 0) - purged.rows
+    appearances = np.zeros(pop.n_users, dtype=np.int64)
+    for r in results:
+        np.add.at(appearances, *r["exposure"])
     figures.counts.update(
         funnel=funnel,
+        exposure={"over": "all_lists", **scoring.exposure_spread(appearances)},
         recall_audit=audit,
         algorithm_version=settings.version,
         shards={

@@ -8,27 +8,41 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from compute import sorting
 from jobs.storage import bulk, schema
 from jobs.storage.engine import translate_errors
 
 m = schema.match_scores
 
 
+def _mod(x: Any) -> Any:
+    """``x mod P`` for x ≥ 0, as ``x - (x / P) * P`` (integer division): a ``%`` would not
+    survive the COPY path of :func:`jobs.storage.bulk.read_frame`, which inlines parameters."""
+    return x - x // sorting.SPREAD_PRIME * sorting.SPREAD_PRIME
+
+
 def suggestions_query(version: str, user_id: int, limit: int) -> sa.Select[Any]:
     """Exactly the ``/api/suggestions`` read: one indexed, ordered query on ``match_scores``.
 
-    Ties on score are broken by candidate id so the order is total and repeatable.
+    Ties on score are broken by the exposure spread the match job ranks by,
+    :func:`compute.sorting.spread_keys` of (user, candidate, the version's seed), in the
+    same integer arithmetic (every product < 2**63 on PostgreSQL and SQLite): the order
+    is total, repeatable and the job's own. The user's part of the key is a constant of
+    the query (``spread_offset``); the candidate's part ``x`` is computed once per row in
+    a subquery and the key is ``x³ mod P``.
     """
-    return (
-        sa.select(
-            m.c.candidate_id,
-            m.c.score,
-            m.c.reasons,
-            *(m.c[f"s_{name}"] for name in schema.SUBSCORE_COLUMNS),
-            m.c.computed_at,
-        )
+    offset = sorting.spread_offset(user_id, sorting.spread_seed(version))
+    columns = ("candidate_id", "score", "reasons", *(f"s_{n}" for n in schema.SUBSCORE_COLUMNS))
+    x = _mod(_mod(m.c.candidate_id) * sorting.SPREAD_CANDIDATE_FACTOR + offset)
+    rows = (
+        sa.select(*(m.c[c] for c in columns), m.c.computed_at, x.label("spread_x"))
         .where(m.c.algorithm_version == version, m.c.user_id == user_id)
-        .order_by(m.c.score.desc(), m.c.candidate_id)
+        .subquery("listed")
+    )
+    spread = _mod(_mod(rows.c.spread_x * rows.c.spread_x) * rows.c.spread_x)
+    return (
+        sa.select(*(rows.c[c] for c in columns), rows.c.computed_at)
+        .order_by(rows.c.score.desc(), spread)
         .limit(limit)
     )
 

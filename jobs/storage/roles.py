@@ -67,6 +67,8 @@ SIGNAL_TABLES = (
     schema.profile_rating_aggregates,
     schema.profile_rating_standing,
     schema.user_rating_preferences,
+    schema.user_like_behaviour,
+    schema.user_taste_vectors,
 )
 # job -> the tables it reads besides its own (schema.DERIVED_OWNERS says what it writes)
 JOB_READS: dict[str, tuple[sa.Table, ...]] = {

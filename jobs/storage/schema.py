@@ -273,7 +273,16 @@ user_taste_vectors = sa.Table(
     _ts("updated_at"),
 )
 
-SUBSCORE_COLUMNS = ("quiz", "interests", "rating_quality", "rating_fit", "newness", "proximity")
+SUBSCORE_COLUMNS = (
+    "quiz",
+    "interests",
+    "rating_quality",
+    "rating_fit",
+    "newness",
+    "proximity",
+    "appeal",
+    "reciprocity",
+)
 
 match_scores = sa.Table(
     "match_scores",

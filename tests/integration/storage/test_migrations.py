@@ -11,6 +11,17 @@ from alembic.script import ScriptDirectory
 
 from jobs.storage import migrate, schema
 
+# match_scores' subscores before 0013 added s_appeal and s_reciprocity: rows written at an
+# older revision have only these.
+SUBSCORES_BEFORE_0013 = (
+    "quiz",
+    "interests",
+    "rating_quality",
+    "rating_fit",
+    "newness",
+    "proximity",
+)
+
 
 def schema_snapshot(engine: sa.Engine) -> dict[str, Any]:
     """Tables, columns (type, nullability, default), keys, indexes and checks, comparable."""
@@ -106,7 +117,7 @@ def test_partitioning_keeps_rows_and_gives_each_version_its_partition(pg_db) -> 
                     user_id=user,
                     candidate_id=9,
                     score=0.5,
-                    **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+                    **{f"s_{n}": 0.5 for n in SUBSCORES_BEFORE_0013},
                     reasons="[]",
                     config_hash="h",
                     computed_at=now,
@@ -212,7 +223,7 @@ def _source_rows(conn: sa.Connection, users: list[dict[str, Any]]) -> None:
             "user_id": 1,
             "candidate_id": 2,
             "score": 0.5,
-            **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+            **{f"s_{n}": 0.5 for n in SUBSCORES_BEFORE_0013},
             "s_proximity": 1.5,
             "reasons": "[]",
             "config_hash": "h",
@@ -281,11 +292,29 @@ def test_constraints_migration_round_trips_a_clean_database(db) -> None:
         conn.execute(sa.text("UPDATE quiz_answers SET value = 4 WHERE user_id = 2"))
         conn.execute(sa.text("UPDATE match_scores SET s_proximity = 1"))
 
+    # match_scores' columns as of 0005 (later revisions add subscores).
+    scores_columns = ", ".join(
+        (
+            "algorithm_version",
+            "user_id",
+            "candidate_id",
+            "score",
+            *(f"s_{n}" for n in SUBSCORES_BEFORE_0013),
+            "reasons",
+            "config_hash",
+            "computed_at",
+        )
+    )
+
     def rows() -> list[Any]:
         with db.engine.connect() as conn:
             return [
-                conn.execute(sa.text(f"SELECT * FROM {t} ORDER BY 1, 2, 3")).all()
-                for t in ("users", "quiz_answers", "match_scores")
+                conn.execute(sa.text(f"SELECT {columns} FROM {t} ORDER BY 1, 2, 3")).all()
+                for t, columns in (
+                    ("users", "*"),
+                    ("quiz_answers", "*"),
+                    ("match_scores", scores_columns),
+                )
             ]
 
     stored = rows()

@@ -45,6 +45,8 @@ SIGNALS = {
     "profile_rating_aggregates": "S",
     "profile_rating_standing": "S",
     "user_rating_preferences": "S",
+    "user_like_behaviour": "S",
+    "user_taste_vectors": "S",
 }
 JOBS: dict[str, dict[str, str]] = {
     "quiz": {

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute import blockscore, filters, scoring
+from compute import blockscore, filters, scoring, sorting
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 EVERYTHING = 10**6
@@ -161,7 +161,15 @@ def test_bad_arguments_raise(four_users):
         )
 
 
-def reference_top_per_row(score, rows, cand_ids, keep):
+def reference_spread(user_id, cand_id, seed):
+    """The spread key in plain Python integers (x³ mod P of the mixed ids)."""
+    p = sorting.SPREAD_PRIME
+    mixed = cand_id * sorting.SPREAD_CANDIDATE_FACTOR + user_id * sorting.SPREAD_USER_FACTOR
+    x = (mixed + seed) % p
+    return pow(x, 3, p)
+
+
+def reference_top_per_row(score, rows, row_ids, cand_ids, seed, keep):
     """The straightforward cut: exact keep-th value per row, then a three-key lexsort."""
     n_rows, n_cols = score.shape
     if n_cols > keep:
@@ -170,7 +178,9 @@ def reference_top_per_row(score, rows, cand_ids, keep):
         threshold = np.full(n_rows, -np.inf, dtype=np.float32)
     local, col = np.nonzero(score >= np.maximum(threshold, np.float32(-0.5))[:, None])
     values = score[local, col]
-    order = np.lexsort((cand_ids[col], -values, local))
+    pairs = zip(row_ids[local].tolist(), cand_ids[col].tolist(), strict=True)
+    ties = np.array([reference_spread(u, c, seed) for u, c in pairs], dtype=np.int64)
+    order = np.lexsort((ties, -values, local))
     local, col, values = local[order], col[order], values[order]
     first = np.r_[True, local[1:] != local[:-1]] if local.size else np.empty(0, np.bool_)
     rank = np.arange(local.size) - np.maximum.accumulate(np.where(first, np.arange(local.size), 0))
@@ -195,11 +205,10 @@ def test_top_per_row_and_masking_equal_the_straightforward_cut():
         blockscore._mask_cells(score, ok)
         assert (score.view(np.int32) == expected_masked.view(np.int32)).all()
         rows = rng.integers(0, 10**6, n_rows)
-        ids = rng.permutation(n_cols)
-        id_order = np.argsort(ids, kind="stable")
-        id_rank = np.empty_like(id_order)
-        id_rank[id_order] = np.arange(n_cols)
-        got = blockscore._top_per_row(score, rows, id_rank, keep)
-        want = reference_top_per_row(score, rows, ids, keep)
+        ids = rng.permutation(n_cols) + 1
+        row_ids = rows + 7
+        seed = int(rng.integers(0, sorting.SPREAD_PRIME))
+        got = blockscore._top_per_row(score, rows, row_ids, ids, seed, keep)
+        want = reference_top_per_row(score, rows, row_ids, ids, seed, keep)
         for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype and g.tolist() == w.tolist(), trial

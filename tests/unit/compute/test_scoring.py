@@ -13,7 +13,14 @@ from compute import filters, scoring, signals
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 # Explicit, so that the hand-checked sums below do not follow the registry's defaults.
 WEIGHTS = scoring.SignalWeights(
-    quiz=0.30, interest=0.25, rating_quality=0.15, rating_fit=0.10, newness=0.05, proximity=0.15
+    quiz=0.30,
+    interest=0.25,
+    rating_quality=0.15,
+    rating_fit=0.10,
+    newness=0.05,
+    proximity=0.15,
+    appeal=0.0,
+    reciprocity=0.0,
 )
 WEIGHT_DICT = {name: WEIGHTS[name] for name in signals.SIGNAL_NAMES}
 
@@ -41,7 +48,8 @@ def test_four_users_score_is_hand_checkable(four_users):
     )
     assert scored.score[0] == pytest.approx(expected, abs=1e-6)
     assert scored.subscore("quiz")[0] == pytest.approx(1.0)
-    assert scored.missing[0] == 0
+    # four_users have no likes: the two behaviour signals are missing (bits 6 and 7).
+    assert scored.missing[0] == (1 << signals.index("appeal")) | (1 << signals.index("reciprocity"))
 
 
 @pytest.mark.parametrize("fusion", ["harmonic", "geometric", "min"])
