@@ -109,6 +109,16 @@ MATCH_METADATA = {
     "skipped": {"no_location": 4, "nan_vector": 1},
     "rows_written": 8000,
     "algorithm_version": "v1",
+    "exposure": {
+        "over": "all_lists",
+        "users": 400,
+        "never_suggested_share": 0.125,
+        "appearances_p50": 19.0,
+        "appearances_p99": 61.0,
+        "appearances_max": 73,
+        "appearances_mean": 20.0,
+        "gini": 0.31,
+    },
 }
 
 
@@ -251,6 +261,8 @@ def test_report_embeds_every_plot_as_a_png_and_hides_the_password(db, tmp_path: 
     assert "default (reciprocal on) beats every baseline." in page
     assert "auc mutual" in page and "popularity" in page
     assert "v1 (7,120 rows)" in page and "v2 (7,120 rows)" in page  # 356 users × 20
+    # The match run's exposure spread (issue 11, item 7).
+    assert "<h3>Exposure</h3>" in page and "12.5%" in page and "19 / 61 / 73" in page
 
 
 def test_without_an_evaluation_file_the_page_says_so(db, tmp_path: Path) -> None:
