@@ -280,8 +280,8 @@ def exposure_spread(counts: npt.NDArray[np.integer]) -> dict[str, float | int | 
     return {
         "users": n,
         "never_suggested_share": round(float((x == 0).mean()), 5),
-        "appearances_p50": float(np.percentile(x, 50)),
-        "appearances_p99": float(np.percentile(x, 99)),
+        "appearances_p50": round(float(np.percentile(x, 50)), 3),
+        "appearances_p99": round(float(np.percentile(x, 99)), 3),
         "appearances_max": int(x[-1]),
         "appearances_mean": round(total / n, 3),
         "gini": None if gini is None else round(gini, 5),

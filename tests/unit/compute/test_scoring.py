@@ -170,3 +170,19 @@ def test_params_validation_names_the_key(make_population):
             scoring.ScoreParams(),
             exposure_counts=np.zeros(1, np.int64),
         )
+
+
+def test_exposure_spread_figures_by_hand():
+    """The exposure figures of issue 11, item 7: half the users in no list, Gini 0.5."""
+    figure = scoring.exposure_spread(np.array([2, 0, 2, 0]))
+    assert figure == {
+        "users": 4,
+        "never_suggested_share": 0.5,
+        "appearances_p50": 1.0,
+        "appearances_p99": 2.0,
+        "appearances_max": 2,
+        "appearances_mean": 1.0,
+        "gini": 0.5,
+    }
+    assert scoring.exposure_spread(np.array([3, 3, 3]))["gini"] == 0.0
+    assert scoring.exposure_spread(np.zeros(3, np.int64))["gini"] is None
