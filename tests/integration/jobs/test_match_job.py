@@ -153,14 +153,7 @@ def test_scores_equal_the_reference_and_reasons_follow_contributions(
     pop = loaded_population(world, config)
     row_of = {int(u): i for i, u in enumerate(pop.user_ids)}
     w = config.weights
-    weights = {
-        "quiz": w.quiz,
-        "interest": w.interests,
-        "rating_quality": w.rating_quality,
-        "rating_fit": w.rating_fit,
-        "newness": w.newness,
-        "proximity": w.proximity,
-    }
+    weights = {s.name: getattr(w, s.key) for s in signals_mod.SIGNALS}
     sc = config.scoring
     params = reasons_mod.ReasonParams()
     thresholds = dict(zip(signals_mod.SIGNAL_NAMES, params.thresholds(), strict=True))

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from jobs import config as config_mod
 from jobs import runner
 from jobs.context import Scope
-from jobs.storage import scores
+from jobs.storage import schema, scores
 from jobs.tools import seed
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -76,9 +76,15 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
     # a stray v1 row written before the first nightly lives in the default partition
     with db.engine.begin() as conn:
         conn.execute(
-            sa.text(
-                "INSERT INTO match_scores VALUES ('v1', 999999, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, "
-                "0.5, '[]', 'x', now())"
+            sa.insert(schema.match_scores).values(
+                algorithm_version="v1",
+                user_id=999999,
+                candidate_id=1,
+                score=0.5,
+                **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+                reasons="[]",
+                config_hash="x",
+                computed_at=sa.func.now(),
             )
         )
     run_id, _ = run(db, "match", v1)
