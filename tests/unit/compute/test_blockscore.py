@@ -75,9 +75,10 @@ def test_rows_chunked_together_equal_rows_alone(make_random_population):
         assert alone.rank.tolist() == list(range(alone.rank.size))
 
 
-def test_ties_are_broken_by_candidate_user_id(make_population):
-    # Four identical men: equal scores; the two with the smallest user ids are kept,
-    # whatever the column order.
+def test_ties_are_broken_by_the_exposure_spread(make_population):
+    """Four identical men: equal scores; the two with the smallest spread keys of
+    (user, candidate, seed) are kept, whatever the column order — not the lowest ids
+    (issue 11, item 7)."""
     man = {"gender": 1, "seeking": 0b001}
     pop = make_population(
         [
@@ -88,10 +89,13 @@ def test_ties_are_broken_by_candidate_user_id(make_population):
             {**man, "user_id": 30},
         ]
     )
-    params = scoring.ScoreParams()
+    params = scoring.ScoreParams(spread_seed=11)
+    ids = np.array([50, 20, 40, 30])
+    keys = sorting.spread_keys(np.full(4, pop.user_ids[0]), ids, 11)
+    expected = ids[np.argsort(keys)][:2].tolist()
     for cands in (np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])):
         block = blockscore.rank_block(pop, np.array([0]), cands, params, filters.FilterParams(), 2)
-        assert pop.user_ids[block.cand_rows].tolist() == [20, 30]
+        assert pop.user_ids[block.cand_rows].tolist() == expected
 
 
 def test_missing_signals_take_the_neutral_value(make_population):

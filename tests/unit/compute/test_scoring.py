@@ -8,7 +8,7 @@ import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute import filters, scoring, signals
+from compute import filters, scoring, signals, sorting
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 # Explicit, so that the hand-checked sums below do not follow the registry's defaults.
@@ -73,13 +73,16 @@ def test_scores_equal_reference(make_random_population, fusion, dormancy):
         assert s == pytest.approx(expected, abs=1e-5)
 
 
-def test_top_k_is_per_user_sorted_with_candidate_id_tie_break(make_population):
+def test_top_k_is_per_user_sorted_with_the_spread_tie_break(make_population):
+    """Equal scores are ordered by the spread keys, not by candidate id (issue 11, item 7)."""
     same = {"gender": 1, "seeking": 0b001}
     pop = make_population(
         [{}, {**same, "user_id": 9}, {**same, "user_id": 5}, {**same, "user_id": 7}]
     )
-    scored = scoring.score_pairs(pop, [0, 0, 0], [1, 2, 3], scoring.ScoreParams(top_k=2))
-    assert scored.cand_rows.tolist() == [2, 3]  # equal scores → user ids 5, 7
+    params = scoring.ScoreParams(top_k=2, spread_seed=3)
+    scored = scoring.score_pairs(pop, [0, 0, 0], [1, 2, 3], params)
+    keys = sorting.spread_keys(np.full(3, pop.user_ids[0]), pop.user_ids[[1, 2, 3]], 3)
+    assert scored.cand_rows.tolist() == (np.argsort(keys)[:2] + 1).tolist()
     assert scored.rank.tolist() == [0, 1]
 
 
