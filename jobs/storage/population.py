@@ -192,8 +192,10 @@ def _vectors(
     dim = int(np.bincount(dims).argmax()) if dims.size else 1
     # A NULL blob (the likes job stores taste and appeal apart) is no vector, not a bad one.
     stored = frame[blob].notna().to_numpy(dtype=np.bool_)
-    blob_sizes = (
-        frame[blob].map(lambda b: len(b) if isinstance(b, bytes | bytearray | memoryview) else -1).to_numpy(dtype=np.int64)
+    blob_sizes = np.fromiter(
+        (len(b) if isinstance(b, bytes | bytearray | memoryview) else -1 for b in frame[blob]),
+        dtype=np.int64,
+        count=len(frame),
     )
     ok = stored & (dims == dim) & (blob_sizes == 4 * dim)
     vectors = np.zeros((user_ids.size, dim), dtype=np.float32)

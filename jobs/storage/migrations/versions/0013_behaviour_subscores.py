@@ -12,7 +12,7 @@ partition) with that default, which is then dropped, as the models have none. SQ
 add a CHECK in place: match_scores is rebuilt, as in 0004 and 0006.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-02
 """
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
