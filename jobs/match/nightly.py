@@ -179,7 +179,6 @@ class ShardScorer:
                     output.user_ids,
                     output.frame,
                     version=self._settings.version,
-                    config_hash=self._settings.config_hash,
                     computed_at=self._computed_at,
                     rewrite=rewrite,
                 )
@@ -192,7 +191,6 @@ class ShardScorer:
                 output.user_ids,
                 output.frame,
                 version=self._settings.version,
-                config_hash=self._settings.config_hash,
                 computed_at=self._computed_at,
                 guard=self._guard,
             )

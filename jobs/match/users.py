@@ -105,7 +105,6 @@ def _score_and_replace(
             target_ids,
             output.frame,
             version=settings.version,
-            config_hash=settings.config_hash,
             computed_at=ctx.now,
             guard=guard,
         )

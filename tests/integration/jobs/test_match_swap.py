@@ -58,7 +58,8 @@ def rows(db: Any, version: str) -> list[tuple[Any, ...]]:
             tuple(r)
             for r in conn.execute(
                 sa.text(
-                    "SELECT user_id, candidate_id, score, reasons FROM match_scores "
+                    "SELECT user_id, candidate_id, score, p.reasons FROM match_scores m "
+                    "JOIN reason_patterns p ON p.id = m.reason_id "
                     "WHERE algorithm_version = :v ORDER BY user_id, candidate_id"
                 ),
                 {"v": version},
@@ -82,8 +83,7 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
                 candidate_id=1,
                 score=0.5,
                 **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
-                reasons="[]",
-                config_hash="x",
+                reason_id=1,
                 computed_at=sa.func.now(),
             )
         )
@@ -159,7 +159,7 @@ def test_a_stage_refuses_rows_of_another_version(pg_db: Any) -> None:
     )
     try:
         for version, accepted in (("v1", True), ("v2", False)):
-            write = dict(version=version, config_hash="h", computed_at=NOW, rewrite=False)
+            write = dict(version=version, computed_at=NOW, rewrite=False)
             if accepted:
                 with pg_db.engine.begin() as conn:
                     assert scores.write_stage_shard(conn, stage, [1], frame, **write) == (0, 1)
@@ -169,3 +169,4 @@ def test_a_stage_refuses_rows_of_another_version(pg_db: Any) -> None:
     finally:
         with pg_db.engine.begin() as conn:
             scores.drop_stage(conn, stage)
+
