@@ -527,11 +527,27 @@ def _score_all(
         swap = scores.supports_swap(conn)
     stage = scores.stage_name(ctx.run_id or 0) if swap else None
     replaced: str | None = None
+    storage = ctx.config.storage
     if stage is not None:
         with write_engine.begin() as conn:
             # Fenced: a run abandoned while paused must not drop its successor's stage.
             if ctx.run_id is not None:
                 ledger.fence(conn, ctx.run_id)
+            disk = scores.check_free_disk(
+                conn,
+                settings.version,
+                expected_rows=pop.n_users * settings.scoring.top_k,
+                factor=storage.disk_estimate_factor,
+                reserve_bytes=storage.disk_reserve_bytes,
+                path=storage.disk_path,
+            )
+            figures.counts["disk_check"] = disk
+            if not disk["checked"]:
+                ctx.logger.warning(
+                    "free disk not checked before staging: %s",
+                    disk["reason"],
+                    extra={"action": "match.disk_check", **disk},
+                )
             scores.create_stage(conn, stage, settings.version)
     else:
         # Each shard publishes its own rows: the version's hash changes with the first.
@@ -601,6 +617,11 @@ def _score_all(
                 purged = scores.swap_in_stage(
                     conn, stage, settings.version, guard, pop.user_ids, run_id=ctx.run_id
                 )
+                if storage.keep_versions is not None:
+                    retired = scores.drop_retired_versions(
+                        conn, storage.keep_versions, settings.version
+                    )
+                    figures.counts["retired_versions"] = retired
         else:
             with figures.phase("remove_departed"), write_engine.begin() as conn:
                 if ctx.run_id is not None:

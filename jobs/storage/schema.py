@@ -341,6 +341,9 @@ algorithm_versions = sa.Table(
     sa.Column("scoring_hash", sa.String(16), nullable=False),
     _ts("first_written_at"),
     _ts("hash_set_at"),
+    # When the nightly last swapped in the version's partition (PostgreSQL; migration 0012):
+    # storage.keep_versions keeps the partitions of the most recently swapped versions.
+    _ts("swapped_at", nullable=True),
 )
 
 feed_cards = sa.Table(

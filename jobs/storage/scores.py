@@ -25,7 +25,9 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import os
 import random
+import shutil
 import struct
 import time
 from collections.abc import Iterable, Iterator
@@ -782,7 +784,131 @@ def swap_in_stage(
             f"FOR VALUES IN ({_literal(version)})"
         )
         conn.exec_driver_sql(f'ALTER TABLE "{stage}" RENAME TO "{part}"')
+        # The server's clock, not the run's (--as-of may pin that in the past): the order
+        # of swaps is what storage.keep_versions keeps by.
+        conn.execute(
+            sa.update(VERSIONS)
+            .where(VERSIONS.c.algorithm_version == version)
+            .values(swapped_at=sa.func.clock_timestamp())
+        )
     return purged
+
+
+# Bytes per stored row, heap plus indexes, when a version has no partition yet to measure
+# (BENCHMARKS.md, Storage: ≈ 170 at 20k users × top 200 after migration 0012).
+DEFAULT_BYTES_PER_ROW = 200
+
+
+def free_disk_bytes(conn: sa.Connection, path: str | None) -> tuple[int | None, str]:
+    """Free bytes of the filesystem holding the database, and where that was measured.
+
+    ``path``: that filesystem as this host sees it; None asks the server for its
+    ``data_directory`` (superuser or pg_read_all_settings), usable when the server runs on
+    this host. ``(None, why)`` when it cannot be measured.
+    """
+    if path is None:
+        try:
+            with conn.begin_nested():
+                path = conn.execute(sa.text("SELECT current_setting('data_directory')")).scalar()
+        except sa.exc.DBAPIError as exc:
+            return None, f"the server's data_directory is not readable ({exc.orig})"
+        if path is None or not os.path.isdir(path):
+            return None, f"the data directory {path!r} is not on this host"
+    elif not os.path.isdir(path):
+        raise StorageError(f"storage.disk_path {path!r} is not a directory on this host")
+    return shutil.disk_usage(path).free, path
+
+
+def check_free_disk(
+    conn: sa.Connection,
+    version: str,
+    *,
+    expected_rows: int,
+    factor: float,
+    reserve_bytes: int,
+    path: str | None,
+) -> dict[str, Any]:
+    """Refuse to stage ``version`` where its new partition would not fit on the disk.
+
+    Needed: ``expected_rows`` × bytes per row (the version's current partition, heap plus
+    indexes over its row estimate, else :data:`DEFAULT_BYTES_PER_ROW`) × ``factor`` +
+    ``reserve_bytes``; the old partition stays until the swap, so the stage needs all of
+    it. Raises ``StorageError`` naming both figures when the free space is short; returns
+    the figures (``checked`` false, with the reason, when the free space is unknown).
+    """
+    with translate_errors(f"estimate the stage of version {version!r}"):
+        measured = conn.execute(
+            sa.text(
+                "SELECT pg_total_relation_size(c.oid), c.reltuples FROM pg_class c "
+                "WHERE c.oid = to_regclass(:p)"
+            ),
+            {"p": partition_name(version)},
+        ).first()
+    per_row = float(DEFAULT_BYTES_PER_ROW)
+    if measured is not None and measured[1] is not None and measured[1] > 0:
+        per_row = float(measured[0]) / float(measured[1])
+    needed = int(expected_rows * per_row * factor) + int(reserve_bytes)
+    free, where = free_disk_bytes(conn, path)
+    figures: dict[str, Any] = {
+        "needed_bytes": needed,
+        "bytes_per_row": round(per_row, 1),
+        "expected_rows": int(expected_rows),
+        "checked": free is not None,
+    }
+    if free is None:
+        return {**figures, "reason": where}
+    if free < needed:
+        raise StorageError(
+            f"not enough free disk to stage version {version!r}: needs {needed:,} bytes "
+            f"({expected_rows:,} rows × {per_row:.0f} B × {factor:g} + {reserve_bytes:,} "
+            f"reserve), {free:,} free on {where}; nothing was staged. Free space, drop "
+            "retired versions (storage.keep_versions) or lower the estimate "
+            "(storage.disk_estimate_factor)"
+        )
+    return {**figures, "free_bytes": free, "path": where}
+
+
+def drop_retired_versions(conn: sa.Connection, keep: int, current: str) -> list[str]:
+    """Drop the partitions of versions not among the ``keep`` most recently swapped.
+
+    Run in the swap's transaction, after it (the table is already locked). ``current``
+    (just swapped) is always kept. Only swapped versions' own partitions are dropped: the
+    default partition, which holds the rows of versions never swapped, is left alone. The
+    retired versions keep their ``algorithm_versions`` row (their hash), unswapped.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be ≥ 1; got {keep}")
+    with translate_errors("drop retired versions"):
+        swapped = (
+            conn.execute(
+                sa.select(VERSIONS.c.algorithm_version)
+                .where(VERSIONS.c.swapped_at.is_not(None))
+                .order_by((VERSIONS.c.algorithm_version == current).desc())
+                .order_by(VERSIONS.c.swapped_at.desc(), VERSIONS.c.algorithm_version)
+            )
+            .scalars()
+            .all()
+        )
+        retired = [v for v in swapped[keep:] if v != current]
+        for version in retired:
+            part = partition_name(version)
+            attached = conn.execute(
+                sa.text(
+                    "SELECT 1 FROM pg_inherits WHERE inhparent = 'match_scores'::regclass "
+                    "AND inhrelid = to_regclass(:p)"
+                ),
+                {"p": part},
+            ).first()
+            if attached:
+                conn.exec_driver_sql(f'ALTER TABLE match_scores DETACH PARTITION "{part}"')
+                conn.exec_driver_sql(f'DROP TABLE "{part}"')
+        if retired:
+            conn.execute(
+                sa.update(VERSIONS)
+                .where(VERSIONS.c.algorithm_version.in_(retired))
+                .values(swapped_at=None)
+            )
+    return retired
 
 
 def drop_stage(conn: sa.Connection, stage: str) -> None:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from jobs import config as config_mod
 from jobs import runner
 from jobs.context import Scope
+from jobs.errors import StorageError
 from jobs.storage import schema, scores
 from jobs.tools import seed
 
@@ -170,3 +171,77 @@ def test_a_stage_refuses_rows_of_another_version(pg_db: Any) -> None:
         with pg_db.engine.begin() as conn:
             scores.drop_stage(conn, stage)
 
+
+def seeded(db: Any) -> None:
+    with db.engine.begin() as conn:
+        seed.write(conn, seed.generate(200, 5, NOW))
+    for job in ("quiz", "interests", "ratings"):
+        run(db, job, config_for("v1"))
+
+
+def with_storage(config: config_mod.Config, **storage: Any) -> config_mod.Config:
+    data = config.model_dump()
+    data["storage"].update(storage)
+    return config_mod.from_mapping(data)
+
+
+def test_nightly_refuses_to_stage_what_the_disk_cannot_hold(pg_db: Any, tmp_path: Any) -> None:
+    """Issue 15: a nightly whose stage would not fit on the disk stops before staging, with
+    the bytes needed and free in its error; the served rows stay as they were."""
+    db = pg_db
+    seeded(db)
+    run(db, "match", config_for("v1"))
+    before = rows(db, "v1")
+    absurd = with_storage(config_for("v1"), disk_estimate_factor=1e12, disk_path=str(tmp_path))
+    with pytest.raises(StorageError, match=r"needs [\d,]+ bytes .* [\d,]+ free on"):
+        run(db, "match", absurd)
+    assert rows(db, "v1") == before
+    with db.engine.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'match_scores_stage_%'")
+        ).scalar_one()
+        error = conn.execute(
+            sa.text("SELECT error FROM job_runs WHERE job_name = 'match' ORDER BY id DESC")
+        ).scalar()
+    assert left == 0 and "not enough free disk" in error
+    # A sane estimate on the same disk passes, and the run records what it checked.
+    run_id, _ = run(db, "match", with_storage(config_for("v1"), disk_path=str(tmp_path)))
+    with db.engine.connect() as conn:
+        meta = json.loads(
+            conn.execute(
+                sa.text("SELECT metadata FROM job_runs WHERE id = :i"), {"i": run_id}
+            ).scalar_one()
+        )
+    assert meta["disk_check"]["checked"] and meta["disk_check"]["needed_bytes"] > 0
+    assert meta["disk_check"]["bytes_per_row"] != scores.DEFAULT_BYTES_PER_ROW
+
+
+def test_keep_versions_drops_retired_partitions_only(pg_db: Any) -> None:
+    """storage.keep_versions: after a swap, partitions of versions beyond the N most
+    recently swapped are dropped; the current version and the default partition's rows of
+    never-swapped versions stay."""
+    db = pg_db
+    seeded(db)
+    with db.engine.begin() as conn:  # a version only ever written by the event path
+        conn.execute(
+            sa.text(
+                "INSERT INTO match_scores VALUES (999999, 1, 1, now(), 0.5, 0.5, 0.5, 0.5, 0.5, "
+                "0.5, 0.5, 'events-only')"
+            )
+        )
+    for version in ("v1", "v2", "v3"):
+        run(db, "match", config_for(version))
+    assert len(partitions(db)) == 4
+    run(db, "match", with_storage(config_for("v2"), keep_versions=2))
+    names = {scores.partition_name(v) for v in ("v2", "v3")} | {"match_scores_default"}
+    assert set(partitions(db)) == names
+    assert not rows(db, "v1") and rows(db, "v2") and rows(db, "v3")
+    with db.engine.connect() as conn:
+        kept = conn.execute(
+            sa.text("SELECT count(*) FROM match_scores WHERE algorithm_version = 'events-only'")
+        ).scalar_one()
+        hashes = conn.execute(sa.text("SELECT count(*) FROM algorithm_versions")).scalar_one()
+    assert kept == 1 and hashes == 3
+    # keep 1: only the version just swapped stays
+    run(db, "match", with_storage(config_for("v3"), keep_versions=1))
+    assert set(partitions(db)) == {scores.partition_name("v3"), "match_scores_default"}

@@ -12,6 +12,8 @@ where the scorer computes four. Now:
 - ``config_hash`` is gone: ``algorithm_versions.scoring_hash`` is the one hash of a version.
 - The columns are recreated in alignment order (8-byte fields, 4-byte fields, the version
   text last): altering types in place would leave the dropped columns' slots in every row.
+- ``algorithm_versions.swapped_at``: when the nightly last swapped a version's partition in
+  (``storage.keep_versions``).
 
 The upgrade copies every row (PostgreSQL: each version keeps its partition) and rebuilds the
 keys; API reads wait for it, so run it outside the hours the app serves. The downgrade
@@ -164,6 +166,8 @@ def upgrade() -> None:
         sa.Column("reasons", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reason_patterns")),
     )
+    with op.batch_alter_table("algorithm_versions") as batch:
+        batch.add_column(sa.Column("swapped_at", sa.DateTime(timezone=True), nullable=True))
     parts = _set_aside(postgresql)
     texts = bind.execute(sa.text("SELECT DISTINCT reasons FROM match_scores_old")).scalars()
     patterns = sa.table("reason_patterns", sa.column("id"), sa.column("reasons"))
@@ -199,4 +203,6 @@ def downgrade() -> None:
     )
     op.drop_table("match_scores_old")
     _keys(postgresql)
+    with op.batch_alter_table("algorithm_versions") as batch:
+        batch.drop_column("swapped_at")
     op.drop_table("reason_patterns")
