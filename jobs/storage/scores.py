@@ -168,6 +168,9 @@ def encode_chunks(
         yield encode_copy_binary(chunk, ids, version, computed_at)
 
 
+_NEW_PATTERNS = "reason_patterns_new"
+
+
 def store_patterns(conn: sa.Connection, patterns: ReasonPatterns) -> int:
     """Add ``patterns`` missing from ``reason_patterns``; the number of distinct patterns.
 
@@ -184,23 +187,32 @@ def store_patterns(conn: sa.Connection, patterns: ReasonPatterns) -> int:
     texts = [patterns.texts[i] for i in order]
     with translate_errors("store reason patterns"):
         if is_postgres(conn):
-            params: dict[str, Any] = {"ids": ids, "texts": texts}
-            conn.execute(
-                sa.text(
-                    "INSERT INTO reason_patterns (id, reasons) SELECT * FROM "
-                    "unnest(CAST(:ids AS BIGINT[]), CAST(:texts AS TEXT[])) "
-                    "ON CONFLICT (id) DO NOTHING"
-                ),
-                params,
+            # COPY, not array parameters: sending 64k texts (one shard's patterns at 20k
+            # users) as a text[] parameter took 7 s; COPY takes ~0.3 s.
+            conn.exec_driver_sql(
+                f'CREATE TEMPORARY TABLE IF NOT EXISTS "{_NEW_PATTERNS}" '
+                "(id BIGINT NOT NULL, reasons TEXT NOT NULL) ON COMMIT DELETE ROWS"
             )
+            conn.exec_driver_sql(f'TRUNCATE "{_NEW_PATTERNS}"')
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f'COPY "{_NEW_PATTERNS}" (id, reasons) FROM STDIN') as copy:
+                for row in zip(ids, texts, strict=True):
+                    copy.write_row(row)
+            # LATERAL … LIMIT 1: one key lookup per pattern of ours. A plain join hashed the
+            # whole dictionary on every write (1.1 s at 250k patterns, growing with it).
             clashes = conn.execute(
                 sa.text(
-                    "SELECT p.id FROM reason_patterns p JOIN unnest(CAST(:ids AS BIGINT[]), "
-                    "CAST(:texts AS TEXT[])) AS n(id, reasons) ON p.id = n.id "
+                    f'SELECT n.id FROM "{_NEW_PATTERNS}" n CROSS JOIN LATERAL '
+                    "(SELECT p.reasons FROM reason_patterns p WHERE p.id = n.id LIMIT 1) AS p "
                     "WHERE p.reasons <> n.reasons"
-                ),
-                params,
+                )
             ).scalars()
+            clashing = list(clashes)
+            if not clashing:
+                conn.exec_driver_sql(
+                    "INSERT INTO reason_patterns (id, reasons) SELECT id, reasons "
+                    f'FROM "{_NEW_PATTERNS}" ORDER BY id ON CONFLICT (id) DO NOTHING'
+                )
         else:
             conn.execute(
                 sqlite.insert(PATTERNS).on_conflict_do_nothing(),
@@ -211,8 +223,7 @@ def store_patterns(conn: sa.Connection, patterns: ReasonPatterns) -> int:
                 chunk = ids[start : start + _SQLITE_CHUNK]
                 query = sa.select(PATTERNS.c.id, PATTERNS.c.reasons).where(PATTERNS.c.id.in_(chunk))
                 stored.update((int(i), str(t)) for i, t in conn.execute(query))
-            clashes = [i for i, t in zip(ids, texts, strict=True) if stored.get(i) != t]
-        clashing = list(clashes)
+            clashing = [i for i, t in zip(ids, texts, strict=True) if stored.get(i) != t]
     if clashing:
         raise StorageError(
             f"reason_patterns: {len(clashing)} reasons texts share a 64-bit id with another "
