@@ -16,10 +16,11 @@ from jobs.storage import scores as score_store
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 API_SQL = (  # the README's API query
-    "SELECT m.candidate_id, CAST(m.score AS FLOAT) AS score, p.reasons "
-    "FROM match_scores m JOIN reason_patterns p ON p.id = m.reason_id "
-    "WHERE m.algorithm_version = :v AND m.user_id = :u "
-    "ORDER BY m.score DESC, m.candidate_id LIMIT :n"
+    "SELECT t.candidate_id, CAST(t.score AS FLOAT) AS score, p.reasons "
+    "FROM (SELECT candidate_id, score, reason_id FROM match_scores "
+    "WHERE algorithm_version = :v AND user_id = :u "
+    "ORDER BY score DESC, candidate_id LIMIT :n) AS t "
+    "JOIN reason_patterns p ON p.id = t.reason_id ORDER BY t.score DESC, t.candidate_id"
 )
 
 
