@@ -806,7 +806,7 @@ def swap_in_stage(
 
 
 # Bytes per stored row, heap plus indexes, when a version has no partition yet to measure
-# (BENCHMARKS.md, Storage: ≈ 170 at 20k users × top 200 after migration 0012).
+# (BENCHMARKS.md, Storage: 172 at 20k users × top 200 after migration 0012).
 DEFAULT_BYTES_PER_ROW = 200
 
 
