@@ -68,6 +68,21 @@ def rows(db: Any, version: str) -> list[tuple[Any, ...]]:
         ]
 
 
+def insert_stray_row(conn: sa.Connection, version: str) -> None:
+    """One row of ``version`` for user 999999 written outside any nightly (by column name)."""
+    conn.execute(
+        sa.insert(schema.match_scores).values(
+            algorithm_version=version,
+            user_id=999999,
+            candidate_id=1,
+            score=0.5,
+            **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+            reason_id=1,
+            computed_at=sa.func.now(),
+        )
+    )
+
+
 def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
     db = pg_db
     with db.engine.begin() as conn:
@@ -77,17 +92,7 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
         run(db, job, v1)
     # a stray v1 row written before the first nightly lives in the default partition
     with db.engine.begin() as conn:
-        conn.execute(
-            sa.insert(schema.match_scores).values(
-                algorithm_version="v1",
-                user_id=999999,
-                candidate_id=1,
-                score=0.5,
-                **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
-                reason_id=1,
-                computed_at=sa.func.now(),
-            )
-        )
+        insert_stray_row(conn, "v1")
     run_id, _ = run(db, "match", v1)
     first = rows(db, "v1")
     assert first and all(r[0] != 999999 for r in first)
@@ -223,12 +228,7 @@ def test_keep_versions_drops_retired_partitions_only(pg_db: Any) -> None:
     db = pg_db
     seeded(db)
     with db.engine.begin() as conn:  # a version only ever written by the event path
-        conn.execute(
-            sa.text(
-                "INSERT INTO match_scores VALUES (999999, 1, 1, now(), 0.5, 0.5, 0.5, 0.5, 0.5, "
-                "0.5, 0.5, 'events-only')"
-            )
-        )
+        insert_stray_row(conn, "events-only")
     for version in ("v1", "v2", "v3"):
         run(db, "match", config_for(version))
     assert len(partitions(db)) == 4

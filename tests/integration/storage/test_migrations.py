@@ -57,7 +57,7 @@ def schema_snapshot(engine: sa.Engine) -> dict[str, Any]:
 
 
 def legacy_scores() -> sa.TableClause:
-    """match_scores as it was before 0012 (reasons text, config hash), for older revisions."""
+    """match_scores as it was before 0014 (reasons text, config hash), for older revisions."""
     names = ("algorithm_version", "user_id", "candidate_id", "score")
     names += (*(f"s_{n}" for n in schema.SUBSCORE_COLUMNS), "reasons", "config_hash")
     return sa.table(
@@ -168,7 +168,7 @@ def test_integer_keys_migration_keeps_rows_both_ways(db) -> None:
             user_id=user,
             candidate_id=candidate,
             score=0.25 * candidate,
-            **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+            **{f"s_{n}": 0.5 for n in SUBSCORES_BEFORE_0013},
             reasons=f'[{{"code": "nearby", "params": {{"km": {candidate}}}}}]',
             config_hash="h",
             computed_at=now,
@@ -339,7 +339,7 @@ def test_constraints_migration_round_trips_a_clean_database(db) -> None:
 
 
 def test_compact_scores_migration_keeps_what_the_api_reads_both_ways(db) -> None:
-    """0012 moves reasons to reason_patterns and scores to float4: the API's read of every
+    """0014 moves reasons to reason_patterns and scores to float4: the API's read of every
     row is unchanged (reasons text for text, scores to float32), and the downgrade gives
     back the old rows with the version's scoring hash as config_hash."""
     import datetime as dt
@@ -369,7 +369,7 @@ def test_compact_scores_migration_keeps_what_the_api_reads_both_ways(db) -> None
         )
         for version, user, candidate in (("v1", 1, 2), ("v1", 1, 3), ("v1", 1, 4), ("exp", 2, 3))
     ]
-    migrate.downgrade(db.engine, "0010")
+    migrate.downgrade(db.engine, "0013")
     with db.engine.begin() as conn:
         if db.engine.dialect.name == "postgresql":  # v1 swapped in once, exp never
             name = scores.partition_name("v1")
@@ -409,7 +409,7 @@ def test_compact_scores_migration_keeps_what_the_api_reads_both_ways(db) -> None
                 )
             ).scalars()
             assert scores.partition_name("v1") in set(parts)
-    migrate.downgrade(db.engine, "0010")
+    migrate.downgrade(db.engine, "0013")
     with db.engine.connect() as conn:
         back = conn.execute(
             sa.text(
