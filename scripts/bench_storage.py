@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare")
     p.add_argument("--users", type=int, default=20000)
     p.add_argument("--labels", nargs="+", default=["before", "after"])
-    p.add_argument("--base-revision", default="0010")
+    p.add_argument("--base-revision", default="0013")
     p.set_defaults(func=prepare)
     m = sub.add_parser("measure")
     m.add_argument("--label", required=True)
