@@ -21,7 +21,8 @@ per row and let ``score_pairs`` pick the exact top K from those.
 
 Memory is bounded by processing query rows in chunks of at most ``chunk_entries`` matrix
 cells. Each row's result depends only on that row and the candidate set it can reach: rows
-are never mixed, and ties are broken by candidate user id (see :func:`rank_block`).
+are never mixed, and ties are broken by the exposure spread, a seeded hash of (user,
+candidate, version) (:func:`compute.sorting.spread_keys`, as in the pair path).
 """
 
 from __future__ import annotations
@@ -188,11 +189,7 @@ def rank_block(
         over = np.asarray(exposure_counts)[cands] > sp.exposure_cap
         multiplier = np.where(over, multiplier * sp.exposure_factor, multiplier)
     scale = np.ones(0) if np.all(multiplier == 1.0) else multiplier.astype(np.float32)
-    # Column order by candidate user id (stable: equal ids keep column order, as a
-    # lexsort on the ids would), so the tie-break is a small integer.
-    id_order = np.argsort(pop.user_ids[cands], kind="stable")
-    id_rank = np.empty_like(id_order)
-    id_rank[id_order] = np.arange(id_order.size)
+    cand_ids = pop.user_ids[cands]
     reverse_keys = (
         transposed_exclusion_keys(pop) if reverse_exclusion_keys is None else reverse_exclusion_keys
     )
@@ -271,7 +268,9 @@ def rank_block(
         _mask_cells(score, ok)
         del ok
 
-        users, picked, values, ranks = _top_per_row(score, rows, id_rank, keep)
+        users, picked, values, ranks = _top_per_row(
+            score, rows, pop.user_ids[rows], cand_ids, sp.spread_seed, keep
+        )
         out_users.append(users)
         out_cands.append(cands[picked])
         out_scores.append(values)
@@ -301,21 +300,27 @@ def _mask_cells(score: F32, ok: npt.NDArray[np.bool_]) -> None:
 
 
 def _top_per_row(
-    score: F32, rows: RowArray, id_rank: RowArray, keep: int
+    score: F32,
+    rows: RowArray,
+    row_ids: RowArray,
+    cand_ids: RowArray,
+    seed: int,
+    keep: int,
 ) -> tuple[RowArray, RowArray, F32, npt.NDArray[np.int32]]:
-    """Best ``keep`` unmasked columns per row: score desc, candidate user id asc.
+    """Best ``keep`` unmasked columns per row: score desc, then the exposure spread.
 
-    ``id_rank`` is each column's rank by candidate user id. Each row gets a threshold t
-    with at least ``keep`` unmasked columns ≥ t (or t = -0.5 when it has fewer), so t is
-    at most the keep-th largest value; every column with score ≥ t is then ordered
-    exactly, so ties at the cut are broken by user id and the result does not depend on
-    column order.
+    Each row gets a threshold t with at least ``keep`` unmasked columns ≥ t (or t = -0.5
+    when it has fewer), so t is at most the keep-th largest value; every column with
+    score ≥ t is then ordered exactly, ties by :func:`compute.sorting.spread_keys` of
+    (row's user id, candidate's user id, ``seed``) as in the pair path, so the cut does
+    not depend on column order and equal scores are not all given to the lowest ids.
     """
     n_cols = score.shape[1]
     above = score >= _row_thresholds(score, keep)[:, None]
     # Flat indices and a divmod: a third of the time of a 2-D np.nonzero.
     local, col = np.divmod(np.flatnonzero(above), n_cols)
-    order = sorting.group_value_order(local, score[local, col], id_rank[col])
+    ties = sorting.spread_keys(row_ids[local], cand_ids[col], seed)
+    order = sorting.group_value_order(local, score[local, col], ties)
     local, col = local[order], col[order]
     values = score[local, col]
     first = np.r_[True, local[1:] != local[:-1]] if local.size else np.empty(0, np.bool_)

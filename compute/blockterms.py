@@ -41,6 +41,11 @@ class UserFeatures:
         (:func:`compute.signals.cosine_fields`), side by side (0 rows where invalid).
     unit_ok : (m, n_fields) bool
         Whether each field's vector is present and non-zero.
+    raw : (m, E) float32
+        The rows, as stored, of every vector field a registered dot kernel reads
+        (:func:`compute.signals.dot_fields`), side by side.
+    raw_ok : (m, n_dot_fields) bool
+        Whether each of those vectors is present.
     xyz : (m, 3) float64
         Unit position on the sphere (0 where not located).
     located : (m,) bool
@@ -53,6 +58,8 @@ class UserFeatures:
 
     unit: F32
     unit_ok: BoolArray
+    raw: F32
+    raw_ok: BoolArray
     xyz: npt.NDArray[np.float64]
     located: BoolArray
     limit: npt.NDArray[np.float64]
@@ -80,6 +87,10 @@ def user_features(pop: Population) -> UserFeatures:
         )
         units.append(unit)
         oks.append(ok)
+    raws, raw_oks = [], []
+    for field, present in signals.dot_fields():
+        raws.append(np.asarray(getattr(pop, field), dtype=np.float32))
+        raw_oks.append(signals.present_mask(pop, present, every))
     lat = np.radians(pop.lat)
     lon = np.radians(pop.lon)
     located = np.isfinite(lat) & np.isfinite(lon)
@@ -90,6 +101,10 @@ def user_features(pop: Population) -> UserFeatures:
         if units
         else np.zeros((pop.n_users, 0), np.float32),
         unit_ok=np.column_stack(oks) if oks else np.zeros((pop.n_users, 0), np.bool_),
+        raw=np.ascontiguousarray(np.hstack(raws), dtype=np.float32)
+        if raws
+        else np.zeros((pop.n_users, 0), np.float32),
+        raw_ok=np.column_stack(raw_oks) if raw_oks else np.zeros((pop.n_users, 0), np.bool_),
         xyz=np.ascontiguousarray(np.where(located[:, None], xyz, 0.0)),
         located=located,
         limit=np.where(np.isnan(limit), np.inf, limit),
@@ -177,6 +192,13 @@ class BlockTerms:
             spans[(field, present)] = (slice(offset, offset + width), column)
             offset += width
         self._spans = spans
+        spans, offset = {}, 0
+        for column, (field, present) in enumerate(signals.dot_fields()):
+            width = int(np.asarray(getattr(pop, field)).shape[1])
+            spans[(field, present)] = (slice(offset, offset + width), column)
+            offset += width
+        self._dot_spans = spans
+        self._cands = cands
         self._n_distance = sum(isinstance(s.kernel, signals.Distance) for _, s in self._active)
         self._dense = (
             _dense_interests(pop, cands)
@@ -217,6 +239,32 @@ class BlockTerms:
             self._neutral[i],
         )
 
+    def _dot(
+        self, s: signals.Signal, i: int, rows: RowArray, q_side: UserFeatures, *, reverse: bool
+    ) -> F32:
+        kernel = s.kernel
+        assert isinstance(kernel, signals.Dot)
+        left = self._dot_spans[(kernel.left, kernel.left_present)]
+        right = self._dot_spans[(kernel.right, kernel.right_present)]
+        if reverse:  # cell [a, b] of b → a: ⟨left_b, right_a⟩
+            left, right = right, left
+        raw = q_side.raw[:, left[0]] @ self._c.raw[:, right[0]].T
+        finite = np.isfinite(raw)  # as the pair path: a non-finite dot is missing
+        values = s.formula(raw, self._params)
+        values[~finite] = np.nan
+        values[~q_side.raw_ok[:, left[1]], :] = np.nan
+        values[:, ~self._c.raw_ok[:, right[1]]] = np.nan
+        if kernel.rate is not None:
+            # The rate is the deciding side's: the candidate's a → b, the row's b → a.
+            rate, rate_ok = signals.rate_values(kernel, self._pop, rows if reverse else self._cands)
+            shape = (-1, 1) if reverse else (1, -1)
+            values = signals.blend_rate(
+                values, rate.astype(np.float32).reshape(shape), rate_ok.reshape(shape)
+            )
+        term = np.where(np.isnan(values), np.float32(self._neutral[i]), values)
+        term *= np.float32(self._weights[i])
+        return term.astype(np.float32, copy=False)
+
     def _symmetric_term(
         self,
         s: signals.Signal,
@@ -228,6 +276,8 @@ class BlockTerms:
         kernel = s.kernel
         if isinstance(kernel, signals.Cosine):
             return self._cosine(s, i, q_side, reverse=False)
+        if isinstance(kernel, signals.Dot):
+            return self._dot(s, i, rows, q_side, reverse=False)
         if isinstance(kernel, signals.InterestOverlap):
             assert self._dense is not None
             raw = _interest_overlap(self._pop, rows, self._dense, q_side.has_interest)
@@ -270,12 +320,18 @@ class BlockTerms:
         for reverse in (False, True) if reciprocal else (False,):
             score: F32 | None = None
             for i, s in self._active:
-                if not s.symmetric and isinstance(s.kernel, signals.Cosine):
+                if s.symmetric:
+                    continue
+                if isinstance(s.kernel, signals.Cosine):
                     term = self._cosine(s, i, q_side, reverse=reverse)
-                    if score is None:
-                        score = term
-                    else:
-                        score += term
+                elif isinstance(s.kernel, signals.Dot):
+                    term = self._dot(s, i, rows, q_side, reverse=reverse)
+                else:
+                    continue
+                if score is None:
+                    score = term
+                else:
+                    score += term
             if score is None:
                 score = symmetric.copy() if reverse or reciprocal else symmetric
             else:

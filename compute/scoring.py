@@ -24,8 +24,10 @@ Optional factors, off by default:
   of the current call (one shard) are used, which under-counts.
 
 The final score is clipped to [0, 1] and is never NaN. Top K per user is ordered by
-score descending, ties broken by candidate ``user_id`` ascending (deterministic, and
-identical whether a user is scored alone or inside a shard).
+score descending, ties broken by the exposure spread — :func:`compute.sorting.spread_keys`
+of (user id, candidate id, ``spread_seed``), never by candidate id, so equal scores do not
+all go to the lowest ids — deterministic, and identical whether a user is scored alone or
+inside a shard, and the same as the block path's cut and the API's ORDER BY.
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ class ScoreParams:
         None = off; else the number of top-K appearances above which a candidate is
         penalized.
     exposure_factor : float in [0, 1]
+    spread_seed : int
+        Seed of the tie-break (:func:`compute.sorting.spread_keys`); the match job uses
+        :func:`compute.sorting.spread_seed` of the algorithm version.
     """
 
     weights: SignalWeights = field(default_factory=SignalWeights)
@@ -115,6 +120,7 @@ class ScoreParams:
     dormancy_half_life_days: float = 30.0
     exposure_cap: int | None = None
     exposure_factor: float = 0.5
+    spread_seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.neutral <= 1.0:
@@ -242,21 +248,64 @@ def exposure_counts(scored: ScoredPairs, n_users: int) -> npt.NDArray[np.int64]:
     return np.bincount(scored.cand_rows, minlength=n_users).astype(np.int64)
 
 
+def exposure_spread(counts: npt.NDArray[np.integer]) -> dict[str, float | int | None]:
+    """How evenly the lists spread over the users who could be suggested.
+
+    Parameters
+    ----------
+    counts : (n,) int
+        Lists each eligible user appears in (:func:`exposure_counts`, summed over shards).
+
+    Returns
+    -------
+    dict
+        ``users`` (n), ``never_suggested_share`` (share with 0 appearances),
+        ``appearances_p50``, ``appearances_p99``, ``appearances_max``,
+        ``appearances_mean`` and ``gini`` (0 = every user in as many lists, → 1 = all
+        slots to one user); the shares and Gini are None when nothing was suggested.
+    """
+    x = np.sort(np.asarray(counts, dtype=np.int64))
+    n = int(x.size)
+    total = int(x.sum())
+    if n == 0:
+        return {
+            "users": 0,
+            "never_suggested_share": None,
+            "appearances_p50": None,
+            "appearances_p99": None,
+            "appearances_max": None,
+            "appearances_mean": None,
+            "gini": None,
+        }
+    ranks = np.arange(1, n + 1, dtype=np.float64)
+    gini = float(((2 * ranks - n - 1) * x).sum() / (n * total)) if total else None
+    return {
+        "users": n,
+        "never_suggested_share": round(float((x == 0).mean()), 5),
+        "appearances_p50": round(float(np.percentile(x, 50)), 3),
+        "appearances_p99": round(float(np.percentile(x, 99)), 3),
+        "appearances_max": int(x[-1]),
+        "appearances_mean": round(total / n, 3),
+        "gini": None if gini is None else round(gini, 5),
+    }
+
+
 def top_k_order(
     user_rows: npt.NDArray[np.int64],
     score: npt.NDArray[np.float32],
-    cand_user_ids: npt.NDArray[np.int64],
+    ties: npt.NDArray[np.int64],
     k: int,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
     """Indices of the top ``k`` pairs per user and their ranks.
 
-    Order: user row ascending, score descending, candidate user id ascending.
+    Order: user row ascending, score descending, ``ties`` ascending (the pairs'
+    :func:`compute.sorting.spread_keys`, the same as the block path's cut).
 
     Returns
     -------
     (indices, ranks) : (m,) int64 and (m,) int32
     """
-    order = _pair_order(user_rows, score, cand_user_ids)
+    order = _pair_order(user_rows, score, ties)
     sorted_users = user_rows[order]
     first = np.r_[True, sorted_users[1:] != sorted_users[:-1]] if order.size else np.empty(0, bool)
     group_start = np.maximum.accumulate(np.where(first, np.arange(order.size), 0))
@@ -268,19 +317,18 @@ def top_k_order(
 def _pair_order(
     user_rows: npt.NDArray[np.int64],
     score: npt.NDArray[np.float32],
-    cand_user_ids: npt.NDArray[np.int64],
+    ties: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.intp]:
-    """``np.lexsort((cand_user_ids, -score, user_rows))``.
+    """``np.lexsort((ties, -score, user_rows))``.
 
     Candidate pools come grouped by ascending user row: numbering those groups 0, 1, …
-    and offsetting the ids keeps the keys small enough for one packed sort.
+    keeps the keys small for a packed sort.
     """
     if user_rows.size < 2 or not bool((user_rows[1:] >= user_rows[:-1]).all()):
-        return np.lexsort((cand_user_ids, -score, user_rows))
+        return np.lexsort((ties, -score, user_rows))
     groups = np.zeros(user_rows.size, dtype=np.int64)
     np.cumsum(user_rows[1:] != user_rows[:-1], out=groups[1:])
-    ids = np.asarray(cand_user_ids, dtype=np.int64)
-    return sorting.group_value_order(groups, score, ids - ids.min())
+    return sorting.group_value_order(groups, score, ties)
 
 
 def score_pairs(
@@ -331,16 +379,16 @@ def score_pairs(
             pop.inactive_days[b], params.dormancy_grace_days, params.dormancy_half_life_days
         )
     score = np.clip(np.nan_to_num(fused, nan=0.0), 0.0, 1.0).astype(np.float32)
-    cand_user_ids = pop.user_ids[b]
+    ties = sorting.spread_keys(pop.user_ids[a], pop.user_ids[b], params.spread_seed)
 
     if params.exposure_cap is not None:
         if exposure_counts is None:
-            idx, _ = top_k_order(a, score, cand_user_ids, params.top_k)
+            idx, _ = top_k_order(a, score, ties, params.top_k)
             exposure_counts = np.bincount(b[idx], minlength=pop.n_users)
         over = exposure_counts[b] > params.exposure_cap
         score = np.where(over, score * np.float32(params.exposure_factor), score).astype(np.float32)
 
-    idx, rank = top_k_order(a, score, cand_user_ids, params.top_k)
+    idx, rank = top_k_order(a, score, ties, params.top_k)
     missing_bits = np.isnan(sig.values[idx]) @ (1 << np.arange(len(signals.SIGNAL_NAMES)))
     subscores = np.where(np.isnan(sig.values[idx]), neutral, sig.values[idx])
     distance = sig.distance_km[idx]

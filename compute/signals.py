@@ -36,6 +36,11 @@ The current signals (a = user, b = candidate):
 * newness:        0.5 ** (max(account_age_days_b, 0) / half_life_days).
   Missing when the account age is NaN.
 * proximity:      exp(−d_km / scale_km). Missing when either has no location.
+* appeal:         (1 + clip(taste_a · appeal_b, −1, 1)) / 2 — how likely a is to like b.
+  Missing when a has no taste or b no appeal vector (the likes job's too-few-decisions).
+* reciprocity:    mean of (1 + clip(taste_b · appeal_a, −1, 1)) / 2 and b's shrunk like
+  rate given — how likely b is to like a back; either alone when the other is missing,
+  missing when both are (b has no row in the likes job's tables).
 
 Symmetric signals (a cosine of one vector with itself, interests, distance) are computed
 once for both directions; the others are directional (the reverse direction swaps a and b).
@@ -109,6 +114,29 @@ class Cosine:
 
 
 @dataclass(frozen=True)
+class Dot:
+    """⟨left_a, right_b⟩ of two per-user vector fields (not normalized: the likes job's
+    taste · appeal is a reconstruction of a's decision about b, its size is the evidence).
+
+    Missing where a ``*_present`` mask is False or the dot is not finite. With ``rate``
+    (a float field of the candidate, present where ``rate_present``), the signal is the
+    mean of the formula's value and the candidate's rate (:func:`blend_rate`): either
+    alone where the other is missing, missing where both are.
+    """
+
+    left: str
+    right: str
+    left_present: str
+    right_present: str
+    rate: str | None = None
+    rate_present: str | None = None
+
+    @property
+    def symmetric(self) -> bool:
+        return self.left == self.right and self.left_present == self.right_present and not self.rate
+
+
+@dataclass(frozen=True)
 class InterestOverlap:
     """Σ_{i ∈ I_a ∩ I_b} min(w_a,i, w_b,i); missing when either has no interests."""
 
@@ -132,7 +160,7 @@ class CandidateValue:
     symmetric = False
 
 
-Kernel = Cosine | InterestOverlap | Distance | CandidateValue
+Kernel = Cosine | Dot | InterestOverlap | Distance | CandidateValue
 Formula = Callable[[AnyFloatArray, SignalParams], AnyFloatArray]
 
 
@@ -146,6 +174,30 @@ def half_cosine(cos: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
     cos *= 0.5
     cos += 0.5
     return cos
+
+
+def half_dot(dot: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
+    """(1 + clip(dot, −1, 1)) / 2: taste · appeal reconstructs a like as +1 and a pass as −1
+    (``likes.pass_weight`` 1), so this is its linear estimate of P(like | a decision), and
+    0 (the model knows nothing) is 0.5."""
+    np.clip(dot, -1.0, 1.0, out=dot)
+    return half_cosine(dot, params)
+
+
+def blend_rate(
+    values: npt.NDArray[np.floating],
+    rate: npt.NDArray[np.floating],
+    rate_ok: BoolArray,
+) -> npt.NDArray[np.floating]:
+    """Mean of two estimates of one probability, NaN = missing (broadcasting).
+
+    ``values`` (NaN where missing) and ``rate`` where ``rate_ok``: their mean where both
+    are known, the known one where one is, NaN where neither. Keeps ``values``' dtype.
+    """
+    known = ~np.isnan(values)
+    rate = np.where(rate_ok, rate, np.nan).astype(values.dtype, copy=False)
+    both = (values + rate) * values.dtype.type(0.5)
+    return np.where(known & rate_ok, both, np.where(known, values, rate))
 
 
 def clip_unit(value: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
@@ -219,7 +271,7 @@ SIGNALS: tuple[Signal, ...] = (
         key="quiz",
         kernel=Cosine("quiz_vectors", "quiz_vectors", "has_quiz", "has_quiz"),
         formula=half_cosine,
-        weight=0.25,
+        weight=0.15,
         reason_code="quiz_match",
         reason_text="Your quiz answers line up closely",
         reason_min=0.75,
@@ -229,7 +281,7 @@ SIGNALS: tuple[Signal, ...] = (
         key="interests",
         kernel=InterestOverlap(),
         formula=clip_unit,
-        weight=0.20,
+        weight=0.10,
         reason_code="shared_interests",
         reason_text=None,
         reason_min=0.15,
@@ -239,7 +291,7 @@ SIGNALS: tuple[Signal, ...] = (
         key="rating_quality",
         kernel=CandidateValue("rating_quality", "has_rating_quality"),
         formula=finite_unit,
-        weight=0.15,
+        weight=0.10,
         reason_code="highly_rated",
         reason_text="Highly rated by people they've met",
         reason_min=0.7,
@@ -260,7 +312,7 @@ SIGNALS: tuple[Signal, ...] = (
         key="newness",
         kernel=CandidateValue("account_age_days"),
         formula=half_life,
-        weight=0.10,
+        weight=0.05,
         reason_code="new_here",
         reason_text="New here",
         reason_min=0.5,
@@ -270,10 +322,38 @@ SIGNALS: tuple[Signal, ...] = (
         key="proximity",
         kernel=Distance(),
         formula=distance_decay,
-        weight=0.20,
+        weight=0.10,
         reason_code="nearby",
         reason_text=None,
         reason_min=0.3,
+    ),
+    Signal(
+        name="appeal",
+        key="appeal",
+        kernel=Dot("taste_vectors", "appeal_vectors", "has_taste", "has_appeal"),
+        formula=half_dot,
+        weight=0.20,
+        reason_code="your_type",
+        reason_text="Liked by people whose likes match yours",
+        reason_min=0.6,
+    ),
+    Signal(
+        name="reciprocity",
+        key="reciprocity",
+        # b's decision about a: taste_b · appeal_a, i.e. ⟨appeal_a, taste_b⟩, and b's rate.
+        kernel=Dot(
+            "appeal_vectors",
+            "taste_vectors",
+            "has_appeal",
+            "has_taste",
+            rate="like_rate_given",
+            rate_present="has_like_rate",
+        ),
+        formula=half_dot,
+        weight=0.20,
+        reason_code="likely_mutual",
+        reason_text="Likely to like you back",
+        reason_min=0.6,
     ),
 )
 SIGNAL_NAMES: tuple[str, ...] = tuple(s.name for s in SIGNALS)
@@ -307,6 +387,24 @@ def cosine_fields() -> tuple[tuple[str, str | None], ...]:
             seen[(s.kernel.left, s.kernel.left_present)] = None
             seen[(s.kernel.right, s.kernel.right_present)] = None
     return tuple(seen)
+
+
+def dot_fields() -> tuple[tuple[str, str], ...]:
+    """Every (vector field, presence field) a registered dot kernel reads, once."""
+    seen: dict[tuple[str, str], None] = {}
+    for s in SIGNALS:
+        if isinstance(s.kernel, Dot):
+            seen[(s.kernel.left, s.kernel.left_present)] = None
+            seen[(s.kernel.right, s.kernel.right_present)] = None
+    return tuple(seen)
+
+
+def rate_values(kernel: Dot, pop: Population, rows: RowArray) -> tuple[FloatArray, BoolArray]:
+    """The rate field of a :class:`Dot` kernel at ``rows`` (float64) and where it is known."""
+    assert kernel.rate is not None
+    rate = np.asarray(getattr(pop, kernel.rate))[rows].astype(np.float64)
+    ok = present_mask(pop, kernel.rate_present, rows) & np.isfinite(rate)
+    return np.clip(np.where(ok, rate, 0.0), 0.0, 1.0), ok
 
 
 def unit_rows(
@@ -478,6 +576,17 @@ def _pair_values(
         cos, ok = _cosine(left[x], right[y])
         ok &= present_mask(pop, kernel.left_present, x) & present_mask(pop, kernel.right_present, y)
         return _finish(sig, cos, ok, params)
+    if isinstance(kernel, Dot):
+        left = np.asarray(getattr(pop, kernel.left))[x]
+        right = np.asarray(getattr(pop, kernel.right))[y]
+        dots = np.einsum("ij,ij->i", left, right, dtype=np.float64)
+        ok = present_mask(pop, kernel.left_present, x) & present_mask(pop, kernel.right_present, y)
+        values, ok = _finish(sig, dots, ok & np.isfinite(dots), params)
+        if kernel.rate is None:
+            return values, ok
+        rate, rate_ok = rate_values(kernel, pop, y)
+        blended = np.asarray(blend_rate(values, rate, rate_ok), dtype=np.float64)  # a view
+        return blended, ~np.isnan(blended)
     if isinstance(kernel, InterestOverlap):
         return _finish(sig, shared.overlap.copy(), shared.overlap_ok, params)
     if isinstance(kernel, Distance):

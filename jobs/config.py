@@ -238,6 +238,23 @@ class Worker(_Model):
         return self
 
 
+class Storage(_Model):
+    """Disk use of the nightly's stage-and-swap (PostgreSQL)."""
+
+    # Keep the partitions of this many most recently swapped versions (the one just
+    # swapped included); older versions' partitions are dropped after a successful swap.
+    # None: never drop. Every version the app serves must be swapped by its own nightly.
+    keep_versions: Annotated[int, Field(ge=1)] | None = None
+    # Free disk needed before staging: population × top_k × bytes per row (the version's
+    # last partition, else 200) × this factor (index builds sort beside the stage) ...
+    disk_estimate_factor: Annotated[float, Field(gt=0)] = 1.5
+    # ... plus this reserve left free.
+    disk_reserve_bytes: Annotated[int, Field(ge=0)] = 1 << 30
+    # The filesystem of the database's data directory, as the driver sees it. None: the
+    # server's data_directory, when it is on this host and readable (else not checked).
+    disk_path: str | None = None
+
+
 class Config(_Model):
     algorithm_version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w.\-]+$")]
     weights: Weights = Weights()
@@ -256,6 +273,7 @@ class Config(_Model):
     runner: Runner = Runner()
     audit: Audit = Audit()
     worker: Worker = Worker()
+    storage: Storage = Storage()
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> Config:

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from compute import candidates, filters, reasons, scoring, signals
+from compute import candidates, filters, reasons, scoring, signals, sorting
 from compute.population import Population, clean_population
 from jobs import errors
 from jobs.config import Config, Retry
@@ -151,6 +151,7 @@ def settings_from_config(config: Config) -> MatchSettings:
             dormancy_half_life_days=float(sc.dormancy.half_life_days),
             exposure_cap=sc.exposure_cap.max_lists if sc.exposure_cap.enabled else None,
             exposure_factor=float(sc.exposure_cap.penalty),
+            spread_seed=sorting.spread_seed(config.algorithm_version),
         ),
         reasons=reasons.ReasonParams(),
         index_seed=cand.seed,

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from compute import candidates
+from compute import candidates, scoring
 from compute.population import Population
 from jobs import errors, progress, runner
 from jobs.config import RayConfig, Retry
@@ -155,6 +155,8 @@ class ShardScorer:
         return {
             "shard": shard_id,
             "funnel": {**output.funnel, "rows_written": written, "rows_deleted": deleted},
+            # (candidate rows, lists each appears in): summed by the driver into exposure.
+            "exposure": np.unique(output.scored.cand_rows, return_counts=True),
             "compute_s": computed - started,
             "write_s": time.perf_counter() - computed,
             "write_attempts": attempts,
@@ -177,7 +179,6 @@ class ShardScorer:
                     output.user_ids,
                     output.frame,
                     version=self._settings.version,
-                    config_hash=self._settings.config_hash,
                     computed_at=self._computed_at,
                     rewrite=rewrite,
                 )
@@ -190,7 +191,6 @@ class ShardScorer:
                 output.user_ids,
                 output.frame,
                 version=self._settings.version,
-                config_hash=self._settings.config_hash,
                 computed_at=self._computed_at,
                 guard=self._guard,
             )
@@ -527,11 +527,27 @@ def _score_all(
         swap = scores.supports_swap(conn)
     stage = scores.stage_name(ctx.run_id or 0) if swap else None
     replaced: str | None = None
+    storage = ctx.config.storage
     if stage is not None:
         with write_engine.begin() as conn:
             # Fenced: a run abandoned while paused must not drop its successor's stage.
             if ctx.run_id is not None:
                 ledger.fence(conn, ctx.run_id)
+            disk = scores.check_free_disk(
+                conn,
+                settings.version,
+                expected_rows=pop.n_users * settings.scoring.top_k,
+                factor=storage.disk_estimate_factor,
+                reserve_bytes=storage.disk_reserve_bytes,
+                path=storage.disk_path,
+            )
+            figures.counts["disk_check"] = disk
+            if not disk["checked"]:
+                ctx.logger.warning(
+                    "free disk not checked before staging: %s",
+                    disk["reason"],
+                    extra={"action": "match.disk_check", **disk},
+                )
             scores.create_stage(conn, stage, settings.version)
     else:
         # Each shard publishes its own rows: the version's hash changes with the first.
@@ -601,6 +617,11 @@ def _score_all(
                 purged = scores.swap_in_stage(
                     conn, stage, settings.version, guard, pop.user_ids, run_id=ctx.run_id
                 )
+                if storage.keep_versions is not None:
+                    retired = scores.drop_retired_versions(
+                        conn, storage.keep_versions, settings.version
+                    )
+                    figures.counts["retired_versions"] = retired
         else:
             with figures.phase("remove_departed"), write_engine.begin() as conn:
                 if ctx.run_id is not None:
@@ -617,8 +638,12 @@ def _score_all(
         )
     funnel = core.merge_funnels([r["funnel"] for r in results])
     funnel["rows_written"] = funnel.get("rows_written", 0) - purged.rows
+    appearances = np.zeros(pop.n_users, dtype=np.int64)
+    for r in results:
+        np.add.at(appearances, *r["exposure"])
     figures.counts.update(
         funnel=funnel,
+        exposure={"over": "all_lists", **scoring.exposure_spread(appearances)},
         recall_audit=audit,
         algorithm_version=settings.version,
         shards={

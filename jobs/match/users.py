@@ -70,6 +70,7 @@ class _Pass:
     scored_ids: core.RowArray  # targets found in the population (scored)
     empty_ids: core.RowArray  # of those, the ones left without any row
     funnel: dict[str, Any]
+    exposure: core.RowArray  # per row of ``pop``: lists written here that it appears in
     rows_read: int
     deleted: int
     written: int
@@ -104,7 +105,6 @@ def _score_and_replace(
             target_ids,
             output.frame,
             version=settings.version,
-            config_hash=settings.config_hash,
             computed_at=ctx.now,
             guard=guard,
         )
@@ -115,11 +115,21 @@ def _score_and_replace(
         scored_ids=scored_ids,
         empty_ids=np.setdiff1d(scored_ids, with_rows),
         funnel=output.funnel,
+        exposure=scoring.exposure_counts(output.scored, pop.n_users),
         rows_read=rows_read,
         deleted=deleted,
         written=written,
         whole=region is None,
     )
+
+
+def _exposure(passes: list[_Pass]) -> core.RowArray:
+    """Appearances in the lists the passes wrote, per user loaded by any pass."""
+    user_ids = np.unique(np.concatenate([p.pop.user_ids for p in passes]))
+    counts = np.zeros(user_ids.size, dtype=np.int64)
+    for p in passes:
+        np.add.at(counts, np.searchsorted(user_ids, p.pop.user_ids), p.exposure)
+    return counts
 
 
 def _eligible_listers(
@@ -220,6 +230,8 @@ def run_users(ctx: JobContext, scope: Scope, settings: core.MatchSettings) -> Jo
     }
     figures.counts.update(
         funnel=funnel,
+        # Over the lists this run wrote only (the version's other lists are not read).
+        exposure={"over": "written_lists", **scoring.exposure_spread(_exposure(passes))},
         loaded_users=sum(p.pop.n_users for p in passes),
         loaded="all" if any(p.whole for p in passes) else "region",
         reverse_users=int(reverse_ids.size + newly_ids.size),

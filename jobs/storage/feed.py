@@ -36,8 +36,8 @@ _HIGH_SCORE_SQL = """
 INSERT INTO feed_cards (user_id, other_user_id, kind, cause, algorithm_version, score, reason,
                         created_at)
 SELECT m.user_id, m.candidate_id, 'match', 'high_score', m.algorithm_version, m.score,
-       CAST(:high_prefix AS TEXT) || m.reasons || CAST(:high_suffix AS TEXT), :now
-FROM match_scores m
+       CAST(:high_prefix AS TEXT) || p.reasons || CAST(:high_suffix AS TEXT), :now
+FROM match_scores m JOIN reason_patterns p ON p.id = m.reason_id
 WHERE m.algorithm_version = :version AND m.score >= :threshold {scope}
   AND NOT EXISTS (SELECT 1 FROM likes l WHERE l.user_id = m.user_id
                   AND l.target_id = m.candidate_id)

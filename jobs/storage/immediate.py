@@ -33,6 +33,7 @@ USER_COLUMNS: dict[str, tuple[str, ...]] = {
     "user_taste_vectors": ("user_id",),
     "match_scores": ("user_id", "candidate_id"),
     "match_set_states": ("user_id",),
+    "reason_patterns": (),  # reasons texts shared by many pairs (migration 0014): no user in it
     "algorithm_versions": (),  # one row per version: no user in it
     "feed_cards": ("user_id", "other_user_id"),
 }

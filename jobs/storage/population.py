@@ -190,8 +190,14 @@ def _vectors(
     rows = rows[found]
     dims = frame["dim"].to_numpy(dtype=np.int64)
     dim = int(np.bincount(dims).argmax()) if dims.size else 1
-    blob_sizes = frame[blob].map(len).to_numpy(dtype=np.int64)
-    ok = (dims == dim) & (blob_sizes == 4 * dim)
+    # A NULL blob (the likes job stores taste and appeal apart) is no vector, not a bad one.
+    stored = frame[blob].notna().to_numpy(dtype=np.bool_)
+    blob_sizes = np.fromiter(
+        (len(b) if isinstance(b, bytes | bytearray | memoryview) else -1 for b in frame[blob]),
+        dtype=np.int64,
+        count=len(frame),
+    )
+    ok = stored & (dims == dim) & (blob_sizes == 4 * dim)
     vectors = np.zeros((user_ids.size, dim), dtype=np.float32)
     present = np.zeros(user_ids.size, dtype=np.bool_)
     columns = {name: np.zeros(user_ids.size, dtype=np.float64) for name in scalars}
@@ -200,7 +206,99 @@ def _vectors(
         present[rows[ok]] = True
         for name in scalars:
             columns[name][rows[ok]] = _float_column(frame, name)[ok]
-    return _Stored(vectors, present, columns, len(frame), int((~ok).sum()))
+    return _Stored(vectors, present, columns, len(frame), int((stored & ~ok).sum()))
+
+
+def _behaviour(
+    conn: sa.Connection,
+    user_ids: npt.NDArray[np.int64],
+    scope: npt.NDArray[np.int64] | None,
+) -> tuple[dict[str, npt.NDArray[Any]], int, int]:
+    """The likes job's taste and appeal vectors and shrunk like rate given, aligned with
+    ``user_ids`` (zeros where absent): the Population fields, rows read and bad blobs."""
+    taste = _vectors(conn, schema.user_taste_vectors, user_ids, scope, blob="taste")
+    appeal = _vectors(conn, schema.user_taste_vectors, user_ids, scope, blob="appeal")
+    rates = signal_store.read(
+        conn, schema.user_like_behaviour, "user_id", scope, columns=("user_id", "rate_given")
+    )
+    rows, found = _rows_of(user_ids, rates["user_id"].to_numpy(dtype=np.int64))
+    rate = _float_column(rates, "rate_given")
+    ok = found & np.isfinite(rate) & (rate >= 0) & (rate <= 1)
+    rate_given = np.zeros(user_ids.size, dtype=np.float32)
+    has_rate = np.zeros(user_ids.size, dtype=np.bool_)
+    rate_given[rows[ok]] = rate[ok]
+    has_rate[rows[ok]] = True
+    fields: dict[str, npt.NDArray[Any]] = {
+        "taste_vectors": taste.vectors,
+        "has_taste": taste.present,
+        "appeal_vectors": appeal.vectors,
+        "has_appeal": appeal.present,
+        "like_rate_given": rate_given,
+        "has_like_rate": has_rate,
+    }
+    return fields, taste.rows_read + len(rates), taste.bad_blobs + appeal.bad_blobs
+
+
+def _taste_vectors(
+    conn: sa.Connection,
+    user_ids: npt.NDArray[np.int64],
+    scope: npt.NDArray[np.int64] | None,
+) -> tuple[dict[str, npt.NDArray[Any]], int, int]:
+    """The likes job's taste and appeal vectors aligned with ``user_ids`` (zeros where NULL).
+
+    Returns the Population fields, rows read and bad blobs (a wrong size or minority dim).
+    """
+    frame = signal_store.read(
+        conn,
+        schema.user_taste_vectors,
+        "user_id",
+        scope,
+        columns=("user_id", "dim", "taste", "appeal"),
+    )
+    rows, found = _rows_of(user_ids, frame["user_id"].to_numpy(dtype=np.int64))
+    frame = frame[found]
+    rows = rows[found]
+    dims = frame["dim"].to_numpy(dtype=np.int64)
+    dim = int(np.bincount(dims).argmax()) if dims.size else 1
+    fields: dict[str, npt.NDArray[Any]] = {}
+    bad = 0
+    for column, present_name in (("taste", "has_taste"), ("appeal", "has_appeal")):
+        blobs = frame[column]
+        stored = blobs.notna().to_numpy()
+        sizes = blobs.map(lambda b: len(b) if isinstance(b, bytes | bytearray) else -1).to_numpy(
+            dtype=np.int64
+        )
+        ok = stored & (dims == dim) & (sizes == 4 * dim)
+        bad += int((stored & ~ok).sum())
+        vectors = np.zeros((user_ids.size, dim), dtype=np.float32)
+        present = np.zeros(user_ids.size, dtype=np.bool_)
+        if ok.any():
+            vectors[rows[ok]] = signal_store.bytes_to_vectors(blobs[ok], dim)
+            present[rows[ok]] = True
+        fields[f"{column}_vectors"] = vectors
+        fields[present_name] = present
+    return fields, len(frame), bad
+
+
+def _like_rates(
+    conn: sa.Connection,
+    user_ids: npt.NDArray[np.int64],
+    scope: npt.NDArray[np.int64] | None,
+) -> tuple[dict[str, npt.NDArray[Any]], int]:
+    """The likes job's shrunk like rate given, aligned with ``user_ids``, and rows read."""
+    frame = signal_store.read(
+        conn, schema.user_like_behaviour, "user_id", scope, columns=("user_id", "rate_given")
+    )
+    rows, found = _rows_of(user_ids, frame["user_id"].to_numpy(dtype=np.int64))
+    rate = pd.to_numeric(frame["rate_given"], errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    ok = found & np.isfinite(rate) & (rate >= 0) & (rate <= 1)
+    values = np.zeros(user_ids.size, dtype=np.float32)
+    present = np.zeros(user_ids.size, dtype=np.bool_)
+    values[rows[ok]] = rate[ok]
+    present[rows[ok]] = True
+    return {"like_rate_given": values, "has_like_rate": present}, len(frame)
 
 
 def _rows_of(
@@ -247,14 +345,19 @@ def load(
     lists = _interest_lists(conn, user_ids, scope)
     rating = _rating_signals(conn, user_ids, scope)
     exclusions = _exclusions(conn, user_ids, scope)
+    behaviour, behaviour_read, behaviour_bad = _behaviour(conn, user_ids, scope)
     rows_read += (
         quiz.rows_read
         + interest.rows_read
         + lists.rows_read
         + rating.rows_read
         + exclusions.rows_read
+        + behaviour_read
     )
-    skipped = {"bad_vector_blob": quiz.bad_blobs + interest.bad_blobs, **lists.skipped}
+    skipped = {
+        "bad_vector_blob": quiz.bad_blobs + interest.bad_blobs + behaviour_bad,
+        **lists.skipped,
+    }
     population = Population(
         **_user_fields(users, now, params),
         quiz_vectors=quiz.vectors,
@@ -273,6 +376,7 @@ def load(
         has_preference=rating.has_preference,
         excluded_indptr=exclusions.indptr,
         excluded_rows=exclusions.rows,
+        **behaviour,
     )
     return Loaded(population=population, skipped=skipped, rows_read=rows_read)
 

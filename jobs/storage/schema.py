@@ -221,7 +221,7 @@ profile_rating_aggregates = sa.Table(
 )
 
 # Where each rated profile stands, as the ratings job derived it from its aggregates and
-# the population's global means of that run (migration 0012): what the match job reads, so it
+# the population's global means of that run (migration 0014): what the match job reads, so it
 # never regroups the raw ratings. ``centred`` is (shrunk mean - global mean) / range per
 # dimension (float32 blob, dimensions by id), ``quality`` the mean standing in [0, 1].
 profile_rating_standing = sa.Table(
@@ -273,21 +273,32 @@ user_taste_vectors = sa.Table(
     _ts("updated_at"),
 )
 
-SUBSCORE_COLUMNS = ("quiz", "interests", "rating_quality", "rating_fit", "newness", "proximity")
+SUBSCORE_COLUMNS = (
+    "quiz",
+    "interests",
+    "rating_quality",
+    "rating_fit",
+    "newness",
+    "proximity",
+    "appeal",
+    "reciprocity",
+)
 
 match_scores = sa.Table(
     "match_scores",
     metadata,
-    sa.Column("algorithm_version", sa.String(64), nullable=False),
+    # Columns in physical order, widest alignment first (migration 0014): 8-byte fields,
+    # then 4-byte ones, then the short version text, so no byte of a row is padding.
     sa.Column("user_id", sa.BigInteger, nullable=False, autoincrement=False),
     sa.Column("candidate_id", sa.BigInteger, nullable=False, autoincrement=False),
-    sa.Column("score", sa.Float, nullable=False),
-    # Subscores, one column per signal (each in [0, 1]): cheaper to COPY than a JSON blob.
-    *(sa.Column(f"s_{name}", sa.Float, nullable=False) for name in SUBSCORE_COLUMNS),
-    # JSON array of {"code", "params", "text"}, most important first.
-    sa.Column("reasons", sa.Text, nullable=False),
-    sa.Column("config_hash", sa.String(16), nullable=False),
+    # The row's reasons: the id of their JSON text in reason_patterns (a content digest).
+    sa.Column("reason_id", sa.BigInteger, nullable=False),
     _ts("computed_at"),
+    # float4: the scorer computes score and subscores in float32, so nothing is lost.
+    sa.Column("score", sa.REAL, nullable=False),
+    # Subscores, one column per signal (each in [0, 1]): cheaper to COPY than a JSON blob.
+    *(sa.Column(f"s_{name}", sa.REAL, nullable=False) for name in SUBSCORE_COLUMNS),
+    sa.Column("algorithm_version", sa.String(64), nullable=False),
     # NaN > every number on PostgreSQL and is stored as NULL on SQLite: both are refused.
     sa.CheckConstraint("score >= 0 AND score <= 1", name="score_range"),
     *(
@@ -309,6 +320,18 @@ PARTITION_PREFIX = "match_scores_"
 sa.Index("ix_match_scores_read", match_scores.c.user_id, match_scores.c.score.desc())
 sa.Index("ix_match_scores_reverse", match_scores.c.candidate_id)
 
+# The distinct reason lists of match_scores: the JSON text (an array of {"code", "params",
+# "text"}) once per pattern, keyed by a 64-bit digest of that text, so every writer knows a
+# pattern's id without asking the database (jobs.storage.scores.reason_ids). Append-only:
+# a pattern no row holds any more costs its few bytes, and deleting one could race a writer
+# about to reference it.
+reason_patterns = sa.Table(
+    "reason_patterns",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("reasons", sa.Text, nullable=False),
+)
+
 # One row per algorithm version: the scoring hash every one of its match_scores rows carries
 # (the match job refuses to write a version under another hash unless told to replace it).
 algorithm_versions = sa.Table(
@@ -318,6 +341,9 @@ algorithm_versions = sa.Table(
     sa.Column("scoring_hash", sa.String(16), nullable=False),
     _ts("first_written_at"),
     _ts("hash_set_at"),
+    # When the nightly last swapped in the version's partition (PostgreSQL; migration 0012):
+    # storage.keep_versions keeps the partitions of the most recently swapped versions.
+    _ts("swapped_at", nullable=True),
 )
 
 feed_cards = sa.Table(
@@ -454,6 +480,6 @@ DERIVED_OWNERS: dict[str, tuple[sa.Table, ...]] = {
     "interests": (user_interest_index, user_interest_vectors),
     "ratings": (profile_rating_aggregates, profile_rating_standing, user_rating_preferences),
     "likes": (user_like_behaviour, user_taste_vectors),
-    "match": (match_scores, algorithm_versions, match_set_states),
+    "match": (match_scores, reason_patterns, algorithm_versions, match_set_states),
     "feed": (feed_cards,),
 }

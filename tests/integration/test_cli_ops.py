@@ -12,11 +12,15 @@ import sqlalchemy as sa
 from jobs import cli
 from jobs.storage import bulk, schema
 from jobs.storage import events as event_store
+from jobs.storage import scores as score_store
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-API_SQL = (
-    "SELECT candidate_id, score, reasons FROM match_scores "
-    "WHERE algorithm_version = :v AND user_id = :u ORDER BY score DESC LIMIT :n"
+API_SQL = (  # the README's API query
+    "SELECT t.candidate_id, CAST(t.score AS FLOAT) AS score, p.reasons "
+    "FROM (SELECT candidate_id, score, reason_id FROM match_scores "
+    "WHERE algorithm_version = :v AND user_id = :u "
+    "ORDER BY score DESC, candidate_id LIMIT :n) AS t "
+    "JOIN reason_patterns p ON p.id = t.reason_id ORDER BY t.score DESC, t.candidate_id"
 )
 
 
@@ -32,12 +36,12 @@ def insert_scores(db, version: str, user: int, scores: dict[int, float]) -> None
                 json.dumps([{"code": "nearby", "params": {"km": c}, "text": f"About {c} km away"}])
                 for c in scores
             ],
-            "config_hash": "h",
-            "computed_at": pd.Series([T0] * len(scores), dtype="datetime64[us, UTC]"),
         }
     )
     with db.engine.begin() as conn:
-        bulk.insert_frame(conn, schema.match_scores, frame)
+        score_store.insert_rows(
+            conn, frame[list(score_store.FRAME_COLUMNS)], version=version, computed_at=T0
+        )
 
 
 def test_suggestions_equal_the_api_query_in_order(db, capsys: pytest.CaptureFixture[str]) -> None:

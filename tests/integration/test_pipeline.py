@@ -24,7 +24,11 @@ from jobs.tools import seed as seed_mod
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     override = tmp_path / "no-ray.yaml"
-    override.write_text("ray:\n  enabled: false\naudit:\n  sample_users: 20\n")
+    # Fusion off: the explain test checks that a one-sided score is its contributions' sum.
+    override.write_text(
+        "ray:\n  enabled: false\naudit:\n  sample_users: 20\n"
+        "scoring:\n  reciprocal:\n    enabled: false\n"
+    )
     return override
 
 

@@ -43,7 +43,8 @@ def test_two_match_runs_at_the_same_as_of_write_identical_rows(
     capsys.readouterr()
     assert len(first) > 0
     assert second == first  # scores exactly equal, and every other column
-    stamps = {row[-1] for row in first}
+    at = list(schema.match_scores.columns.keys()).index("computed_at")
+    stamps = {row[at] for row in first}
     assert stamps == {dt.datetime.fromisoformat(AS_OF)}
     with db.engine.connect() as conn:
         started = conn.execute(sa.select(sa.func.max(schema.job_runs.c.started_at))).scalar_one()

@@ -53,11 +53,14 @@ def run_match(db: Any, config: config_mod.Config, scope: Scope, **options: Any) 
 
 
 def hashes(db: Any, version: str = "v1") -> dict[str, int]:
+    """Rows of ``version`` per scoring hash they are served under (since 0012 the hash is
+    the version's, in algorithm_versions, not a copy on each row)."""
     with db.engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT config_hash, count(*) FROM match_scores WHERE algorithm_version = :v "
-                "GROUP BY config_hash"
+                "SELECT v.scoring_hash, count(*) FROM match_scores m JOIN algorithm_versions v "
+                "ON v.algorithm_version = m.algorithm_version WHERE m.algorithm_version = :v "
+                "GROUP BY v.scoring_hash"
             ),
             {"v": version},
         ).all()

@@ -45,6 +45,8 @@ SIGNALS = {
     "profile_rating_aggregates": "S",
     "profile_rating_standing": "S",
     "user_rating_preferences": "S",
+    "user_like_behaviour": "S",
+    "user_taste_vectors": "S",
 }
 JOBS: dict[str, dict[str, str]] = {
     "quiz": {
@@ -86,11 +88,18 @@ JOBS: dict[str, dict[str, str]] = {
         "likes": "S",
         **SIGNALS,
         "match_scores": ALL,
+        "reason_patterns": ALL,
         "algorithm_versions": ALL,
         "match_set_states": ALL,
         **LEDGER,
     },
-    "feed": {"likes": "S", "match_scores": "S", "feed_cards": ALL, **LEDGER},
+    "feed": {
+        "likes": "S",
+        "match_scores": "S",
+        "reason_patterns": "S",
+        "feed_cards": ALL,
+        **LEDGER,
+    },
 }
 
 
@@ -103,7 +112,7 @@ def union(*grants: dict[str, str]) -> dict[str, str]:
 
 
 EXPECTED: dict[str, dict[str, str]] = {
-    "api": {"match_scores": "S"},
+    "api": {"match_scores": "S", "reason_patterns": "S"},
     # INSERT into the queue (RETURNING id reads one column: no SELECT * of it).
     "app": {**{t: ALL for t in SOURCE}, "events": "I"},
     **JOBS,
@@ -283,9 +292,7 @@ def test_forbidden_writes_through_storage_are_refused_by_the_database(
         nobody = population_store.FilterSnapshot(
             np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
         )
-        scores.replace_user_sets(
-            conn, [1], no_scores, version="v1", config_hash="h", computed_at=NOW, guard=nobody
-        )
+        scores.replace_user_sets(conn, [1], no_scores, version="v1", computed_at=NOW, guard=nobody)
 
     def write_quiz_vectors(conn: sa.Connection) -> None:
         signals.sync(conn, schema.user_quiz_vectors, no_vectors, None, "user_id")
