@@ -86,11 +86,16 @@ def drain(db, config) -> worker.WorkerStats:
     return worker.run_worker(db.engine, db.url, config, once=True)
 
 
+# match_rows' columns: match_scores' without computed_at (a rescore restamps them)
+ROW_COLUMNS = [c.name for c in schema.match_scores.columns if c.name != "computed_at"]
+CANDIDATE_AT = ROW_COLUMNS.index("candidate_id")
+
+
 def match_rows(snap, version: str) -> dict[int, set[tuple]]:
-    """match_scores rows per user, without computed_at (a rescore restamps them)."""
+    """match_scores rows per user, in :data:`ROW_COLUMNS`."""
     columns = [c.name for c in schema.match_scores.columns]
     user_at = columns.index("user_id")
-    kept = [i for i, c in enumerate(columns) if c != "computed_at"]
+    kept = [columns.index(c) for c in ROW_COLUMNS]
     out: dict[int, set[tuple]] = {}
     for row in snap["match_scores"]:
         out.setdefault(int(row[user_at]), set()).add(tuple(row[i] for i in kept))
@@ -250,7 +255,7 @@ def test_deactivation_removes_the_user_everywhere_at_once(scored):
     assert listers and listers <= stale
     old, new = match_rows(before, version), match_rows(after, version)
     for u in old.keys() - {user}:
-        assert {r for r in old[u] if r[2] != user} == new.get(u, set()), u
+        assert {r for r in old[u] if r[CANDIDATE_AT] != user} == new.get(u, set()), u
     for table in SIGNAL_AND_SOURCE:
         if table not in ("users", *immediate.USER_COLUMNS):
             assert after[table] == before[table], table
