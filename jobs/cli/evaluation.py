@@ -152,6 +152,35 @@ def cmd_evaluate(env: cli.Env) -> int:
     return 0
 
 
+def add_holdout_options(parser: argparse.ArgumentParser) -> None:
+    """The held-out pairs and the metrics on them: ``evaluate``'s and ``tune``'s, alike."""
+    parser.add_argument(
+        "--hidden-fraction",
+        type=_fraction,
+        default=0.2,
+        metavar="F",
+        help="share of decision pairs held out (hidden from the signal jobs; default 0.2)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the held-out pairs (default 0)"
+    )
+    parser.add_argument(
+        "--k",
+        type=_positive_int,
+        default=evaluate.DEFAULT_K,
+        metavar="K",
+        help=f"cut-off of precision/recall/NDCG per viewer (default {evaluate.DEFAULT_K})",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=evaluate.DEFAULT_BOOTSTRAP,
+        metavar="N",
+        help="resamples for the 95%% intervals of AUC and of each lead over a baseline "
+        f"(default {evaluate.DEFAULT_BOOTSTRAP}; 0 = none)",
+    )
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -190,31 +219,7 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
         action="store_true",
         help="do not evaluate the reference config itself",
     )
-    parser.add_argument(
-        "--hidden-fraction",
-        type=_fraction,
-        default=0.2,
-        metavar="F",
-        help="share of decision pairs to hide (default 0.2)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, metavar="S", help="seed of the hidden sample (default 0)"
-    )
-    parser.add_argument(
-        "--k",
-        type=_positive_int,
-        default=evaluate.DEFAULT_K,
-        metavar="K",
-        help=f"cut-off of precision/recall/NDCG per viewer (default {evaluate.DEFAULT_K})",
-    )
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=evaluate.DEFAULT_BOOTSTRAP,
-        metavar="N",
-        help="resamples for the 95%% intervals of AUC and of each lead over a baseline "
-        f"(default {evaluate.DEFAULT_BOOTSTRAP}; 0 = none)",
-    )
+    add_holdout_options(parser)
     parser.add_argument(
         "--now",
         metavar="TIME",

@@ -14,7 +14,7 @@ from typing import Any
 from jobs import cli
 from jobs.cli import evaluation as evaluation_cli
 from jobs.storage import engine as engine_mod
-from jobs.tools import evaluate, tune
+from jobs.tools import tune
 
 DEFAULT_OUT = Path("configs") / "experiments" / "tuned.yaml"
 
@@ -130,16 +130,7 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
         metavar="NAME",
         help=f"algorithm_version written in the file (default {tune.DEFAULT_VERSION})",
     )
-    parser.add_argument(
-        "--hidden-fraction",
-        type=evaluation_cli._fraction,
-        default=0.2,
-        metavar="F",
-        help="share of decision pairs held out for the report, as evaluate's (default 0.2)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, metavar="S", help="seed of the held-out pairs (default 0)"
-    )
+    evaluation_cli.add_holdout_options(parser)
     parser.add_argument(
         "--folds",
         type=evaluation_cli._positive_int,
@@ -168,20 +159,6 @@ def register(subparsers: Any, handlers: dict[str, cli.Handler]) -> None:
         default=tune.DEFAULT_MIN_PAIRS,
         metavar="N",
         help=f"fewest visible decision pairs to tune on (default {tune.DEFAULT_MIN_PAIRS})",
-    )
-    parser.add_argument(
-        "--k",
-        type=evaluation_cli._positive_int,
-        default=evaluate.DEFAULT_K,
-        metavar="K",
-        help=f"cut-off of the per-viewer metrics (default {evaluate.DEFAULT_K})",
-    )
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=evaluate.DEFAULT_BOOTSTRAP,
-        metavar="N",
-        help=f"resamples for the held-out intervals (default {evaluate.DEFAULT_BOOTSTRAP})",
     )
     parser.add_argument("--note", metavar="TEXT", help="a line for the file's header")
     cli.add_as_of(parser, subcommand=True)
