@@ -341,6 +341,9 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _load_extensions()
     parser, handlers = build_parser()
@@ -349,7 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     env: Env | None = None
     try:
         env = Env(args)
-        return handlers[args.command](env)
+        status = handlers[args.command](env)
+        sys.stdout.flush()  # a reader that has gone (`| head`) shows here, not at exit
+        return status
+    except BrokenPipeError:
+        # The reader took what it wanted: stop quietly, with a SIGPIPE death's status, and
+        # point stdout at nothing so the interpreter's last flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
     except JobError as exc:
         # One line (what is wrong, what to do); -v adds the chain of causes.
         text = runner.error_chain(exc) if args.verbose else runner.chain_parts(exc)[0]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -113,3 +116,22 @@ def test_event_refuses_invalid_ids_in_one_line(
         assert event_store.counts_by_status(conn) == {}
     assert cli.main(["--db", db.url, "event", "quiz_submitted", "1"]) == 0
     assert capsys.readouterr().out.startswith("queued event ")
+
+
+def test_suggestions_piped_into_a_reader_that_stops_early_end_quietly(db) -> None:
+    """`matchjobs suggestions --json | head -c 100`: no BrokenPipeError traceback (issue 10)."""
+    insert_scores(db, "v1", 1, {c: 1.0 - c / 10_000 for c in range(10, 3_010)})
+    command = [
+        str(Path(sys.executable).with_name("matchjobs")),
+        *("--db", db.url, "suggestions", "1", "--limit", "3000", "--json"),
+        *("--version", "v1"),
+    ]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        head = process.stdout.read(100)
+        process.stdout.close()  # the reader goes away with most of the output unread
+        err = process.stderr.read().decode()
+        status = process.wait(timeout=120)
+    assert head.startswith(b"{")
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert status == cli.SIGPIPE_STATUS, (status, err)
