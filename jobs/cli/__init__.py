@@ -27,6 +27,16 @@ from jobs.storage import ledger, migrate, roles
 logger = logging.getLogger("jobs.cli")
 
 DATABASE_ENV = "MATCHJOBS_DATABASE_URL"
+# Experiment files for every command of a process that has no --config: how a cluster's
+# nodes give `ray job submit`'s unchanged entrypoint their settings.
+CONFIG_ENV = "MATCHJOBS_CONFIG"
+
+
+def config_files(args: list[str] | None) -> list[str]:
+    """``--config`` files, else the ``os.pathsep``-separated ``$MATCHJOBS_CONFIG``."""
+    if args:
+        return args
+    return [path for path in os.environ.get(CONFIG_ENV, "").split(os.pathsep) if path.strip()]
 
 
 def database_url(arg: str | None) -> str:
@@ -72,7 +82,7 @@ class Env:
     @property
     def config(self) -> config_mod.Config:
         if self._config is None:
-            self._config = config_mod.load_config(self.args.config or ())
+            self._config = config_mod.load_config(config_files(self.args.config))
         return self._config
 
     def close(self) -> None:
@@ -255,7 +265,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         "--config",
         action="append",
         metavar="FILE",
-        help="experiment YAML merged over configs/default.yaml (repeatable)",
+        help="experiment YAML merged over configs/default.yaml "
+        f"(repeatable; default: the files in ${CONFIG_ENV})",
     )
     add_as_of(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging")

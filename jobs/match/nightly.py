@@ -19,6 +19,7 @@ be created directly in tests.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -116,6 +117,7 @@ class ShardScorer:
         self._run_id = run_id
         self._engine: Any = None
         self._restarted = _actor_was_restarted()
+        self._node_id = _ray_node_id()
 
     def _writer(self) -> Any:
         if self._engine is None:
@@ -161,6 +163,7 @@ class ShardScorer:
             "write_s": time.perf_counter() - computed,
             "write_attempts": attempts,
             "pid": os.getpid(),
+            "node_id": self._node_id,
             "restarted_actor": self._restarted,
             "peak_rss_mb": _peak_rss_mb(),
         }
@@ -252,6 +255,13 @@ def _actor_was_restarted() -> bool:
     return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)
 
 
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on (hex id), or None outside Ray."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def shard_rows(order: RowArray, shard_size: int) -> list[RowArray]:
     """Consecutive runs of at most ``shard_size`` rows of ``order``, each sorted."""
     return [
@@ -286,7 +296,9 @@ def _start_ray(cfg: RayConfig) -> bool:
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", configure_logging=False, log_to_driver=False)
+        # On a cluster the actors' logs are the job's only record of them: send them to the
+        # driver, whose output is what `ray job logs` shows.
+        ray.init(address="auto", configure_logging=False, log_to_driver=True)
     else:
         ray.init(
             num_cpus=max(1, int(np.ceil(cfg.num_actors * cfg.num_cpus_per_actor))),
@@ -311,6 +323,8 @@ def _ray_pool(
     shared_refs = [population_ref, index_ref]
     actor_cls = ray.remote(ShardScorer).options(
         num_cpus=cfg.num_cpus_per_actor,
+        # One actor per node while nodes last, so a lost node takes the fewest shards with it.
+        scheduling_strategy="SPREAD",
         max_restarts=cfg.max_retries,
         max_task_retries=cfg.max_retries,
     )
@@ -582,8 +596,14 @@ def _score_all(
                 total=len(shards), desc="match shards", enabled=ctx.show_progress, unit="shard"
             )
             calls = [(i, rows, exposure) for i, rows in enumerate(shards)]
+            # The longest wait for a result: after a lost node, the time until its shards
+            # come back from the surviving actors (detection, restart, rescore).
+            longest_wait = 0.0
+            waited_from = time.perf_counter()
             for result in pool.map_shards("score_shard", calls):
                 results.append(result)
+                now = time.perf_counter()
+                longest_wait, waited_from = max(longest_wait, now - waited_from), now
                 bar.update(1)
             bar.close()
     except BaseException:
@@ -653,6 +673,9 @@ def _score_all(
             "write_retries": sum(r["write_attempts"] - 1 for r in results),
             "compute_s": round(sum(r["compute_s"] for r in results), 3),
             "write_s": round(sum(r["write_s"] for r in results), 3),
+            # Shards per Ray node (hex node id; "in_process" without Ray).
+            "nodes": dict(collections.Counter(r["node_id"] or "in_process" for r in results)),
+            "longest_wait_s": round(longest_wait, 3),
             **pool.info,
         },
         departed_rows_deleted=departed,
