@@ -129,9 +129,18 @@ class ShardScorer:
         return core.uncapped_counts(self._pop, self._indexes, rows, self._settings)
 
     def score_shard(
-        self, shard_id: int, rows: RowArray, exposure_counts: RowArray | None = None
+        self,
+        shard_id: int,
+        rows: RowArray,
+        exposure_counts: RowArray | None = None,
+        *,
+        rewrite: bool = False,
     ) -> dict[str, Any]:
-        """Score one shard and replace its users' rows in one transaction; its figures."""
+        """Score one shard and replace its users' rows in one transaction; its figures.
+
+        ``rewrite``: the driver resubmits a shard whose first call was lost with its actor;
+        that call may have committed, so its rows are replaced, not added.
+        """
         if (
             self._crash_marker is not None
             and shard_id == self._crash_shard
@@ -145,7 +154,7 @@ class ShardScorer:
         computed = time.perf_counter()
         try:
             (deleted, written), attempts = _with_retries(
-                lambda retry: self._write(output, rewrite=self._restarted or retry),
+                lambda retry: self._write(output, rewrite=self._restarted or rewrite or retry),
                 self._settings.write_retry,
                 what=f"write of shard {shard_id}",
                 on_retry=self.close,
@@ -333,22 +342,33 @@ def _ray_pool(
     ]
 
     def map_shards(method: str, calls: list[tuple[Any, ...]]) -> Iterator[Any]:
-        queue = list(enumerate(calls))
-        in_flight: dict[Any, int] = {}  # ref -> actor slot
+        # (args, resubmissions so far); a call whose actor became unreachable goes back in.
+        queue: list[tuple[tuple[Any, ...], int]] = [(args, 0) for args in calls]
+        in_flight: dict[Any, tuple[int, tuple[Any, ...], int]] = {}  # ref -> slot, call
         load = [0] * len(actors)
         while queue or in_flight:
             while queue:
                 slot = int(np.argmin(load))
                 if load[slot] >= IN_FLIGHT_PER_ACTOR:
                     break
-                _, args = queue.pop(0)
-                ref = getattr(actors[slot], method).remote(*args)
-                in_flight[ref] = slot
+                args, resubmitted = queue.pop(0)
+                # A resubmitted shard may have been written by the lost attempt: rewrite it.
+                options = {"rewrite": True} if resubmitted and method == "score_shard" else {}
+                ref = getattr(actors[slot], method).remote(*args, **options)
+                in_flight[ref] = (slot, args, resubmitted)
                 load[slot] += 1
             done, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in done:
-                load[in_flight.pop(ref)] -= 1
-                yield _task_result(ref)
+                slot, args, resubmitted = in_flight.pop(ref)
+                load[slot] -= 1
+                try:
+                    result = _task_result(ref, resubmittable=resubmitted < cfg.max_retries)
+                except _ActorUnreachable:
+                    # Its node is gone or the actor restarts (elsewhere): the call goes back
+                    # in the queue, for that actor once restarted or for another one.
+                    queue.append((args, resubmitted + 1))
+                    continue
+                yield result
 
     def close() -> None:
         # The references must outlive the actors: a restarted actor re-reads its arguments.
@@ -361,8 +381,16 @@ def _ray_pool(
     return _Pool(map_shards, close, info)
 
 
-def _task_result(ref: Any) -> Any:
+class _ActorUnreachable(Exception):
+    """The call's actor could not be reached (a lost node); the call may be resubmitted."""
+
+
+def _task_result(ref: Any, *, resubmittable: bool = False) -> Any:
     """``ray.get(ref)``, with Ray's wrapping of a worker's failure turned into our error.
+
+    ``resubmittable``: an actor that Ray reports temporarily unavailable (its node lost,
+    and Ray's own task retry given up) raises ``_ActorUnreachable`` instead, for the caller
+    to submit the call again.
 
     A ``RayTaskError`` prints the worker's coloured traceback as its message; what a person
     needs is the worker's own error: ours as it was raised (its causes kept as texts),
@@ -385,6 +413,13 @@ def _task_result(ref: Any) -> Any:
             f"a shard failed in a Ray worker: {type(cause).__name__}: {cause}"
         ) from None
     except ray.exceptions.RayError as exc:
+        if resubmittable and isinstance(exc, ray.exceptions.ActorUnavailableError):
+            logger.warning(
+                "a shard's actor is unreachable (%s); submitting the shard again",
+                type(exc).__name__,
+                extra={"action": "match.shard_resubmit"},
+            )
+            raise _ActorUnreachable() from exc
         message = runner.plain_text(str(exc)).strip().splitlines()
         raise errors.WorkerError(
             f"a Ray worker scoring shards failed: {type(exc).__name__}: "
@@ -596,14 +631,17 @@ def _score_all(
                 total=len(shards), desc="match shards", enabled=ctx.show_progress, unit="shard"
             )
             calls = [(i, rows, exposure) for i, rows in enumerate(shards)]
-            # The longest wait for a result: after a lost node, the time until its shards
-            # come back from the surviving actors (detection, restart, rescore).
+            # The longest wait between two results (the first one waits for the actors to
+            # start): after a lost node, the time until its shards come back from the
+            # surviving actors (detection, restart, rescore).
             longest_wait = 0.0
-            waited_from = time.perf_counter()
+            waited_from: float | None = None
             for result in pool.map_shards("score_shard", calls):
                 results.append(result)
                 now = time.perf_counter()
-                longest_wait, waited_from = max(longest_wait, now - waited_from), now
+                if waited_from is not None:
+                    longest_wait = max(longest_wait, now - waited_from)
+                waited_from = now
                 bar.update(1)
             bar.close()
     except BaseException:
