@@ -265,10 +265,13 @@ def _actor_was_restarted() -> bool:
 
 
 def _ray_node_id() -> str | None:
-    """The Ray node this process runs on (hex id), or None outside Ray."""
+    """The Ray node of this actor (hex id); None outside an actor (the in-process pool)."""
     import ray
 
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    if not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    return context.get_node_id() if context.get_actor_id() is not None else None
 
 
 def shard_rows(order: RowArray, shard_size: int) -> list[RowArray]:
