@@ -3,42 +3,36 @@
 A *block* is a set of query rows and a set of candidate rows (in practice: the query users
 of one filter cohort, own age band and geo cell, and every active user who could pass
 their filters). :func:`rank_block` computes, as dense ``(rows × candidates)`` matrices,
-the same score as :func:`compute.scoring.score_pairs` — it is a ranking function that must
-agree with it — masks every hard filter of :func:`compute.filters.mutual_filter` both
-ways, and keeps the best ``keep`` candidates per query row.
+the same score as :func:`compute.scoring.score_pairs`, masks every hard filter of
+:func:`compute.filters.mutual_filter` both ways, and keeps the best ``keep`` candidates
+per query row.
 
-The score of a → b, with normalized weights w (``SignalWeights.as_array``) and missing
-signals replaced by ``neutral`` exactly as ``score_pairs`` does:
-
-    S_ab  = w_quiz · (1 + ⟨q̂_a, q̂_b⟩) / 2            quiz: matmul of unit quiz vectors
-          + w_int  · min(1, Σ_i min(w_a,i, w_b,i))   interest: one gathered row of the
-                                                     candidates' dense weights per
-                                                     interest of a, min, segment sum
-          + w_prox · exp(−d_ab / scale)              d from unit 3-D positions (a matmul,
-                                                     float64; equal to the haversine)
-    F_ab  = S_ab + w_fit · clip(0.5 + 0.5 ⟨p̂_a, r̂_b⟩)   rating fit: matmul
-                 + w_rq · quality_b + w_new · newness_b  (a per-candidate vector)
-
-``reciprocal`` adds ``F_ba`` (same S, swapped directional terms) and fuses both; then the
+Nothing here is written twice: the signal terms are the registered signals of
+:mod:`compute.signals` evaluated over the block by :mod:`compute.blockterms` (same
+formulas, weights and neutral values as the pair path); the age and distance rules are
+:func:`compute.filters.age_accepts` and :func:`compute.filters.within_limits`, broadcast.
+What is block-specific is only *how* a kernel or filter is evaluated on a matrix (a matmul
+for cosines and distances, a binary search of the exclusion keys per row). ``reciprocal``
+scores b → a too (same symmetric terms, swapped directional ones) and fuses both; then the
 candidate's dormancy factor and, when ``exposure_counts`` are given with a cap, the
-exposure penalty multiply the score. Quiz, interest, fit and proximity are computed in
-float32 (unit vectors, weights in [0, 1]), distances in float64, so a block score differs
-from ``score_pairs`` by ~1e-6 at most; the callers keep ``top_k + margin`` per row and let
-``score_pairs`` pick the exact top K from those.
+exposure penalty multiply the score. Terms are float32 (distances float64), so a block
+score differs from ``score_pairs`` by ~1e-6 at most; the callers keep ``top_k + margin``
+per row and let ``score_pairs`` pick the exact top K from those.
 
 Memory is bounded by processing query rows in chunks of at most ``chunk_entries`` matrix
 cells. Each row's result depends only on that row and the candidate set it can reach: rows
-are never mixed, and ties are broken by candidate user id (see :func:`rank_block`).
+are never mixed, and ties are broken by the exposure spread, a seeded hash of (user,
+candidate, version) (:func:`compute.sorting.spread_keys`, as in the pair path).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from compute import filters, geo, scoring, signals, sorting
+from compute import blockterms, filters, scoring, signals, sorting
 from compute.population import Population
 
 RowArray = npt.NDArray[np.int64]
@@ -48,8 +42,6 @@ _MASKED = np.float32(-1.0)
 # Sampled columns per kept column when guessing a row's cut (see _row_thresholds).
 _SAMPLE_PER_KEEP = 8
 
-# Column order of SignalWeights.as_array().
-_QUIZ, _INTEREST, _QUALITY, _FIT, _NEWNESS, _PROXIMITY = range(len(signals.SIGNAL_NAMES))
 FILTERS_COUNTED: tuple[str, ...] = ("self", "age", "distance", "excluded")
 
 
@@ -111,176 +103,6 @@ def _rows(name: str, rows: npt.ArrayLike, n: int, *, sort: bool = False) -> RowA
     return ordered if sort else arr
 
 
-@dataclass(frozen=True, eq=False)
-class UserFeatures:
-    """Score-parameter-free per-user inputs of the block terms, for some rows.
-
-    Built once per population (:func:`user_features`) and gathered per block, so a shard
-    does not re-normalize the same candidates' vectors group after group.
-
-    Attributes
-    ----------
-    quiz, pref, dims : (m, d) float32
-        Unit quiz vectors, rating preferences and rating dimensions (0 rows where invalid).
-    quiz_ok, pref_ok, dims_ok : (m,) bool
-    xyz : (m, 3) float64
-        Unit position on the sphere (0 where not located).
-    located : (m,) bool
-    limit : (m,) float64
-        Distance limit, inf = none.
-    years, age_min, age_max : (m,) float64
-        ⌊age⌋ (NaN stays NaN) and the sought range.
-    has_interest : (m,) bool
-    """
-
-    quiz: F32
-    quiz_ok: npt.NDArray[np.bool_]
-    pref: F32
-    pref_ok: npt.NDArray[np.bool_]
-    dims: F32
-    dims_ok: npt.NDArray[np.bool_]
-    xyz: npt.NDArray[np.float64]
-    located: npt.NDArray[np.bool_]
-    limit: npt.NDArray[np.float64]
-    years: npt.NDArray[np.float64]
-    age_min: npt.NDArray[np.float64]
-    age_max: npt.NDArray[np.float64]
-    has_interest: npt.NDArray[np.bool_]
-
-    def take(self, rows: RowArray) -> UserFeatures:
-        """The features of ``rows`` (a gather of every array)."""
-        # np.take gathers whole rows of the 2-D arrays ~4x faster than fancy indexing.
-        return UserFeatures(
-            **{f.name: np.take(getattr(self, f.name), rows, axis=0) for f in fields(self)}
-        )
-
-
-def user_features(pop: Population) -> UserFeatures:
-    """:class:`UserFeatures` of every row of ``pop``."""
-    quiz, quiz_ok = signals.unit_rows(pop.quiz_vectors, pop.has_quiz)
-    pref, pref_ok = signals.unit_rows(pop.rating_preferences, pop.has_preference)
-    dims, dims_ok = signals.unit_rows(pop.rating_dims, np.ones(pop.n_users, dtype=np.bool_))
-    lat = np.radians(pop.lat)
-    lon = np.radians(pop.lon)
-    located = np.isfinite(lat) & np.isfinite(lon)
-    xyz = np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
-    limit = pop.max_distance_km.astype(np.float64)
-    return UserFeatures(
-        quiz=quiz,
-        quiz_ok=quiz_ok,
-        pref=pref,
-        pref_ok=pref_ok,
-        dims=dims,
-        dims_ok=dims_ok,
-        xyz=np.ascontiguousarray(np.where(located[:, None], xyz, 0.0)),
-        located=located,
-        limit=np.where(np.isnan(limit), np.inf, limit),
-        years=np.floor(pop.age.astype(np.float64)),
-        age_min=pop.age_min.astype(np.float64),
-        age_max=pop.age_max.astype(np.float64),
-        has_interest=np.diff(pop.interest_indptr) > 0,
-    )
-
-
-def _own_term(
-    pop: Population, rows: RowArray, weights: npt.NDArray[np.float64], sp: scoring.ScoreParams
-) -> F32:
-    """(m,) w_rq · quality + w_new · newness of each row as the candidate (neutral if missing)."""
-    raw_quality = pop.rating_quality[rows].astype(np.float64)
-    quality_ok = pop.has_rating_quality[rows] & np.isfinite(raw_quality)
-    quality = np.where(quality_ok, np.clip(raw_quality, 0.0, 1.0), sp.neutral)
-    days = pop.account_age_days[rows].astype(np.float64)
-    days_ok = np.isfinite(days) | (days == np.inf)
-    fresh = np.power(
-        0.5, np.where(days_ok, np.maximum(days, 0.0), 0.0) / sp.signal_params.newness_half_life_days
-    )
-    fresh = np.where(days_ok, fresh, sp.neutral)
-    return (weights[_QUALITY] * quality + weights[_NEWNESS] * fresh).astype(np.float32)
-
-
-def _features_of(pop: Population, rows: RowArray, features: UserFeatures | None) -> UserFeatures:
-    if features is None:
-        return user_features(pop).take(rows)
-    return features.take(rows)
-
-
-def _cosine_term(
-    left: F32,
-    left_ok: npt.NDArray[np.bool_],
-    right: F32,
-    right_ok: npt.NDArray[np.bool_],
-    weight: float,
-    neutral: float,
-) -> F32:
-    """weight · (1 + cos)/2 (quiz) or weight · clip(0.5 + 0.5 cos) (fit); neutral if missing."""
-    term = left @ right.T
-    # Both transforms are 0.5 + 0.5·cos; the fit clips to [0, 1] (unit dots may exceed ±1
-    # by float32 rounding, the quiz signal clips the cosine itself).
-    np.clip(term, -1.0, 1.0, out=term)
-    term *= np.float32(0.5 * weight)
-    term += np.float32(0.5 * weight)
-    missing = np.float32(weight * neutral)
-    term[~left_ok, :] = missing
-    term[:, ~right_ok] = missing
-    return term
-
-
-def _finite_weights(weights: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
-    """``np.nan_to_num(weights, nan=0.0)``, skipped when every weight is finite (the norm)."""
-    if np.isfinite(weights).all():
-        return weights
-    return np.nan_to_num(weights, nan=0.0)
-
-
-def _interest_term(
-    pop: Population,
-    query_rows: RowArray,
-    dense: F32,
-    cand_has: npt.NDArray[np.bool_],
-    query_has: npt.NDArray[np.bool_],
-    weight: float,
-    neutral: float,
-) -> F32:
-    """weight · min(1, Σ_i min(w_a,i, w_b,i)) per (query, candidate); neutral if missing.
-
-    ``dense`` is (codes, candidates). Rows are taken in runs of equal interest count L, and
-    each run adds its L gathered rows one after the other: a row's sum has the same order
-    in any batch, and the loop runs on whole (run, candidates) matrices (``reduceat`` over
-    ragged segments was four times slower).
-    """
-    n_cands = dense.shape[1]
-    term = np.full((query_rows.size, n_cands), np.float32(weight * neutral), dtype=np.float32)
-    with_interests = np.flatnonzero(query_has)
-    if with_interests.size == 0 or n_cands == 0:
-        return term
-    lengths = np.diff(pop.interest_indptr)[query_rows[with_interests]]
-    starts = pop.interest_indptr[query_rows[with_interests]]
-    for length in np.unique(lengths).tolist():
-        run = np.flatnonzero(lengths == length)
-        # (run, length) codes and weights, gathered once: per-j gathers and nan_to_num
-        # calls cost more than the matrix work for short runs.
-        entries = starts[run][:, None] + np.arange(length)
-        codes = pop.interest_codes[entries]
-        query_weights = _finite_weights(pop.interest_weights[entries]).astype(
-            np.float32, copy=False
-        )
-        overlap = np.empty((run.size, n_cands), dtype=np.float32)
-        gathered = np.empty_like(overlap)
-        for j in range(length):
-            target = overlap if j == 0 else gathered
-            # Codes are in range (Population builds them as np.unique's inverse):
-            # mode="clip" skips the buffered copy the bounds-checked mode makes of ``out``.
-            np.take(dense, codes[:, j], axis=0, out=target, mode="clip")
-            np.minimum(target, query_weights[:, j, None], out=target)
-            if j:
-                overlap += gathered
-        np.minimum(overlap, np.float32(1.0), out=overlap)
-        overlap *= np.float32(weight)
-        overlap[:, ~cand_has] = np.float32(weight * neutral)
-        term[with_interests[run]] = overlap
-    return term
-
-
 def rank_block(
     pop: Population,
     query_rows: npt.ArrayLike,
@@ -292,7 +114,7 @@ def rank_block(
     exposure_counts: npt.NDArray[np.int64] | None = None,
     reverse_exclusion_keys: RowArray | None = None,
     allowed: tuple[RowArray, RowArray] | None = None,
-    features: UserFeatures | None = None,
+    features: blockterms.UserFeatures | None = None,
     chunk_entries: int = CHUNK_ENTRIES,
 ) -> RankedBlock:
     """Top ``keep`` candidates of each query row by exact block score, filters applied.
@@ -317,8 +139,8 @@ def rank_block(
     allowed : ((p,) int64, (p,) int64), optional
         (position in ``query_rows``, candidate row) pairs: when given, only these pairs
         may be kept (ranking a FAISS neighbour list exactly).
-    features : UserFeatures, optional
-        :func:`user_features` of ``pop`` (computed for the rows needed when omitted).
+    features : blockterms.UserFeatures, optional
+        :func:`compute.blockterms.user_features` of ``pop`` (computed when omitted).
     chunk_entries : int
         Matrix cells per chunk (memory bound: ~20 bytes per cell).
 
@@ -347,20 +169,17 @@ def rank_block(
     if queries.size == 0 or cands.size == 0 or not queries_alive.any():
         return empty
     sp = score_params
-    weights = sp.weights.as_array()
     n = max(pop.n_users, 1)
-    c_side = _features_of(pop, cands, features)
-    c_own = _own_term(pop, cands, weights, sp)
-    n_codes = int(pop.interest_code_ids.size)
-    dense = np.zeros((max(n_codes, 1), cands.size), dtype=np.float32)
-    lengths = np.diff(pop.interest_indptr)[cands]
-    starts = pop.interest_indptr[cands]
-    offsets = np.cumsum(lengths) - lengths
-    entries = np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-    # Flat (code · c + column) indices: a 1-D scatter is faster than a 2-D fancy one.
-    flat = np.take(pop.interest_codes, entries).astype(np.int64) * cands.size
-    flat += np.repeat(np.arange(cands.size), lengths)
-    dense.reshape(-1)[flat] = _finite_weights(np.take(pop.interest_weights, entries))
+    features = blockterms.user_features(pop) if features is None else features
+    c_side = features.take(cands)
+    terms = blockterms.BlockTerms(
+        pop,
+        cands,
+        c_side,
+        sp.weights.as_array(),
+        signals.neutral_values(sp.neutral),
+        sp.signal_params,
+    )
     multiplier = np.ones(cands.size, dtype=np.float64)
     if sp.dormancy:
         multiplier *= scoring.dormancy_factor(
@@ -370,11 +189,7 @@ def rank_block(
         over = np.asarray(exposure_counts)[cands] > sp.exposure_cap
         multiplier = np.where(over, multiplier * sp.exposure_factor, multiplier)
     scale = np.ones(0) if np.all(multiplier == 1.0) else multiplier.astype(np.float32)
-    # Column order by candidate user id (stable: equal ids keep column order, as a
-    # lexsort on the ids would), so the tie-break is a small integer.
-    id_order = np.argsort(pop.user_ids[cands], kind="stable")
-    id_rank = np.empty_like(id_order)
-    id_rank[id_order] = np.arange(id_order.size)
+    cand_ids = pop.user_ids[cands]
     reverse_keys = (
         transposed_exclusion_keys(pop) if reverse_exclusion_keys is None else reverse_exclusion_keys
     )
@@ -388,64 +203,21 @@ def rank_block(
     for start in range(0, alive_positions.size, per_chunk):
         positions = alive_positions[start : start + per_chunk]
         rows = queries[positions]
-        q_side = _features_of(pop, rows, features)
-        symmetric = _cosine_term(
-            q_side.quiz, q_side.quiz_ok, c_side.quiz, c_side.quiz_ok, weights[_QUIZ], sp.neutral
-        )
-        symmetric += _interest_term(
-            pop,
-            rows,
-            dense,
-            c_side.has_interest,
-            q_side.has_interest,
-            weights[_INTEREST],
-            sp.neutral,
-        )
-        # Distance from unit positions: chord²/4 = (1 − ⟨x_a, x_b⟩)/2 = haversine's h.
-        h = q_side.xyz @ c_side.xyz.T
-        np.subtract(1.0, h, out=h)
-        h *= 0.5
-        np.clip(h, 0.0, 1.0, out=h)
-        np.sqrt(h, out=h)
-        np.arcsin(h, out=h)
-        h *= 2.0 * geo.EARTH_RADIUS_KM
+        q_side = features.take(rows)
+        distance = None
+        if filter_params.enforce_distance or terms.uses_distance:
+            distance = blockterms.distance_matrix(q_side, c_side)
         within = None
         if filter_params.enforce_distance:
-            # Decided on the float64 distance before h is reused for the proximity.
-            # d ≤ min(l_a, l_b) as two broadcast compares (no float64 matrix of minima).
-            within = h <= q_side.limit[:, None]
-            within &= np.less_equal(h, c_side.limit[None, :], out=np.empty_like(within))
+            # Decided on the float64 distance before the proximity formula reuses it.
+            assert distance is not None
+            within = filters.within_limits(distance, q_side.limit[:, None], c_side.limit[None, :])
             within[~q_side.located, :] = True
             within[:, ~c_side.located] = True
-        h *= -1.0 / sp.signal_params.proximity_scale_km
-        np.exp(h, out=h)
-        proximity = h.astype(np.float32)
-        del h
-        proximity *= np.float32(weights[_PROXIMITY])
-        neutral_prox = np.float32(weights[_PROXIMITY] * sp.neutral)
-        proximity[~q_side.located, :] = neutral_prox
-        proximity[:, ~c_side.located] = neutral_prox
-        symmetric += proximity
-        del proximity
-
-        forward = _cosine_term(
-            q_side.pref, q_side.pref_ok, c_side.dims, c_side.dims_ok, weights[_FIT], sp.neutral
-        )
-        forward += symmetric
-        forward += c_own[None, :]
-        np.clip(forward, 0.0, 1.0, out=forward)
-        if sp.reciprocal:
-            # b's preference against a's standing: cos(pref_b, dims_a).
-            reverse = _cosine_term(
-                q_side.dims, q_side.dims_ok, c_side.pref, c_side.pref_ok, weights[_FIT], sp.neutral
-            )
-            reverse += symmetric
-            reverse += _own_term(pop, rows, weights, sp)[:, None]
-            np.clip(reverse, 0.0, 1.0, out=reverse)
-            score = _fuse(forward, reverse, sp.fusion)
-        else:
-            score = forward
-        del symmetric
+        forward, reverse = terms.directions(rows, q_side, distance, reciprocal=sp.reciprocal)
+        del distance
+        score = forward if reverse is None else scoring.fuse(forward, reverse, sp.fusion)
+        del reverse
         if scale.size:
             score *= scale[None, :]
             np.clip(score, 0.0, 1.0, out=score)
@@ -460,14 +232,12 @@ def rank_block(
         removed["self"] += n_self
         alive = ok.size - n_self
         if filter_params.enforce_age:
-            passes = np.empty_like(ok)
-            for mine, lo, hi in (
-                (c_side.years[None, :], q_side.age_min[:, None], q_side.age_max[:, None]),
-                (q_side.years[:, None], c_side.age_min[None, :], c_side.age_max[None, :]),
-            ):
-                ok &= np.greater_equal(mine, lo, out=passes)
-                ok &= np.less_equal(mine, hi, out=passes)
-            del passes
+            ok &= filters.age_accepts(
+                c_side.years[None, :], q_side.age_min[:, None], q_side.age_max[:, None]
+            )
+            ok &= filters.age_accepts(
+                q_side.years[:, None], c_side.age_min[None, :], c_side.age_max[None, :]
+            )
             now = int(np.count_nonzero(ok))
             removed["age"] += alive - now
             alive = now
@@ -498,7 +268,9 @@ def rank_block(
         _mask_cells(score, ok)
         del ok
 
-        users, picked, values, ranks = _top_per_row(score, rows, id_rank, keep)
+        users, picked, values, ranks = _top_per_row(
+            score, rows, pop.user_ids[rows], cand_ids, sp.spread_seed, keep
+        )
         out_users.append(users)
         out_cands.append(cands[picked])
         out_scores.append(values)
@@ -527,39 +299,28 @@ def _mask_cells(score: F32, ok: npt.NDArray[np.bool_]) -> None:
     bits |= select
 
 
-def _fuse(forward: F32, reverse: F32, fusion: str) -> F32:
-    """:func:`compute.scoring.fuse` in float32, in place where possible."""
-    if fusion == "harmonic":
-        total = forward + reverse
-        product = forward * reverse
-        product *= np.float32(2.0)
-        out = np.zeros_like(forward)
-        np.divide(product, total, out=out, where=total > 0)
-        return out
-    if fusion == "geometric":
-        forward *= reverse
-        return np.sqrt(forward, out=forward)
-    if fusion == "min":
-        return np.minimum(forward, reverse, out=forward)
-    raise ValueError(f"fusion must be one of {scoring.FUSIONS}; got {fusion!r}")
-
-
 def _top_per_row(
-    score: F32, rows: RowArray, id_rank: RowArray, keep: int
+    score: F32,
+    rows: RowArray,
+    row_ids: RowArray,
+    cand_ids: RowArray,
+    seed: int,
+    keep: int,
 ) -> tuple[RowArray, RowArray, F32, npt.NDArray[np.int32]]:
-    """Best ``keep`` unmasked columns per row: score desc, candidate user id asc.
+    """Best ``keep`` unmasked columns per row: score desc, then the exposure spread.
 
-    ``id_rank`` is each column's rank by candidate user id. Each row gets a threshold t
-    with at least ``keep`` unmasked columns ≥ t (or t = -0.5 when it has fewer), so t is
-    at most the keep-th largest value; every column with score ≥ t is then ordered
-    exactly, so ties at the cut are broken by user id and the result does not depend on
-    column order.
+    Each row gets a threshold t with at least ``keep`` unmasked columns ≥ t (or t = -0.5
+    when it has fewer), so t is at most the keep-th largest value; every column with
+    score ≥ t is then ordered exactly, ties by :func:`compute.sorting.spread_keys` of
+    (row's user id, candidate's user id, ``seed``) as in the pair path, so the cut does
+    not depend on column order and equal scores are not all given to the lowest ids.
     """
     n_cols = score.shape[1]
     above = score >= _row_thresholds(score, keep)[:, None]
     # Flat indices and a divmod: a third of the time of a 2-D np.nonzero.
     local, col = np.divmod(np.flatnonzero(above), n_cols)
-    order = sorting.group_value_order(local, score[local, col], id_rank[col])
+    ties = sorting.spread_keys(row_ids[local], cand_ids[col], seed)
+    order = sorting.group_value_order(local, score[local, col], ties)
     local, col = local[order], col[order]
     values = score[local, col]
     first = np.r_[True, local[1:] != local[:-1]] if local.size else np.empty(0, np.bool_)

@@ -29,10 +29,15 @@ Metrics (all pure functions of scores and labels):
   averaged over viewers with at least one relevant row (the others have no recall and no
   ideal ranking). ``min(k, n_rows)`` in precision keeps viewers with fewer than k hidden
   rows from being capped below 1.
+* :func:`per_viewer` — what a ranker is judged by: each viewer sees their own list, so the
+  AUC (ties one half) and NDCG@k are computed within each viewer's rows and averaged over
+  the viewers with at least one positive *and* one negative row (for the others any order
+  is as good as any other). Pooled AUC also rewards telling viewers apart (e.g. who is
+  picky), which no single list shows.
 
-Baselines: :func:`reciprocal_popularity` (like rates over the *visible* decisions only);
-random order and rating quality alone are built by the caller from an ``rng`` and the
-production scorer respectively.
+Baselines: :func:`reciprocal_popularity` (like rates over the *visible* decisions only; its
+forward part ``give_rate(a) · receive_rate(b)`` is the one-sided baseline); random order and
+rating quality alone are built by the caller from an ``rng`` and the production scorer.
 """
 
 from __future__ import annotations
@@ -231,6 +236,78 @@ def ranking_at_k(
     )
 
 
+@dataclass(frozen=True)
+class ViewerMetrics:
+    """Per-viewer AUC and NDCG@k averaged over viewers with both classes.
+
+    Attributes
+    ----------
+    auc, ndcg : float (NaN when no viewer has both a positive and a negative row)
+    n_viewers : int
+        Viewers averaged over.
+    """
+
+    auc: float
+    ndcg: float
+    n_viewers: int
+
+
+def per_viewer(
+    group_ids: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    k: int,
+    tiebreak: npt.ArrayLike | None = None,
+) -> ViewerMetrics:
+    """Mean within-viewer AUC and NDCG@k over viewers with ≥ 1 positive and ≥ 1 negative.
+
+    Parameters
+    ----------
+    group_ids : (m,) int
+        The viewer of each row.
+    scores : (m,) float, finite
+    labels : (m,) bool
+    k : int ≥ 1
+    tiebreak : (m,) int, optional
+        As in :func:`ranking_at_k` (NDCG only; AUC counts ties one half).
+
+    Returns
+    -------
+    ViewerMetrics
+    """
+    g = _as_1d("group_ids", group_ids, np.int64)
+    s = _as_1d("scores", scores, np.float64, g.size)
+    y = _as_1d("labels", labels, np.bool_, g.size)
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores must be finite; got NaN or inf")
+    groups, inverse = np.unique(g, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n_pos = np.bincount(inverse, weights=y, minlength=groups.size)
+    n_all = np.bincount(inverse, minlength=groups.size).astype(np.float64)
+    n_neg = n_all - n_pos
+    both = (n_pos > 0) & (n_neg > 0)
+    if not both.any():
+        return ViewerMetrics(auc=float("nan"), ndcg=float("nan"), n_viewers=0)
+    # Midranks within each viewer: sort by (viewer, score), a tie is a run of equal pairs.
+    order = np.lexsort((s, inverse))
+    gi, ss = inverse[order], s[order]
+    group_start = np.searchsorted(gi, np.arange(groups.size))
+    position = np.arange(g.size) - group_start[gi]
+    new_tie = np.r_[True, (gi[1:] != gi[:-1]) | (ss[1:] != ss[:-1])]
+    tie_id = np.cumsum(new_tie) - 1
+    tie_first = position[new_tie]
+    tie_last = np.r_[position[np.flatnonzero(new_tie)[1:] - 1], position[-1]]
+    ranks = np.empty(g.size)
+    ranks[order] = (tie_first[tie_id] + tie_last[tie_id]) / 2.0 + 1.0
+    rank_sum = np.bincount(inverse, weights=np.where(y, ranks, 0.0), minlength=groups.size)
+    u = rank_sum[both] - n_pos[both] * (n_pos[both] + 1) / 2.0
+    viewer_auc = u / (n_pos[both] * n_neg[both])
+    keep = both[inverse]
+    tb = None if tiebreak is None else _as_1d("tiebreak", tiebreak, np.int64, g.size)[keep]
+    ranking = ranking_at_k(g[keep], s[keep], y[keep], k, tb)
+    return ViewerMetrics(auc=float(viewer_auc.mean()), ndcg=ranking.ndcg, n_viewers=int(both.sum()))
+
+
 # ------------------------------------------------------------------------------ hidden pairs
 
 
@@ -300,7 +377,8 @@ def in_pairs(
     keys = np.sort(np.searchsorted(ids, lo_p) * n + np.searchsorted(ids, hi_p))
     query = lo * n + hi
     pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
-    return keys[pos] == query
+    found: npt.NDArray[np.bool_] = keys[pos] == query
+    return found
 
 
 @dataclass(frozen=True, eq=False)
@@ -511,7 +589,10 @@ class ScoreMetrics:
         ``auc_mutual``, ``auc_like``, ``precision_at_k_mutual``, ``recall_at_k_mutual``,
         ``ndcg_at_k_mutual``, ``precision_at_k_like``, ``recall_at_k_like``,
         ``ndcg_at_k_like``, ``k``, ``n_rows``, ``n_mutual_rows``, ``n_decided_rows``,
-        ``n_like_rows``, ``n_viewers_mutual``, ``n_viewers_like``.
+        ``n_like_rows``, ``n_viewers_mutual``, ``n_viewers_like``, and per viewer
+        (:func:`per_viewer`) ``viewer_auc_mutual``, ``viewer_ndcg_at_k_mutual``,
+        ``n_viewers_both_mutual``, ``viewer_auc_like``, ``viewer_ndcg_at_k_like``,
+        ``n_viewers_both_like``.
     roc_mutual, roc_like : (fpr, tpr) pairs of (p,) float64
     """
 
@@ -537,6 +618,8 @@ def measure(rows: DirectedRows, scores: npt.ArrayLike, k: int) -> ScoreMetrics:
     d = rows.decided
     mutual_rank = ranking_at_k(rows.viewer_ids, s, rows.mutual, k, rows.candidate_ids)
     like_rank = ranking_at_k(rows.viewer_ids[d], s[d], rows.liked[d], k, rows.candidate_ids[d])
+    mutual_viewer = per_viewer(rows.viewer_ids, s, rows.mutual, k, rows.candidate_ids)
+    like_viewer = per_viewer(rows.viewer_ids[d], s[d], rows.liked[d], k, rows.candidate_ids[d])
     values: dict[str, float | int] = {
         "auc_mutual": auc(s, rows.mutual),
         "auc_like": auc(s[d], rows.liked[d]),
@@ -553,6 +636,12 @@ def measure(rows: DirectedRows, scores: npt.ArrayLike, k: int) -> ScoreMetrics:
         "n_like_rows": int(rows.liked.sum()),
         "n_viewers_mutual": mutual_rank.n_groups,
         "n_viewers_like": like_rank.n_groups,
+        "viewer_auc_mutual": mutual_viewer.auc,
+        "viewer_ndcg_at_k_mutual": mutual_viewer.ndcg,
+        "n_viewers_both_mutual": mutual_viewer.n_viewers,
+        "viewer_auc_like": like_viewer.auc,
+        "viewer_ndcg_at_k_like": like_viewer.ndcg,
+        "n_viewers_both_like": like_viewer.n_viewers,
     }
     return ScoreMetrics(
         values=values,

@@ -99,7 +99,8 @@ def is_excluded(
 
     def member(query: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         pos = np.searchsorted(keys, query)
-        return keys[np.minimum(pos, keys.size - 1)] == query
+        found: npt.NDArray[np.bool_] = keys[np.minimum(pos, keys.size - 1)] == query
+        return found
 
     return member(a_rows * n + b_rows) | member(b_rows * n + a_rows)
 
@@ -118,8 +119,32 @@ def _age_ok(
     pop: Population, a_rows: npt.NDArray[np.int64], b_rows: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.bool_]:
     """a's range accepts b: age_min[a] ≤ ⌊age[b]⌋ ≤ age_max[a] (NaN age fails)."""
-    years_b = np.floor(pop.age[b_rows])
-    return (years_b >= pop.age_min[a_rows]) & (years_b <= pop.age_max[a_rows])
+    return age_accepts(np.floor(pop.age[b_rows]), pop.age_min[a_rows], pop.age_max[a_rows])
+
+
+def age_accepts(
+    years: npt.NDArray[np.floating],
+    age_min: npt.NDArray[np.number],
+    age_max: npt.NDArray[np.number],
+) -> npt.NDArray[np.bool_]:
+    """The age rule, broadcast: ``age_min ≤ years ≤ age_max`` (NaN fails).
+
+    ``years`` are completed years (⌊age⌋). Pairs pass (p,) arrays, blocks (q, 1) and
+    (1, c) ones (:func:`compute.blockscore.rank_block`).
+    """
+    return (years >= age_min) & (years <= age_max)
+
+
+def within_limits(
+    distance_km: npt.NDArray[np.floating],
+    limit_a: npt.NDArray[np.floating],
+    limit_b: npt.NDArray[np.floating],
+) -> npt.NDArray[np.bool_]:
+    """The distance rule, broadcast: ``d ≤ min(limit_a, limit_b)``, limits inf = none.
+
+    A NaN distance (unknown location) is decided by the caller (it passes).
+    """
+    return (distance_km <= limit_a) & (distance_km <= limit_b)
 
 
 def distance_ok(
@@ -133,9 +158,11 @@ def distance_ok(
         distance_km = pair_distance_km(pop, a_rows, b_rows)
     limit_a = pop.max_distance_km[a_rows].astype(np.float64)
     limit_b = pop.max_distance_km[b_rows].astype(np.float64)
-    limit = np.fmin(np.where(np.isnan(limit_a), np.inf, limit_a), limit_b)
-    limit = np.where(np.isnan(limit), np.inf, limit)
-    return np.isnan(distance_km) | (distance_km <= limit)
+    return np.isnan(distance_km) | within_limits(
+        distance_km,
+        np.where(np.isnan(limit_a), np.inf, limit_a),
+        np.where(np.isnan(limit_b), np.inf, limit_b),
+    )
 
 
 def mutual_filter(
@@ -215,7 +242,10 @@ def cohorts_compatible(
     valid = (g_a >= 0) & (g_a < N_GENDERS) & (g_b >= 0) & (g_b < N_GENDERS)
     g_a = np.where(valid, g_a, 0)
     g_b = np.where(valid, g_b, 0)
-    return valid & ((s_a >> g_b) & 1).astype(bool) & ((s_b >> g_a) & 1).astype(bool)
+    seeks: npt.NDArray[np.bool_] = (
+        valid & ((s_a >> g_b) & 1).astype(bool) & ((s_b >> g_a) & 1).astype(bool)
+    )
+    return seeks
 
 
 @dataclass(frozen=True)

@@ -490,9 +490,8 @@ def interest_vectors(
 
     values = signs[positions] * index.weights[entry] * factors[positions]
     flat = out_row * params.dim + columns[positions]
-    dense = np.bincount(flat, weights=values, minlength=len(user_ids) * params.dim).reshape(
-        len(user_ids), params.dim
-    )
+    summed = np.bincount(flat, weights=values, minlength=len(user_ids) * params.dim)
+    dense = summed.astype(np.float64, copy=False).reshape(len(user_ids), params.dim)
     n_interests = np.bincount(out_row, minlength=len(user_ids))
     normalized, nonzero = validate.l2_normalize_rows(dense)
     has_any = n_interests > 0

@@ -56,13 +56,28 @@ _PER_USER_1D: dict[str, np.dtype[Any]] = {
     "rating_quality": np.dtype(np.float32),
     "has_rating_quality": np.dtype(np.bool_),
     "has_preference": np.dtype(np.bool_),
+    "like_rate_given": np.dtype(np.float32),
+    "has_like_rate": np.dtype(np.bool_),
+    "has_taste": np.dtype(np.bool_),
+    "has_appeal": np.dtype(np.bool_),
 }
 _PER_USER_2D: dict[str, np.dtype[Any]] = {
     "quiz_vectors": np.dtype(np.float32),
     "interest_vectors": np.dtype(np.float32),
     "rating_dims": np.dtype(np.float32),
     "rating_preferences": np.dtype(np.float32),
+    "taste_vectors": np.dtype(np.float32),
+    "appeal_vectors": np.dtype(np.float32),
 }
+# Behaviour fields (the likes job's tables): optional, absent = no behaviour known.
+_BEHAVIOUR_FIELDS = (
+    "like_rate_given",
+    "has_like_rate",
+    "taste_vectors",
+    "has_taste",
+    "appeal_vectors",
+    "has_appeal",
+)
 
 
 def _coerce(name: str, value: Any, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
@@ -138,6 +153,12 @@ class Population:
     rating_preferences : (n, nd) float32, has_preference : (n,) bool
     excluded_indptr : (n + 1,) int64, excluded_rows : (nnz_e,) int64
         Rows excluded by each row (like/pass/block, either direction).
+    like_rate_given : (n,) float32, has_like_rate : (n,) bool, optional
+        The likes job's shrunk like rate given (pickiness: low = picky).
+    taste_vectors : (n, dl) float32, has_taste : (n,) bool, optional
+    appeal_vectors : (n, dl) float32, has_appeal : (n,) bool, optional
+        The likes job's taste (as the one who likes) and appeal (as the one liked) vectors.
+        The behaviour fields default to "unknown for everyone" (zeros, False).
     """
 
     user_ids: npt.NDArray[np.int64]
@@ -168,6 +189,12 @@ class Population:
     has_preference: npt.NDArray[np.bool_]
     excluded_indptr: npt.NDArray[np.int64]
     excluded_rows: npt.NDArray[np.int64]
+    like_rate_given: npt.NDArray[np.float32] = None  # type: ignore[assignment]
+    has_like_rate: npt.NDArray[np.bool_] = None  # type: ignore[assignment]
+    taste_vectors: npt.NDArray[np.float32] = None  # type: ignore[assignment]
+    has_taste: npt.NDArray[np.bool_] = None  # type: ignore[assignment]
+    appeal_vectors: npt.NDArray[np.float32] = None  # type: ignore[assignment]
+    has_appeal: npt.NDArray[np.bool_] = None  # type: ignore[assignment]
     # Derived on construction (not arguments): sorted exclusion keys row*n + row,
     # and dense interest codes 0..m-1 aligned with interest_ids.
     excluded_keys: npt.NDArray[np.int64] = field(init=False, repr=False)
@@ -181,6 +208,10 @@ class Population:
         n = int(np.asarray(self.user_ids).shape[0]) if np.ndim(self.user_ids) == 1 else -1
         if n < 0:
             raise ValueError(f"user_ids must be 1-D; got shape {np.shape(self.user_ids)}")
+        for name in _BEHAVIOUR_FIELDS:
+            if getattr(self, name) is None:
+                dtype = _PER_USER_1D.get(name, _PER_USER_2D.get(name))
+                put(name, np.zeros((n, 1) if name in _PER_USER_2D else (n,), dtype=dtype))
         for name, dtype in _PER_USER_1D.items():
             arr = _coerce(name, getattr(self, name), dtype)
             if arr.shape != (n,):
@@ -195,6 +226,11 @@ class Population:
             raise ValueError(
                 "rating_dims and rating_preferences must have the same shape; got "
                 f"{self.rating_dims.shape} and {self.rating_preferences.shape}"
+            )
+        if self.taste_vectors.shape != self.appeal_vectors.shape:
+            raise ValueError(
+                "taste_vectors and appeal_vectors must have the same shape; got "
+                f"{self.taste_vectors.shape} and {self.appeal_vectors.shape}"
             )
 
         interest_indptr = _coerce("interest_indptr", self.interest_indptr, np.dtype(np.int64))
@@ -432,13 +468,13 @@ def clean_population(
     if quality_bad.any():
         changes["rating_quality"] = np.where(quality_bad, np.float32(0), pop.rating_quality)
         changes["has_rating_quality"] = pop.has_rating_quality & ~quality_bad
-    pref_bad = np.isnan(pop.rating_preferences).any(axis=1)
+    pref_bad = np.asarray(np.isnan(pop.rating_preferences).any(axis=1))
     if pref_bad.any():
         changes["rating_preferences"] = np.where(
             pref_bad[:, None], np.float32(0), pop.rating_preferences
         )
         changes["has_preference"] = pop.has_preference & ~pref_bad
-    dims_bad = np.isnan(pop.rating_dims).any(axis=1)
+    dims_bad = np.asarray(np.isnan(pop.rating_dims).any(axis=1))
     if dims_bad.any():
         changes["rating_dims"] = np.where(dims_bad[:, None], np.float32(0), pop.rating_dims)
     cleaned = replace(pop, **changes) if changes else pop

@@ -365,7 +365,9 @@ def validate_ratings(
     )
 
 
-def _dimension_positions(ratings: ValidRatings, dimensions: RatingDimensions) -> npt.NDArray:
+def _dimension_positions(
+    ratings: ValidRatings, dimensions: RatingDimensions
+) -> npt.NDArray[np.int64]:
     positions, found = validate.lookup(dimensions.dimension_ids, ratings.dimension_ids)
     if not found.all():
         raise ValueError("ratings hold dimension ids missing from dimensions; validate with them")

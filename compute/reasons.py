@@ -8,14 +8,14 @@ descending, ties by signal order, and the first ``max_reasons`` are kept.
 
 Each reason is ``{"code": ..., "params": {...}, "text": ...}``:
 
+code, text and threshold come from each signal's entry in :data:`compute.signals.SIGNALS`;
+a signal with a static ``reason_text`` has params ``{}``. Two reasons are worded from the
+pair's data here:
+
 ================  ==================================  =====================================
 signal            code / params                       text
 ================  ==================================  =====================================
-quiz              quiz_match, {}                      Your quiz answers line up closely
 interest          shared_interests, {"interests": […]}  You both love hiking and jazz
-rating_quality    highly_rated, {}                    Highly rated by people they've met
-rating_fit        rating_fit, {}                      Has the qualities you rate highly
-newness           new_here, {}                        New here
 proximity         nearby, {"km": b}                   Less than 1 km away / About b km away
 ================  ==================================  =====================================
 
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -42,19 +42,9 @@ from compute import signals
 from compute.population import Population
 from compute.scoring import ScoredPairs
 
-REASON_CODES: dict[str, str] = {
-    "quiz": "quiz_match",
-    "interest": "shared_interests",
-    "rating_quality": "highly_rated",
-    "rating_fit": "rating_fit",
-    "newness": "new_here",
-    "proximity": "nearby",
-}
+REASON_CODES: dict[str, str] = {s.name: s.reason_code for s in signals.SIGNALS}
 STATIC_TEXTS: dict[str, str] = {
-    "quiz": "Your quiz answers line up closely",
-    "rating_quality": "Highly rated by people they've met",
-    "rating_fit": "Has the qualities you rate highly",
-    "newness": "New here",
+    s.name: s.reason_text for s in signals.SIGNALS if s.reason_text is not None
 }
 _INTEREST = signals.SIGNAL_NAMES.index("interest")
 _PROXIMITY = signals.SIGNAL_NAMES.index("proximity")
@@ -69,28 +59,26 @@ class ReasonParams:
     Attributes
     ----------
     max_reasons : int in [0, 3]
-    min_quiz, min_interest, min_rating_quality, min_rating_fit, min_newness,
-    min_proximity : float
-        Thresholds on the subscore (see :mod:`compute.signals` for scales; with the
-        default 25 km proximity scale, 0.3 ≈ within 30 km, and with a 30-day newness
-        half-life, 0.5 ≈ account younger than 30 days).
+    minimums : mapping of signal name → float, optional
+        Thresholds on the subscore; a signal not named keeps its registered
+        ``Signal.reason_min`` (see :mod:`compute.signals` for scales; with the default
+        25 km proximity scale, 0.3 ≈ within 30 km, and with a 30-day newness half-life,
+        0.5 ≈ account younger than 30 days).
     """
 
     max_reasons: int = 3
-    min_quiz: float = 0.75
-    min_interest: float = 0.15
-    min_rating_quality: float = 0.7
-    min_rating_fit: float = 0.7
-    min_newness: float = 0.5
-    min_proximity: float = 0.3
+    minimums: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_reasons, int) and 0 <= self.max_reasons <= 3):
             raise ValueError(f"max_reasons must be an int in [0, 3]; got {self.max_reasons!r}")
+        unknown = sorted(set(self.minimums) - set(signals.SIGNAL_NAMES))
+        if unknown:
+            raise ValueError(f"minimums must be among {signals.SIGNAL_NAMES}; got {unknown}")
 
     def thresholds(self) -> npt.NDArray[np.float64]:
-        """(6,) float64 thresholds in :data:`compute.signals.SIGNAL_NAMES` order."""
-        return np.array([getattr(self, f"min_{name}") for name in signals.SIGNAL_NAMES])
+        """(n_signals,) float64 thresholds in :data:`compute.signals.SIGNAL_NAMES` order."""
+        return np.array([self.minimums.get(s.name, s.reason_min) for s in signals.SIGNALS])
 
 
 def _catalogue_positions(
@@ -253,10 +241,11 @@ def encode_reasons_json(
 
     def join(columns: list[npt.NDArray[np.object_]]) -> npt.NDArray[np.object_]:
         # Object-array additions concatenate in C, without a Python join per combination.
-        text = "[" + columns[0]
+        text: npt.NDArray[np.object_] = "[" + columns[0]
         for column in columns[1:]:
             text = text + ", " + column
-        return text + "]"
+        text = text + "]"
+        return text
 
     texts = np.array(
         _by_pattern(combos, lambda columns: join([by_id[c] for c in columns]), lambda: "[]"),
@@ -267,7 +256,7 @@ def encode_reasons_json(
 
 def _by_pattern(
     ids: npt.NDArray[np.int64],
-    build: Callable[[list[npt.NDArray[np.int64]]], Sequence[str]],
+    build: Callable[[list[npt.NDArray[np.int64]]], Sequence[str] | npt.NDArray[np.object_]],
     empty: Callable[[], str],
 ) -> list[str]:
     """One string per row of ``ids`` (-1 = skip), built per pattern of skipped columns.

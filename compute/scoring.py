@@ -1,7 +1,8 @@
 """Combine the pair signals into one score in [0, 1] and keep the top K per user.
 
-For a pair (a = user, b = candidate), with the six signals x_i of :mod:`compute.signals`
-(missing ones replaced by ``neutral``) and weights w_i ≥ 0:
+For a pair (a = user, b = candidate), with the registered signals x_i of
+:data:`compute.signals.SIGNALS` (missing ones replaced by their neutral value) and weights
+w_i ≥ 0:
 
     s(a→b) = Σ_i w_i · x_i / Σ_i w_i                                     ∈ [0, 1]
 
@@ -23,13 +24,15 @@ Optional factors, off by default:
   of the current call (one shard) are used, which under-counts.
 
 The final score is clipped to [0, 1] and is never NaN. Top K per user is ordered by
-score descending, ties broken by candidate ``user_id`` ascending (deterministic, and
-identical whether a user is scored alone or inside a shard).
+score descending, ties broken by the exposure spread — :func:`compute.sorting.spread_keys`
+of (user id, candidate id, ``spread_seed``), never by candidate id, so equal scores do not
+all go to the lowest ids — deterministic, and identical whether a user is scored alone or
+inside a shard, and the same as the block path's cut and the API's ORDER BY.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -42,29 +45,41 @@ Fusion = Literal["harmonic", "geometric", "min"]
 FUSIONS: tuple[str, ...] = ("harmonic", "geometric", "min")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SignalWeights:
-    """Non-negative weight per signal (normalized by their sum when scoring)."""
+    """Non-negative weight per registered signal (normalized by their sum when scoring).
 
-    quiz: float = 0.30
-    interest: float = 0.25
-    rating_quality: float = 0.15
-    rating_fit: float = 0.10
-    newness: float = 0.05
-    proximity: float = 0.15
+    ``SignalWeights(quiz=0.3, proximity=0.1)``: keyword per signal name of
+    :data:`compute.signals.SIGNALS`; an omitted signal keeps its registered default weight.
+    """
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+    values: tuple[float, ...]
+
+    def __init__(self, **weights: float) -> None:
+        unknown = sorted(set(weights) - set(signals.SIGNAL_NAMES))
+        if unknown:
+            raise ValueError(f"weights must be among {signals.SIGNAL_NAMES}; got {unknown}")
+        values = tuple(weights.get(s.name, s.weight) for s in signals.SIGNALS)
+        for name, value in zip(signals.SIGNAL_NAMES, values, strict=True):
             if not (isinstance(value, int | float) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"weights.{f.name} must be a finite number ≥ 0; got {value!r}")
-        if sum(getattr(self, f.name) for f in fields(self)) <= 0:
+                raise ValueError(f"weights.{name} must be a finite number ≥ 0; got {value!r}")
+        if sum(values) <= 0:
             raise ValueError("weights must not all be 0")
+        object.__setattr__(self, "values", values)
+
+    @classmethod
+    def only(cls, name: str) -> SignalWeights:
+        """Weight 1 on signal ``name`` and 0 on every other one."""
+        return cls(**{s.name: float(s.name == signals.signal(name).name) for s in signals.SIGNALS})
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[signals.index(name)]
 
     def as_array(self) -> npt.NDArray[np.float64]:
-        """(6,) float64 weights in :data:`compute.signals.SIGNAL_NAMES` order, summing to 1."""
-        raw = np.array([getattr(self, name) for name in signals.SIGNAL_NAMES], dtype=np.float64)
-        return raw / raw.sum()
+        """(n_signals,) float64 weights in :data:`compute.signals.SIGNAL_NAMES` order, sum 1."""
+        raw = np.array(self.values, dtype=np.float64)
+        normalized: npt.NDArray[np.float64] = raw / raw.sum()
+        return normalized
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class ScoreParams:
     weights : SignalWeights
     signal_params : SignalParams
     neutral : float in [0, 1]
-        Value used for a missing signal.
+        Value used for a missing signal (unless the signal sets its own).
     top_k : int ≥ 1
         Pairs kept per user.
     reciprocal : bool
@@ -89,6 +104,9 @@ class ScoreParams:
         None = off; else the number of top-K appearances above which a candidate is
         penalized.
     exposure_factor : float in [0, 1]
+    spread_seed : int
+        Seed of the tie-break (:func:`compute.sorting.spread_keys`); the match job uses
+        :func:`compute.sorting.spread_seed` of the algorithm version.
     """
 
     weights: SignalWeights = field(default_factory=SignalWeights)
@@ -102,6 +120,7 @@ class ScoreParams:
     dormancy_half_life_days: float = 30.0
     exposure_cap: int | None = None
     exposure_factor: float = 0.5
+    spread_seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.neutral <= 1.0:
@@ -137,12 +156,12 @@ class ScoredPairs:
         Final score (fused, times dormancy and exposure factors).
     forward_score, reverse_score : (m,) float32
         s(a→b) and s(b→a) before fusion (reverse = forward when not reciprocal).
-    subscores : (m, 6) float32
-        a→b signals, missing ones replaced by ``neutral``; columns in
+    subscores : (m, n_signals) float32
+        a→b signals, missing ones replaced by their neutral value; columns in
         :data:`compute.signals.SIGNAL_NAMES` order.
     missing : (m,) uint8
         Bit i set ⇔ signal i was missing.
-    weights : (6,) float64
+    weights : (n_signals,) float64
         Normalized weights used (for reasons).
     shared_interest_ids : (m, 3) int64, -1 padded
     distance_km : (m,) float32, -1 when unknown
@@ -171,15 +190,17 @@ class ScoredPairs:
 
 
 def combine(
-    values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], neutral: float
+    values: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    neutral: float | npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
     """Weighted mean of signals with missing → neutral.
 
     Parameters
     ----------
-    values : (p, 6) float64, NaN = missing
-    weights : (6,) float64, summing to 1
-    neutral : float
+    values : (p, n_signals) float64, NaN = missing
+    weights : (n_signals,) float64, summing to 1
+    neutral : float or (n_signals,) float64
 
     Returns
     -------
@@ -190,17 +211,26 @@ def combine(
 
 
 def fuse(
-    forward: npt.NDArray[np.float64], reverse: npt.NDArray[np.float64], fusion: str
-) -> npt.NDArray[np.float64]:
-    """Combine both directions' scores (see module docstring); inputs in [0, 1]."""
+    forward: npt.NDArray[np.floating], reverse: npt.NDArray[np.floating], fusion: str
+) -> npt.NDArray[np.floating]:
+    """Combine both directions' scores (see module docstring); inputs in [0, 1].
+
+    Any shape and float dtype (the pair path fuses (p,) float64, the block path (q, c)
+    float32 matrices); the inputs are left unchanged.
+    """
     if fusion == "harmonic":
         total = forward + reverse
-        safe = np.where(total > 0, total, 1.0)
-        return np.where(total > 0, 2.0 * forward * reverse / safe, 0.0)
+        product = forward * reverse
+        product *= 2.0  # exact: 2·(f·r) = (2·f)·r
+        out = np.zeros_like(total)
+        np.divide(product, total, out=out, where=total > 0)
+        return out
     if fusion == "geometric":
-        return np.sqrt(forward * reverse)
+        product = forward * reverse
+        return np.sqrt(product, out=product)
     if fusion == "min":
-        return np.minimum(forward, reverse)
+        smaller: npt.NDArray[np.floating] = np.minimum(forward, reverse)
+        return smaller
     raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
 
 
@@ -218,21 +248,64 @@ def exposure_counts(scored: ScoredPairs, n_users: int) -> npt.NDArray[np.int64]:
     return np.bincount(scored.cand_rows, minlength=n_users).astype(np.int64)
 
 
+def exposure_spread(counts: npt.NDArray[np.integer]) -> dict[str, float | int | None]:
+    """How evenly the lists spread over the users who could be suggested.
+
+    Parameters
+    ----------
+    counts : (n,) int
+        Lists each eligible user appears in (:func:`exposure_counts`, summed over shards).
+
+    Returns
+    -------
+    dict
+        ``users`` (n), ``never_suggested_share`` (share with 0 appearances),
+        ``appearances_p50``, ``appearances_p99``, ``appearances_max``,
+        ``appearances_mean`` and ``gini`` (0 = every user in as many lists, → 1 = all
+        slots to one user); the shares and Gini are None when nothing was suggested.
+    """
+    x = np.sort(np.asarray(counts, dtype=np.int64))
+    n = int(x.size)
+    total = int(x.sum())
+    if n == 0:
+        return {
+            "users": 0,
+            "never_suggested_share": None,
+            "appearances_p50": None,
+            "appearances_p99": None,
+            "appearances_max": None,
+            "appearances_mean": None,
+            "gini": None,
+        }
+    ranks = np.arange(1, n + 1, dtype=np.float64)
+    gini = float(((2 * ranks - n - 1) * x).sum() / (n * total)) if total else None
+    return {
+        "users": n,
+        "never_suggested_share": round(float((x == 0).mean()), 5),
+        "appearances_p50": round(float(np.percentile(x, 50)), 3),
+        "appearances_p99": round(float(np.percentile(x, 99)), 3),
+        "appearances_max": int(x[-1]),
+        "appearances_mean": round(total / n, 3),
+        "gini": None if gini is None else round(gini, 5),
+    }
+
+
 def top_k_order(
     user_rows: npt.NDArray[np.int64],
     score: npt.NDArray[np.float32],
-    cand_user_ids: npt.NDArray[np.int64],
+    ties: npt.NDArray[np.int64],
     k: int,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
     """Indices of the top ``k`` pairs per user and their ranks.
 
-    Order: user row ascending, score descending, candidate user id ascending.
+    Order: user row ascending, score descending, ``ties`` ascending (the pairs'
+    :func:`compute.sorting.spread_keys`, the same as the block path's cut).
 
     Returns
     -------
     (indices, ranks) : (m,) int64 and (m,) int32
     """
-    order = _pair_order(user_rows, score, cand_user_ids)
+    order = _pair_order(user_rows, score, ties)
     sorted_users = user_rows[order]
     first = np.r_[True, sorted_users[1:] != sorted_users[:-1]] if order.size else np.empty(0, bool)
     group_start = np.maximum.accumulate(np.where(first, np.arange(order.size), 0))
@@ -244,19 +317,18 @@ def top_k_order(
 def _pair_order(
     user_rows: npt.NDArray[np.int64],
     score: npt.NDArray[np.float32],
-    cand_user_ids: npt.NDArray[np.int64],
+    ties: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.intp]:
-    """``np.lexsort((cand_user_ids, -score, user_rows))``.
+    """``np.lexsort((ties, -score, user_rows))``.
 
     Candidate pools come grouped by ascending user row: numbering those groups 0, 1, …
-    and offsetting the ids keeps the keys small enough for one packed sort.
+    keeps the keys small for a packed sort.
     """
     if user_rows.size < 2 or not bool((user_rows[1:] >= user_rows[:-1]).all()):
-        return np.lexsort((cand_user_ids, -score, user_rows))
+        return np.lexsort((ties, -score, user_rows))
     groups = np.zeros(user_rows.size, dtype=np.int64)
     np.cumsum(user_rows[1:] != user_rows[:-1], out=groups[1:])
-    ids = np.asarray(cand_user_ids, dtype=np.int64)
-    return sorting.group_value_order(groups, score, ids - ids.min())
+    return sorting.group_value_order(groups, score, ties)
 
 
 def score_pairs(
@@ -293,10 +365,11 @@ def score_pairs(
                 f"exposure_counts must be ({pop.n_users},); got {exposure_counts.shape}"
             )
     weights = params.weights.as_array()
+    neutral = signals.neutral_values(params.neutral)
     sig = signals.compute_signals(pop, a, b, params.signal_params, with_reverse=params.reciprocal)
-    forward = combine(sig.values, weights, params.neutral)
+    forward = combine(sig.values, weights, neutral)
     if sig.reverse_values is not None:
-        reverse = combine(sig.reverse_values, weights, params.neutral)
+        reverse = combine(sig.reverse_values, weights, neutral)
         fused = fuse(forward, reverse, params.fusion)
     else:
         reverse = forward
@@ -306,18 +379,18 @@ def score_pairs(
             pop.inactive_days[b], params.dormancy_grace_days, params.dormancy_half_life_days
         )
     score = np.clip(np.nan_to_num(fused, nan=0.0), 0.0, 1.0).astype(np.float32)
-    cand_user_ids = pop.user_ids[b]
+    ties = sorting.spread_keys(pop.user_ids[a], pop.user_ids[b], params.spread_seed)
 
     if params.exposure_cap is not None:
         if exposure_counts is None:
-            idx, _ = top_k_order(a, score, cand_user_ids, params.top_k)
+            idx, _ = top_k_order(a, score, ties, params.top_k)
             exposure_counts = np.bincount(b[idx], minlength=pop.n_users)
         over = exposure_counts[b] > params.exposure_cap
         score = np.where(over, score * np.float32(params.exposure_factor), score).astype(np.float32)
 
-    idx, rank = top_k_order(a, score, cand_user_ids, params.top_k)
+    idx, rank = top_k_order(a, score, ties, params.top_k)
     missing_bits = np.isnan(sig.values[idx]) @ (1 << np.arange(len(signals.SIGNAL_NAMES)))
-    subscores = np.where(np.isnan(sig.values[idx]), params.neutral, sig.values[idx])
+    subscores = np.where(np.isnan(sig.values[idx]), neutral, sig.values[idx])
     distance = sig.distance_km[idx]
     return ScoredPairs(
         user_rows=a[idx],

@@ -1,27 +1,56 @@
-"""The six pair signals, each in [0, 1], vectorized over pairs (a = user, b = candidate).
+"""The pair signals: one registry, each signal's formula written once.
 
-Every signal function takes the population and two aligned row arrays and returns
-``(values, present)``: ``values`` is (p,) float64 with NaN where an input is missing,
-``present`` is the matching (p,) bool mask. The scorer replaces missing values by
-its configured neutral value.
+:data:`SIGNALS` is the ordered registry. A :class:`Signal` names
 
-* quiz:           (1 + cos(q_a, q_b)) / 2.
-  Missing when either has no (or a zero) quiz vector.
+* a *kernel* — the raw quantity it is computed from: the cosine of two per-user vectors
+  (:class:`Cosine`), the weighted interest overlap (:class:`InterestOverlap`), the
+  distance (:class:`Distance`) or a value of the candidate alone (:class:`CandidateValue`);
+* its *formula* — raw quantity → signal in [0, 1], NaN where the input counts as missing.
+  A formula is plain numpy over arrays of any shape, so the same function serves the
+  pair path ((p,) arrays, :func:`compute_signals`, used by :func:`compute.scoring.score_pairs`)
+  and the block path ((q, c) matrices, :mod:`compute.blockterms`, used by
+  :func:`compute.blockscore.rank_block`). It may work in place on its argument;
+* its default weight, its neutral value (``None``: the configured ``signals.neutral_value``),
+  and its reason: code, text and the minimum subscore for it to be offered.
+
+Both paths, :mod:`compute.reasons`, ``SignalWeights``, the config's ``weights:`` model and
+the tools (``explain``, ``report``, ``evaluate``) iterate :data:`SIGNALS`; none names a
+signal. Adding a signal is therefore one :class:`Signal` entry here, plus
+
+* its weight under ``weights:`` in ``configs/default.yaml`` (the key is ``Signal.key``)
+  and in the README's config key table (a test checks every key is documented);
+* a migration adding the column ``match_scores.s_<key>`` and the key in
+  ``jobs.storage.schema.SUBSCORE_COLUMNS`` (a test checks that both follow this registry);
+* only if it needs one: a new field of :class:`compute.population.Population` (and its
+  loader), a new :class:`SignalParams` field (and its YAML key), or a new kernel (its pair
+  evaluation below and its block evaluation in :mod:`compute.blockterms`).
+
+The current signals (a = user, b = candidate):
+
+* quiz:           (1 + cos(q_a, q_b)) / 2. Missing when either has no (or a zero) quiz vector.
 * interest:       Σ_{i ∈ I_a ∩ I_b} min(w_a,i, w_b,i), clipped to [0, 1].
   Missing when either has no interests.
 * rating_quality: rating_quality_b, clipped to [0, 1]. Missing when b has none.
-* rating_fit:     clip(0.5 + 0.5 · cos(pref_a, dims_b), 0, 1).
+* rating_fit:     0.5 + 0.5 · cos(pref_a, dims_b).
   Missing when a has no preference, or either vector is zero.
 * newness:        0.5 ** (max(account_age_days_b, 0) / half_life_days).
   Missing when the account age is NaN.
 * proximity:      exp(−d_km / scale_km). Missing when either has no location.
+* appeal:         (1 + clip(taste_a · appeal_b, −1, 1)) / 2 — how likely a is to like b.
+  Missing when a has no taste or b no appeal vector (the likes job's too-few-decisions).
+* reciprocity:    mean of (1 + clip(taste_b · appeal_a, −1, 1)) / 2 and b's shrunk like
+  rate given — how likely b is to like a back; either alone when the other is missing,
+  missing when both are (b has no row in the likes job's tables).
 
-quiz, interest and proximity are symmetric; rating_quality, rating_fit and newness
-are directional (the reverse direction swaps a and b).
+Symmetric signals (a cosine of one vector with itself, interests, distance) are computed
+once for both directions; the others are directional (the reverse direction swaps a and b).
+The reference in ``tests/unit/compute/reference.py`` is a deliberately separate, plain-loop
+implementation: a test oracle, not production code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,20 +59,13 @@ import numpy.typing as npt
 from compute import filters, sorting
 from compute.population import Population
 
-SIGNAL_NAMES: tuple[str, ...] = (
-    "quiz",
-    "interest",
-    "rating_quality",
-    "rating_fit",
-    "newness",
-    "proximity",
-)
-SYMMETRIC_SIGNALS: frozenset[str] = frozenset({"quiz", "interest", "proximity"})
 N_SHARED_INTERESTS = 3
 # Dense scratch for interest overlap: unique users × catalogue size, in float32 cells.
 _DENSE_BUDGET_CELLS = 1 << 24
 
 FloatArray = npt.NDArray[np.float64]
+# What a formula takes and gives: float32 blocks (compute.blockterms), float64 pairs.
+AnyFloatArray = npt.NDArray[np.floating]
 BoolArray = npt.NDArray[np.bool_]
 RowArray = npt.NDArray[np.int64]
 
@@ -68,6 +90,321 @@ class SignalParams:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+
+
+# ------------------------------------------------------------------------------ kernels
+
+
+@dataclass(frozen=True)
+class Cosine:
+    """cos(left_a, right_b) of two per-user vector fields of the population, in [-1, 1].
+
+    Missing where a ``*_present`` mask (a bool field; None = always) is False or a vector
+    is zero or not finite.
+    """
+
+    left: str
+    right: str
+    left_present: str | None = None
+    right_present: str | None = None
+
+    @property
+    def symmetric(self) -> bool:
+        return self.left == self.right and self.left_present == self.right_present
+
+
+@dataclass(frozen=True)
+class Dot:
+    """⟨left_a, right_b⟩ of two per-user vector fields (not normalized: the likes job's
+    taste · appeal is a reconstruction of a's decision about b, its size is the evidence).
+
+    Missing where a ``*_present`` mask is False or the dot is not finite. With ``rate``
+    (a float field of the candidate, present where ``rate_present``), the signal is the
+    mean of the formula's value and the candidate's rate (:func:`blend_rate`): either
+    alone where the other is missing, missing where both are.
+    """
+
+    left: str
+    right: str
+    left_present: str
+    right_present: str
+    rate: str | None = None
+    rate_present: str | None = None
+
+    @property
+    def symmetric(self) -> bool:
+        return self.left == self.right and self.left_present == self.right_present and not self.rate
+
+
+@dataclass(frozen=True)
+class InterestOverlap:
+    """Σ_{i ∈ I_a ∩ I_b} min(w_a,i, w_b,i); missing when either has no interests."""
+
+    symmetric = True
+
+
+@dataclass(frozen=True)
+class Distance:
+    """Great-circle distance in km; missing when either lacks a location."""
+
+    symmetric = True
+
+
+@dataclass(frozen=True)
+class CandidateValue:
+    """A per-user float field of the candidate alone (float64); missing where ``present``
+    (a bool field; None = always) is False."""
+
+    field: str
+    present: str | None = None
+    symmetric = False
+
+
+Kernel = Cosine | Dot | InterestOverlap | Distance | CandidateValue
+Formula = Callable[[AnyFloatArray, SignalParams], AnyFloatArray]
+
+
+# ------------------------------------------------------------------------------ formulas
+# Each maps a kernel's raw value to [0, 1] (NaN = missing), over arrays of any shape and
+# float dtype, and may overwrite its argument.
+
+
+def half_cosine(cos: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
+    """(1 + cos) / 2, computed as 0.5 · cos + 0.5 (the same number: halving is exact)."""
+    cos *= 0.5
+    cos += 0.5
+    return cos
+
+
+def half_dot(dot: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
+    """(1 + clip(dot, −1, 1)) / 2: taste · appeal reconstructs a like as +1 and a pass as −1
+    (``likes.pass_weight`` 1), so this is its linear estimate of P(like | a decision), and
+    0 (the model knows nothing) is 0.5."""
+    np.clip(dot, -1.0, 1.0, out=dot)
+    return half_cosine(dot, params)
+
+
+def blend_rate(
+    values: npt.NDArray[np.floating],
+    rate: npt.NDArray[np.floating],
+    rate_ok: BoolArray,
+) -> npt.NDArray[np.floating]:
+    """Mean of two estimates of one probability, NaN = missing (broadcasting).
+
+    ``values`` (NaN where missing) and ``rate`` where ``rate_ok``: their mean where both
+    are known, the known one where one is, NaN where neither. Keeps ``values``' dtype.
+    """
+    known = ~np.isnan(values)
+    rate = np.where(rate_ok, rate, np.nan).astype(values.dtype, copy=False)
+    both = (values + rate) * values.dtype.type(0.5)
+    return np.where(known & rate_ok, both, np.where(known, values, rate))
+
+
+def clip_unit(value: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
+    """clip(value, 0, 1)."""
+    return np.clip(value, 0.0, 1.0, out=value)
+
+
+def finite_unit(value: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
+    """clip(value, 0, 1) where finite, else NaN (missing)."""
+    return np.where(np.isfinite(value), np.clip(value, 0.0, 1.0), np.nan)
+
+
+def half_life(days: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
+    """0.5 ** (max(days, 0) / newness_half_life_days); NaN (and −inf) days are missing."""
+    ok = np.isfinite(days) | (days == np.inf)
+    safe = np.where(ok, np.maximum(days, 0.0), 0.0)
+    return np.where(ok, np.power(0.5, safe / params.newness_half_life_days), np.nan)
+
+
+def distance_decay(distance_km: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
+    """exp(−distance / proximity_scale_km)."""
+    np.divide(distance_km, -params.proximity_scale_km, out=distance_km)
+    return np.exp(distance_km, out=distance_km)
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One signal: what it is computed from, its formula, weight, neutral value and reason.
+
+    Attributes
+    ----------
+    name : str
+        Name in compute/ (``SignalWeights``, ``ScoredPairs.subscore``, reasons, explain).
+    key : str
+        Key of its weight under ``weights:`` in YAML and of its column ``s_<key>``.
+    kernel : Kernel
+    formula : callable (raw, SignalParams) -> values
+    weight : float ≥ 0
+        Default weight (``configs/default.yaml`` states it too).
+    reason_code : str
+    reason_text : str or None
+        The reason's sentence; None for the two reasons :mod:`compute.reasons` words from
+        the pair's data (shared interests, distance).
+    reason_min : float
+        Minimum subscore for the signal to be offered as a reason.
+    neutral : float in [0, 1] or None
+        Value of the signal when missing; None = the configured ``signals.neutral_value``.
+    """
+
+    name: str
+    key: str
+    kernel: Kernel
+    formula: Formula
+    weight: float
+    reason_code: str
+    reason_text: str | None
+    reason_min: float
+    neutral: float | None = None
+
+    @property
+    def symmetric(self) -> bool:
+        return self.kernel.symmetric
+
+
+SIGNALS: tuple[Signal, ...] = (
+    Signal(
+        name="quiz",
+        key="quiz",
+        kernel=Cosine("quiz_vectors", "quiz_vectors", "has_quiz", "has_quiz"),
+        formula=half_cosine,
+        weight=0.15,
+        reason_code="quiz_match",
+        reason_text="Your quiz answers line up closely",
+        reason_min=0.75,
+    ),
+    Signal(
+        name="interest",
+        key="interests",
+        kernel=InterestOverlap(),
+        formula=clip_unit,
+        weight=0.10,
+        reason_code="shared_interests",
+        reason_text=None,
+        reason_min=0.15,
+    ),
+    Signal(
+        name="rating_quality",
+        key="rating_quality",
+        kernel=CandidateValue("rating_quality", "has_rating_quality"),
+        formula=finite_unit,
+        weight=0.10,
+        reason_code="highly_rated",
+        reason_text="Highly rated by people they've met",
+        reason_min=0.7,
+    ),
+    Signal(
+        name="rating_fit",
+        key="rating_fit",
+        # Unit vectors: 0.5 + 0.5·cos is in [0, 1] without a clip.
+        kernel=Cosine("rating_preferences", "rating_dims", "has_preference", None),
+        formula=half_cosine,
+        weight=0.10,
+        reason_code="rating_fit",
+        reason_text="Has the qualities you rate highly",
+        reason_min=0.7,
+    ),
+    Signal(
+        name="newness",
+        key="newness",
+        kernel=CandidateValue("account_age_days"),
+        formula=half_life,
+        weight=0.05,
+        reason_code="new_here",
+        reason_text="New here",
+        reason_min=0.5,
+    ),
+    Signal(
+        name="proximity",
+        key="proximity",
+        kernel=Distance(),
+        formula=distance_decay,
+        weight=0.10,
+        reason_code="nearby",
+        reason_text=None,
+        reason_min=0.3,
+    ),
+    Signal(
+        name="appeal",
+        key="appeal",
+        kernel=Dot("taste_vectors", "appeal_vectors", "has_taste", "has_appeal"),
+        formula=half_dot,
+        weight=0.20,
+        reason_code="your_type",
+        reason_text="Liked by people whose likes match yours",
+        reason_min=0.6,
+    ),
+    Signal(
+        name="reciprocity",
+        key="reciprocity",
+        # b's decision about a: taste_b · appeal_a, i.e. ⟨appeal_a, taste_b⟩, and b's rate.
+        kernel=Dot(
+            "appeal_vectors",
+            "taste_vectors",
+            "has_appeal",
+            "has_taste",
+            rate="like_rate_given",
+            rate_present="has_like_rate",
+        ),
+        formula=half_dot,
+        weight=0.20,
+        reason_code="likely_mutual",
+        reason_text="Likely to like you back",
+        reason_min=0.6,
+    ),
+)
+SIGNAL_NAMES: tuple[str, ...] = tuple(s.name for s in SIGNALS)
+SIGNAL_KEYS: tuple[str, ...] = tuple(s.key for s in SIGNALS)
+SYMMETRIC_SIGNALS: frozenset[str] = frozenset(s.name for s in SIGNALS if s.symmetric)
+
+
+def signal(name: str) -> Signal:
+    """The registered signal called ``name``."""
+    for s in SIGNALS:
+        if s.name == name:
+            return s
+    raise ValueError(f"name must be one of {SIGNAL_NAMES}; got {name!r}")
+
+
+def index(name: str) -> int:
+    """Column of signal ``name`` in every per-signal array (registry order)."""
+    return SIGNAL_NAMES.index(signal(name).name)
+
+
+def neutral_values(neutral: float) -> FloatArray:
+    """(n_signals,) float64 value of each signal when missing (``neutral`` where unset)."""
+    return np.array([neutral if s.neutral is None else s.neutral for s in SIGNALS])
+
+
+def cosine_fields() -> tuple[tuple[str, str | None], ...]:
+    """Every (vector field, presence field) a registered cosine kernel reads, once."""
+    seen: dict[tuple[str, str | None], None] = {}
+    for s in SIGNALS:
+        if isinstance(s.kernel, Cosine):
+            seen[(s.kernel.left, s.kernel.left_present)] = None
+            seen[(s.kernel.right, s.kernel.right_present)] = None
+    return tuple(seen)
+
+
+def dot_fields() -> tuple[tuple[str, str], ...]:
+    """Every (vector field, presence field) a registered dot kernel reads, once."""
+    seen: dict[tuple[str, str], None] = {}
+    for s in SIGNALS:
+        if isinstance(s.kernel, Dot):
+            seen[(s.kernel.left, s.kernel.left_present)] = None
+            seen[(s.kernel.right, s.kernel.right_present)] = None
+    return tuple(seen)
+
+
+def rate_values(kernel: Dot, pop: Population, rows: RowArray) -> tuple[FloatArray, BoolArray]:
+    """The rate field of a :class:`Dot` kernel at ``rows`` (float64) and where it is known."""
+    assert kernel.rate is not None
+    rate = np.asarray(getattr(pop, kernel.rate))[rows].astype(np.float64)
+    ok = present_mask(pop, kernel.rate_present, rows) & np.isfinite(rate)
+    return np.clip(np.where(ok, rate, 0.0), 0.0, 1.0), ok
 
 
 def unit_rows(
@@ -108,23 +445,13 @@ def _cosine(
     return cos, ok
 
 
-def quiz_similarity(
-    pop: Population, a_rows: RowArray, b_rows: RowArray
-) -> tuple[FloatArray, BoolArray]:
-    """``(1 + cos(q_a, q_b)) / 2`` ∈ [0, 1]; (p,) float64 with NaN where missing, and mask."""
-    a, b = filters.check_pairs(pop, a_rows, b_rows)
-    cos, ok = _cosine(pop.quiz_vectors[a], pop.quiz_vectors[b])
-    ok &= pop.has_quiz[a] & pop.has_quiz[b]
-    return np.where(ok, (1.0 + cos) / 2.0, np.nan), ok
-
-
 def interest_overlap(
     pop: Population, a_rows: RowArray, b_rows: RowArray, n_shared: int = N_SHARED_INTERESTS
 ) -> tuple[FloatArray, BoolArray, RowArray]:
-    """Weighted interest overlap and the top shared interests of each pair.
+    """The :class:`InterestOverlap` kernel and the top shared interests of each pair.
 
-    ``overlap = Σ_{i ∈ I_a ∩ I_b} min(w_a,i, w_b,i)``, clipped to [0, 1] (weights sum
-    to 1 per user, so 1 means identical weighted interests).
+    ``overlap = Σ_{i ∈ I_a ∩ I_b} min(w_a,i, w_b,i)`` (weights sum to 1 per user, so 1
+    means identical weighted interests; the interest signal clips it to [0, 1]).
 
     Returns
     -------
@@ -165,7 +492,7 @@ def interest_overlap(
         hit = contrib > 0
         if hit.any():
             _top_shared(shared, entry_pair[hit], codes[hit], contrib[hit], pop.interest_code_ids)
-    values = np.where(present, np.clip(overlap, 0.0, 1.0), np.nan)
+    values = np.where(present, overlap, np.nan)
     return values, present, shared
 
 
@@ -193,49 +520,98 @@ def _top_shared(
     shared[pair_sorted[keep], rank[keep]] = code_ids[codes[order][keep]]
 
 
-def rating_quality(
-    pop: Population, a_rows: RowArray, b_rows: RowArray
+def present_mask(pop: Population, field: str | None, rows: RowArray) -> BoolArray:
+    """Presence field ``field`` of ``rows`` (all True when ``field`` is None)."""
+    if field is None:
+        return np.ones(rows.shape, dtype=np.bool_)
+    return np.asarray(getattr(pop, field))[rows].astype(np.bool_, copy=False)
+
+
+def candidate_values(
+    sig: Signal, pop: Population, rows: RowArray, params: SignalParams
 ) -> tuple[FloatArray, BoolArray]:
-    """The candidate's ``rating_quality``, clipped to [0, 1]; NaN where b has none."""
-    _, b = filters.check_pairs(pop, a_rows, b_rows)
-    raw = pop.rating_quality[b].astype(np.float64)
-    ok = pop.has_rating_quality[b] & np.isfinite(raw)
-    return np.where(ok, np.clip(raw, 0.0, 1.0), np.nan), ok
+    """A :class:`CandidateValue` signal of ``rows`` as candidates: (values (NaN = missing), ok).
+
+    Shared by the pair path (rows = the pairs' candidates) and the block path (rows = a
+    block's candidates, or its query rows for the reverse direction).
+    """
+    kernel = sig.kernel
+    if not isinstance(kernel, CandidateValue):
+        raise TypeError(f"{sig.name} is not a candidate-value signal; its kernel is {kernel!r}")
+    raw = np.asarray(getattr(pop, kernel.field))[rows].astype(np.float64)
+    ok = present_mask(pop, kernel.present, rows)
+    return _finish(sig, raw, ok, params)
 
 
-def rating_fit(pop: Population, a_rows: RowArray, b_rows: RowArray) -> tuple[FloatArray, BoolArray]:
-    """``clip(0.5 + 0.5 · cos(rating_preferences_a, rating_dims_b), 0, 1)``; NaN where missing."""
-    a, b = filters.check_pairs(pop, a_rows, b_rows)
-    cos, ok = _cosine(pop.rating_preferences[a], pop.rating_dims[b])
-    ok &= pop.has_preference[a]
-    return np.where(ok, np.clip(0.5 + 0.5 * cos, 0.0, 1.0), np.nan), ok
-
-
-def newness(
-    pop: Population, a_rows: RowArray, b_rows: RowArray, half_life_days: float
+def _finish(
+    sig: Signal, raw: FloatArray, ok: BoolArray, params: SignalParams
 ) -> tuple[FloatArray, BoolArray]:
-    """``0.5 ** (max(account_age_days_b, 0) / half_life_days)``; NaN where the age is NaN."""
-    _, b = filters.check_pairs(pop, a_rows, b_rows)
-    days = pop.account_age_days[b].astype(np.float64)
-    ok = np.isfinite(days) | (days == np.inf)
-    safe = np.where(ok, np.maximum(days, 0.0), 0.0)
-    return np.where(ok, np.power(0.5, safe / half_life_days), np.nan), ok
+    values = sig.formula(raw, params)
+    ok = ok & ~np.isnan(values)
+    return np.where(ok, values, np.nan), ok
 
 
-def proximity(
+@dataclass(frozen=True, eq=False)
+class _PairKernels:
+    """Kernel results shared by the signals of one set of pairs (both directions)."""
+
+    distance_km: FloatArray
+    overlap: FloatArray
+    overlap_ok: BoolArray
+
+
+def _pair_values(
+    sig: Signal,
     pop: Population,
-    a_rows: RowArray,
-    b_rows: RowArray,
-    scale_km: float,
-    distance_km: FloatArray | None = None,
+    x: RowArray,
+    y: RowArray,
+    params: SignalParams,
+    shared: _PairKernels,
 ) -> tuple[FloatArray, BoolArray]:
-    """``exp(−d_km / scale_km)``; NaN where either user has no location."""
+    """Signal ``sig`` of the pairs x → y: (p,) float64 (NaN = missing) and the present mask."""
+    kernel = sig.kernel
+    if isinstance(kernel, Cosine):
+        left = np.asarray(getattr(pop, kernel.left))
+        right = np.asarray(getattr(pop, kernel.right))
+        cos, ok = _cosine(left[x], right[y])
+        ok &= present_mask(pop, kernel.left_present, x) & present_mask(pop, kernel.right_present, y)
+        return _finish(sig, cos, ok, params)
+    if isinstance(kernel, Dot):
+        left = np.asarray(getattr(pop, kernel.left))[x]
+        right = np.asarray(getattr(pop, kernel.right))[y]
+        dots = np.einsum("ij,ij->i", left, right, dtype=np.float64)
+        ok = present_mask(pop, kernel.left_present, x) & present_mask(pop, kernel.right_present, y)
+        values, ok = _finish(sig, dots, ok & np.isfinite(dots), params)
+        if kernel.rate is None:
+            return values, ok
+        rate, rate_ok = rate_values(kernel, pop, y)
+        blended = np.asarray(blend_rate(values, rate, rate_ok), dtype=np.float64)  # a view
+        return blended, ~np.isnan(blended)
+    if isinstance(kernel, InterestOverlap):
+        return _finish(sig, shared.overlap.copy(), shared.overlap_ok, params)
+    if isinstance(kernel, Distance):
+        return _finish(sig, shared.distance_km.copy(), np.isfinite(shared.distance_km), params)
+    return candidate_values(sig, pop, y, params)
+
+
+def pair_signal(
+    pop: Population,
+    name: str,
+    a_rows: npt.ArrayLike,
+    b_rows: npt.ArrayLike,
+    params: SignalParams | None = None,
+) -> tuple[FloatArray, BoolArray]:
+    """One signal of the pairs a → b: (p,) float64 with NaN where missing, and the mask."""
     a, b = filters.check_pairs(pop, a_rows, b_rows)
-    if distance_km is None:
-        distance_km = filters.pair_distance_km(pop, a, b)
-    ok = np.isfinite(distance_km)
-    safe = np.where(ok, distance_km, 0.0)
-    return np.where(ok, np.exp(-safe / scale_km), np.nan), ok
+    return _pair_values(signal(name), pop, a, b, params or SignalParams(), _kernels(pop, a, b)[0])
+
+
+def _kernels(pop: Population, a: RowArray, b: RowArray) -> tuple[_PairKernels, RowArray]:
+    overlap, overlap_ok, shared_ids = interest_overlap(pop, a, b)
+    return (
+        _PairKernels(filters.pair_distance_km(pop, a, b), overlap, overlap_ok),
+        shared_ids,
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -244,9 +620,9 @@ class PairSignals:
 
     Attributes
     ----------
-    values : (p, 6) float64
+    values : (p, n_signals) float64
         Columns in :data:`SIGNAL_NAMES` order, a → b direction; NaN = missing.
-    reverse_values : (p, 6) float64 or None
+    reverse_values : (p, n_signals) float64 or None
         The b → a direction (only when requested).
     shared_interest_ids : (p, 3) int64
         Top shared interests, -1 padded.
@@ -268,7 +644,7 @@ def compute_signals(
     *,
     with_reverse: bool = False,
 ) -> PairSignals:
-    """Compute every signal for the pairs, optionally in both directions.
+    """Compute every registered signal for the pairs, optionally in both directions.
 
     Parameters
     ----------
@@ -284,35 +660,19 @@ def compute_signals(
     """
     params = params or SignalParams()
     a, b = filters.check_pairs(pop, a_rows, b_rows)
-    distance = filters.pair_distance_km(pop, a, b)
-    interest, _, shared = interest_overlap(pop, a, b)
-    symmetric = {
-        "quiz": quiz_similarity(pop, a, b)[0],
-        "interest": interest,
-        "proximity": proximity(pop, a, b, params.proximity_scale_km, distance)[0],
-    }
-
-    def directional(x: RowArray, y: RowArray) -> dict[str, FloatArray]:
-        return {
-            "rating_quality": rating_quality(pop, x, y)[0],
-            "rating_fit": rating_fit(pop, x, y)[0],
-            "newness": newness(pop, x, y, params.newness_half_life_days)[0],
-        }
-
-    forward = symmetric | directional(a, b)
-    values = (
-        np.column_stack([forward[name] for name in SIGNAL_NAMES])
-        if a.size
-        else np.empty((0, len(SIGNAL_NAMES)))
-    )
+    shared, shared_ids = _kernels(pop, a, b)
+    forward = [_pair_values(s, pop, a, b, params, shared)[0] for s in SIGNALS]
+    values = np.column_stack(forward) if a.size else np.empty((0, len(SIGNALS)))
     reverse = None
     if with_reverse:
-        backward = symmetric | directional(b, a)
-        reverse = (
-            np.column_stack([backward[name] for name in SIGNAL_NAMES])
-            if a.size
-            else np.empty((0, len(SIGNAL_NAMES)))
-        )
+        backward = [
+            forward[i] if s.symmetric else _pair_values(s, pop, b, a, params, shared)[0]
+            for i, s in enumerate(SIGNALS)
+        ]
+        reverse = np.column_stack(backward) if a.size else np.empty((0, len(SIGNALS)))
     return PairSignals(
-        values=values, reverse_values=reverse, shared_interest_ids=shared, distance_km=distance
+        values=values,
+        reverse_values=reverse,
+        shared_interest_ids=shared_ids,
+        distance_km=shared.distance_km,
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from compute import spread
+
 _VALUE_BITS = 31
 
 
@@ -45,12 +47,30 @@ def group_value_order(
         return np.lexsort((ties, -values, groups))
     group_bits = max(int(groups.max()), 1).bit_length()
     tie_bits = max(int(ties.max()), 1).bit_length()
-    fits = group_bits + _VALUE_BITS + tie_bits <= 63
-    if not fits or groups.min() < 0 or ties.min() < 0 or not bool((values >= 0).all()):
+    packable = groups.min() >= 0 and ties.min() >= 0 and bool((values >= 0).all())
+    if not packable or _VALUE_BITS + tie_bits > 63:
         return np.lexsort((ties, -values, groups))
     # + 0 turns -0.0 into 0.0; the largest finite or infinite bit pattern is < 2**31.
     descending = np.int64(0x7FFFFFFF) - (values + np.float32(0.0)).view(np.int32)
-    keys = groups.astype(np.int64) << (_VALUE_BITS + tie_bits)
-    keys |= descending << tie_bits
+    keys = descending << tie_bits
     keys |= ties.astype(np.int64)
+    if group_bits + _VALUE_BITS + tie_bits > 63:
+        # Wide ties (the 31-bit spread keys): value and tie in one key, groups in another.
+        return np.lexsort((keys, groups))
+    keys |= groups.astype(np.int64) << (_VALUE_BITS + tie_bits)
     return np.argsort(keys, kind="stable")
+
+
+def spread_keys(
+    user_ids: npt.NDArray[np.integer], cand_ids: npt.NDArray[np.integer], seed: int
+) -> npt.NDArray[np.int64]:
+    """(m,) int64 exposure-spread keys (:mod:`compute.spread`) in [0, P) of the pairs
+    (user id, candidate id), ids ≥ 0.
+
+    ``x = (c mod P · A mod P + u mod P · B mod P + seed) mod P`` and the key is ``x³ mod P``.
+    """
+    p = np.int64(spread.SPREAD_PRIME)
+    c = np.asarray(cand_ids, dtype=np.int64) % p * np.int64(spread.SPREAD_CANDIDATE_FACTOR) % p
+    x = (c + spread.spread_offset(np.asarray(user_ids, dtype=np.int64), seed)) % p
+    keys: npt.NDArray[np.int64] = x * x % p * x % p
+    return keys

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from compute import signals
 from jobs.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -32,21 +33,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-class Weights(_Model):
-    """Weight of each signal in the combined score (normalized by their sum)."""
+class _WeightsModel(_Model):
+    """Weight of each signal in the combined score (normalized by their sum).
 
-    quiz: NonNegative = 0.25
-    interests: NonNegative = 0.20
-    rating_quality: NonNegative = 0.15
-    rating_fit: NonNegative = 0.10
-    newness: NonNegative = 0.10
-    proximity: NonNegative = 0.20
+    One key per signal of the registry ``compute.signals.SIGNALS`` (its ``Signal.key``, with
+    its registered default), so a new signal needs no edit here: :data:`Weights` is built
+    from the registry.
+    """
 
     @model_validator(mode="after")
-    def _some_weight(self) -> Weights:
+    def _some_weight(self) -> _WeightsModel:
         if sum(self.model_dump().values()) <= 0:
             raise ValueError("at least one weight must be > 0")
         return self
+
+    def by_signal(self) -> dict[str, float]:
+        """Weight per signal name of compute/ (``SignalWeights`` keywords)."""
+        return {s.name: getattr(self, s.key) for s in signals.SIGNALS}
+
+
+Weights = create_model(
+    "Weights",
+    __base__=_WeightsModel,
+    __module__=__name__,
+    **{s.key: (NonNegative, s.weight) for s in signals.SIGNALS},  # type: ignore[call-overload]
+)
 
 
 class Signals(_Model):
@@ -77,6 +88,23 @@ class RatingJob(_Model):
     prior_weight: NonNegative = 10.0
     # Distinct rated profiles a rater needs; one profile has no covariance, hence >= 2.
     min_ratings_for_preference: Annotated[int, Field(ge=2)] = 5
+
+
+class LikeJob(_Model):
+    """The likes job (``jobs.signals.likes``): like rates and the taste/appeal model."""
+
+    # Length of every taste and appeal vector.
+    dim: Annotated[int, Field(ge=1, le=256)] = 16
+    # Likes + passes a user must have given (taste) or received (appeal) for a vector.
+    min_decisions: Annotated[int, Field(ge=1)] = 5
+    # Pseudo-decisions at the global like rate in the shrunk like rates.
+    prior_weight: NonNegative = 10.0
+    # How strongly a pass counts against, a like counting +1.
+    pass_weight: Positive = 1.0
+    # Subtracted from every singular value of the decision matrix (floored at 0).
+    regularisation: NonNegative = 1.0
+    # Seeds the sparse solver's start vector (large populations): reruns are identical.
+    seed: Annotated[int, Field(ge=0)] = 0
 
 
 class Filters(_Model):
@@ -210,6 +238,23 @@ class Worker(_Model):
         return self
 
 
+class Storage(_Model):
+    """Disk use of the nightly's stage-and-swap (PostgreSQL)."""
+
+    # Keep the partitions of this many most recently swapped versions (the one just
+    # swapped included); older versions' partitions are dropped after a successful swap.
+    # None: never drop. Every version the app serves must be swapped by its own nightly.
+    keep_versions: Annotated[int, Field(ge=1)] | None = None
+    # Free disk needed before staging: population × top_k × bytes per row (the version's
+    # last partition, else 200) × this factor (index builds sort beside the stage) ...
+    disk_estimate_factor: Annotated[float, Field(gt=0)] = 1.5
+    # ... plus this reserve left free.
+    disk_reserve_bytes: Annotated[int, Field(ge=0)] = 1 << 30
+    # The filesystem of the database's data directory, as the driver sees it. None: the
+    # server's data_directory, when it is on this host and readable (else not checked).
+    disk_path: str | None = None
+
+
 class Config(_Model):
     algorithm_version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w.\-]+$")]
     weights: Weights = Weights()
@@ -217,6 +262,7 @@ class Config(_Model):
     quiz: QuizJob = QuizJob()
     interests: InterestJob = InterestJob()
     ratings: RatingJob = RatingJob()
+    likes: LikeJob = LikeJob()
     filters: Filters = Filters()
     candidates: Candidates = Candidates()
     scoring: Scoring = Scoring()
@@ -227,6 +273,7 @@ class Config(_Model):
     runner: Runner = Runner()
     audit: Audit = Audit()
     worker: Worker = Worker()
+    storage: Storage = Storage()
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> Config:

@@ -104,11 +104,17 @@ class JobContext:
     logger: logging.Logger
     database_url: str
     run_id: int | None = None
+    # The pinned time (``--as-of``) that ``now`` equals, or None when ``now`` is the run's
+    # start: a driver passes it on to the runs it starts.
+    as_of: dt.datetime | None = None
     trigger: str = "on_demand"
     figures: Figures = dataclasses.field(default_factory=Figures)
     show_progress: bool = False
     # Publish a nightly match output even below audit.min_coverage (--force-swap).
     force_swap: bool = False
+    # Let a nightly match rewrite a version whose rows carry another scoring hash
+    # (--replace-version).
+    replace_version: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,10 @@
     ├── ScopeError                the requested scope (user, shard) does not exist or is invalid
     ├── RunConflictError          a run of the same job and scope is already in progress
     ├── LeaseLostError            a run was abandoned (its lease ran out); it may write nothing
+    ├── VersionConflictError      a version's rows carry another scoring hash than this config's
     ├── EventError                an event names no valid user or lacks what its kind needs
     ├── InputDataError            the input tables are unusable as a whole (not a bad row)
+    │   └── TooFewPairsError      too few decided pairs to fit weights on (``tune``)
     ├── DatabaseNotEmptyError     a loader would mix its rows with existing source rows
     ├── WorkerError               a Ray worker scoring a shard failed (not a database error)
     └── LowCoverageError          a run's output leaves too many users without a list
@@ -57,12 +59,20 @@ class LeaseLostError(JobError):
     computed may be written."""
 
 
+class VersionConflictError(JobError):
+    """The algorithm version's rows were scored by another config; nothing was written."""
+
+
 class EventError(JobError):
     """The event is invalid; it was not queued."""
 
 
 class InputDataError(JobError):
     """The input data cannot be used."""
+
+
+class TooFewPairsError(InputDataError):
+    """Too few decided pairs to fit the signal weights on; nothing was written."""
 
 
 class DatabaseNotEmptyError(JobError):

@@ -4,12 +4,14 @@ Scope: all (a user scope is refused). Writes nothing itself: each step is its ow
 ``job_runs`` (trigger ``nightly``; the backfill step ``backfill``) and writes its own tables.
 Steps, in order:
 
-1. ``quiz``, ``interests``, ``ratings`` for all users. A failed signal job does not stop the
-   others (failures stay isolated, as the design asks); the match job then works from the
-   last good signal tables.
+1. ``quiz``, ``interests``, ``ratings``, ``likes`` for all users. A failed signal job does
+   not stop the others (failures stay isolated, as the design asks); the match job then
+   works from the last good signal tables.
 2. ``match`` for all active users (Ray when the population is large).
-3. Backfill: ``match`` again for users with no set for this version or whose signals are
-   newer than their set (signals that changed while step 2 ran).
+3. Backfill: ``match`` again for users marked stale (an event's reverse fan-out past its
+   cap, a failed refill; a mark made while step 2 ran survives it) — first, as its own step
+   ``backfill_stale`` — then for users with no set for this version (unless recorded as
+   having no candidate at all) or whose signals are newer than their set.
 4. ``feed`` for all users.
 
 The nightly run fails, naming the failed steps, if any step failed, and ends
@@ -25,9 +27,9 @@ import sqlalchemy as sa
 from jobs import runner
 from jobs.context import JobContext, JobResult, Scope
 from jobs.errors import JobError, LowCoverageError, ScopeError
-from jobs.storage import api
+from jobs.storage import api, set_states
 
-SIGNAL_JOBS = ("quiz", "interests", "ratings")
+SIGNAL_JOBS = ("quiz", "interests", "ratings", "likes")
 
 
 def run(ctx: JobContext, scope: Scope) -> JobResult:
@@ -54,6 +56,8 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
                     trigger=trigger,
                     show_progress=ctx.show_progress,
                     force_swap=ctx.force_swap,
+                    replace_version=ctx.replace_version,
+                    as_of=ctx.as_of,
                 )
             except Exception as exc:
                 # Isolation, not silence: the child run is recorded as failed in job_runs
@@ -85,9 +89,16 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
     step("match", "match", Scope.all(), "nightly")
     with engine.connect() as conn:
         stale = api.stale_users(conn, ctx.config.algorithm_version)
+        marked = set(set_states.marked_ids(conn, ctx.config.algorithm_version, "stale").tolist())
+    first = [u for u in stale if u in marked]
+    rest = [u for u in stale if u not in marked]
     ctx.figures.counts["backfill_users"] = len(stale)
-    if stale and "match" not in refused:
-        step("backfill", "match", Scope.users(*stale), "backfill")
+    ctx.figures.counts["backfill_marked_stale"] = len(first)
+    if "match" not in refused:
+        if first:
+            step("backfill_stale", "match", Scope.users(*first), "backfill")
+        if rest:
+            step("backfill", "match", Scope.users(*rest), "backfill")
     step("feed", "feed", Scope.all(), "nightly")
     if failed:
         raise JobError(f"nightly steps failed: {', '.join(failed)}; see job_runs for each")

@@ -5,24 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
 
 from tqdm import tqdm
-
-T = TypeVar("T")
 
 
 def interactive() -> bool:
     return sys.stderr.isatty() and os.environ.get("CI") is None
-
-
-def track(items: Iterable[T], *, total: int | None, desc: str, enabled: bool) -> Iterator[T]:
-    """Iterate ``items`` with a progress bar on stderr when ``enabled``."""
-    if not enabled:
-        yield from items
-        return
-    yield from tqdm(items, total=total, desc=desc, unit="shard", file=sys.stderr, leave=False)
 
 
 def bar(*, total: int, desc: str, enabled: bool, unit: str = "it") -> tqdm:

@@ -40,6 +40,7 @@ JOB_MODULES: dict[str, str] = {
     "quiz": "jobs.signals.quiz",
     "interests": "jobs.signals.interests",
     "ratings": "jobs.signals.ratings",
+    "likes": "jobs.signals.likes",
     "match": "jobs.match",
     "feed": "jobs.feed",
     "nightly": "jobs.pipeline",
@@ -229,8 +230,15 @@ def execute(
     clock: Callable[[], dt.datetime] = utcnow,
     show_progress: bool = False,
     force_swap: bool = False,
+    replace_version: bool = False,
+    as_of: dt.datetime | None = None,
 ) -> tuple[int, JobResult]:
     """Run ``job_fn(ctx, scope)`` under the ledger; return ``(run_id, result)``.
+
+    ``as_of`` pins the job's ``ctx.now`` (what ages, newness and row stamps are computed
+    at; default: the run's start by ``clock``), so two runs on the same data write the same
+    rows. The ledger itself (start, heartbeat, finish) keeps following ``clock``: a pinned
+    time in the past must not make a live run look abandoned.
 
     Raises ``RunConflictError`` when the same job and scope is already running. Any failure
     of the job is recorded (status ``failed``, the error and its causes) and re-raised. A job
@@ -239,6 +247,8 @@ def execute(
     """
     if job_name not in JOB_NAMES:
         raise ValueError(f"job_name must be one of {JOB_NAMES}; got {job_name!r}")
+    if as_of is not None and as_of.tzinfo is None:
+        raise ValueError(f"as_of must be timezone-aware (UTC); got {as_of!r}")
     with (
         tracked(
             job_name, scope.label, engine=engine, config=config, trigger=trigger, clock=clock
@@ -250,7 +260,8 @@ def execute(
         ctx = JobContext(
             config=config,
             session=session,
-            now=run.started_at,
+            now=run.started_at if as_of is None else as_of,
+            as_of=as_of,
             logger=logging.getLogger(f"jobs.{job_name}"),
             database_url=database_url,
             run_id=run.run_id,
@@ -258,6 +269,7 @@ def execute(
             figures=run.figures,
             show_progress=show_progress,
             force_swap=force_swap,
+            replace_version=replace_version,
         )
         try:
             run.result = job_fn(ctx, scope)

@@ -7,11 +7,26 @@ reaches ``match_scores`` within seconds. One batch of claimed events becomes one
 - ``interests_changed`` U   → interests job for U, then match for U
 - ``rating_created`` R → P  → ratings job for R and P (R's preferences, P's aggregates),
                               then match for R and P
-- ``user_changed`` U        → match for U (filters or profile changed)
+- ``user_changed`` U, ``profile_updated`` U → match for U (filters or profile changed)
 
-The match job's single-user path also refreshes at most ``fanout.max_reverse`` users who
-list U (the reverse direction); the rest is left to the nightly run. Duplicate events in a
-batch coalesce into one refresh.
+and, settled first in one transaction that also completes them (the *immediate step*):
+
+- ``like_created`` U → O    → the pair leaves both users' lists (every version) at once;
+                              a mutual like also makes a ``mutual_match`` card for both;
+                              then match for U and O (refill); the likes job's rates and
+                              vectors are one global fit and follow at the nightly
+- ``user_deactivated`` U    → (if U is inactive now) U's rows leave every derived table and
+                              every other list at once; then match for at most
+                              ``fanout.max_reverse`` users who listed U (refill), the rest
+                              marked stale. A user active again is handled as
+                              ``profile_updated``.
+- ``conversation_revived`` U ↔ O → a ``conversation_revived`` card for both (none when the
+                              pair is passed or blocked, or either user inactive)
+
+A refill that fails marks its users stale for the nightly's backfill: the event's promise
+(the pair or the user is gone) is already kept. The match job's users path also refreshes a
+bounded reverse fan-out (see :mod:`jobs.match.users`). Duplicate events coalesce: a claim
+takes every pending duplicate of the events it picks, whatever batch they arrived in.
 
 Each batch is a ``worker`` run in ``job_runs`` and its claim expires with that run (see
 ``jobs.storage.events``). Outcomes of a batch:
@@ -43,10 +58,21 @@ from jobs.config import Config
 from jobs.context import Scope
 from jobs.errors import RunConflictError, ScopeError
 from jobs.storage import events as event_store
+from jobs.storage import feed as feed_store
+from jobs.storage import immediate, scores, set_states
+from jobs.storage.engine import writer
 
 logger = logging.getLogger(__name__)
 
-SIGNAL_JOB_FOR_EVENT = {"quiz_submitted": "quiz", "interests_changed": "interests"}
+# event kind -> the signal job that refreshes its user first. A like has none: the likes
+# job is one factorisation over everyone (it refuses a user scope), so the liker's rates
+# and vectors follow at the nightly; the pair itself leaves both lists at once.
+SIGNAL_JOB_FOR_EVENT = {
+    "quiz_submitted": "quiz",
+    "interests_changed": "interests",
+}
+# kinds whose effect is settled in the immediate step, which also completes them
+IMMEDIATE_KINDS = ("like_created", "user_deactivated", "conversation_revived")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +91,7 @@ def plan_batch(batch: Sequence[event_store.Event]) -> Plan:
     kept: list[int] = []
     coalesced: list[int] = []
     signal: dict[str, set[int]] = {"quiz": set(), "interests": set(), "ratings": set()}
+    signal.update({job: set() for job in SIGNAL_JOB_FOR_EVENT.values() if job not in signal})
     match: set[int] = set()
     for event in batch:
         key = (event.kind, event.user_id, event.other_user_id)
@@ -73,6 +100,8 @@ def plan_batch(batch: Sequence[event_store.Event]) -> Plan:
             continue
         seen.add(key)
         kept.append(event.id)
+        if event.kind in IMMEDIATE_KINDS:
+            continue  # settled by the immediate step; its refill is planned there
         match.add(event.user_id)
         if event.kind in SIGNAL_JOB_FOR_EVENT:
             signal[SIGNAL_JOB_FOR_EVENT[event.kind]].add(event.user_id)
@@ -80,7 +109,11 @@ def plan_batch(batch: Sequence[event_store.Event]) -> Plan:
             signal["ratings"].update((event.user_id, event.other_user_id))
             match.add(event.other_user_id)
     return Plan(
-        signal_users={job: tuple(sorted(users)) for job, users in signal.items() if users},
+        signal_users={
+            job: tuple(sorted(users))
+            for job, users in signal.items()
+            if users and job in runner.JOB_MODULES
+        },
         match_users=tuple(sorted(match)),
         kept_ids=tuple(kept),
         coalesced_ids=tuple(coalesced),
@@ -96,6 +129,10 @@ class WorkerStats:
     events_dead: int = 0
     events_deferred: int = 0  # handed back without an attempt: their work was running
     sub_batches: int = 0  # extra runs of halves while isolating a failure
+    pairs_removed: int = 0  # match_scores rows a like, pass or block removed at once
+    users_forgotten: int = 0  # deactivated users removed from every derived table
+    cards_created: int = 0  # mutual-match and revived-conversation cards of the immediate step
+    marked_stale: int = 0  # users left to the nightly's backfill (past the cap, failed refill)
 
 
 def backoff_s(n: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -130,9 +167,13 @@ def process_batch(
     ) as run:
         event_store.attach(engine, [e.id for e in batch], run.run_id)
         before = dataclasses.replace(stats)
-        _Batch(engine, database_url, config, run.run_id, stats, rng or random.Random()).process(
-            batch
-        )
+        handler = _Batch(engine, database_url, config, run.run_id, stats, rng or random.Random())
+        settled = [e for e in batch if e.kind in IMMEDIATE_KINDS]
+        recomputed = [e for e in batch if e.kind not in IMMEDIATE_KINDS]
+        if settled:
+            handler.settle(settled)
+        if recomputed:
+            handler.process(recomputed)
         stats.batches += 1
         run.figures.counts.update(
             events=len(batch),
@@ -193,6 +234,104 @@ class _Batch:
             len(plan.match_users),
             extra={"action": "worker.batch", "users": len(plan.match_users)},
         )
+
+    def settle(self, batch: Sequence[event_store.Event]) -> None:
+        """The immediate step: exclusions, deactivations and cards, committed together with
+        the events' completion; then the refill of the lists they shortened."""
+        plan = plan_batch(batch)
+        kept = [e for e in batch if e.id in set(plan.kept_ids)]
+        version = self.config.algorithm_version
+        cap = self.config.fanout.max_reverse
+        now = runner.utcnow()
+        likes = [(e.user_id, int(e.other_user_id or 0)) for e in kept if e.kind == "like_created"]
+        revived = [
+            (e.user_id, int(e.other_user_id or 0)) for e in kept if e.kind == "conversation_revived"
+        ]
+        asked_out = sorted({e.user_id for e in kept if e.kind == "user_deactivated"})
+        try:
+            with writer(self.engine).begin() as conn:
+                kinds = immediate.pair_likes(conn, likes + revived)
+                recorded = [(a, b) for a, b in likes if (a, b) in kinds or (b, a) in kinds]
+                removed = immediate.delete_pairs(conn, recorded)
+                mutual = feed_store.mutual_likes(conn, recorded)
+                cards = feed_store.insert_pair_cards(
+                    conn, mutual, cause="mutual_match", version=version, now=now
+                )
+                gone = set(
+                    immediate.inactive_users(
+                        conn, [u for pair in revived for u in pair] + asked_out
+                    ).tolist()
+                )
+                refused = ("pass", "block")
+                revived_ok = [
+                    (a, b)
+                    for a, b in revived
+                    if a not in gone
+                    and b not in gone
+                    and kinds.get((a, b)) not in refused
+                    and kinds.get((b, a)) not in refused
+                ]
+                cards += feed_store.insert_pair_cards(
+                    conn, revived_ok, cause="conversation_revived", version=version, now=now
+                )
+                deactivated = [u for u in asked_out if u in gone]
+                listers = scores.users_listing(
+                    conn,
+                    version,
+                    deactivated,
+                    exclude=deactivated,
+                    limit=cap + 100_000,
+                )
+                forgotten = immediate.forget_users(conn, deactivated)
+                stale = set_states.mark_stale(conn, version, listers[cap:], "fanout_cap", now)
+                done = event_store.finish_in(conn, list(plan.kept_ids), self.run_id, "done", now)
+                coalesced = event_store.finish_in(
+                    conn, list(plan.coalesced_ids), self.run_id, "coalesced", now
+                )
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        self.stats.events_done += done
+        self.stats.events_coalesced += coalesced
+        self.stats.pairs_removed += removed
+        self.stats.users_forgotten += len(deactivated)
+        self.stats.cards_created += cards
+        self.stats.marked_stale += stale
+        logger.info(
+            "settled %d events at once (%d coalesced): %d rows of %d pairs removed, %d users "
+            "deactivated (%s rows), %d cards",
+            len(batch),
+            coalesced,
+            removed,
+            len(recorded),
+            len(deactivated),
+            sum(forgotten.values()),
+            cards,
+            extra={"action": "worker.settle", "run_id": self.run_id, "forgotten": forgotten},
+        )
+        refill = {u for pair in likes for u in pair} | set(listers[:cap].tolist())
+        refill |= {u for u in asked_out if u not in gone}  # active again: a profile change
+        refill -= gone
+        self._refill(tuple(sorted(refill)), now)
+
+    def _refill(self, users: tuple[int, ...], now: dt.datetime) -> None:
+        """Rescore lists the immediate step shortened; on failure leave them to the nightly."""
+        try:
+            if users:
+                self._run("match", users)
+                self._run("feed", users)
+        except Exception as exc:
+            with writer(self.engine).begin() as conn:
+                marked = set_states.mark_stale(
+                    conn, self.config.algorithm_version, users, "refill_failed", now
+                )
+            self.stats.marked_stale += marked
+            logger.warning(
+                "refill of %d users failed (%s); marked stale for the nightly's backfill",
+                len(users),
+                runner.error_chain(exc),
+                extra={"action": "worker.refill_failed", "run_id": self.run_id},
+            )
 
     def _run(self, job: str, users: tuple[int, ...]) -> None:
         runner.execute(

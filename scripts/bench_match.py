@@ -103,9 +103,7 @@ def fresh_table(engine: sa.Engine) -> None:
 def copy_floor(engine: sa.Engine, frame: pd.DataFrame, config: config_mod.Config) -> dict[str, Any]:
     """Encode ``frame`` as the nightly does, then COPY it: on one connection, then on two."""
     started = time.perf_counter()
-    payloads = list(
-        scores.encode_chunks(frame, config.algorithm_version, config.content_hash, seed.DEFAULT_NOW)
-    )
+    payloads = list(scores.encode_chunks(frame, config.algorithm_version, seed.DEFAULT_NOW))
     encode_s = time.perf_counter() - started
     fresh_table(engine)
     started = time.perf_counter()

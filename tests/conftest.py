@@ -5,16 +5,19 @@ SQLite file); each test that asks for ``db`` gets a fresh clone, dropped afterwa
 that cross processes (Ray actors, CLI subprocesses) see committed data like production does.
 
 PostgreSQL must be reachable (``.ci/run`` starts it): an unreachable server fails the tests
-rather than skipping them, unless ``MATCHJOBS_TEST_SKIP_PG=1`` is set explicitly.
+rather than skipping them, unless ``MATCHJOBS_TEST_SKIP_PG=1`` is set explicitly. Every
+database a test creates is named ``MATCHJOBS_TEST_DB_PREFIX`` (default ``mjt_``) followed by
+a unique suffix, so that sessions sharing a server can tell theirs apart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,32 @@ PG_ADMIN_URL = os.environ.get(
     "MATCHJOBS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 SKIP_PG = os.environ.get("MATCHJOBS_TEST_SKIP_PG") == "1"
+
+
+def _db_prefix() -> str:
+    prefix = os.environ.get("MATCHJOBS_TEST_DB_PREFIX", "mjt_")
+    # Interpolated into CREATE/DROP DATABASE: only a plain identifier start, and short enough
+    # that the longest name (prefix + "tpl_" + pid + suffix) stays within PostgreSQL's 63.
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,31}", prefix):
+        raise pytest.UsageError(
+            "MATCHJOBS_TEST_DB_PREFIX must be a lowercase letter or underscore then up to 31 "
+            f"lowercase letters, digits or underscores; got {prefix!r}"
+        )
+    return prefix
+
+
+DB_PREFIX = _db_prefix()
+
+
+def unique_db_name(kind: str = "") -> str:
+    """A unique name for a database a test creates: the prefix, ``kind``, pid and a suffix."""
+    return f"{DB_PREFIX}{kind}{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def new_db_name() -> Callable[[str], str]:
+    """``new_db_name("scratch_")``: a unique, prefixed name for a database a test creates."""
+    return unique_db_name
 
 
 @dataclasses.dataclass
@@ -51,12 +80,35 @@ def _pg_admin() -> sa.Engine:
     return engine_mod.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
+SPEED_DATING_ENV = "MATCHJOBS_SPEED_DATING_CSV"
+# Beside the repository, as the project lays out its shared data (CI gets a copy there too).
+SPEED_DATING_BESIDE = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "data"
+    / "speed-dating"
+    / "Speed Dating Data.csv"
+)
+
+
+@pytest.fixture(scope="session")
+def speed_dating_csv() -> Path:
+    """The Speed Dating CSV: ``$MATCHJOBS_SPEED_DATING_CSV``, else ``../shared/data/...``
+    beside the repository; the test is skipped, saying where it looked, when it is absent."""
+    given = os.environ.get(SPEED_DATING_ENV)
+    path = Path(given) if given else SPEED_DATING_BESIDE
+    if not path.is_file():
+        source = f"${SPEED_DATING_ENV}" if given else "the default beside the repository"
+        pytest.skip(f"Speed Dating CSV not found at {path} ({source}); set {SPEED_DATING_ENV}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     if SKIP_PG:
         pytest.skip("MATCHJOBS_TEST_SKIP_PG=1: PostgreSQL tests skipped on request")
     admin = _pg_admin()
-    name = f"mjt_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = unique_db_name("tpl_")
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
@@ -110,7 +162,7 @@ def make_db(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         engine.dispose()
         return
     template_name: str = request.getfixturevalue("pg_template")
-    name = f"mjt_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = unique_db_name()
     admin = _pg_admin()
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')

@@ -39,6 +39,17 @@ DATABASE_ENV = "MATCHJOBS_DATABASE_URL"
 DEBUG_ENV = "MATCHJOBS_DEBUG"
 DEFAULT_DB_HELP = f"database URL (default: ${DATABASE_ENV}, else sqlite:///./matchjobs.db)"
 
+# Experiment files for every command of a process that has no --config: how a cluster's
+# nodes give `ray job submit`'s unchanged entrypoint their settings.
+CONFIG_ENV = "MATCHJOBS_CONFIG"
+
+
+def config_files(args: list[str] | None) -> list[str]:
+    """``--config`` files, else the ``os.pathsep``-separated ``$MATCHJOBS_CONFIG``."""
+    if args:
+        return args
+    return [path for path in os.environ.get(CONFIG_ENV, "").split(os.pathsep) if path.strip()]
+
 
 def database_url(arg: str | None) -> str:
     """``--db``, else ``$MATCHJOBS_DATABASE_URL``, else an SQLite file in the working dir."""
@@ -65,13 +76,13 @@ def _checked_url(value: str, source: str) -> str:
     )
 
 
-def parse_now(text: str) -> dt.datetime:
-    """A ``--now`` option as an aware UTC datetime (a naive time is taken as UTC)."""
+def parse_now(text: str, option: str = "--now") -> dt.datetime:
+    """A time option (``--now``, ``--as-of``) as an aware UTC datetime (naive = UTC)."""
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ConfigError(
-            f"--now must be an ISO 8601 time such as 2026-11-01T00:00Z; got {text!r}"
+            f"{option} must be an ISO 8601 time such as 2026-11-01T00:00Z; got {text!r}"
         ) from exc
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
@@ -133,13 +144,19 @@ class Env:
         if self._config is None:
             from jobs import config as config_mod
 
-            self._config = config_mod.load_config(self.args.config or ())
+            self._config = config_mod.load_config(config_files(self.args.config))
         return self._config
 
     def close(self) -> None:
         """Return pooled connections, so a CLI process leaves none behind."""
         if self._engine is not None:
             self._engine.dispose()
+
+    @property
+    def as_of(self) -> dt.datetime | None:
+        """``--as-of`` as an aware UTC time, or None (each run follows the wall clock)."""
+        text = getattr(self.args, "as_of", None)
+        return None if text is None else parse_now(text, "--as-of")
 
     @property
     def show_progress(self) -> bool:
@@ -156,11 +173,18 @@ def emit(args: argparse.Namespace, summary: str, data: Any) -> None:
 
 
 def run_job(
-    env: Env, job: str, scope: Scope, trigger: str, *, force_swap: bool = False
+    env: Env,
+    job: str,
+    scope: Scope,
+    trigger: str,
+    *,
+    force_swap: bool = False,
+    replace_version: bool = False,
 ) -> tuple[int, JobResult]:
     from jobs import runner
 
     config = env.config  # a bad config stops here, before the ledger or any table is written
+    as_of = env.as_of  # so does a bad --as-of
     return runner.execute(
         job,
         runner.job_function(job),
@@ -171,6 +195,8 @@ def run_job(
         trigger=trigger,
         show_progress=env.show_progress,
         force_swap=force_swap,
+        replace_version=replace_version,
+        as_of=as_of,
     )
 
 
@@ -257,6 +283,10 @@ COMMANDS: dict[str, Command] = {
         "compare configs offline on hidden observed decisions (AUC, P/R/NDCG@k)",
         "jobs.cli.evaluation:define_evaluate",
     ),
+    "tune": Command(
+        "fit the signal weights and reciprocal fusion offline; write an experiment YAML",
+        "jobs.cli.tuning:define_tune",
+    ),
     "report": Command(
         "write a self-contained HTML report with plots (scores, funnel, runs, freshness)",
         "jobs.cli.report:define_report",
@@ -264,7 +294,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 # Global options that take a value: the scan for the subcommand's name skips their values.
-_VALUE_OPTIONS = ("--db", "--config")
+_VALUE_OPTIONS = ("--db", "--config", "--as-of")
 
 
 def global_options(parser: argparse.ArgumentParser, *, late: bool = True) -> None:
@@ -281,7 +311,17 @@ def global_options(parser: argparse.ArgumentParser, *, late: bool = True) -> Non
         dest=f"{prefix}config",
         action="append",
         metavar="FILE",
-        help="experiment YAML merged over configs/default.yaml (repeatable; default: none)",
+        help="experiment YAML merged over configs/default.yaml "
+        f"(repeatable; default: the files in ${CONFIG_ENV})",
+        **default,
+    )
+    parser.add_argument(
+        "--as-of",
+        dest=f"{prefix}as_of",
+        metavar="TIME",
+        help="pin the time jobs compute at (ages, newness, row stamps), ISO 8601 such as "
+        "2026-11-01T00:00Z, so reruns on the same data write the same rows (default: now; "
+        "evaluate: the latest user activity)",
         **default,
     )
     parser.add_argument(
@@ -307,6 +347,8 @@ def _merge_late(args: argparse.Namespace) -> argparse.Namespace:
         delattr(args, f"late_{key}")
     if "db" in late:
         args.db = late["db"]
+    if "as_of" in late:
+        args.as_of = late["as_of"]
     if "config" in late:
         args.config = [*(args.config or ()), *late["config"]]
     args.verbose = args.verbose or late.get("verbose", False)
@@ -368,6 +410,9 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, handlers = build_parser(argv)
@@ -379,10 +424,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, inside the handling below
         return code
     except BrokenPipeError:
-        # `matchjobs … | head`: the reader has what it wanted. Point stdout at /dev/null so
-        # the interpreter's own flush at exit does not complain again.
+        # `matchjobs … | head`: the reader took what it wanted. Stop quietly, with a SIGPIPE
+        # death's status, and point stdout at nothing so the interpreter's last flush does
+        # not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return SIGPIPE_STATUS
     except KeyboardInterrupt:
         print("matchjobs: interrupted", file=sys.stderr)
         return 130

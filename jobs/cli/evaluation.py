@@ -23,10 +23,12 @@ DEFAULT_OUT = Path("reports") / "evaluation.json"
 DESCRIPTION = """\
 Hide a seeded share of the observed decision pairs (their likes/passes and ratings, both
 directions), rebuild the signal tables without them in a scratch database, score every hidden
-pair in both directions with each config (reciprocal fusion on and off) and measure: AUC for a
-mutual like, AUC for a one-sided like, precision/recall/NDCG at k per viewer. Baselines (random,
-rating quality alone, reciprocal popularity) are measured on the same pairs. The source
-database is only read.
+pair in both directions with each config (reciprocal fusion on and off) and measure: pooled AUC
+for a mutual like and for a one-sided like, precision/recall/NDCG at k per viewer, and per
+viewer AUC and NDCG@k (within each viewer's rows, over viewers with a positive and a negative).
+Baselines (random, rating quality alone, one-sided like rates a.given x b.received, reciprocal
+popularity; like rates from the visible decisions only) are measured on the same pairs. The
+source database is only read.
 
 Configs: the reference is configs/default.yaml with the global --config files merged over it
 (named "default"; leave it out with --no-default). Each --candidate FILE is another config,
@@ -51,6 +53,9 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("recall_at_k_mutual", "R@k mutual"),
     ("ndcg_at_k_mutual", "NDCG@k mutual"),
     ("ndcg_at_k_like", "NDCG@k like"),
+    ("viewer_auc_mutual", "vAUC mutual"),
+    ("viewer_auc_like", "vAUC like"),
+    ("viewer_ndcg_at_k_like", "vNDCG@k like"),
 )
 
 
@@ -117,6 +122,10 @@ def cmd_evaluate(env: cli.Env) -> int:
     args = env.args
     candidates = _candidates(env)  # a bad config stops here, before anything is read
     now = None if args.now is None else cli.parse_now(args.now)
+    if env.as_of is not None:
+        if now is not None and now != env.as_of:
+            raise ConfigError(f"--as-of {args.as_of} and --now {args.now} disagree; give one")
+        now = env.as_of
     options = evaluate.Options(
         hidden_fraction=args.hidden_fraction,
         seed=args.seed,
@@ -144,48 +153,29 @@ def cmd_evaluate(env: cli.Env) -> int:
         f"seed {result['seed']}, k {result['k']}, signals at {result['now']})"
     )
     print(table(result))
-    print("(* = the config's own reciprocal setting, the one it would serve)\n")
+    print(
+        "(* = the config's own reciprocal setting, the one it would serve; v… = per viewer, "
+        "over viewers with a positive and a negative)\n"
+    )
     for entry in result["configs"]:
         print(entry["summary"])
     print(f"\nfull result with ROC points: {out}")
     return 0
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1); got {text!r}") from exc
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1) (exclusive); got {text!r}")
-    return value
-
-
-def define_evaluate(parser: argparse.ArgumentParser) -> cli.Handler:
+def add_holdout_options(parser: argparse.ArgumentParser) -> None:
+    """The held-out pairs and the metrics on them: ``evaluate``'s and ``tune``'s, alike."""
     from jobs.tools import evaluate
 
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument(
-        "--candidate",
-        action="append",
-        metavar="FILE",
-        help="a config YAML to compare (merged over the reference; repeatable; default: none)",
-    )
-    parser.add_argument(
-        "--no-default",
-        action="store_true",
-        help="do not evaluate the reference config itself (default: evaluate it)",
-    )
     parser.add_argument(
         "--hidden-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.2,
         metavar="F",
-        help="share of decision pairs to hide (default 0.2)",
+        help="share of decision pairs held out (hidden from the signal jobs; default 0.2)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, metavar="S", help="seed of the hidden sample (default 0)"
+        "--seed", type=int, default=0, metavar="S", help="seed of the held-out pairs (default 0)"
     )
     parser.add_argument(
         "--k",
@@ -202,10 +192,39 @@ def define_evaluate(parser: argparse.ArgumentParser) -> cli.Handler:
         help="resamples for the 95%% intervals of AUC and of each lead over a baseline "
         f"(default {evaluate.DEFAULT_BOOTSTRAP}; 0 = none)",
     )
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1); got {text!r}") from exc
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1) (exclusive); got {text!r}")
+    return value
+
+
+def define_evaluate(parser: argparse.ArgumentParser) -> cli.Handler:
+
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        metavar="FILE",
+        help="a config YAML to compare (merged over the reference; repeatable; default: none)",
+    )
+    parser.add_argument(
+        "--no-default",
+        action="store_true",
+        help="do not evaluate the reference config itself (default: evaluate it)",
+    )
+    add_holdout_options(parser)
     parser.add_argument(
         "--now",
         metavar="TIME",
-        help="reference time of the signals, ISO 8601 UTC (default: the latest user activity)",
+        help="reference time of the signals, ISO 8601 UTC (default: the latest user activity); "
+        "the same as --as-of",
     )
     parser.add_argument(
         "--out",

@@ -87,6 +87,7 @@ def status_data(env: cli.Env) -> dict[str, Any]:
         history = api.job_history(conn, limit_per_job=10)
         coverage = api.coverage(conn, env.config.algorithm_version, now)
         queue = events.counts_by_status(conn)
+        backlog = events.backlog(conn, now)
     jobs: dict[str, Any] = {}
     for name, runs in history.groupby("job_name", sort=True):
         ok = runs[runs["status"].isin(["succeeded", "succeeded_with_warnings"])]
@@ -114,6 +115,10 @@ def status_data(env: cli.Env) -> dict[str, Any]:
             "processing": queue.get("processing", 0),
             "dead": queue.get("dead", 0),
             "done": queue.get("done", 0),
+            "coalesced": queue.get("coalesced", 0),
+            # a worker that falls behind shows here: depth and the oldest pending event's age
+            "depth": backlog["depth"],
+            "oldest_pending_age_s": backlog["oldest_pending_age_s"],
         },
     }
 
@@ -133,7 +138,8 @@ def cmd_status(env: cli.Env) -> int:
     q = data["queue"]
     print(
         f"event queue: {q['pending']} pending, {q['processing']} processing, "
-        f"{q['dead']} dead, {q['done']} done"
+        f"{q['dead']} dead, {q['done']} done, {q['coalesced']} coalesced; oldest pending "
+        + ("none" if q["oldest_pending_age_s"] is None else f"{q['oldest_pending_age_s']:g} s old")
     )
     if not data["jobs"]:
         print("no job runs yet")
@@ -251,7 +257,9 @@ def cmd_explain(env: cli.Env) -> int:
     from jobs.tools import explain
 
     args = env.args
-    data = explain.explain_pair(env.reader(), env.config, args.user, args.candidate, cli.utcnow())
+    data = explain.explain_pair(
+        env.reader(), env.config, args.user, args.candidate, env.as_of or cli.utcnow()
+    )
     if args.json:
         cli.emit(args, "", data)
         return 0
@@ -345,7 +353,9 @@ def define_event(p: argparse.ArgumentParser) -> cli.Handler:
         "--other",
         type=int,
         metavar="ID",
-        help="rated profile (required by rating_created only; default: none)",
+        help="the other user: rated profile (rating_created), liked/passed/blocked user "
+        "(like_created), the conversation's other side (conversation_revived); "
+        "required by those kinds only (default: none)",
     )
     cli.add_json(p, "the queued event's id")
     return cmd_event

@@ -80,14 +80,23 @@ def define_db(parser: argparse.ArgumentParser) -> cli.Handler:
 def cmd_run(env: cli.Env) -> int:
     from jobs.context import Scope
 
-    if env.args.force_swap and (env.args.job not in ("match", "nightly") or env.args.user):
-        raise ConfigError(
-            "--force-swap applies to `run match` and `run nightly` over all users; "
-            f"got `run {env.args.job}`" + (" --user" if env.args.user else "")
-        )
+    for flag, given in (
+        ("--force-swap", env.args.force_swap),
+        ("--replace-version", env.args.replace_version),
+    ):
+        if given and (env.args.job not in ("match", "nightly") or env.args.user):
+            raise ConfigError(
+                f"{flag} applies to `run match` and `run nightly` over all users; "
+                f"got `run {env.args.job}`" + (" --user" if env.args.user else "")
+            )
     scope = Scope.users(*env.args.user) if env.args.user else Scope.all()
     run_id, result = cli.run_job(
-        env, env.args.job, scope, env.args.trigger, force_swap=env.args.force_swap
+        env,
+        env.args.job,
+        scope,
+        env.args.trigger,
+        force_swap=env.args.force_swap,
+        replace_version=env.args.replace_version,
     )
     skipped = sum(result.skipped.values())
     warned = f", {len(result.warnings)} warnings (see `matchjobs runs`)" if result.warnings else ""
@@ -126,6 +135,12 @@ def define_run(parser: argparse.ArgumentParser) -> cli.Handler:
         action="store_true",
         help="match/nightly: publish the output even if it leaves most users without a list "
         "(default: refuse)",
+    )
+    parser.add_argument(
+        "--replace-version",
+        action="store_true",
+        help="match/nightly: rewrite algorithm_version although its rows were scored by "
+        "another config (default: refused, naming both scoring hashes)",
     )
     cli.add_json(parser, "the summary")
     return cmd_run

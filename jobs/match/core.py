@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import time
 from typing import Any
 
@@ -24,8 +26,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from compute import candidates, filters, reasons, scoring, signals
+from compute import candidates, filters, reasons, scoring, signals, spread
 from compute.population import Population, clean_population
+from jobs import errors
 from jobs.config import Config, Retry
 from jobs.context import JobContext
 from jobs.storage import population as population_store
@@ -54,18 +57,70 @@ class MatchSettings:
     write_retry: Retry = dataclasses.field(default_factory=Retry)
 
 
+# MatchSettings fields that change how a run works, not the rows it writes.
+OPERATIONAL_SETTINGS = frozenset(
+    {"version", "config_hash", "audit_sample_users", "audit_seed", "max_reverse", "write_retry"}
+)
+
+
+def scoring_hash(settings: MatchSettings) -> str:
+    """16 hex digits of the SHA-256 over every setting that changes a score row.
+
+    The weights, signal transforms, filters, candidate generation, scoring switches and
+    reasons — derived from :class:`MatchSettings`, the one mapping from YAML to compute, so
+    a new parameter is covered the moment the computation uses it. Operational sections
+    (Ray, the worker, fan-out, runner, audit, retries) are left out: a worker started with
+    another ``fanout.max_reverse`` writes the same rows under the same hash.
+    """
+    fields = {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(settings)
+        if f.name not in OPERATIONAL_SETTINGS
+    }
+    canonical = json.dumps(
+        {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=repr,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def claim_version(
+    conn: Any, settings: MatchSettings, now: dt.datetime, *, replace: bool, record: bool
+) -> str | None:
+    """Check that ``settings`` may write its version; the hash it replaces, if any.
+
+    A version's rows all carry one scoring hash: a config whose hash differs is refused
+    (:class:`~jobs.errors.VersionConflictError`, naming both) before anything is written,
+    unless ``replace``. ``record`` writes the hash to ``algorithm_versions`` now (the
+    caller's transaction); a nightly that stages its rows records it in its swap instead.
+    """
+    # No row lock: holding the version's row would serialize every event writer of the
+    # version; record_version's upsert is safe without it, and rows an event writes under
+    # the old hash while a replacing nightly runs go with the partition that swap drops.
+    stored = scores.stored_scoring_hash(conn, settings.version)
+    if stored is not None and stored != settings.config_hash and not replace:
+        raise errors.VersionConflictError(
+            f"algorithm version {settings.version!r} holds rows scored with config hash "
+            f"{stored}; this config's scoring hash is {settings.config_hash}. Give the config "
+            f"a new algorithm_version, or rewrite {settings.version!r} with "
+            "`matchjobs run nightly --replace-version`"
+        )
+    if record and stored != settings.config_hash:
+        scores.record_version(conn, settings.version, settings.config_hash, now)
+    return stored if stored != settings.config_hash else None
+
+
 def settings_from_config(config: Config) -> MatchSettings:
     """The only mapping from YAML settings to compute parameters."""
     cand = config.candidates
     sc = config.scoring
-    w = config.weights
-    return MatchSettings(
+    settings = MatchSettings(
         version=config.algorithm_version,
-        config_hash=config.content_hash,
+        config_hash="",  # below: the scoring hash of everything else
         load=population_store.LoadParams(
-            default_max_distance_km=float(config.filters.default_max_distance_km),
-            prior_weight=float(config.ratings.prior_weight),
-            min_ratings_for_preference=config.ratings.min_ratings_for_preference,
+            default_max_distance_km=float(config.filters.default_max_distance_km)
         ),
         candidates=candidates.CandidateParams(
             k_quiz=cand.quiz_k,
@@ -82,14 +137,7 @@ def settings_from_config(config: Config) -> MatchSettings:
         ),
         filters=filters.FilterParams(),
         scoring=scoring.ScoreParams(
-            weights=scoring.SignalWeights(
-                quiz=w.quiz,
-                interest=w.interests,
-                rating_quality=w.rating_quality,
-                rating_fit=w.rating_fit,
-                newness=w.newness,
-                proximity=w.proximity,
-            ),
+            weights=scoring.SignalWeights(**config.weights.by_signal()),
             signal_params=signals.SignalParams(
                 newness_half_life_days=float(config.signals.newness_half_life_days),
                 proximity_scale_km=float(config.signals.proximity_scale_km),
@@ -103,6 +151,7 @@ def settings_from_config(config: Config) -> MatchSettings:
             dormancy_half_life_days=float(sc.dormancy.half_life_days),
             exposure_cap=sc.exposure_cap.max_lists if sc.exposure_cap.enabled else None,
             exposure_factor=float(sc.exposure_cap.penalty),
+            spread_seed=spread.spread_seed(config.algorithm_version),
         ),
         reasons=reasons.ReasonParams(),
         index_seed=cand.seed,
@@ -113,6 +162,7 @@ def settings_from_config(config: Config) -> MatchSettings:
         max_reverse=config.fanout.max_reverse,
         write_retry=config.retry,
     )
+    return dataclasses.replace(settings, config_hash=scoring_hash(settings))
 
 
 def build_indexes(pop: Population, settings: MatchSettings) -> candidates.CandidateIndexes:

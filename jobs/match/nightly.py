@@ -19,6 +19,7 @@ be created directly in tests.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -33,14 +34,14 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from compute import candidates
+from compute import candidates, scoring
 from compute.population import Population
 from jobs import errors, progress, runner
 from jobs.config import RayConfig, Retry
 from jobs.context import JobContext, JobResult
 from jobs.match import core
+from jobs.storage import api, ledger, scores, set_states
 from jobs.storage import engine as engine_mod
-from jobs.storage import ledger, scores
 from jobs.storage import population as population_store
 
 RowArray = npt.NDArray[np.int64]
@@ -117,6 +118,7 @@ class ShardScorer:
         self._run_id = run_id
         self._engine: Any = None
         self._restarted = _actor_was_restarted()
+        self._node_id = _ray_node_id()
 
     def _writer(self) -> Any:
         if self._engine is None:
@@ -128,9 +130,18 @@ class ShardScorer:
         return core.uncapped_counts(self._pop, self._indexes, rows, self._settings)
 
     def score_shard(
-        self, shard_id: int, rows: RowArray, exposure_counts: RowArray | None = None
+        self,
+        shard_id: int,
+        rows: RowArray,
+        exposure_counts: RowArray | None = None,
+        *,
+        rewrite: bool = False,
     ) -> dict[str, Any]:
-        """Score one shard and replace its users' rows in one transaction; its figures."""
+        """Score one shard and replace its users' rows in one transaction; its figures.
+
+        ``rewrite``: the driver resubmits a shard whose first call was lost with its actor;
+        that call may have committed, so its rows are replaced, not added.
+        """
         if (
             self._crash_marker is not None
             and shard_id == self._crash_shard
@@ -144,7 +155,7 @@ class ShardScorer:
         computed = time.perf_counter()
         try:
             (deleted, written), attempts = _with_retries(
-                lambda retry: self._write(output, rewrite=self._restarted or retry),
+                lambda retry: self._write(output, rewrite=self._restarted or rewrite or retry),
                 self._settings.write_retry,
                 what=f"write of shard {shard_id}",
                 on_retry=self.close,
@@ -156,10 +167,13 @@ class ShardScorer:
         return {
             "shard": shard_id,
             "funnel": {**output.funnel, "rows_written": written, "rows_deleted": deleted},
+            # (candidate rows, lists each appears in): summed by the driver into exposure.
+            "exposure": np.unique(output.scored.cand_rows, return_counts=True),
             "compute_s": computed - started,
             "write_s": time.perf_counter() - computed,
             "write_attempts": attempts,
             "pid": os.getpid(),
+            "node_id": self._node_id,
             "restarted_actor": self._restarted,
             "peak_rss_mb": _peak_rss_mb(),
         }
@@ -178,7 +192,6 @@ class ShardScorer:
                     output.user_ids,
                     output.frame,
                     version=self._settings.version,
-                    config_hash=self._settings.config_hash,
                     computed_at=self._computed_at,
                     rewrite=rewrite,
                 )
@@ -191,7 +204,6 @@ class ShardScorer:
                 output.user_ids,
                 output.frame,
                 version=self._settings.version,
-                config_hash=self._settings.config_hash,
                 computed_at=self._computed_at,
                 guard=self._guard,
             )
@@ -253,6 +265,16 @@ def _actor_was_restarted() -> bool:
     return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)
 
 
+def _ray_node_id() -> str | None:
+    """The Ray node of this actor (hex id); None outside an actor (the in-process pool)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    return context.get_node_id() if context.get_actor_id() is not None else None
+
+
 def shard_rows(order: RowArray, shard_size: int) -> list[RowArray]:
     """Consecutive runs of at most ``shard_size`` rows of ``order``, each sorted."""
     return [
@@ -292,7 +314,9 @@ def _start_ray(cfg: RayConfig) -> bool:
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", configure_logging=False, log_to_driver=False)
+        # On a cluster the actors' logs are the job's only record of them: send them to the
+        # driver, whose output is what `ray job logs` shows.
+        ray.init(address="auto", configure_logging=False, log_to_driver=True)
     else:
         ray.init(
             num_cpus=max(1, int(np.ceil(cfg.num_actors * cfg.num_cpus_per_actor))),
@@ -317,6 +341,8 @@ def _ray_pool(
     shared_refs = [population_ref, index_ref]
     actor_cls = ray.remote(ShardScorer).options(
         num_cpus=cfg.num_cpus_per_actor,
+        # One actor per node while nodes last, so a lost node takes the fewest shards with it.
+        scheduling_strategy="SPREAD",
         max_restarts=cfg.max_retries,
         max_task_retries=cfg.max_retries,
     )
@@ -325,22 +351,33 @@ def _ray_pool(
     ]
 
     def map_shards(method: str, calls: list[tuple[Any, ...]]) -> Iterator[Any]:
-        queue = list(enumerate(calls))
-        in_flight: dict[Any, int] = {}  # ref -> actor slot
+        # (args, resubmissions so far); a call whose actor became unreachable goes back in.
+        queue: list[tuple[tuple[Any, ...], int]] = [(args, 0) for args in calls]
+        in_flight: dict[Any, tuple[int, tuple[Any, ...], int]] = {}  # ref -> slot, call
         load = [0] * len(actors)
         while queue or in_flight:
             while queue:
                 slot = int(np.argmin(load))
                 if load[slot] >= IN_FLIGHT_PER_ACTOR:
                     break
-                _, args = queue.pop(0)
-                ref = getattr(actors[slot], method).remote(*args)
-                in_flight[ref] = slot
+                args, resubmitted = queue.pop(0)
+                # A resubmitted shard may have been written by the lost attempt: rewrite it.
+                options = {"rewrite": True} if resubmitted and method == "score_shard" else {}
+                ref = getattr(actors[slot], method).remote(*args, **options)
+                in_flight[ref] = (slot, args, resubmitted)
                 load[slot] += 1
             done, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in done:
-                load[in_flight.pop(ref)] -= 1
-                yield _task_result(ref)
+                slot, args, resubmitted = in_flight.pop(ref)
+                load[slot] -= 1
+                try:
+                    result = _task_result(ref, resubmittable=resubmitted < cfg.max_retries)
+                except _ActorUnreachable:
+                    # Its node is gone or the actor restarts (elsewhere): the call goes back
+                    # in the queue, for that actor once restarted or for another one.
+                    queue.append((args, resubmitted + 1))
+                    continue
+                yield result
 
     def close() -> None:
         # The references must outlive the actors: a restarted actor re-reads its arguments.
@@ -353,8 +390,16 @@ def _ray_pool(
     return _Pool(map_shards, close, info)
 
 
-def _task_result(ref: Any) -> Any:
+class _ActorUnreachable(Exception):
+    """The call's actor could not be reached (a lost node); the call may be resubmitted."""
+
+
+def _task_result(ref: Any, *, resubmittable: bool = False) -> Any:
     """``ray.get(ref)``, with Ray's wrapping of a worker's failure turned into our error.
+
+    ``resubmittable``: an actor that Ray reports temporarily unavailable (its node lost,
+    and Ray's own task retry given up) raises ``_ActorUnreachable`` instead, for the caller
+    to submit the call again.
 
     A ``RayTaskError`` prints the worker's coloured traceback as its message; what a person
     needs is the worker's own error: ours as it was raised (its causes kept as texts),
@@ -377,6 +422,13 @@ def _task_result(ref: Any) -> Any:
             f"a shard failed in a Ray worker: {type(cause).__name__}: {cause}"
         ) from None
     except ray.exceptions.RayError as exc:
+        if resubmittable and isinstance(exc, ray.exceptions.ActorUnavailableError):
+            logger.warning(
+                "a shard's actor is unreachable (%s); submitting the shard again",
+                type(exc).__name__,
+                extra={"action": "match.shard_resubmit"},
+            )
+            raise _ActorUnreachable() from exc
         message = runner.plain_text(str(exc)).strip().splitlines()
         raise errors.WorkerError(
             f"a Ray worker scoring shards failed: {type(exc).__name__}: "
@@ -398,6 +450,11 @@ def run_nightly(
         read_engine = engine_mod.create_engine(ctx.database_url)
         try:
             with figures.phase("load"), read_engine.connect() as conn:
+                # Before any work: a config that scores differently may not write this
+                # version (checked again where the version's hash is recorded).
+                core.claim_version(
+                    conn, settings, ctx.now, replace=ctx.replace_version, record=False
+                )
                 # Before the load: whatever changes after it is caught at publish time.
                 guard = population_store.filter_snapshot(conn)
                 return (*core.load_population(conn, ctx, settings), guard)
@@ -527,12 +584,35 @@ def _score_all(
     with write_engine.connect() as conn:
         swap = scores.supports_swap(conn)
     stage = scores.stage_name(ctx.run_id or 0) if swap else None
+    replaced: str | None = None
+    storage = ctx.config.storage
     if stage is not None:
         with write_engine.begin() as conn:
             # Fenced: a run abandoned while paused must not drop its successor's stage.
             if ctx.run_id is not None:
                 ledger.fence(conn, ctx.run_id)
+            disk = scores.check_free_disk(
+                conn,
+                settings.version,
+                expected_rows=pop.n_users * settings.scoring.top_k,
+                factor=storage.disk_estimate_factor,
+                reserve_bytes=storage.disk_reserve_bytes,
+                path=storage.disk_path,
+            )
+            figures.counts["disk_check"] = disk
+            if not disk["checked"]:
+                ctx.logger.warning(
+                    "free disk not checked before staging: %s",
+                    disk["reason"],
+                    extra={"action": "match.disk_check", **disk},
+                )
             scores.create_stage(conn, stage, settings.version)
+    else:
+        # Each shard publishes its own rows: the version's hash changes with the first.
+        with write_engine.begin() as conn:
+            replaced = core.claim_version(
+                conn, settings, ctx.now, replace=ctx.replace_version, record=True
+            )
     args = (pop, index_bytes, settings, ctx.database_url, ctx.now)
     kwargs = {
         "crash_marker": crash_marker,
@@ -560,8 +640,17 @@ def _score_all(
                 total=len(shards), desc="match shards", enabled=ctx.show_progress, unit="shard"
             )
             calls = [(i, rows, exposure) for i, rows in enumerate(shards)]
+            # The longest wait between two results (the first one waits for the actors to
+            # start): after a lost node, the time until its shards come back from the
+            # surviving actors (detection, restart, rescore).
+            longest_wait = 0.0
+            waited_from: float | None = None
             for result in pool.map_shards("score_shard", calls):
                 results.append(result)
+                now = time.perf_counter()
+                if waited_from is not None:
+                    longest_wait = max(longest_wait, now - waited_from)
+                waited_from = now
                 bar.update(1)
             bar.close()
     except BaseException:
@@ -588,19 +677,40 @@ def _score_all(
         if stage is not None:
             # Users who left are simply not in the stage: the swap removes their rows.
             with figures.phase("swap"), write_engine.begin() as conn:
+                # In the swap's transaction: the version's rows and its hash change together.
+                replaced = core.claim_version(
+                    conn, settings, ctx.now, replace=ctx.replace_version, record=True
+                )
                 purged = scores.swap_in_stage(
                     conn, stage, settings.version, guard, pop.user_ids, run_id=ctx.run_id
                 )
+                if storage.keep_versions is not None:
+                    retired = scores.drop_retired_versions(
+                        conn, storage.keep_versions, settings.version
+                    )
+                    figures.counts["retired_versions"] = retired
         else:
             with figures.phase("remove_departed"), write_engine.begin() as conn:
                 if ctx.run_id is not None:
                     ledger.fence(conn, ctx.run_id)
                 departed = scores.delete_users_except(conn, settings.version, pop.user_ids)
         audit = auditing.result()
+    with figures.phase("set_states"), write_engine.begin() as conn:
+        # Scored now: marks made before this run started are served; users without any
+        # candidate are recorded so that the backfill does not score them again for nothing.
+        listed = np.asarray(api.users_with_scores(conn, settings.version), dtype=np.int64)
+        empty = np.setdiff1d(pop.user_ids, listed)
+        set_states.record_scored(
+            conn, settings.version, pop.user_ids, empty, ctx.now, marked_before=ctx.now
+        )
     funnel = core.merge_funnels([r["funnel"] for r in results])
     funnel["rows_written"] = funnel.get("rows_written", 0) - purged.rows
+    appearances = np.zeros(pop.n_users, dtype=np.int64)
+    for r in results:
+        np.add.at(appearances, *r["exposure"])
     figures.counts.update(
         funnel=funnel,
+        exposure={"over": "all_lists", **scoring.exposure_spread(appearances)},
         recall_audit=audit,
         algorithm_version=settings.version,
         shards={
@@ -610,11 +720,17 @@ def _score_all(
             "write_retries": sum(r["write_attempts"] - 1 for r in results),
             "compute_s": round(sum(r["compute_s"] for r in results), 3),
             "write_s": round(sum(r["write_s"] for r in results), 3),
+            # Shards per Ray node (hex node id; "in_process" without Ray).
+            "nodes": dict(collections.Counter(r["node_id"] or "in_process" for r in results)),
+            "longest_wait_s": round(longest_wait, 3),
             **pool.info,
         },
         departed_rows_deleted=departed,
+        empty_users=int(empty.size),
         # Rows computed but not published: a change recorded during the run forbids them.
         purged_at_swap=purged.figures(),
+        scoring_hash=settings.config_hash,
+        **({"replaced_scoring_hash": replaced} if replaced else {}),
         write_mode="stage_and_swap" if stage is not None else "replace_per_shard",
         peak_rss_mb={
             "driver": _peak_rss_mb(),

@@ -1,4 +1,5 @@
-"""The ratings job: ``ratings`` → ``profile_rating_aggregates`` and ``user_rating_preferences``.
+"""The ratings job: ``ratings`` → ``profile_rating_aggregates``, ``profile_rating_standing``
+and ``user_rating_preferences``.
 
 Scope ``all``: aggregates for every active profile with a valid rating, preferences for
 every active rater with enough of them; both tables are synchronised as a whole, so rows of
@@ -26,7 +27,15 @@ Ratings *by* users who are inactive (but exist) still count in the aggregates of
 profiles they rated: the opinion was given; only rows about inactive users are withheld.
 Preferences use the aggregates of every rated profile, active or not, for the same reason.
 
-Writes only ``profile_rating_aggregates`` and ``user_rating_preferences``.
+What the match job reads is written here, so that it never regroups the raw ratings:
+``profile_rating_standing`` holds, per rated profile, the centred standing
+``(shrunk mean - g) / range`` per dimension and the quality, both derived with the ``g`` of
+the same run. A users-scope run refreshes its profiles' rows only: the others keep the
+standing of their last run (the nightly refreshes everyone), so a profile's quality and
+centred vector always agree with each other and with its aggregates.
+
+Writes only ``profile_rating_aggregates``, ``profile_rating_standing`` and
+``user_rating_preferences``.
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ from jobs.storage import schema, signals
 def run(ctx: JobContext, scope: Scope) -> JobResult:
     """Recompute aggregates (as profiles) and preferences (as raters) for ``scope``'s users.
 
-    Writes ``profile_rating_aggregates`` and ``user_rating_preferences`` only, the scope's rows.
+    Writes ``profile_rating_aggregates``, ``profile_rating_standing`` and
+    ``user_rating_preferences`` only, the scope's rows.
     """
     conn = ctx.session.connection()
     figures = ctx.figures
@@ -94,6 +104,7 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
         aggregate_frame = aggregate_frame[aggregate_frame["profile_id"].isin(user_ids)]
         aggregate_frame = aggregate_frame.reset_index(drop=True)
         aggregate_frame["updated_at"] = signals.stamps(len(aggregate_frame), ctx.now)
+        standing_frame = _standing_rows(aggregates, dimensions, user_ids, ctx.now)
         preference_frame = signals.vector_rows(
             schema.user_rating_preferences,
             preferences.rater_ids,
@@ -107,11 +118,15 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
         aggregate_changes = signals.sync(
             conn, schema.profile_rating_aggregates, aggregate_frame, scope_ids, "profile_id"
         )
+        standing_changes = signals.sync(
+            conn, schema.profile_rating_standing, standing_frame, scope_ids, "profile_id"
+        )
         preference_changes = signals.sync(
             conn, schema.user_rating_preferences, preference_frame, scope_ids, "user_id"
         )
     changes = {
         schema.profile_rating_aggregates.name: aggregate_changes,
+        schema.profile_rating_standing.name: standing_changes,
         schema.user_rating_preferences.name: preference_changes,
     }
     n_profiles = int(aggregate_frame["profile_id"].nunique())
@@ -136,6 +151,27 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
             "preferences": len(preferences.rater_ids),
             "global_means": [round(float(g), 6) for g in global_means],
         },
+    )
+
+
+def _standing_rows(
+    aggregates: ratings.RatingAggregates,
+    dimensions: ratings.RatingDimensions,
+    user_ids: np.ndarray,
+    now: object,
+) -> pd.DataFrame:
+    """``profile_rating_standing`` rows of the aggregated profiles among ``user_ids``."""
+    listed = np.isin(aggregates.profile_ids, user_ids)
+    centred = aggregates.centred(dimensions)[listed]
+    n = int(listed.sum())
+    return pd.DataFrame(
+        {
+            "profile_id": aggregates.profile_ids[listed],
+            "dim": np.full(n, centred.shape[1], dtype=np.int64),
+            "centred": signals.vectors_to_bytes(centred),
+            "quality": aggregates.quality[listed],
+            "updated_at": signals.stamps(n, now),
+        }
     )
 
 

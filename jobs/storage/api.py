@@ -61,19 +61,18 @@ def coverage(conn: sa.Connection, version: str, now: dt.datetime) -> dict[str, A
     }
 
 
+# What a listing of runs shows of each (``matchjobs runs``, the report's duration plot).
+_RUN_COLUMNS = ("id", "job_name", "status", "trigger", "scope", "started_at", "duration_ms")
+
+
+def _run_columns(*extra: str) -> list[sa.Column[Any]]:
+    return [schema.job_runs.c[name] for name in (*_RUN_COLUMNS, *extra)]
+
+
 def job_history(conn: sa.Connection, limit_per_job: int = 10) -> pd.DataFrame:
     """The most recent runs of every job (newest first per job)."""
     j = schema.job_runs
-    query = sa.select(
-        j.c.id,
-        j.c.job_name,
-        j.c.status,
-        j.c.trigger,
-        j.c.scope,
-        j.c.started_at,
-        j.c.duration_ms,
-        j.c.error,
-    ).order_by(j.c.job_name, j.c.id.desc())
+    query = sa.select(*_run_columns("error")).order_by(j.c.job_name, j.c.id.desc())
     frame = bulk.read_frame(conn, query, what="job history")
     return frame.groupby("job_name", sort=True).head(limit_per_job).reset_index(drop=True)
 
@@ -84,21 +83,25 @@ LEFT JOIN (
     SELECT user_id, MIN(computed_at) AS computed_at FROM match_scores
     WHERE algorithm_version = :version GROUP BY user_id
 ) s ON s.user_id = u.id
+LEFT JOIN match_set_states st ON st.user_id = u.id AND st.algorithm_version = :version
 WHERE u.is_active AND (
-    s.computed_at IS NULL
+    st.state = 'stale'
+    OR (s.computed_at IS NULL AND st.state IS NULL)
     OR EXISTS (SELECT 1 FROM user_quiz_vectors q
-               WHERE q.user_id = u.id AND q.updated_at > s.computed_at)
+               WHERE q.user_id = u.id AND q.updated_at > COALESCE(s.computed_at, st.marked_at))
     OR EXISTS (SELECT 1 FROM user_interest_vectors i
-               WHERE i.user_id = u.id AND i.updated_at > s.computed_at)
+               WHERE i.user_id = u.id AND i.updated_at > COALESCE(s.computed_at, st.marked_at))
     OR EXISTS (SELECT 1 FROM user_rating_preferences p
-               WHERE p.user_id = u.id AND p.updated_at > s.computed_at)
+               WHERE p.user_id = u.id AND p.updated_at > COALESCE(s.computed_at, st.marked_at))
 )
-ORDER BY u.id
+ORDER BY CASE WHEN st.state = 'stale' THEN 0 ELSE 1 END, u.id
 """
 
 
 def stale_users(conn: sa.Connection, version: str) -> list[int]:
-    """Active users with no set for ``version``, or whose own signals are newer than it."""
+    """Active users the backfill must rescore for ``version``, those marked ``stale`` first
+    (left past a reverse fan-out's cap), then by id: no set (unless recorded ``empty``: no
+    candidate when last scored), or own signals newer than the set (or the empty record)."""
     with translate_errors("find stale users"):
         return [int(r) for r in conn.execute(sa.text(_STALE_SQL), {"version": version}).scalars()]
 
@@ -140,8 +143,9 @@ def score_buckets(conn: sa.Connection, bins: int = 50) -> pd.DataFrame:
     bucketed = sa.select(
         m.c.algorithm_version,
         sa.case((raw >= last, last), else_=raw).label("bucket"),
-        m.c.score,
-        *(m.c[f"s_{name}"] for name in schema.SUBSCORE_COLUMNS),
+        # float4 columns: summed as float8, or PostgreSQL's sum would round to float4.
+        sa.cast(m.c.score, sa.Float).label("score"),
+        *(sa.cast(m.c[f"s_{n}"], sa.Float).label(f"s_{n}") for n in schema.SUBSCORE_COLUMNS),
     ).subquery()
     b = bucketed.c
     query = (
@@ -198,15 +202,7 @@ def run_durations(conn: sa.Connection, limit: int = 5000) -> pd.DataFrame:
     """The newest ``limit`` finished runs of every job, oldest first, for a duration plot."""
     j = schema.job_runs
     newest = (
-        sa.select(
-            j.c.id,
-            j.c.job_name,
-            j.c.status,
-            j.c.trigger,
-            j.c.scope,
-            j.c.started_at,
-            j.c.duration_ms,
-        )
+        sa.select(*_run_columns())
         .where(j.c.duration_ms.is_not(None))
         .order_by(j.c.started_at.desc(), j.c.id.desc())
         .limit(limit)

@@ -131,7 +131,11 @@ def _copy_csv_frame(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame
             out[name] = series.dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
         elif pd.api.types.is_bool_dtype(series):
             out[name] = series.map({True: "t", False: "f"})
-        elif len(series) and isinstance(series.iloc[0], bytes | bytearray | memoryview):
+        elif isinstance(
+            # the first non-NULL value: a nullable blob column may start with NULL
+            next((v for v in series if v is not None), None),
+            bytes | bytearray | memoryview,
+        ):
             out[name] = series.map(lambda v: None if v is None else "\\x" + bytes(v).hex())
         elif pd.api.types.is_float_dtype(series):
             # repr-exact floats so PostgreSQL stores the same double we computed
@@ -287,26 +291,3 @@ def sync_rows(
         "deleted": deleted,
         "unchanged": len(frame) - inserted - updated,
     }
-
-
-def replace_rows(
-    conn: sa.Connection,
-    table: sa.Table,
-    frame: pd.DataFrame,
-    *,
-    scope_column: str,
-    scope_ids: np.ndarray | None,
-    extra_where: dict[str, Any] | None = None,
-) -> int:
-    """Delete the scope's rows (optionally also matching ``extra_where``), then bulk-insert.
-
-    Run inside one transaction, a concurrent reader sees either the old set or the new one.
-    """
-    with translate_errors(f"replace in {table.name}"):
-        where, _ = _scope_clause(conn, scope_column, scope_ids)
-        params: dict[str, Any] = {}
-        for i, (col, value) in enumerate((extra_where or {}).items()):
-            where += f' AND "{col}" = :p{i}'
-            params[f"p{i}"] = value
-        conn.execute(sa.text(f'DELETE FROM "{table.name}" WHERE {where}'), params)
-    return insert_frame(conn, table, frame)

@@ -21,8 +21,13 @@ from jobs.errors import EventError
 from jobs.storage.engine import is_postgres, translate_errors, writer
 from jobs.storage.schema import EVENT_KINDS, events, job_runs, users
 
-# The kinds whose other_user_id is required (and allowed): the rated profile.
-KINDS_WITH_OTHER = ("rating_created",)
+# The kinds whose other_user_id is required (and allowed), and what it names.
+OTHER_USER = {
+    "rating_created": "the rated profile",
+    "like_created": "the liked, passed or blocked user",
+    "conversation_revived": "the other side of the conversation",
+}
+KINDS_WITH_OTHER = tuple(OTHER_USER)
 MAX_ERROR_CHARS = 4000
 # ANSI escape sequences (CSI ... final byte, and two-byte escapes) and other control
 # characters but tab and newline: a stored error is read in terminals, HTML and JSON.
@@ -55,7 +60,7 @@ def enqueue(
     if kind not in EVENT_KINDS:
         raise EventError(f"event kind must be one of {', '.join(EVENT_KINDS)}; got {kind!r}")
     if kind in KINDS_WITH_OTHER and other_user_id is None:
-        raise EventError(f"a {kind} event needs other_user_id (--other: the rated profile)")
+        raise EventError(f"a {kind} event needs other_user_id (--other: {OTHER_USER[kind]})")
     if kind not in KINDS_WITH_OTHER and other_user_id is not None:
         raise EventError(
             f"a {kind} event takes no other_user_id (only {', '.join(KINDS_WITH_OTHER)}); "
@@ -65,6 +70,8 @@ def enqueue(
     for field, value in named.items():
         if value is not None and int(value) <= 0:
             raise EventError(f"event {field} must be a positive user id; got {value}")
+    if other_user_id is not None and int(other_user_id) == int(user_id):
+        raise EventError(f"a {kind} event's other_user_id must differ from user_id; got {user_id}")
     wanted = {int(v) for v in named.values() if v is not None}
     with writer(engine).begin() as conn, translate_errors("enqueue event"):
         found = set(conn.execute(sa.select(users.c.id).where(users.c.id.in_(wanted))).scalars())
@@ -112,40 +119,72 @@ def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
 
 
 def claim(engine: sa.Engine, limit: int, now: dt.datetime, lease_s: float) -> list[Event]:
-    """Mark up to ``limit`` due pending events ``processing`` and return them.
+    """Mark up to ``limit`` due pending events ``processing`` and return them, with every
+    pending duplicate of theirs.
 
     Lapsed claims (a worker that died mid-batch) go back to pending first; their attempt
-    stays spent, so an event that kills its worker every time still ends ``dead``. On
-    PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets several workers claim disjoint batches. The
-    caller attaches the claim to its batch run (``attach``) right after.
+    stays spent, so an event that kills its worker every time still ends ``dead``. Then the
+    oldest due events are picked, and every other pending event asking the same thing (kind,
+    user, other user) — whatever batch it would have fallen in, and even if it waits out a
+    backoff — is claimed with them, so a storm spread over the queue is coalesced into one
+    refresh per user (``coalesced`` once the batch is done). On PostgreSQL,
+    ``FOR UPDATE SKIP LOCKED`` lets several workers claim disjoint batches. The caller
+    attaches the claim to its batch run (``attach``) right after.
     """
     stale = now - dt.timedelta(seconds=lease_s)
+    claimed = {
+        "status": "processing",
+        "attempts": events.c.attempts + 1,
+        "claimed_at": now,
+        "claim_run_id": None,
+        "not_before": None,
+    }
+    returned = (
+        events.c.id,
+        events.c.kind,
+        events.c.user_id,
+        events.c.other_user_id,
+        events.c.attempts,
+        events.c.deferrals,
+    )
     with writer(engine).begin() as conn, translate_errors("claim events"):
+        postgres = is_postgres(conn)
         conn.execute(
             sa.update(events).where(_reclaimable(stale)).values(status="pending", claim_run_id=None)
         )
         pick = sa.select(events.c.id).where(_due(now)).order_by(events.c.id).limit(limit)
-        if is_postgres(conn):
+        if postgres:
             pick = pick.with_for_update(skip_locked=True)
         rows = conn.execute(
             sa.update(events)
             .where(events.c.id.in_(pick.scalar_subquery()))
-            .values(
-                status="processing",
-                attempts=events.c.attempts + 1,
-                claimed_at=now,
-                claim_run_id=None,
-                not_before=None,
-            )
-            .returning(
-                events.c.id,
-                events.c.kind,
-                events.c.user_id,
-                events.c.other_user_id,
-                events.c.attempts,
-                events.c.deferrals,
-            )
+            .values(**claimed)
+            .returning(*returned)
         ).all()
+        keys = sorted({(r.kind, r.user_id, r.other_user_id) for r in rows}, key=str)
+        for start in range(0, len(keys), 200):
+            chunk = keys[start : start + 200]
+            same = sa.or_(
+                *(
+                    sa.and_(
+                        events.c.kind == kind,
+                        events.c.user_id == user,
+                        events.c.other_user_id.is_(None)
+                        if other is None
+                        else events.c.other_user_id == other,
+                    )
+                    for kind, user, other in chunk
+                )
+            )
+            dupes = sa.select(events.c.id).where(events.c.status == "pending", same)
+            if postgres:
+                dupes = dupes.with_for_update(skip_locked=True)
+            rows += conn.execute(
+                sa.update(events)
+                .where(events.c.id.in_(dupes.scalar_subquery()))
+                .values(**claimed)
+                .returning(*returned)
+            ).all()
     return sorted((Event(*row) for row in rows), key=lambda e: e.id)
 
 
@@ -173,11 +212,22 @@ def _owned(ids: list[int], run_id: int) -> sa.ColumnElement[bool]:
 
 def finish(engine: sa.Engine, ids: list[int], run_id: int, status: str, now: dt.datetime) -> int:
     """Mark ``run_id``'s claimed events ``done`` or ``coalesced``; returns how many."""
+    if not ids:
+        return 0
+    with writer(engine).begin() as conn:
+        return finish_in(conn, ids, run_id, status, now)
+
+
+def finish_in(
+    conn: sa.Connection, ids: list[int], run_id: int, status: str, now: dt.datetime
+) -> int:
+    """:func:`finish` inside the caller's transaction (the event's own changes commit with
+    its completion)."""
     if status not in ("done", "coalesced"):
         raise ValueError(f"status must be 'done' or 'coalesced'; got {status!r}")
     if not ids:
         return 0
-    with writer(engine).begin() as conn, translate_errors(f"mark events {status}"):
+    with translate_errors(f"mark events {status}"):
         return conn.execute(
             sa.update(events)
             .where(_owned(ids, run_id))
@@ -271,3 +321,19 @@ def pending_due_at(conn: sa.Connection, now: dt.datetime) -> dt.datetime | None:
 def counts_by_status(conn: sa.Connection) -> dict[str, int]:
     rows = conn.execute(sa.select(events.c.status, sa.func.count()).group_by(events.c.status)).all()
     return {status: int(n) for status, n in rows}
+
+
+def backlog(conn: sa.Connection, now: dt.datetime) -> dict[str, float | int | None]:
+    """Queue depth (pending events) and the age in seconds of the oldest pending one."""
+    with translate_errors("read the event queue backlog"):
+        depth, oldest = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(events.c.created_at)).where(
+                events.c.status == "pending"
+            )
+        ).one()
+    if isinstance(oldest, str):  # SQLite aggregate over text timestamps
+        oldest = dt.datetime.fromisoformat(oldest)
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=dt.UTC)
+    age = None if oldest is None else max((now - oldest).total_seconds(), 0.0)
+    return {"depth": int(depth), "oldest_pending_age_s": None if age is None else round(age, 1)}

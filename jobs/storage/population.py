@@ -1,10 +1,10 @@
 """Load the match job's :class:`compute.population.Population` from the signal tables.
 
 One columnar read per table for the whole active population (no per-user queries): users,
-quiz vectors, interest vectors, the interest index and catalogue, rating aggregates and
-dimensions, rating preferences, and likes/passes/blocks. Rows are aligned on the sorted ids
-of the active users, so two loads of the same data give identical arrays (the single-user
-path and the nightly build the same indexes from them).
+quiz vectors, interest vectors, the interest index and catalogue, the rating standing and
+preferences the ratings job wrote (never the raw ratings), and likes/passes/blocks. Rows are
+aligned on the sorted ids of the active users, so two loads of the same data give identical
+arrays (the single-user path and the nightly build the same indexes from them).
 
 Values that cannot be used are *data*, not errors: a NULL birth date gives a NaN age (the
 population validator then drops the user as ``age_out_of_range``), a NULL gender gives code
@@ -24,7 +24,6 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
-from compute import ratings
 from compute.population import Population
 from jobs.storage import bulk, schema
 from jobs.storage import signals as signal_store
@@ -37,8 +36,6 @@ class LoadParams:
     """What the loader needs from config (kept separate so storage never sees ``Config``)."""
 
     default_max_distance_km: float
-    prior_weight: float
-    min_ratings_for_preference: int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -162,27 +159,146 @@ def _float_column(frame: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
     return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Stored:
+    """A per-user vector table read into rows aligned with the loaded ``user_ids``.
+
+    ``columns`` holds the requested scalar columns, 0 where the user has no usable row.
+    """
+
+    vectors: npt.NDArray[np.float32]
+    present: npt.NDArray[np.bool_]
+    columns: dict[str, npt.NDArray[np.float64]]
+    rows_read: int
+    bad_blobs: int
+
+
 def _vectors(
     conn: sa.Connection,
     table: sa.Table,
     user_ids: npt.NDArray[np.int64],
     scope: npt.NDArray[np.int64] | None,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], int, int]:
-    """(n, d) vectors aligned with ``user_ids``, presence mask, rows read, bad blobs."""
-    frame = signal_store.read(conn, table, "user_id", scope, columns=("user_id", "dim", "vector"))
+    *,
+    key: str = "user_id",
+    blob: str = "vector",
+    scalars: tuple[str, ...] = (),
+) -> _Stored:
+    """(n, d) vectors of ``table`` aligned with ``user_ids``; a blob of the wrong size is bad."""
+    frame = signal_store.read(conn, table, key, scope, columns=(key, "dim", blob, *scalars))
+    rows, found = _rows_of(user_ids, frame[key].to_numpy(dtype=np.int64))
+    frame = frame[found]
+    rows = rows[found]
+    dims = frame["dim"].to_numpy(dtype=np.int64)
+    dim = int(np.bincount(dims).argmax()) if dims.size else 1
+    # A NULL blob (the likes job stores taste and appeal apart) is no vector, not a bad one.
+    stored = frame[blob].notna().to_numpy(dtype=np.bool_)
+    blob_sizes = np.fromiter(
+        (len(b) if isinstance(b, bytes | bytearray | memoryview) else -1 for b in frame[blob]),
+        dtype=np.int64,
+        count=len(frame),
+    )
+    ok = stored & (dims == dim) & (blob_sizes == 4 * dim)
+    vectors = np.zeros((user_ids.size, dim), dtype=np.float32)
+    present = np.zeros(user_ids.size, dtype=np.bool_)
+    columns = {name: np.zeros(user_ids.size, dtype=np.float64) for name in scalars}
+    if ok.any():
+        vectors[rows[ok]] = signal_store.bytes_to_vectors(frame[blob][ok], dim)
+        present[rows[ok]] = True
+        for name in scalars:
+            columns[name][rows[ok]] = _float_column(frame, name)[ok]
+    return _Stored(vectors, present, columns, len(frame), int((stored & ~ok).sum()))
+
+
+def _behaviour(
+    conn: sa.Connection,
+    user_ids: npt.NDArray[np.int64],
+    scope: npt.NDArray[np.int64] | None,
+) -> tuple[dict[str, npt.NDArray[Any]], int, int]:
+    """The likes job's taste and appeal vectors and shrunk like rate given, aligned with
+    ``user_ids`` (zeros where absent): the Population fields, rows read and bad blobs."""
+    taste = _vectors(conn, schema.user_taste_vectors, user_ids, scope, blob="taste")
+    appeal = _vectors(conn, schema.user_taste_vectors, user_ids, scope, blob="appeal")
+    rates = signal_store.read(
+        conn, schema.user_like_behaviour, "user_id", scope, columns=("user_id", "rate_given")
+    )
+    rows, found = _rows_of(user_ids, rates["user_id"].to_numpy(dtype=np.int64))
+    rate = _float_column(rates, "rate_given")
+    ok = found & np.isfinite(rate) & (rate >= 0) & (rate <= 1)
+    rate_given = np.zeros(user_ids.size, dtype=np.float32)
+    has_rate = np.zeros(user_ids.size, dtype=np.bool_)
+    rate_given[rows[ok]] = rate[ok]
+    has_rate[rows[ok]] = True
+    fields: dict[str, npt.NDArray[Any]] = {
+        "taste_vectors": taste.vectors,
+        "has_taste": taste.present,
+        "appeal_vectors": appeal.vectors,
+        "has_appeal": appeal.present,
+        "like_rate_given": rate_given,
+        "has_like_rate": has_rate,
+    }
+    return fields, taste.rows_read + len(rates), taste.bad_blobs + appeal.bad_blobs
+
+
+def _taste_vectors(
+    conn: sa.Connection,
+    user_ids: npt.NDArray[np.int64],
+    scope: npt.NDArray[np.int64] | None,
+) -> tuple[dict[str, npt.NDArray[Any]], int, int]:
+    """The likes job's taste and appeal vectors aligned with ``user_ids`` (zeros where NULL).
+
+    Returns the Population fields, rows read and bad blobs (a wrong size or minority dim).
+    """
+    frame = signal_store.read(
+        conn,
+        schema.user_taste_vectors,
+        "user_id",
+        scope,
+        columns=("user_id", "dim", "taste", "appeal"),
+    )
     rows, found = _rows_of(user_ids, frame["user_id"].to_numpy(dtype=np.int64))
     frame = frame[found]
     rows = rows[found]
     dims = frame["dim"].to_numpy(dtype=np.int64)
     dim = int(np.bincount(dims).argmax()) if dims.size else 1
-    blob_sizes = frame["vector"].map(len).to_numpy(dtype=np.int64)
-    ok = (dims == dim) & (blob_sizes == 4 * dim)
-    vectors = np.zeros((user_ids.size, dim), dtype=np.float32)
+    fields: dict[str, npt.NDArray[Any]] = {}
+    bad = 0
+    for column, present_name in (("taste", "has_taste"), ("appeal", "has_appeal")):
+        blobs = frame[column]
+        stored = blobs.notna().to_numpy()
+        sizes = blobs.map(lambda b: len(b) if isinstance(b, bytes | bytearray) else -1).to_numpy(
+            dtype=np.int64
+        )
+        ok = stored & (dims == dim) & (sizes == 4 * dim)
+        bad += int((stored & ~ok).sum())
+        vectors = np.zeros((user_ids.size, dim), dtype=np.float32)
+        present = np.zeros(user_ids.size, dtype=np.bool_)
+        if ok.any():
+            vectors[rows[ok]] = signal_store.bytes_to_vectors(blobs[ok], dim)
+            present[rows[ok]] = True
+        fields[f"{column}_vectors"] = vectors
+        fields[present_name] = present
+    return fields, len(frame), bad
+
+
+def _like_rates(
+    conn: sa.Connection,
+    user_ids: npt.NDArray[np.int64],
+    scope: npt.NDArray[np.int64] | None,
+) -> tuple[dict[str, npt.NDArray[Any]], int]:
+    """The likes job's shrunk like rate given, aligned with ``user_ids``, and rows read."""
+    frame = signal_store.read(
+        conn, schema.user_like_behaviour, "user_id", scope, columns=("user_id", "rate_given")
+    )
+    rows, found = _rows_of(user_ids, frame["user_id"].to_numpy(dtype=np.int64))
+    rate = pd.to_numeric(frame["rate_given"], errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    ok = found & np.isfinite(rate) & (rate >= 0) & (rate <= 1)
+    values = np.zeros(user_ids.size, dtype=np.float32)
     present = np.zeros(user_ids.size, dtype=np.bool_)
-    if ok.any():
-        vectors[rows[ok]] = signal_store.bytes_to_vectors(frame["vector"][ok], dim)
-        present[rows[ok]] = True
-    return vectors, present, len(frame), int((~ok).sum())
+    values[rows[ok]] = rate[ok]
+    present[rows[ok]] = True
+    return {"like_rate_given": values, "has_like_rate": present}, len(frame)
 
 
 def _rows_of(
@@ -219,11 +335,56 @@ def load(
     params : LoadParams
     user_ids : (m,) int64, optional
         Load only these users (the single-user path loads a user's :func:`candidate_region`);
-        a user's rows are identical to a whole load's, and so are the global rating means.
+        a user's rows are identical to a whole load's.
     """
     scope = user_ids
-    skipped: dict[str, int] = {}
-    rows_read = 0
+    users, rows_read = _active_users(conn, scope)
+    user_ids = users["id"].to_numpy(dtype=np.int64)
+    quiz = _vectors(conn, schema.user_quiz_vectors, user_ids, scope)
+    interest = _vectors(conn, schema.user_interest_vectors, user_ids, scope)
+    lists = _interest_lists(conn, user_ids, scope)
+    rating = _rating_signals(conn, user_ids, scope)
+    exclusions = _exclusions(conn, user_ids, scope)
+    behaviour, behaviour_read, behaviour_bad = _behaviour(conn, user_ids, scope)
+    rows_read += (
+        quiz.rows_read
+        + interest.rows_read
+        + lists.rows_read
+        + rating.rows_read
+        + exclusions.rows_read
+        + behaviour_read
+    )
+    skipped = {
+        "bad_vector_blob": quiz.bad_blobs + interest.bad_blobs + behaviour_bad,
+        **lists.skipped,
+    }
+    population = Population(
+        **_user_fields(users, now, params),
+        quiz_vectors=quiz.vectors,
+        has_quiz=quiz.present,
+        interest_vectors=interest.vectors,
+        has_interest=interest.present,
+        interest_indptr=lists.indptr,
+        interest_ids=lists.interest_ids,
+        interest_weights=lists.weights,
+        catalogue_interest_ids=lists.catalogue_ids,
+        catalogue_interest_names=lists.catalogue_names,
+        rating_quality=rating.quality,
+        has_rating_quality=rating.has_quality,
+        rating_dims=rating.centred,
+        rating_preferences=rating.preferences,
+        has_preference=rating.has_preference,
+        excluded_indptr=exclusions.indptr,
+        excluded_rows=exclusions.rows,
+        **behaviour,
+    )
+    return Loaded(population=population, skipped=skipped, rows_read=rows_read)
+
+
+def _active_users(
+    conn: sa.Connection, scope: npt.NDArray[np.int64] | None
+) -> tuple[pd.DataFrame, int]:
+    """The active users' rows (of ``scope``), sorted by id, and the rows read."""
     users = signal_store.read(
         conn,
         schema.users,
@@ -231,25 +392,56 @@ def load(
         scope,
         columns=("id", *FILTER_COLUMNS, "created_at", "last_active_at"),
     )
-    rows_read += len(users)
+    rows_read = len(users)
     users = users[users["is_active"].fillna(False).astype(bool)]
-    users = users.sort_values("id", kind="stable").reset_index(drop=True)
-    user_ids = users["id"].to_numpy(dtype=np.int64)
-    n = user_ids.size
+    return users.sort_values("id", kind="stable").reset_index(drop=True), rows_read
 
+
+def _user_fields(users: pd.DataFrame, now: dt.datetime, params: LoadParams) -> dict[str, Any]:
+    """The :class:`Population` fields read from ``users`` (filters, ages, activity)."""
+    n = len(users)
     max_distance = _float_column(users, "max_distance_km")
     max_distance = np.where(np.isnan(max_distance), params.default_max_distance_km, max_distance)
+    # Beyond float32's range a limit saturates to ±inf, which keeps its meaning: +inf is no
+    # limit, -inf stays negative for the validator. The cast alone would warn and do the same.
+    too_far = np.abs(max_distance) > np.finfo(np.float32).max
+    max_distance = np.where(too_far, np.copysign(np.inf, max_distance), max_distance)
     # Saturated, not masked or wrapped: a stored 9 or 256 must stay invalid for the validator.
     seeking = np.clip(_int_column(users, "seeking_mask", 0), -1, 127)
+    return {
+        "user_ids": users["id"].to_numpy(dtype=np.int64),
+        "gender": np.clip(_int_column(users, "gender", -1), -1, 127).astype(np.int8),
+        "seeking_mask": seeking.astype(np.int8),
+        "age": _ages(now, users["birth_date"]),
+        "age_min": _int_column(users, "age_min", 18).astype(np.int16),
+        "age_max": _int_column(users, "age_max", 99).astype(np.int16),
+        "max_distance_km": max_distance.astype(np.float32),
+        "lat": _float_column(users, "latitude"),
+        "lon": _float_column(users, "longitude"),
+        "active": np.ones(n, dtype=np.bool_),
+        "account_age_days": _days_between(now, users["created_at"]),
+        "inactive_days": _days_between(now, users["last_active_at"]),
+    }
 
-    quiz_vectors, has_quiz, n_read, bad = _vectors(conn, schema.user_quiz_vectors, user_ids, scope)
-    rows_read += n_read
-    interest_vectors, has_interest, n_read, bad2 = _vectors(
-        conn, schema.user_interest_vectors, user_ids, scope
-    )
-    rows_read += n_read
-    skipped["bad_vector_blob"] = bad + bad2
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _InterestLists:
+    """Each user's usable interest-index entries (CSR) and the catalogue."""
+
+    indptr: npt.NDArray[np.int64]
+    interest_ids: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float32]
+    catalogue_ids: npt.NDArray[np.int64]
+    catalogue_names: npt.NDArray[np.object_]
+    skipped: dict[str, int]
+    rows_read: int
+
+
+def _interest_lists(
+    conn: sa.Connection, user_ids: npt.NDArray[np.int64], scope: npt.NDArray[np.int64] | None
+) -> _InterestLists:
+    """The interest index of ``user_ids``; entries naming an unknown interest or carrying a
+    negative or non-finite weight are dropped and counted."""
     catalogue = signal_store.read(conn, schema.interests, columns=("id", "name"))
     catalogue = catalogue.sort_values("id", kind="stable")
     catalogue_ids = catalogue["id"].to_numpy(dtype=np.int64)
@@ -260,29 +452,46 @@ def load(
         scope,
         columns=("user_id", "interest_id", "weight"),
     )
-    rows_read += len(catalogue) + len(index)
     owner, owned = _rows_of(user_ids, index["user_id"].to_numpy(dtype=np.int64))
     interest_ids = index["interest_id"].to_numpy(dtype=np.int64)
     _, known = _rows_of(catalogue_ids, interest_ids)
     weights = index["weight"].to_numpy(dtype=np.float64)
     usable_weight = np.isfinite(weights) & (weights >= 0)
-    skipped["unknown_interest"] = int((owned & ~known).sum())
-    skipped["bad_interest_weight"] = int((owned & known & ~usable_weight).sum())
     keep = owned & known & usable_weight
-    interest_indptr, (interest_ids, interest_weights) = _csr(
-        n, owner[keep], interest_ids[keep], weights[keep].astype(np.float32)
+    indptr, (kept_ids, kept_weights) = _csr(
+        user_ids.size, owner[keep], interest_ids[keep], weights[keep].astype(np.float32)
+    )
+    return _InterestLists(
+        indptr=indptr,
+        interest_ids=kept_ids,
+        weights=kept_weights,
+        catalogue_ids=catalogue_ids,
+        catalogue_names=catalogue["name"].astype(object).to_numpy(dtype=object),
+        skipped={
+            "unknown_interest": int((owned & ~known).sum()),
+            "bad_interest_weight": int((owned & known & ~usable_weight).sum()),
+        },
+        rows_read=len(catalogue) + len(index),
     )
 
-    quality, has_quality, dims_centred, preferences, has_preference, n_read = _ratings(
-        conn, user_ids, params, scope
-    )
-    rows_read += n_read
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Exclusions:
+    """Per user (CSR), the rows of the users a like, pass or block keeps apart from them."""
+
+    indptr: npt.NDArray[np.int64]
+    rows: npt.NDArray[np.int64]
+    rows_read: int
+
+
+def _exclusions(
+    conn: sa.Connection, user_ids: npt.NDArray[np.int64], scope: npt.NDArray[np.int64] | None
+) -> _Exclusions:
+    n = user_ids.size
     # an exclusion needs both ends loaded, so filtering on one end is enough
     likes = signal_store.read(
         conn, schema.likes, "user_id", scope, columns=("user_id", "target_id")
     )
-    rows_read += len(likes)
     liker, liker_ok = _rows_of(user_ids, likes["user_id"].to_numpy(dtype=np.int64))
     target, target_ok = _rows_of(user_ids, likes["target_id"].to_numpy(dtype=np.int64))
     both = liker_ok & target_ok
@@ -291,135 +500,63 @@ def load(
     owners = np.concatenate([liker[both], target[both]])
     others = np.concatenate([target[both], liker[both]])
     pair_keys = np.unique(owners * max(n, 1) + others)
-    excluded_indptr, (excluded_rows,) = _csr(
-        n, pair_keys // max(n, 1), (pair_keys % max(n, 1)).astype(np.int64)
-    )
-
-    population = Population(
-        user_ids=user_ids,
-        gender=np.clip(_int_column(users, "gender", -1), -1, 127).astype(np.int8),
-        seeking_mask=seeking.astype(np.int8),
-        age=_ages(now, users["birth_date"]),
-        age_min=_int_column(users, "age_min", 18).astype(np.int16),
-        age_max=_int_column(users, "age_max", 99).astype(np.int16),
-        max_distance_km=max_distance.astype(np.float32),
-        lat=_float_column(users, "latitude"),
-        lon=_float_column(users, "longitude"),
-        active=np.ones(n, dtype=np.bool_),
-        account_age_days=_days_between(now, users["created_at"]),
-        inactive_days=_days_between(now, users["last_active_at"]),
-        quiz_vectors=quiz_vectors,
-        has_quiz=has_quiz,
-        interest_vectors=interest_vectors,
-        has_interest=has_interest,
-        interest_indptr=interest_indptr,
-        interest_ids=interest_ids,
-        interest_weights=interest_weights,
-        catalogue_interest_ids=catalogue_ids,
-        catalogue_interest_names=catalogue["name"].astype(object).to_numpy(dtype=object),
-        rating_quality=quality.astype(np.float32),
-        has_rating_quality=has_quality,
-        rating_dims=dims_centred.astype(np.float32),
-        rating_preferences=preferences,
-        has_preference=has_preference,
-        excluded_indptr=excluded_indptr,
-        excluded_rows=excluded_rows,
-    )
-    return Loaded(population=population, skipped=skipped, rows_read=rows_read)
+    indptr, (rows,) = _csr(n, pair_keys // max(n, 1), (pair_keys % max(n, 1)).astype(np.int64))
+    return _Exclusions(indptr=indptr, rows=rows, rows_read=len(likes))
 
 
-def _ratings(
-    conn: sa.Connection,
-    user_ids: npt.NDArray[np.int64],
-    params: LoadParams,
-    scope: npt.NDArray[np.int64] | None,
-) -> tuple[
-    npt.NDArray[np.float64],
-    npt.NDArray[np.bool_],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float32],
-    npt.NDArray[np.bool_],
-    int,
-]:
-    """Quality, centred per-dimension standing and preferences, aligned with ``user_ids``.
+@dataclasses.dataclass(frozen=True, eq=False)
+class _RatingSignals:
+    """The ratings job's output aligned with the loaded users (zeros where absent)."""
 
-    The global means are derived exactly as the ratings job derives them (from the counts of
-    valid ratings per value), so ``from_counts_means`` reproduces its shrunk means.
+    quality: npt.NDArray[np.float32]
+    has_quality: npt.NDArray[np.bool_]
+    centred: npt.NDArray[np.float32]
+    preferences: npt.NDArray[np.float32]
+    has_preference: npt.NDArray[np.bool_]
+    rows_read: int
+
+
+def _rating_signals(
+    conn: sa.Connection, user_ids: npt.NDArray[np.int64], scope: npt.NDArray[np.int64] | None
+) -> _RatingSignals:
+    """Quality, centred standing and preferences as the ratings job wrote them.
+
+    Read from ``profile_rating_standing`` and ``user_rating_preferences`` only: the match job
+    never regroups the raw ratings. Rows written for another number of dimensions than the
+    catalogue has now cannot be compared, and count as absent; so does everything before the
+    ratings job's first run (the rating signals are then neutral).
     """
     n = user_ids.size
-    dimension_rows = signal_store.read(
-        conn, schema.rating_dimensions, columns=("id", "scale_min", "scale_max")
+    dimensions = signal_store.read(conn, schema.rating_dimensions, columns=("id",))
+    n_dims = len(dimensions)
+    standing = _vectors(
+        conn,
+        schema.profile_rating_standing,
+        user_ids,
+        scope,
+        key="profile_id",
+        blob="centred",
+        scalars=("quality",),
     )
-    n_dims = len(dimension_rows)
-    rows_read = n_dims
-    quality = np.zeros(n)
-    has_quality = np.zeros(n, dtype=np.bool_)
-    centred = np.zeros((n, n_dims))
-    if n_dims:
-        dimensions = ratings.RatingDimensions(
-            dimension_ids=dimension_rows["id"].to_numpy(dtype=np.int64),
-            scale_min=dimension_rows["scale_min"].to_numpy(dtype=np.float64),
-            scale_max=dimension_rows["scale_max"].to_numpy(dtype=np.float64),
-        )
-        value_counts = signal_store.valid_rating_value_counts(conn)
-        rows_read += len(value_counts)
-        counts = value_counts["n"].to_numpy(dtype=np.int64)
-        placeholder = np.broadcast_to(np.int64(0), (int(counts.sum()),))
-        global_means = ratings.rating_global_means(
-            ratings.ValidRatings(
-                rater_ids=placeholder,
-                rated_ids=placeholder,
-                dimension_ids=np.repeat(value_counts["dimension_id"].to_numpy(np.int64), counts),
-                values=np.repeat(value_counts["value"].to_numpy(np.float64), counts),
-                skipped={},
-            ),
-            dimensions,
-        )
-        aggregates = signal_store.read(
-            conn,
-            schema.profile_rating_aggregates,
-            "profile_id",
-            scope,
-            columns=("profile_id", "dimension_id", "count", "mean"),
-        )
-        rows_read += len(aggregates)
-        prof_rows, prof_ok = _rows_of(user_ids, aggregates["profile_id"].to_numpy(np.int64))
-        dim_pos, dim_ok = _rows_of(
-            dimensions.dimension_ids, aggregates["dimension_id"].to_numpy(np.int64)
-        )
-        agg_counts = aggregates["count"].to_numpy(np.int64)
-        agg_means = aggregates["mean"].to_numpy(np.float64)
-        ok = prof_ok & dim_ok & (agg_counts > 0) & np.isfinite(agg_means)
-        rated_rows = np.unique(prof_rows[ok])
-        if rated_rows.size:
-            local = np.searchsorted(rated_rows, prof_rows[ok])
-            count_matrix = np.zeros((rated_rows.size, n_dims), dtype=np.int64)
-            mean_matrix = np.full((rated_rows.size, n_dims), np.nan)
-            count_matrix[local, dim_pos[ok]] = agg_counts[ok]
-            mean_matrix[local, dim_pos[ok]] = agg_means[ok]
-            derived = ratings.RatingAggregates.from_counts_means(
-                user_ids[rated_rows],
-                count_matrix,
-                mean_matrix,
-                global_means,
-                dimensions,
-                ratings.RatingParams(
-                    prior_weight=float(params.prior_weight),
-                    min_ratings_for_preference=params.min_ratings_for_preference,
-                ),
-            )
-            quality[rated_rows] = derived.quality
-            has_quality[rated_rows] = True
-            centred[rated_rows] = derived.centred(dimensions)
-    preferences, has_preference, n_read, _ = _vectors(
-        conn, schema.user_rating_preferences, user_ids, scope
+    preferences = _vectors(conn, schema.user_rating_preferences, user_ids, scope)
+    absent = (np.zeros((n, n_dims), dtype=np.float32), np.zeros(n, dtype=np.bool_))
+    centred, has_quality = (
+        (standing.vectors, standing.present) if standing.vectors.shape[1] == n_dims else absent
     )
-    rows_read += n_read
-    if preferences.shape[1] != n_dims:
-        # Preferences written for another set of dimensions cannot be compared: treat as none.
-        preferences = np.zeros((n, n_dims), dtype=np.float32)
-        has_preference = np.zeros(n, dtype=np.bool_)
-    return quality, has_quality, centred, preferences, has_preference, rows_read
+    vectors, has_preference = (
+        (preferences.vectors, preferences.present)
+        if preferences.vectors.shape[1] == n_dims
+        else absent
+    )
+    quality = np.where(has_quality, standing.columns["quality"], 0.0)
+    return _RatingSignals(
+        quality=quality.astype(np.float32),
+        has_quality=has_quality,
+        centred=centred,
+        preferences=vectors,
+        has_preference=has_preference,
+        rows_read=n_dims + standing.rows_read + preferences.rows_read,
+    )
 
 
 def candidate_region(

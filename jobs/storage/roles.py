@@ -5,16 +5,20 @@ Every name takes a prefix (default ``matchjobs_``); with it the roles are:
 ================  =====  ==============================================================
 role              login  may
 ================  =====  ==============================================================
-``api``           yes    SELECT ``match_scores`` (the suggestions read); nothing else
+``api``           yes    SELECT ``match_scores``, ``reason_patterns`` (the suggestions read)
 ``app``           yes    read and write the source tables; INSERT into ``events``
 ``quiz``          yes    write ``user_quiz_vectors``; read its inputs; the ledger
 ``interests``     yes    write ``user_interest_index``, ``user_interest_vectors``; …
-``ratings``       yes    write ``profile_rating_aggregates``, ``user_rating_preferences``
-``match``         yes    write ``match_scores``; read the signal tables, users, likes, …
-``feed``          yes    write ``feed_cards``; read ``match_scores``, ``likes``
-``worker``        yes    member of the five job roles; claim and mark ``events``
+``ratings``       yes    write ``profile_rating_aggregates``, ``profile_rating_standing``,
+                         ``user_rating_preferences``
+``likes``         yes    write ``user_like_behaviour``, ``user_taste_vectors``; read users, likes
+``match``         yes    write ``match_scores``, ``reason_patterns``, ``algorithm_versions``,
+                         ``match_set_states``; read the signal tables, users, likes, … (not
+                         ``ratings``)
+``feed``          yes    write ``feed_cards``; read ``match_scores``, ``reason_patterns``, …
+``worker``        yes    member of the six job roles; claim and mark ``events``
 ``owner``         no     owns ``match_scores`` and its partitions (DETACH/ATTACH need it)
-``nightly``       yes    member of the five job roles and of ``owner``
+``nightly``       yes    member of the six job roles and of ``owner``
 ================  =====  ==============================================================
 
 "The ledger" is SELECT, INSERT, UPDATE on ``job_runs`` and its id sequence: the runner
@@ -62,22 +66,25 @@ SIGNAL_TABLES = (
     schema.user_interest_index,
     schema.user_interest_vectors,
     schema.profile_rating_aggregates,
+    schema.profile_rating_standing,
     schema.user_rating_preferences,
+    schema.user_like_behaviour,
+    schema.user_taste_vectors,
 )
 # job -> the tables it reads besides its own (schema.DERIVED_OWNERS says what it writes)
 JOB_READS: dict[str, tuple[sa.Table, ...]] = {
     "quiz": (schema.users, schema.quiz_questions, schema.quiz_answers),
     "interests": (schema.users, schema.interests, schema.user_interests),
     "ratings": (schema.users, schema.rating_dimensions, schema.ratings),
+    "likes": (schema.users, schema.likes),
     "match": (
         schema.users,
         schema.interests,
         schema.rating_dimensions,
-        schema.ratings,
         schema.likes,
         *SIGNAL_TABLES,
     ),
-    "feed": (schema.likes, schema.match_scores),
+    "feed": (schema.likes, schema.match_scores, schema.reason_patterns),
 }
 JOB_ROLES = tuple(JOB_READS)
 # tables whose ``id`` is a serial: an INSERT advances the sequence, which needs USAGE on it
@@ -119,8 +126,8 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
             "api",
             prefix + "api",
             True,
-            "SELECT match_scores only: the /api/suggestions read",
-            tables={schema.match_scores.name: "SELECT"},
+            "SELECT match_scores and reason_patterns only: the /api/suggestions read",
+            tables={schema.match_scores.name: "SELECT", schema.reason_patterns.name: "SELECT"},
         ),
         Role(
             "app",
@@ -160,7 +167,7 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
             "worker",
             prefix + "worker",
             True,
-            "the event worker: the five job roles, and claims/marks events",
+            "the event worker: the job roles, and claims/marks events",
             tables={schema.events.name: "SELECT, UPDATE"},
             member_of=jobs,
         ),
@@ -174,7 +181,7 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
             "nightly",
             prefix + "nightly",
             True,
-            "the nightly pipeline and its Ray actors: the five job roles and owner",
+            "the nightly pipeline and its Ray actors: the job roles and owner",
             member_of=(*jobs, prefix + "owner"),
         ),
     ]

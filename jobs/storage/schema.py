@@ -220,6 +220,20 @@ profile_rating_aggregates = sa.Table(
     _ts("updated_at"),
 )
 
+# Where each rated profile stands, as the ratings job derived it from its aggregates and
+# the population's global means of that run (migration 0014): what the match job reads, so it
+# never regroups the raw ratings. ``centred`` is (shrunk mean - global mean) / range per
+# dimension (float32 blob, dimensions by id), ``quality`` the mean standing in [0, 1].
+profile_rating_standing = sa.Table(
+    "profile_rating_standing",
+    metadata,
+    sa.Column("profile_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("centred", sa.LargeBinary, nullable=False),
+    sa.Column("quality", sa.Float, nullable=False),
+    _ts("updated_at"),
+)
+
 user_rating_preferences = sa.Table(
     "user_rating_preferences",
     metadata,
@@ -230,21 +244,61 @@ user_rating_preferences = sa.Table(
     _ts("updated_at"),
 )
 
-SUBSCORE_COLUMNS = ("quiz", "interests", "rating_quality", "rating_fit", "newness", "proximity")
+# The likes job (``jobs.signals.likes``): behaviour from likes and passes (blocks are not taste).
+user_like_behaviour = sa.Table(
+    "user_like_behaviour",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("decisions_given", sa.Integer, nullable=False),
+    sa.Column("likes_given", sa.Integer, nullable=False),
+    sa.Column("decisions_received", sa.Integer, nullable=False),
+    sa.Column("likes_received", sa.Integer, nullable=False),
+    # Shrunk to the global like rate (likes.prior_weight pseudo-decisions).
+    sa.Column("rate_given", sa.Float, nullable=False),
+    sa.Column("rate_received", sa.Float, nullable=False),
+    _ts("updated_at"),
+)
+
+# Taste (as the one who likes) and appeal (as the one liked): NULL when the user has too
+# few decisions given (taste) or received (appeal); a row has at least one of the two.
+user_taste_vectors = sa.Table(
+    "user_taste_vectors",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("taste", sa.LargeBinary, nullable=True),
+    sa.Column("appeal", sa.LargeBinary, nullable=True),
+    sa.Column("n_given", sa.Integer, nullable=False),
+    sa.Column("n_received", sa.Integer, nullable=False),
+    _ts("updated_at"),
+)
+
+SUBSCORE_COLUMNS = (
+    "quiz",
+    "interests",
+    "rating_quality",
+    "rating_fit",
+    "newness",
+    "proximity",
+    "appeal",
+    "reciprocity",
+)
 
 match_scores = sa.Table(
     "match_scores",
     metadata,
-    sa.Column("algorithm_version", sa.String(64), nullable=False),
+    # Columns in physical order, widest alignment first (migration 0014): 8-byte fields,
+    # then 4-byte ones, then the short version text, so no byte of a row is padding.
     sa.Column("user_id", sa.BigInteger, nullable=False, autoincrement=False),
     sa.Column("candidate_id", sa.BigInteger, nullable=False, autoincrement=False),
-    sa.Column("score", sa.Float, nullable=False),
-    # Subscores, one column per signal (each in [0, 1]): cheaper to COPY than a JSON blob.
-    *(sa.Column(f"s_{name}", sa.Float, nullable=False) for name in SUBSCORE_COLUMNS),
-    # JSON array of {"code", "params", "text"}, most important first.
-    sa.Column("reasons", sa.Text, nullable=False),
-    sa.Column("config_hash", sa.String(16), nullable=False),
+    # The row's reasons: the id of their JSON text in reason_patterns (a content digest).
+    sa.Column("reason_id", sa.BigInteger, nullable=False),
     _ts("computed_at"),
+    # float4: the scorer computes score and subscores in float32, so nothing is lost.
+    sa.Column("score", sa.REAL, nullable=False),
+    # Subscores, one column per signal (each in [0, 1]): cheaper to COPY than a JSON blob.
+    *(sa.Column(f"s_{name}", sa.REAL, nullable=False) for name in SUBSCORE_COLUMNS),
+    sa.Column("algorithm_version", sa.String(64), nullable=False),
     # NaN > every number on PostgreSQL and is stored as NULL on SQLite: both are refused.
     sa.CheckConstraint("score >= 0 AND score <= 1", name="score_range"),
     *(
@@ -266,6 +320,32 @@ PARTITION_PREFIX = "match_scores_"
 sa.Index("ix_match_scores_read", match_scores.c.user_id, match_scores.c.score.desc())
 sa.Index("ix_match_scores_reverse", match_scores.c.candidate_id)
 
+# The distinct reason lists of match_scores: the JSON text (an array of {"code", "params",
+# "text"}) once per pattern, keyed by a 64-bit digest of that text, so every writer knows a
+# pattern's id without asking the database (jobs.storage.scores.reason_ids). Append-only:
+# a pattern no row holds any more costs its few bytes, and deleting one could race a writer
+# about to reference it.
+reason_patterns = sa.Table(
+    "reason_patterns",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("reasons", sa.Text, nullable=False),
+)
+
+# One row per algorithm version: the scoring hash every one of its match_scores rows carries
+# (the match job refuses to write a version under another hash unless told to replace it).
+algorithm_versions = sa.Table(
+    "algorithm_versions",
+    metadata,
+    sa.Column("algorithm_version", sa.String(64), primary_key=True),
+    sa.Column("scoring_hash", sa.String(16), nullable=False),
+    _ts("first_written_at"),
+    _ts("hash_set_at"),
+    # When the nightly last swapped in the version's partition (PostgreSQL; migration 0012):
+    # storage.keep_versions keeps the partitions of the most recently swapped versions.
+    _ts("swapped_at", nullable=True),
+)
+
 feed_cards = sa.Table(
     "feed_cards",
     metadata,
@@ -273,13 +353,31 @@ feed_cards = sa.Table(
     sa.Column("user_id", sa.BigInteger, nullable=False),
     sa.Column("other_user_id", sa.BigInteger, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False, server_default="match"),
-    # 'mutual_match' or 'high_score'
-    sa.Column("cause", sa.String(16), nullable=False),
+    # 'mutual_match', 'high_score' or 'conversation_revived'
+    sa.Column("cause", sa.String(32), nullable=False),
     sa.Column("algorithm_version", sa.String(64), nullable=False),
     sa.Column("score", sa.Float, nullable=True),
+    # JSON, one shape for every cause: {"cause": ..., "reasons": [{"code", "text", ...}]}
     sa.Column("reason", sa.Text, nullable=True),
     _ts("created_at"),
     sa.UniqueConstraint("user_id", "other_user_id", "kind", "cause", "algorithm_version"),
+)
+
+# What the match job knows of a user's set beyond its rows (migration 0010):
+# 'stale'  — the set is known to be out of date (a reverse fan-out past fanout.max_reverse);
+#            the nightly's backfill takes these users first;
+# 'empty'  — the user was scored at marked_at and had no candidate at all; the backfill
+#            skips them until their signals change or an event rescored them.
+# Written only by the match job; a rewrite of the user's set replaces the mark.
+match_set_states = sa.Table(
+    "match_set_states",
+    metadata,
+    sa.Column("algorithm_version", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=True),
+    _ts("marked_at"),
+    sa.CheckConstraint("state IN ('stale', 'empty')", name="state"),
 )
 
 # ---------------------------------------------------------------- operations
@@ -320,7 +418,16 @@ sa.Index(
 )
 sa.Index("ix_job_runs_job_started", job_runs.c.job_name, job_runs.c.started_at)
 
-EVENT_KINDS = ("quiz_submitted", "interests_changed", "rating_created", "user_changed")
+EVENT_KINDS = (
+    "quiz_submitted",
+    "interests_changed",
+    "rating_created",
+    "user_changed",
+    "like_created",
+    "profile_updated",
+    "user_deactivated",
+    "conversation_revived",
+)
 
 events = sa.Table(
     "events",
@@ -328,7 +435,8 @@ events = sa.Table(
     sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("user_id", sa.BigInteger, nullable=False),
-    # For rating_created: the rated profile.
+    # rating_created: the rated profile; like_created: the liked / passed / blocked user;
+    # conversation_revived: the other side of the conversation.
     sa.Column("other_user_id", sa.BigInteger, nullable=True),
     sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -348,7 +456,7 @@ events = sa.Table(
         "status IN ('pending', 'processing', 'done', 'coalesced', 'dead')", name="status"
     ),
     sa.CheckConstraint(
-        "kind IN ('quiz_submitted', 'interests_changed', 'rating_created', 'user_changed')",
+        "kind IN (" + ", ".join(f"'{k}'" for k in EVENT_KINDS) + ")",
         name="kind",
     ),
 )
@@ -370,7 +478,8 @@ SOURCE_TABLES = (
 DERIVED_OWNERS: dict[str, tuple[sa.Table, ...]] = {
     "quiz": (user_quiz_vectors,),
     "interests": (user_interest_index, user_interest_vectors),
-    "ratings": (profile_rating_aggregates, user_rating_preferences),
-    "match": (match_scores,),
+    "ratings": (profile_rating_aggregates, profile_rating_standing, user_rating_preferences),
+    "likes": (user_like_behaviour, user_taste_vectors),
+    "match": (match_scores, reason_patterns, algorithm_versions, match_set_states),
     "feed": (feed_cards,),
 }

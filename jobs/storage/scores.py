@@ -5,10 +5,17 @@ that version's rows of the given users, then insert the new rows. Committed toge
 reader running the API query sees the old set or the new one, never half of either; other
 versions are untouched; a user given no rows loses theirs.
 
-PostgreSQL inserts with a binary ``COPY`` whose rows are packed with numpy (one structured
-array for every fixed-width field, then each row's reasons text appended); the generic CSV
-path of :mod:`jobs.storage.bulk` formats each float with ``repr`` in Python and cannot keep
-up with the tens of millions of rows of a nightly. SQLite uses ``executemany``.
+A row stores its reasons as ``reason_id``, the 64-bit digest of their JSON text, whose text
+is kept once in ``reason_patterns`` (:func:`store_patterns`, in the writing transaction);
+reads join it back, so callers still see a ``reasons`` text column. Score and subscores are
+``real``: the scorer computes float32, and reads cast them to float8 on PostgreSQL, so both
+engines return the same float64 as before (SQLite gets the values rounded to float32).
+
+PostgreSQL inserts with a binary ``COPY`` whose rows are packed with numpy: every field of a
+row is fixed-width now (the version is one text per run), so a chunk is one structured
+array's bytes. The generic CSV path of :mod:`jobs.storage.bulk` formats each float with
+``repr`` in Python and cannot keep up with the tens of millions of rows of a nightly. SQLite
+uses ``executemany``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import os
 import random
+import shutil
 import struct
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs.errors import StorageError
 from jobs.storage import bulk, ledger, schema
@@ -35,19 +45,19 @@ from jobs.storage import population as population_store
 from jobs.storage.engine import is_postgres, translate_errors
 
 TABLE = schema.match_scores
+PATTERNS = schema.reason_patterns
 SUBSCORE_COLUMNS: tuple[str, ...] = tuple(f"s_{name}" for name in schema.SUBSCORE_COLUMNS)
-# Columns of the frames this module writes (version, hash and time are per call).
+# Columns of the frames this module writes and reads (version and time are per call).
 FRAME_COLUMNS: tuple[str, ...] = ("user_id", "candidate_id", "score", *SUBSCORE_COLUMNS, "reasons")
-# COPY order: every fixed-width field first, the variable-length reasons text last.
+# COPY order: the table's column order (migration 0014).
 COPY_COLUMNS: tuple[str, ...] = (
-    "algorithm_version",
     "user_id",
     "candidate_id",
+    "reason_id",
+    "computed_at",
     "score",
     *SUBSCORE_COLUMNS,
-    "config_hash",
-    "computed_at",
-    "reasons",
+    "algorithm_version",
 )
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -75,67 +85,151 @@ def _micros_since_2000(when: dt.datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def reason_id(text: str) -> int:
+    """The id of a reasons text in ``reason_patterns``: its 64-bit BLAKE2b digest (signed).
+
+    Content-addressed, so parallel writers agree on ids without asking the database; a
+    collision (≈ n² / 2⁶⁵ for n patterns) is detected by :func:`store_patterns`.
+    """
+    return int.from_bytes(
+        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReasonPatterns:
+    """The distinct reasons texts of a frame, their ids, and each row's id."""
+
+    ids: npt.NDArray[np.int64]  # (p,) id of each distinct text
+    texts: list[str]  # (p,)
+    row_ids: npt.NDArray[np.int64]  # (m,) the id of each row's text
+
+
+def reason_patterns(texts: pd.Series) -> ReasonPatterns:
+    """Factorize ``texts`` (a frame's ``reasons``) and digest each distinct text once."""
+    codes, uniques = pd.factorize(texts, sort=False)
+    distinct = [str(t) for t in uniques]
+    ids = np.fromiter(map(reason_id, distinct), dtype=np.int64, count=len(distinct))
+    return ReasonPatterns(ids, distinct, ids[codes] if len(codes) else np.empty(0, np.int64))
+
+
 def encode_copy_binary(
-    frame: pd.DataFrame, version: str, config_hash: str, computed_at: dt.datetime
+    frame: pd.DataFrame,
+    row_reason_ids: npt.NDArray[np.int64],
+    version: str,
+    computed_at: dt.datetime,
 ) -> bytes:
-    """Rows of ``frame`` in PostgreSQL's binary COPY format, columns :data:`COPY_COLUMNS`."""
+    """Rows of ``frame`` in PostgreSQL's binary COPY format, columns :data:`COPY_COLUMNS`.
+
+    ``row_reason_ids`` (m,) int64: each row's ``reason_id`` (:func:`reason_patterns`).
+    """
     m = len(frame)
+    if row_reason_ids.shape != (m,):
+        raise ValueError(f"row_reason_ids must be ({m},); got {row_reason_ids.shape}")
     version_b = version.encode()
-    hash_b = config_hash.encode()
-    n_float = 1 + len(SUBSCORE_COLUMNS)
-    fields: list[tuple[str, str]] = [
-        ("n_fields", ">i2"),
-        ("version_len", ">i4"),
-        ("version", f"S{len(version_b)}"),
-        ("user_len", ">i4"),
-        ("user", ">i8"),
-        ("cand_len", ">i4"),
-        ("cand", ">i8"),
-    ]
-    for i in range(n_float):
-        fields += [(f"f{i}_len", ">i4"), (f"f{i}", ">f8")]
-    fields += [
-        ("hash_len", ">i4"),
-        ("hash", f"S{len(hash_b)}"),
-        ("time_len", ">i4"),
-        ("time", ">i8"),
-        ("reasons_len", ">i4"),
-    ]
+    fields: list[tuple[str, str]] = [("n_fields", ">i2")]
+    for name in ("user", "cand", "reason", "time"):
+        fields += [(f"{name}_len", ">i4"), (name, ">i8")]
+    for i in range(1 + len(SUBSCORE_COLUMNS)):
+        fields += [(f"f{i}_len", ">i4"), (f"f{i}", ">f4")]
+    fields += [("version_len", ">i4"), ("version", f"S{len(version_b)}")]
     rows = np.empty(m, dtype=np.dtype(fields))
     rows["n_fields"] = len(COPY_COLUMNS)
+    for name in ("user", "cand", "reason", "time"):
+        rows[f"{name}_len"] = 8
+    rows["user"] = frame["user_id"].to_numpy(dtype=np.int64)
+    rows["cand"] = frame["candidate_id"].to_numpy(dtype=np.int64)
+    rows["reason"] = row_reason_ids
+    rows["time"] = _micros_since_2000(computed_at)
+    for i, name in enumerate(("score", *SUBSCORE_COLUMNS)):
+        rows[f"f{i}_len"] = 4
+        # The scorer's values are float32 (widened to float64 in the frame): exact.
+        rows[f"f{i}"] = frame[name].to_numpy(dtype=np.float64)
     rows["version_len"] = len(version_b)
     rows["version"] = version_b
-    rows["user_len"] = 8
-    rows["user"] = frame["user_id"].to_numpy(dtype=np.int64)
-    rows["cand_len"] = 8
-    rows["cand"] = frame["candidate_id"].to_numpy(dtype=np.int64)
-    for i, name in enumerate(("score", *SUBSCORE_COLUMNS)):
-        rows[f"f{i}_len"] = 8
-        rows[f"f{i}"] = frame[name].to_numpy(dtype=np.float64)
-    rows["hash_len"] = len(hash_b)
-    rows["hash"] = hash_b
-    rows["time_len"] = 8
-    rows["time"] = _micros_since_2000(computed_at)
-    # Reasons repeat heavily (one JSON text per distinct combination), so encode each once.
-    cache: dict[str, bytes] = {}
-    reasons = [cache.get(s) or cache.setdefault(s, s.encode()) for s in frame["reasons"].tolist()]
-    rows["reasons_len"] = np.fromiter(map(len, reasons), dtype=np.int64, count=m)
-    packed = rows.tobytes()
-    width = rows.dtype.itemsize
-    fixed = [packed[i : i + width] for i in range(0, m * width, width)]
-    parts: list[bytes] = [b""] * (2 * m)
-    parts[0::2] = fixed
-    parts[1::2] = reasons
-    return b"".join(parts)
+    return rows.tobytes()
 
 
 def encode_chunks(
-    frame: pd.DataFrame, version: str, config_hash: str, computed_at: dt.datetime
+    frame: pd.DataFrame,
+    version: str,
+    computed_at: dt.datetime,
+    row_reason_ids: npt.NDArray[np.int64] | None = None,
 ) -> Iterator[bytes]:
-    """:func:`encode_copy_binary` of ``frame`` in chunks of :data:`COPY_CHUNK_ROWS` rows."""
+    """:func:`encode_copy_binary` of ``frame`` in chunks of :data:`COPY_CHUNK_ROWS` rows.
+
+    ``row_reason_ids`` default: digested from ``frame["reasons"]``.
+    """
+    if row_reason_ids is None:
+        row_reason_ids = reason_patterns(frame["reasons"]).row_ids
     for start in range(0, len(frame), COPY_CHUNK_ROWS):
         chunk = frame.iloc[start : start + COPY_CHUNK_ROWS]
-        yield encode_copy_binary(chunk, version, config_hash, computed_at)
+        ids = row_reason_ids[start : start + COPY_CHUNK_ROWS]
+        yield encode_copy_binary(chunk, ids, version, computed_at)
+
+
+_NEW_PATTERNS = "reason_patterns_new"
+
+
+def store_patterns(conn: sa.Connection, patterns: ReasonPatterns) -> int:
+    """Add ``patterns`` missing from ``reason_patterns``; the number of distinct patterns.
+
+    Run it in the transaction that writes the rows holding them, after those rows: a new
+    pattern's key is then held only until that commit, so two actors writing the same new
+    pattern wait for each other briefly, not for a whole shard. Ids in sorted order, so two
+    writers never wait for each other in a cycle. A stored text that differs from ours
+    under the same id (a digest collision) is a ``StorageError``: nothing is written.
+    """
+    if not patterns.texts:
+        return 0
+    order = np.argsort(patterns.ids, kind="stable")
+    ids = [int(patterns.ids[i]) for i in order]
+    texts = [patterns.texts[i] for i in order]
+    with translate_errors("store reason patterns"):
+        if is_postgres(conn):
+            # COPY, not array parameters: sending 64k texts (one shard's patterns at 20k
+            # users) as a text[] parameter took 7 s; COPY takes ~0.3 s.
+            conn.exec_driver_sql(
+                f'CREATE TEMPORARY TABLE IF NOT EXISTS "{_NEW_PATTERNS}" '
+                "(id BIGINT NOT NULL, reasons TEXT NOT NULL) ON COMMIT DELETE ROWS"
+            )
+            conn.exec_driver_sql(f'TRUNCATE "{_NEW_PATTERNS}"')
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f'COPY "{_NEW_PATTERNS}" (id, reasons) FROM STDIN') as copy:
+                for row in zip(ids, texts, strict=True):
+                    copy.write_row(row)
+            # LATERAL … LIMIT 1: one key lookup per pattern of ours. A plain join hashed the
+            # whole dictionary on every write (1.1 s at 250k patterns, growing with it).
+            clashes = conn.execute(
+                sa.text(
+                    f'SELECT n.id FROM "{_NEW_PATTERNS}" n CROSS JOIN LATERAL '
+                    "(SELECT p.reasons FROM reason_patterns p WHERE p.id = n.id LIMIT 1) AS p "
+                    "WHERE p.reasons <> n.reasons"
+                )
+            ).scalars()
+            clashing = list(clashes)
+            if not clashing:
+                conn.exec_driver_sql(
+                    "INSERT INTO reason_patterns (id, reasons) SELECT id, reasons "
+                    f'FROM "{_NEW_PATTERNS}" ORDER BY id ON CONFLICT (id) DO NOTHING'
+                )
+        else:
+            conn.execute(
+                sqlite.insert(PATTERNS).on_conflict_do_nothing(),
+                [{"id": i, "reasons": t} for i, t in zip(ids, texts, strict=True)],
+            )
+            stored: dict[int, str] = {}
+            for start in range(0, len(ids), _SQLITE_CHUNK):
+                chunk = ids[start : start + _SQLITE_CHUNK]
+                query = sa.select(PATTERNS.c.id, PATTERNS.c.reasons).where(PATTERNS.c.id.in_(chunk))
+                stored.update((int(i), str(t)) for i, t in conn.execute(query))
+            clashing = [i for i, t in zip(ids, texts, strict=True) if stored.get(i) != t]
+    if clashing:
+        raise StorageError(
+            f"reason_patterns: {len(clashing)} reasons texts share a 64-bit id with another "
+            f"text (e.g. id {clashing[0]}); nothing was written"
+        )
+    return len(ids)
 
 
 def copy_encoded(conn: sa.Connection, table: str, payloads: Iterable[bytes]) -> None:
@@ -176,30 +270,37 @@ def insert_rows(
     frame: pd.DataFrame,
     *,
     version: str,
-    config_hash: str,
     computed_at: dt.datetime,
     table: str = TABLE.name,
 ) -> int:
     """Append ``frame``'s rows (columns :data:`FRAME_COLUMNS`) for ``version``; rows written.
 
-    ``table`` is ``match_scores`` or a nightly stage table (:func:`create_stage`).
+    ``table`` is ``match_scores`` or a nightly stage table (:func:`create_stage`). The rows'
+    reasons patterns are stored too (:func:`store_patterns`).
     """
     _check_frame(frame)
     if frame.empty:
         return 0
+    patterns = reason_patterns(frame["reasons"])
     if is_postgres(conn):
-        copy_encoded(conn, table, encode_chunks(frame, version, config_hash, computed_at))
-        return len(frame)
-    stamp = computed_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
-    names = ["algorithm_version", *FRAME_COLUMNS, "config_hash", "computed_at"]
-    sql = f'INSERT INTO "{table}" ({", ".join(names)}) VALUES ({", ".join("?" * len(names))})'
-    columns = [frame[c].to_numpy().tolist() for c in FRAME_COLUMNS]
-    rows = zip(
-        itertools.repeat(version), *columns, itertools.repeat(config_hash), itertools.repeat(stamp)
-    )
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    while batch := list(itertools.islice(rows, bulk.CHUNK_ROWS)):
-        cursor.executemany(sql, batch)
+        copy_encoded(conn, table, encode_chunks(frame, version, computed_at, patterns.row_ids))
+    else:
+        stamp = computed_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+        numbers = ("score", *SUBSCORE_COLUMNS)
+        names = ["algorithm_version", "user_id", "candidate_id", "reason_id", *numbers]
+        names.append("computed_at")
+        sql = f'INSERT INTO "{table}" ({", ".join(names)}) VALUES ({", ".join("?" * len(names))})'
+        columns = [frame[c].to_numpy().tolist() for c in ("user_id", "candidate_id")]
+        columns.append(patterns.row_ids.tolist())
+        # Rounded to float32 as PostgreSQL's float4 would: both engines read the same.
+        columns += [
+            frame[c].to_numpy(dtype=np.float32).astype(np.float64).tolist() for c in numbers
+        ]
+        rows = zip(itertools.repeat(version), *columns, itertools.repeat(stamp))
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        while batch := list(itertools.islice(rows, bulk.CHUNK_ROWS)):
+            cursor.executemany(sql, batch)
+    store_patterns(conn, patterns)
     return len(frame)
 
 
@@ -209,7 +310,6 @@ def replace_user_sets(
     frame: pd.DataFrame,
     *,
     version: str,
-    config_hash: str,
     computed_at: dt.datetime,
     guard: population_store.FilterSnapshot,
 ) -> tuple[int, int]:
@@ -229,9 +329,7 @@ def replace_user_sets(
     with translate_errors("replace match_scores"):
         _lock_user_sets(conn, version, ids)
         deleted = _delete_users(conn, version, ids)
-        inserted = insert_rows(
-            conn, frame, version=version, config_hash=config_hash, computed_at=computed_at
-        )
+        inserted = insert_rows(conn, frame, version=version, computed_at=computed_at)
     purged = purge_forbidden(conn, TABLE.name, version, guard, user_ids=ids)
     return deleted, inserted - purged.rows
 
@@ -260,6 +358,31 @@ def _lock_user_sets(conn: sa.Connection, version: str, user_ids: npt.NDArray[np.
         ),
         {"keys": keys},
     )
+
+
+VERSIONS = schema.algorithm_versions
+
+
+def stored_scoring_hash(conn: sa.Connection, version: str) -> str | None:
+    """The scoring hash ``version``'s rows carry (``algorithm_versions``), or None if new."""
+    query = sa.select(VERSIONS.c.scoring_hash).where(VERSIONS.c.algorithm_version == version)
+    with translate_errors(f"read the scoring hash of version {version!r}"):
+        return conn.execute(query).scalar_one_or_none()
+
+
+def record_version(conn: sa.Connection, version: str, scoring_hash: str, now: dt.datetime) -> None:
+    """Make ``scoring_hash`` the hash of ``version`` (insert, or replace the stored one)."""
+    insert = postgresql.insert(VERSIONS) if is_postgres(conn) else sqlite.insert(VERSIONS)
+    statement = insert.values(
+        algorithm_version=version, scoring_hash=scoring_hash, first_written_at=now, hash_set_at=now
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[VERSIONS.c.algorithm_version],
+        set_={"scoring_hash": scoring_hash, "hash_set_at": now},
+        where=VERSIONS.c.scoring_hash != scoring_hash,
+    )
+    with translate_errors(f"record the scoring hash of version {version!r}"):
+        conn.execute(statement)
 
 
 def delete_users_except(conn: sa.Connection, version: str, keep_user_ids: npt.ArrayLike) -> int:
@@ -305,6 +428,48 @@ def users_listing(
     return users[~np.isin(users, excluded)][:limit]
 
 
+def list_floors(
+    conn: sa.Connection, version: str, user_ids: npt.ArrayLike
+) -> dict[int, tuple[int, float]]:
+    """``{user: (rows, lowest score)}`` of the ``version`` lists of ``user_ids`` that exist."""
+    ids = [int(u) for u in np.unique(np.asarray(user_ids, dtype=np.int64))]
+    if not ids:
+        return {}
+    query = (
+        sa.select(
+            TABLE.c.user_id, sa.func.count().label("n"), sa.func.min(TABLE.c.score).label("low")
+        )
+        .where(TABLE.c.algorithm_version == version, TABLE.c.user_id.in_(ids))
+        .group_by(TABLE.c.user_id)
+    )
+    frame = bulk.read_frame(conn, query, what="read list floors in match_scores")
+    return {
+        int(u): (int(n), float(low))
+        for u, n, low in zip(frame["user_id"], frame["n"], frame["low"], strict=True)
+    }
+
+
+def listed_pairs(
+    conn: sa.Connection, version: str, user_ids: npt.ArrayLike, candidate_ids: npt.ArrayLike
+) -> list[tuple[int, int]]:
+    """The (user, candidate) pairs of ``version`` with the user among ``user_ids`` and the
+    candidate among ``candidate_ids``."""
+    users = np.unique(np.asarray(user_ids, dtype=np.int64))
+    cands = [int(c) for c in np.unique(np.asarray(candidate_ids, dtype=np.int64))]
+    if users.size == 0 or not cands:
+        return []
+    with translate_errors("read listed pairs in match_scores"):
+        sql = (
+            "SELECT user_id, candidate_id FROM match_scores WHERE algorithm_version = :v AND "
+            f"{ids_clause(conn, 'candidate_id', 'c')} AND {ids_clause(conn, 'user_id', 'u')}"
+        )
+        rows = conn.execute(
+            sa.text(sql),
+            {"v": version, "c": ids_param(conn, np.asarray(cands)), "u": ids_param(conn, users)},
+        ).all()
+    return [(int(a), int(b)) for a, b in rows]
+
+
 def candidate_counts(conn: sa.Connection, version: str) -> pd.DataFrame:
     """``candidate_id``, ``n``: in how many stored ``version`` lists each candidate appears."""
     query = (
@@ -320,8 +485,24 @@ def candidate_counts(conn: sa.Connection, version: str) -> pd.DataFrame:
 def read_rows(
     conn: sa.Connection, version: str, user_ids: npt.ArrayLike | None = None
 ) -> pd.DataFrame:
-    """Stored rows of ``version`` (optionally of some users), sorted by user, score desc."""
-    query: Any = sa.select(*TABLE.c).where(TABLE.c.algorithm_version == version)
+    """Stored rows of ``version`` (optionally of some users), sorted by user, score desc.
+
+    Columns: ``algorithm_version``, :data:`FRAME_COLUMNS` (``reasons`` is the JSON text),
+    ``computed_at``.
+    """
+    numbers = [sa.cast(TABLE.c[c], sa.Float).label(c) for c in ("score", *SUBSCORE_COLUMNS)]
+    query: Any = (
+        sa.select(
+            TABLE.c.algorithm_version,
+            TABLE.c.user_id,
+            TABLE.c.candidate_id,
+            *numbers,
+            PATTERNS.c.reasons,
+            TABLE.c.computed_at,
+        )
+        .join_from(TABLE, PATTERNS, PATTERNS.c.id == TABLE.c.reason_id)
+        .where(TABLE.c.algorithm_version == version)
+    )
     if user_ids is not None:
         query = query.where(TABLE.c.user_id.in_([int(u) for u in np.asarray(user_ids)]))
     frame = bulk.read_frame(conn, query, what="read match_scores")
@@ -377,13 +558,13 @@ def lock_exclusion_sources(conn: sa.Connection, budget_s: float = LOCK_BUDGET_S)
             pause = min(pause * 2, 0.5)
 
 
-def _ids_clause(conn: sa.Connection, column: str, name: str) -> str:
+def ids_clause(conn: sa.Connection, column: str, name: str) -> str:
     if is_postgres(conn):
         return f"{column} = ANY(CAST(:{name} AS BIGINT[]))"
     return f"{column} IN (SELECT value FROM json_each(:{name}))"
 
 
-def _ids_param(conn: sa.Connection, ids: npt.NDArray[np.int64]) -> Any:
+def ids_param(conn: sa.Connection, ids: npt.NDArray[np.int64]) -> Any:
     values = [int(i) for i in ids]
     return values if is_postgres(conn) else json.dumps(values)
 
@@ -442,8 +623,8 @@ def purge_forbidden(
         scope = "t.algorithm_version = :v"
         params: dict[str, Any] = {"v": version}
         if user_ids is not None:
-            scope += " AND " + _ids_clause(conn, "t.user_id", "ids")
-            params["ids"] = _ids_param(conn, user_ids)
+            scope += " AND " + ids_clause(conn, "t.user_id", "ids")
+            params["ids"] = ids_param(conn, user_ids)
         excluded = 0
         for mine, theirs in (("user_id", "target_id"), ("target_id", "user_id")):
             if is_postgres(conn):
@@ -460,11 +641,11 @@ def purge_forbidden(
             excluded += int(conn.execute(sa.text(sql), params).rowcount or 0)
         changed_rows = 0
         if changed.size:
-            params["changed"] = _ids_param(conn, changed)
+            params["changed"] = ids_param(conn, changed)
             sql = (
                 f'DELETE FROM "{table}" AS t WHERE {scope} AND ('
-                f"{_ids_clause(conn, 't.user_id', 'changed')} OR "
-                f"{_ids_clause(conn, 't.candidate_id', 'changed')})"
+                f"{ids_clause(conn, 't.user_id', 'changed')} OR "
+                f"{ids_clause(conn, 't.candidate_id', 'changed')})"
             )
             changed_rows = int(conn.execute(sa.text(sql), params).rowcount or 0)
     return Purged(
@@ -536,7 +717,6 @@ def write_stage_shard(
     frame: pd.DataFrame,
     *,
     version: str,
-    config_hash: str,
     computed_at: dt.datetime,
     rewrite: bool,
 ) -> tuple[int, int]:
@@ -556,14 +736,7 @@ def write_stage_shard(
                 ).rowcount
                 or 0
             )
-        inserted = insert_rows(
-            conn,
-            frame,
-            version=version,
-            config_hash=config_hash,
-            computed_at=computed_at,
-            table=stage,
-        )
+        inserted = insert_rows(conn, frame, version=version, computed_at=computed_at, table=stage)
     return deleted, inserted
 
 
@@ -622,7 +795,131 @@ def swap_in_stage(
             f"FOR VALUES IN ({_literal(version)})"
         )
         conn.exec_driver_sql(f'ALTER TABLE "{stage}" RENAME TO "{part}"')
+        # The server's clock, not the run's (--as-of may pin that in the past): the order
+        # of swaps is what storage.keep_versions keeps by.
+        conn.execute(
+            sa.update(VERSIONS)
+            .where(VERSIONS.c.algorithm_version == version)
+            .values(swapped_at=sa.func.clock_timestamp())
+        )
     return purged
+
+
+# Bytes per stored row, heap plus indexes, when a version has no partition yet to measure
+# (BENCHMARKS.md, Storage: 172 at 20k users × top 200 after migration 0012).
+DEFAULT_BYTES_PER_ROW = 200
+
+
+def free_disk_bytes(conn: sa.Connection, path: str | None) -> tuple[int | None, str]:
+    """Free bytes of the filesystem holding the database, and where that was measured.
+
+    ``path``: that filesystem as this host sees it; None asks the server for its
+    ``data_directory`` (superuser or pg_read_all_settings), usable when the server runs on
+    this host. ``(None, why)`` when it cannot be measured.
+    """
+    if path is None:
+        try:
+            with conn.begin_nested():
+                path = conn.execute(sa.text("SELECT current_setting('data_directory')")).scalar()
+        except sa.exc.DBAPIError as exc:
+            return None, f"the server's data_directory is not readable ({exc.orig})"
+        if path is None or not os.path.isdir(path):
+            return None, f"the data directory {path!r} is not on this host"
+    elif not os.path.isdir(path):
+        raise StorageError(f"storage.disk_path {path!r} is not a directory on this host")
+    return shutil.disk_usage(path).free, path
+
+
+def check_free_disk(
+    conn: sa.Connection,
+    version: str,
+    *,
+    expected_rows: int,
+    factor: float,
+    reserve_bytes: int,
+    path: str | None,
+) -> dict[str, Any]:
+    """Refuse to stage ``version`` where its new partition would not fit on the disk.
+
+    Needed: ``expected_rows`` × bytes per row (the version's current partition, heap plus
+    indexes over its row estimate, else :data:`DEFAULT_BYTES_PER_ROW`) × ``factor`` +
+    ``reserve_bytes``; the old partition stays until the swap, so the stage needs all of
+    it. Raises ``StorageError`` naming both figures when the free space is short; returns
+    the figures (``checked`` false, with the reason, when the free space is unknown).
+    """
+    with translate_errors(f"estimate the stage of version {version!r}"):
+        measured = conn.execute(
+            sa.text(
+                "SELECT pg_total_relation_size(c.oid), c.reltuples FROM pg_class c "
+                "WHERE c.oid = to_regclass(:p)"
+            ),
+            {"p": partition_name(version)},
+        ).first()
+    per_row = float(DEFAULT_BYTES_PER_ROW)
+    if measured is not None and measured[1] is not None and measured[1] > 0:
+        per_row = float(measured[0]) / float(measured[1])
+    needed = int(expected_rows * per_row * factor) + int(reserve_bytes)
+    free, where = free_disk_bytes(conn, path)
+    figures: dict[str, Any] = {
+        "needed_bytes": needed,
+        "bytes_per_row": round(per_row, 1),
+        "expected_rows": int(expected_rows),
+        "checked": free is not None,
+    }
+    if free is None:
+        return {**figures, "reason": where}
+    if free < needed:
+        raise StorageError(
+            f"not enough free disk to stage version {version!r}: needs {needed:,} bytes "
+            f"({expected_rows:,} rows × {per_row:.0f} B × {factor:g} + {reserve_bytes:,} "
+            f"reserve), {free:,} free on {where}; nothing was staged. Free space, drop "
+            "retired versions (storage.keep_versions) or lower the estimate "
+            "(storage.disk_estimate_factor)"
+        )
+    return {**figures, "free_bytes": free, "path": where}
+
+
+def drop_retired_versions(conn: sa.Connection, keep: int, current: str) -> list[str]:
+    """Drop the partitions of versions not among the ``keep`` most recently swapped.
+
+    Run in the swap's transaction, after it (the table is already locked). ``current``
+    (just swapped) is always kept. Only swapped versions' own partitions are dropped: the
+    default partition, which holds the rows of versions never swapped, is left alone. The
+    retired versions keep their ``algorithm_versions`` row (their hash), unswapped.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be ≥ 1; got {keep}")
+    with translate_errors("drop retired versions"):
+        swapped = (
+            conn.execute(
+                sa.select(VERSIONS.c.algorithm_version)
+                .where(VERSIONS.c.swapped_at.is_not(None))
+                .order_by((VERSIONS.c.algorithm_version == current).desc())
+                .order_by(VERSIONS.c.swapped_at.desc(), VERSIONS.c.algorithm_version)
+            )
+            .scalars()
+            .all()
+        )
+        retired = [v for v in swapped[keep:] if v != current]
+        for version in retired:
+            part = partition_name(version)
+            attached = conn.execute(
+                sa.text(
+                    "SELECT 1 FROM pg_inherits WHERE inhparent = 'match_scores'::regclass "
+                    "AND inhrelid = to_regclass(:p)"
+                ),
+                {"p": part},
+            ).first()
+            if attached:
+                conn.exec_driver_sql(f'ALTER TABLE match_scores DETACH PARTITION "{part}"')
+                conn.exec_driver_sql(f'DROP TABLE "{part}"')
+        if retired:
+            conn.execute(
+                sa.update(VERSIONS)
+                .where(VERSIONS.c.algorithm_version.in_(retired))
+                .values(swapped_at=None)
+            )
+    return retired
 
 
 def drop_stage(conn: sa.Connection, stage: str) -> None:

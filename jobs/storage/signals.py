@@ -68,11 +68,6 @@ def active_user_ids(conn: sa.Connection, user_ids: np.ndarray | None = None) -> 
     return np.sort(frame["id"].to_numpy(dtype=np.int64))
 
 
-def all_user_ids(conn: sa.Connection) -> np.ndarray:
-    frame = bulk.read_frame(conn, sa.select(schema.users.c.id), what="read users")
-    return np.sort(frame["id"].to_numpy(dtype=np.int64))
-
-
 def sync(
     conn: sa.Connection,
     table: sa.Table,

@@ -58,20 +58,37 @@ def rating_dimensions_frame() -> pd.DataFrame:
     )
 
 
+def source_frames(
+    *,
+    users: pd.DataFrame,
+    quiz_questions: pd.DataFrame,
+    quiz_answers: pd.DataFrame,
+    subjects: pd.DataFrame,
+    interests: pd.DataFrame,
+    user_interests: pd.DataFrame,
+    ratings: pd.DataFrame,
+    likes: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
+    """One frame per source table, keyed and ordered like ``schema.SOURCE_TABLES``, with the
+    standard :data:`RATING_DIMENSIONS`: what a generator or an importer hands the writer."""
+    given = {
+        "users": users,
+        "quiz_questions": quiz_questions,
+        "quiz_answers": quiz_answers,
+        "subjects": subjects,
+        "interests": interests,
+        "user_interests": user_interests,
+        "rating_dimensions": rating_dimensions_frame(),
+        "ratings": ratings,
+        "likes": likes,
+    }
+    return {table.name: given[table.name] for table in schema.SOURCE_TABLES}
+
+
 def count_users(conn: sa.Connection) -> int:
     """How many rows ``users`` holds."""
     with translate_errors("count of users"):
         return int(conn.execute(sa.select(sa.func.count()).select_from(schema.users)).scalar_one())
-
-
-def count_rows(conn: sa.Connection) -> dict[str, int]:
-    """Rows per source table."""
-    counts: dict[str, int] = {}
-    with translate_errors("count of source rows"):
-        for table in schema.SOURCE_TABLES:
-            stmt = sa.select(sa.func.count()).select_from(table)
-            counts[table.name] = int(conn.execute(stmt).scalar_one())
-    return counts
 
 
 def delete_source_rows(conn: sa.Connection) -> dict[str, int]:

@@ -11,7 +11,7 @@ The method (see ``compute.evaluation`` for the metrics):
 2. Copy every source row into the scratch database *except* the hidden pairs' ratings and
    likes/passes/blocks, in both directions. Quiz answers and interests are per user, not
    per pair, and are copied whole.
-3. Run the production signal jobs (quiz, interests, ratings) on the scratch copy through
+3. Run the production signal jobs (quiz, interests, ratings, likes) on the scratch copy through
    ``runner.execute``, once per distinct set of signal settings among the configs. No
    hidden pair's data can reach a signal table because it is not in the database they read.
 4. Load the population as the match job does (``jobs.storage.population.load`` with the
@@ -21,9 +21,11 @@ The method (see ``compute.evaluation`` for the metrics):
    switched off: it depends on whole top-K lists, which hidden pairs alone are not. Pairs
    one of whose users is not in the population (inactive, or dropped as invalid) cannot be
    shown by the product and are left out of every scorer alike (counted).
-5. Baselines on the same rows: random order (seeded); rating quality alone (the production
-   scorer with every other weight at 0, one-directional); reciprocal popularity over the
-   visible decisions (``compute.evaluation.reciprocal_popularity``).
+5. Baselines on the same rows (``BASELINE_DESCRIPTIONS``): random order (seeded);
+   ``rating_quality`` alone (the production scorer with every other weight at 0,
+   one-directional; called "popularity" before issue 11); and from the *visible* decisions
+   only (``compute.evaluation.reciprocal_popularity``) the one-sided ``like_rates``
+   (a.given × b.received) and ``reciprocal_popularity`` (its harmonic mean both ways).
 
 The result is a JSON-ready dict (:data:`RESULT_SCHEMA` documents it) that the CLI prints
 and writes to ``--out``; the HTML report reads the same file.
@@ -61,7 +63,7 @@ from jobs.storage import signals as signal_store
 
 logger = logging.getLogger(__name__)
 
-SIGNAL_JOBS: tuple[str, ...] = ("quiz", "interests", "ratings")
+SIGNAL_JOBS: tuple[str, ...] = ("quiz", "interests", "ratings", "likes")
 SCHEMA_VERSION = 1
 DEFAULT_K = 3
 DEFAULT_BOOTSTRAP = 200
@@ -102,17 +104,27 @@ METRICS = {
   "precision_at_k_like", "recall_at_k_like", "ndcg_at_k_like": the same, relevance = liked,
       over rows with a decision,
   "k", "n_rows", "n_mutual_rows", "n_decided_rows", "n_like_rows",
-  "n_viewers_mutual", "n_viewers_like"
+  "n_viewers_mutual", "n_viewers_like",
+  "viewer_auc_mutual", "viewer_ndcg_at_k_mutual": within each viewer's rows (relevance =
+      mutual like), averaged over viewers with at least one mutual and one other row,
+  "n_viewers_both_mutual": those viewers,
+  "viewer_auc_like", "viewer_ndcg_at_k_like", "n_viewers_both_like": the same over rows
+      with a decision, relevance = liked (viewers with a like and a pass)
 }
+Baseline names: "random", "rating_quality" (named "popularity" before issue 11),
+"like_rates", "reciprocal_popularity".
 NaN metrics (a class with no rows) are written as null.
 """
 
 BASELINE_DESCRIPTIONS: dict[str, str] = {
     "random": "random order (seeded)",
-    "popularity": "the candidate's rating quality alone (one direction)",
+    "rating_quality": "the candidate's rating quality alone (one direction)",
+    "like_rates": "one-sided: the viewer's like rate given × the candidate's like rate "
+    "received, over visible decisions",
     "reciprocal_popularity": "harmonic mean over both directions of the viewer's like rate "
     "× the candidate's received-like rate, over visible decisions",
 }
+BASELINE_NAMES = tuple(BASELINE_DESCRIPTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,8 +218,22 @@ def split(frames: dict[str, pd.DataFrame], hidden_fraction: float, seed: int) ->
         raise InputDataError("the likes table holds no like or pass: nothing to evaluate against")
     picked = evaluation.sample_hidden(lo.size, hidden_fraction, np.random.default_rng(seed))
     hidden_lo, hidden_hi = lo[picked], hi[picked]
-    ratings = frames["ratings"]
-    hidden_likes = evaluation.in_pairs(user_ids, target_ids, hidden_lo, hidden_hi)
+    return Split(frames, hide(frames, hidden_lo, hidden_hi), int(lo.size), hidden_lo, hidden_hi)
+
+
+def hide(
+    frames: dict[str, pd.DataFrame],
+    hidden_lo: npt.NDArray[np.int64],
+    hidden_hi: npt.NDArray[np.int64],
+) -> dict[str, pd.DataFrame]:
+    """The frames without the pairs' ratings and likes/passes/blocks (both directions)."""
+    likes, ratings = frames["likes"], frames["ratings"]
+    hidden_likes = evaluation.in_pairs(
+        likes["user_id"].to_numpy(dtype=np.int64),
+        likes["target_id"].to_numpy(dtype=np.int64),
+        hidden_lo,
+        hidden_hi,
+    )
     hidden_ratings = evaluation.in_pairs(
         ratings["rater_id"].to_numpy(dtype=np.int64),
         ratings["rated_id"].to_numpy(dtype=np.int64),
@@ -218,14 +244,13 @@ def split(frames: dict[str, pd.DataFrame], hidden_fraction: float, seed: int) ->
     visible["likes"] = likes[~hidden_likes].reset_index(drop=True)
     visible["ratings"] = ratings[~hidden_ratings].reset_index(drop=True)
     logger.info(
-        "hiding %d of %d decision pairs: %d likes/passes/blocks and %d ratings",
+        "hiding %d decision pairs: %d likes/passes/blocks and %d ratings",
         hidden_lo.size,
-        lo.size,
         int(hidden_likes.sum()),
         int(hidden_ratings.sum()),
         extra={"action": "evaluate.hide", "hidden_pairs": int(hidden_lo.size)},
     )
-    return Split(frames, visible, int(lo.size), hidden_lo, hidden_hi)
+    return visible
 
 
 def default_now(frames: dict[str, pd.DataFrame]) -> dt.datetime:
@@ -251,14 +276,14 @@ def scratch_database(
     ``reset`` empties it first.
     """
     if scratch_url is not None:
-        engine = engine_mod.create_engine(scratch_url)
-        try:
-            if _same_database(engine.url, source_engine.url):
-                raise ConfigError(
-                    f"scratch database {engine_mod.redact(scratch_url)} is the source database; "
-                    "give another one"
-                )
-            migrate.upgrade(engine)
+        if _same_database(
+            sa.engine.make_url(engine_mod.normalize_url(scratch_url)), source_engine.url
+        ):
+            raise ConfigError(
+                f"scratch database {engine_mod.redact(scratch_url)} is the source database; "
+                "give another one"
+            )
+        with _migrated(scratch_url) as engine:
             with engine.begin() as conn:
                 if reset:
                     source.delete_all_rows(conn)
@@ -268,30 +293,32 @@ def scratch_database(
                         "it has users (--reset-scratch empties it first)"
                     )
             yield engine, scratch_url
-        finally:
-            engine.dispose()
         return
     if engine_mod.is_postgres(source_engine):
-        with _postgres_scratch(source_engine, keep) as url:
-            engine = engine_mod.create_engine(url)
-            try:
-                migrate.upgrade(engine)
-                yield engine, url
-            finally:
-                engine.dispose()
+        with _postgres_scratch(source_engine, keep) as url, _migrated(url) as engine:
+            yield engine, url
         return
     directory = Path(tempfile.mkdtemp(prefix="matchjobs-eval-"))
     url = f"sqlite:///{directory / 'scratch.db'}"
-    engine = engine_mod.create_engine(url)
     try:
-        migrate.upgrade(engine)
-        yield engine, url
+        with _migrated(url) as engine:
+            yield engine, url
     finally:
-        engine.dispose()
         if keep:
             logger.info("kept scratch database %s", url, extra={"action": "evaluate.keep"})
         else:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _migrated(url: str) -> Iterator[sa.Engine]:
+    """An engine on ``url`` with the schema upgraded, disposed afterwards."""
+    engine = engine_mod.create_engine(url)
+    try:
+        migrate.upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _same_database(a: sa.engine.URL, b: sa.engine.URL) -> bool:
@@ -363,7 +390,7 @@ def signal_settings_key(config: Config) -> str:
     """Configs with equal keys produce identical signal tables and populations."""
     relevant = {
         section: getattr(config, section).model_dump(mode="json")
-        for section in ("quiz", "interests", "ratings", "filters")
+        for section in ("quiz", "interests", "ratings", "likes", "filters")
     }
     return json.dumps(relevant, sort_keys=True)
 
@@ -401,9 +428,7 @@ def score_rows(
     return out
 
 
-POPULARITY_WEIGHTS = scoring.SignalWeights(
-    quiz=0.0, interest=0.0, rating_quality=1.0, rating_fit=0.0, newness=0.0, proximity=0.0
-)
+RATING_QUALITY_WEIGHTS = scoring.SignalWeights.only("rating_quality")
 
 
 # ------------------------------------------------------------------------------ the run
@@ -464,21 +489,23 @@ def evaluate(
                     )
             if not baseline_scores:
                 # Baselines use the first group's signals (the reference config's, normally).
-                popularity = dataclasses.replace(
+                quality_only = dataclasses.replace(
                     match.settings_from_config(group[0].config).scoring,
-                    weights=POPULARITY_WEIGHTS,
+                    weights=RATING_QUALITY_WEIGHTS,
                     reciprocal=False,
                     dormancy=False,
                 )
-                baseline_scores["popularity"] = score_rows(pop, all_rows, popularity)
+                baseline_scores["rating_quality"] = score_rows(pop, all_rows, quality_only)
 
     visible_likes = parts.visible["likes"]
-    _, baseline_scores["reciprocal_popularity"] = evaluation.reciprocal_popularity(
-        all_rows.viewer_ids,
-        all_rows.candidate_ids,
-        visible_likes["user_id"].to_numpy(dtype=np.int64),
-        visible_likes["target_id"].to_numpy(dtype=np.int64),
-        visible_likes["kind"].astype(str).to_numpy() == "like",
+    baseline_scores["like_rates"], baseline_scores["reciprocal_popularity"] = (
+        evaluation.reciprocal_popularity(
+            all_rows.viewer_ids,
+            all_rows.candidate_ids,
+            visible_likes["user_id"].to_numpy(dtype=np.int64),
+            visible_likes["target_id"].to_numpy(dtype=np.int64),
+            visible_likes["kind"].astype(str).to_numpy() == "like",
+        )
     )
     baseline_scores["random"] = np.random.default_rng([options.seed, 1]).random(len(all_rows))
 
@@ -490,7 +517,7 @@ def evaluate(
     rows = evaluation.subset_pairs(all_rows, keep_pairs)
     row_keep = np.repeat(keep_pairs, 2)
 
-    baseline_names = ("random", "popularity", "reciprocal_popularity")
+    baseline_names = BASELINE_NAMES
     config_keys = [(cand.name, r) for cand in candidates for r in (True, False)]
     scorer_rows = np.vstack(
         [config_scores[key][row_keep] for key in config_keys]

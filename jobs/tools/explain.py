@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from compute import candidates, filters, scoring, signals
+from compute import candidates, filters, scoring, signals, sorting, spread
 from jobs.config import Config
 from jobs.match import core as match
 from jobs.storage import schema, scores
@@ -36,7 +36,10 @@ DIRECTION_WORDS = {
 }
 LIKE_VERBS = {"like": "liked", "pass": "passed", "block": "blocked"}
 # The order the match job ranks a list in (compute.scoring.top_k_order), in words.
-TIE_BREAK = "equal scores are ordered by candidate id, lowest first"
+TIE_BREAK = (
+    "equal scores are ordered by the exposure spread, a seeded hash of (user, candidate, "
+    "version), not by id"
+)
 
 
 def explain_pair(
@@ -60,21 +63,23 @@ def explain_pair(
         "algorithm_version": settings.version,
         "config_hash": settings.config_hash,
     }
+    # The list's own order, the API's: score desc, then the exposure spread (ties are not
+    # all rank 1).
+    stored = stored.assign(
+        spread=sorting.spread_keys(
+            stored["user_id"].to_numpy(),
+            stored["candidate_id"].to_numpy(),
+            spread.spread_seed(settings.version),
+        )
+    ).sort_values(["score", "spread"], ascending=[False, True], kind="stable")
+    listed = stored["candidate_id"].to_numpy()
     row = stored[stored["candidate_id"] == candidate_id]
     result["stored"] = (
         None
         if row.empty
         else {
             "score": float(row["score"].iloc[0]),
-            # The list's own order: score desc, then candidate id (ties are not all rank 1).
-            "rank": int(
-                (stored["score"] > row["score"].iloc[0]).sum()
-                + (
-                    (stored["score"] == row["score"].iloc[0])
-                    & (stored["candidate_id"] < candidate_id)
-                ).sum()
-            )
-            + 1,
+            "rank": int(np.flatnonzero(listed == candidate_id)[0]) + 1,
             "subscores": {n: float(row[f"s_{n}"].iloc[0]) for n in schema.SUBSCORE_COLUMNS},
         }
     )
@@ -217,7 +222,7 @@ def _cut_at_top_k(stored: pd.DataFrame, score: float, top_k: int) -> str:
         )
     lowest = float(stored["score"].min())
     if round(lowest, 4) == score:
-        last = int(stored.loc[stored["score"] == lowest, "candidate_id"].max())
+        last = int(stored["candidate_id"].iloc[-1])  # stored is in the list's order
         return (
             f"cut at the top {top_k} by the tie-break: it scores {score:.4f}, as the lowest "
             f"listed does, and {TIE_BREAK} (the list ends at candidate {last})"

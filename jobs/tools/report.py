@@ -281,7 +281,9 @@ def plot_contributions(data: ReportData) -> bytes | None:
     for i, name in enumerate(SUBSCORE_COLUMNS):
         widths = table[name].to_numpy(np.float64)
         label = f"{name.replace('_', ' ')} (weight {data.weights[name]:.2f})"
-        bars = ax.barh(y, widths, left=left, color=_COLORS[i], label=label, height=0.6)
+        bars = ax.barh(
+            y, widths, left=left, color=_COLORS[i % len(_COLORS)], label=label, height=0.6
+        )
         ax.bar_label(
             bars, labels=[f"{w:.2f}" if w >= 0.04 else "" for w in widths], label_type="center"
         )
@@ -709,6 +711,33 @@ def _funnel_details(data: ReportData) -> str:
         f"{_e(f'{started:%Y-%m-%d %H:%M} UTC' if started else '?')}"
         + (f", took {seconds:,.1f} s." if seconds is not None else ".")
         + "</p>"
+        + _exposure_details(run["metadata"].get("exposure"))
+    )
+
+
+def _exposure_details(exposure: Any) -> str:
+    """How the run's lists spread over the users (``exposure`` of the match figures)."""
+    if not isinstance(exposure, dict):
+        return ""
+    share = exposure.get("never_suggested_share")
+    over = "every list of the run" if exposure.get("over") == "all_lists" else "the lists written"
+    return "<h3>Exposure</h3>" + _facts(
+        [
+            ("over", f"{over} ({_fmt(exposure.get('users'))} users who could be suggested)"),
+            ("suggested to no one", "–" if share is None else f"{100 * share:.1f}%"),
+            (
+                "lists a user is in: p50 / p99 / max",
+                " / ".join(
+                    f"{v:g}" if _is_number(v) else "–"
+                    for v in (
+                        exposure.get(k)
+                        for k in ("appearances_p50", "appearances_p99", "appearances_max")
+                    )
+                ),
+            ),
+            ("mean", _fmt(exposure.get("appearances_mean"))),
+            ("Gini (0 = even)", _fmt(exposure.get("gini"))),
+        ]
     )
 
 

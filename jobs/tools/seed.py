@@ -339,17 +339,16 @@ def generate_with_latent(
     likes, met = _likes(rng, people, latent, now_s)
     ratings = _ratings(rng, met, latent, people)
 
-    frames = {
-        "users": users,
-        "quiz_questions": quiz_questions,
-        "quiz_answers": quiz_answers,
-        "subjects": subjects,
-        "interests": interests,
-        "user_interests": user_interests,
-        "rating_dimensions": source.rating_dimensions_frame(),
-        "ratings": ratings,
-        "likes": likes,
-    }
+    frames = source.source_frames(
+        users=users,
+        quiz_questions=quiz_questions,
+        quiz_answers=quiz_answers,
+        subjects=subjects,
+        interests=interests,
+        user_interests=user_interests,
+        ratings=ratings,
+        likes=likes,
+    )
     logger.debug(
         "generated %d users in %.2fs",
         n_users,

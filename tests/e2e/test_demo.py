@@ -26,10 +26,16 @@ def test_demo_runs_end_to_end_on_sqlite(
             conn.execute(sa.text("SELECT job_name, status FROM job_runs WHERE scope = 'all'")).all()
         )
         rows = conn.execute(sa.text("SELECT COUNT(*) FROM match_scores")).scalar_one()
-        reasons = conn.execute(sa.text("SELECT reasons FROM match_scores LIMIT 1")).scalar_one()
+        reasons = conn.execute(
+            sa.text(
+                "SELECT p.reasons FROM match_scores m JOIN reason_patterns p "
+                "ON p.id = m.reason_id LIMIT 1"
+            )
+        ).scalar_one()
     engine.dispose()
     assert statuses == {
-        job: "succeeded" for job in ("nightly", "quiz", "interests", "ratings", "match", "feed")
+        job: "succeeded"
+        for job in ("nightly", "quiz", "interests", "ratings", "likes", "match", "feed")
     }
     assert rows > 0
     assert json.loads(reasons)[0]["text"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,11 +15,15 @@ import sqlalchemy as sa
 from jobs import cli
 from jobs.storage import bulk, schema
 from jobs.storage import events as event_store
+from jobs.storage import scores as score_store
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-API_SQL = (
-    "SELECT candidate_id, score, reasons FROM match_scores "
-    "WHERE algorithm_version = :v AND user_id = :u ORDER BY score DESC LIMIT :n"
+API_SQL = (  # the README's API query
+    "SELECT t.candidate_id, CAST(t.score AS FLOAT) AS score, p.reasons "
+    "FROM (SELECT candidate_id, score, reason_id FROM match_scores "
+    "WHERE algorithm_version = :v AND user_id = :u "
+    "ORDER BY score DESC, candidate_id LIMIT :n) AS t "
+    "JOIN reason_patterns p ON p.id = t.reason_id ORDER BY t.score DESC, t.candidate_id"
 )
 
 
@@ -32,12 +39,12 @@ def insert_scores(db, version: str, user: int, scores: dict[int, float]) -> None
                 json.dumps([{"code": "nearby", "params": {"km": c}, "text": f"About {c} km away"}])
                 for c in scores
             ],
-            "config_hash": "h",
-            "computed_at": pd.Series([T0] * len(scores), dtype="datetime64[us, UTC]"),
         }
     )
     with db.engine.begin() as conn:
-        bulk.insert_frame(conn, schema.match_scores, frame)
+        score_store.insert_rows(
+            conn, frame[list(score_store.FRAME_COLUMNS)], version=version, computed_at=T0
+        )
 
 
 def test_suggestions_equal_the_api_query_in_order(db, capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,3 +116,22 @@ def test_event_refuses_invalid_ids_in_one_line(
         assert event_store.counts_by_status(conn) == {}
     assert cli.main(["--db", db.url, "event", "quiz_submitted", "1"]) == 0
     assert capsys.readouterr().out.startswith("queued event ")
+
+
+def test_suggestions_piped_into_a_reader_that_stops_early_end_quietly(db) -> None:
+    """`matchjobs suggestions --json | head -c 100`: no BrokenPipeError traceback (issue 10)."""
+    insert_scores(db, "v1", 1, {c: 1.0 - c / 10_000 for c in range(10, 3_010)})
+    command = [
+        str(Path(sys.executable).with_name("matchjobs")),
+        *("--db", db.url, "suggestions", "1", "--limit", "3000", "--json"),
+        *("--version", "v1"),
+    ]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        head = process.stdout.read(100)
+        process.stdout.close()  # the reader goes away with most of the output unread
+        err = process.stderr.read().decode()
+        status = process.wait(timeout=120)
+    assert head.startswith(b"{")
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert status == cli.SIGPIPE_STATUS, (status, err)

@@ -20,8 +20,10 @@ from jobs.storage import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-# Never needed to read a user's list or to queue an event.
-HEAVY = ("matplotlib", "ray", "faiss", "pandas", "numpy", "alembic", "tqdm")
+# Never needed to read a user's list or to queue an event. numpy is not among them: the
+# config's weights are built from the signal registry (compute.signals), whose formulas are
+# numpy's; importing it costs about a tenth of a second.
+HEAVY = ("matplotlib", "ray", "faiss", "pandas", "alembic", "tqdm", "scipy", "jobs.match")
 # Not even needed to print the help.
 DATABASE = ("sqlalchemy", "psycopg", "pydantic", "yaml")
 

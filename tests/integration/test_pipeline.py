@@ -24,7 +24,11 @@ from jobs.tools import seed as seed_mod
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     override = tmp_path / "no-ray.yaml"
-    override.write_text("ray:\n  enabled: false\naudit:\n  sample_users: 20\n")
+    # Fusion off: the explain test checks that a one-sided score is its contributions' sum.
+    override.write_text(
+        "ray:\n  enabled: false\naudit:\n  sample_users: 20\n"
+        "scoring:\n  reciprocal:\n    enabled: false\n"
+    )
     return override
 
 
@@ -60,7 +64,7 @@ def runs(db) -> list[tuple[str, str, str]]:
 
 def test_nightly_runs_every_step_and_covers_users(nightly_db, config) -> None:
     names = [name for name, status, _ in runs(nightly_db) if status == "succeeded"]
-    for job in ("quiz", "interests", "ratings", "match", "feed", "nightly"):
+    for job in ("quiz", "interests", "ratings", "likes", "match", "feed", "nightly"):
         assert job in names
     with nightly_db.engine.connect() as conn:
         n_users = conn.execute(
@@ -75,7 +79,7 @@ def test_nightly_runs_every_step_and_covers_users(nightly_db, config) -> None:
             ).scalar_one()
         )
     assert n_users > 150
-    assert set(meta["steps"]) >= {"quiz", "interests", "ratings", "match", "feed"}
+    assert set(meta["steps"]) >= {"quiz", "interests", "ratings", "likes", "match", "feed"}
 
 
 def test_explain_agrees_with_the_stored_row_and_names_filters(

@@ -14,6 +14,7 @@ import pytest
 
 from jobs import cli
 from jobs.storage import api, bulk, schema
+from jobs.storage import scores as scores_store
 from jobs.tools import report
 
 NOW = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.UTC)
@@ -32,6 +33,15 @@ def insert(db, table, frame: pd.DataFrame) -> None:
         bulk.insert_frame(conn, table, frame)
 
 
+def insert_scores(db, frame: pd.DataFrame) -> None:
+    """Rows of :func:`score_frame` (each with its own computed_at), reasons as patterns."""
+    patterns = scores_store.reason_patterns(frame["reasons"])
+    rows = frame.drop(columns="reasons").assign(reason_id=patterns.row_ids)
+    with db.engine.begin() as conn:
+        bulk.insert_frame(conn, schema.match_scores, rows)
+        scores_store.store_patterns(conn, patterns)
+
+
 def add_users(db, ids: list[int], active: list[bool] | None = None) -> None:
     insert(
         db,
@@ -47,6 +57,11 @@ def add_users(db, ids: list[int], active: list[bool] | None = None) -> None:
     )
 
 
+def scorer_values(values: np.ndarray) -> np.ndarray:
+    """What the scorer writes: float32 values (widened), as match_scores stores them."""
+    return np.asarray(values, dtype=np.float32).astype(np.float64)
+
+
 def score_frame(
     version: str, user_ids: np.ndarray, candidate_ids: np.ndarray, scores: np.ndarray, **kw
 ) -> pd.DataFrame:
@@ -57,10 +72,12 @@ def score_frame(
             "algorithm_version": version,
             "user_id": user_ids,
             "candidate_id": candidate_ids,
-            "score": scores,
-            **{f"s_{name}": kw.get(name, np.full(n, 0.5)) for name in schema.SUBSCORE_COLUMNS},
+            "score": scorer_values(scores),
+            **{
+                f"s_{name}": scorer_values(kw.get(name, np.full(n, 0.5)))
+                for name in schema.SUBSCORE_COLUMNS
+            },
             "reasons": "[]",
-            "config_hash": "0123456789abcdef",
             "computed_at": _ts(computed),
         }
     )
@@ -109,6 +126,16 @@ MATCH_METADATA = {
     "skipped": {"no_location": 4, "nan_vector": 1},
     "rows_written": 8000,
     "algorithm_version": "v1",
+    "exposure": {
+        "over": "all_lists",
+        "users": 400,
+        "never_suggested_share": 0.125,
+        "appearances_p50": 19.0,
+        "appearances_p99": 61.0,
+        "appearances_max": 73,
+        "appearances_mean": 20.0,
+        "gini": 0.31,
+    },
 }
 
 
@@ -134,7 +161,7 @@ def realistic(db, rng: np.random.Generator) -> None:
         ages_h = np.repeat(rng.gamma(2.0, 10.0, have.size), k)
         computed = [NOW - dt.timedelta(hours=float(h)) for h in ages_h]
         frame = score_frame(version, user_ids, candidate_ids, scores, computed_at=computed, **sub)
-        insert(db, schema.match_scores, frame)
+        insert_scores(db, frame)
     for user_id in ids[::7]:
         add_signal_update(db, user_id, NOW - dt.timedelta(minutes=30))
     rows = []
@@ -251,6 +278,8 @@ def test_report_embeds_every_plot_as_a_png_and_hides_the_password(db, tmp_path: 
     assert "default (reciprocal on) beats every baseline." in page
     assert "auc mutual" in page and "popularity" in page
     assert "v1 (7,120 rows)" in page and "v2 (7,120 rows)" in page  # 356 users × 20
+    # The match run's exposure spread (issue 11, item 7).
+    assert "<h3>Exposure</h3>" in page and "12.5%" in page and "19 / 61 / 73" in page
 
 
 def test_without_an_evaluation_file_the_page_says_so(db, tmp_path: Path) -> None:
@@ -281,9 +310,8 @@ def test_histogram_counts_from_sql_equal_python_counts(db) -> None:
         n = values.size
         quiz = rng.random(n)
         frame = score_frame(version, np.arange(n), np.arange(n) + 1, values, quiz=quiz)
-        with db.engine.begin() as conn:
-            bulk.insert_frame(conn, schema.match_scores, frame)
-        scores[version] = (values, quiz)
+        insert_scores(db, frame)
+        scores[version] = (scorer_values(values), scorer_values(quiz))
     with db.engine.connect() as conn:
         buckets = api.score_buckets(conn, report.BINS)
     hist = report.score_histogram(buckets)
@@ -296,9 +324,10 @@ def test_histogram_counts_from_sql_equal_python_counts(db) -> None:
         assert hist[version].tolist() == expected.tolist()
         assert means.loc[version, "quiz"] == pytest.approx(quiz.mean())
         assert means.loc[version, "mean_score"] == pytest.approx(values.mean())
-    # and by hand: 0.58 * 50 = 28.999…, which PostgreSQL's CAST would round to 29
+    # and by hand: 0.58 * 50 = 28.999…, which PostgreSQL's CAST would round to 29; the
+    # scorer's float32 0.02 is 0.0199999995…, so it counts in bucket 0
     edge_counts = hist["edges"]
-    assert edge_counts[edge_counts > 0].to_dict() == {0: 2, 1: 1, 7: 1, 14: 1, 25: 1, 28: 1, 49: 3}
+    assert edge_counts[edge_counts > 0].to_dict() == {0: 3, 7: 1, 14: 1, 25: 1, 28: 1, 49: 3}
 
 
 def test_freshness_counts_fresh_outdated_and_missing_sets(db) -> None:
@@ -311,7 +340,7 @@ def test_freshness_counts_fresh_outdated_and_missing_sets(db) -> None:
         np.full(3, 0.5),
         computed_at=[computed] * 3,
     )
-    insert(db, schema.match_scores, frame)
+    insert_scores(db, frame)
     add_signal_update(db, 1, computed - dt.timedelta(hours=1))  # older than the set: fresh
     add_signal_update(db, 2, computed + dt.timedelta(hours=1))  # newer: outdated
     with db.engine.connect() as conn:

@@ -412,17 +412,16 @@ def convert(raw: pd.DataFrame) -> Converted:
         }
     )
 
-    frames = {
-        "users": users,
-        "quiz_questions": questions,
-        "quiz_answers": answers,
-        "subjects": subjects,
-        "interests": interests,
-        "user_interests": user_interests,
-        "rating_dimensions": source.rating_dimensions_frame(),
-        "ratings": ratings,
-        "likes": likes,
-    }
+    frames = source.source_frames(
+        users=users,
+        quiz_questions=questions,
+        quiz_answers=answers,
+        subjects=subjects,
+        interests=interests,
+        user_interests=user_interests,
+        ratings=ratings,
+        likes=likes,
+    )
     return Converted(frames=frames, skipped={k: v for k, v in sorted(skipped.items()) if v})
 
 

@@ -102,6 +102,14 @@ def source_frames(**tables: list[tuple[Any, ...] | dict[str, Any]]) -> dict[str,
     return frames
 
 
+def count_source_rows(conn: sa.Connection) -> dict[str, int]:
+    """Rows per source table."""
+    return {
+        table.name: int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+        for table in schema.SOURCE_TABLES
+    }
+
+
 def snapshot(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table (job_runs excepted), in primary-key order, as stored."""
     out = {}

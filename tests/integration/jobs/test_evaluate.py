@@ -30,6 +30,8 @@ SIGNAL_TABLES = {
     "user_interest_vectors": ("user_id",),
     "profile_rating_aggregates": ("profile_id", "dimension_id"),
     "user_rating_preferences": ("user_id",),
+    "user_like_behaviour": ("user_id",),
+    "user_taste_vectors": ("user_id",),
 }
 
 
@@ -130,6 +132,7 @@ def test_hidden_pairs_data_never_reaches_the_signal_tables(db, default_config, k
     # Reference 1 (leaky): the signal jobs over everything, sentinels included.
     run_signal_jobs(db, default_config)
     leaky = read_table(db.engine, "profile_rating_aggregates", ("profile_id", "dimension_id"))
+    leaky_behaviour = read_table(db.engine, "user_like_behaviour", ("user_id",))
     # Reference 2 (visible only): delete the hidden rows with the test's own mask, rerun.
     replace_table(db.engine, "likes", likes[~likes_hidden].reset_index(drop=True))
     replace_table(db.engine, "ratings", ratings[~in_hidden].reset_index(drop=True))
@@ -143,6 +146,12 @@ def test_hidden_pairs_data_never_reaches_the_signal_tables(db, default_config, k
     got = scratch_signals["profile_rating_aggregates"]
     merged = got.merge(leaky, on=["profile_id", "dimension_id"], suffixes=("", "_leaky"))
     assert (merged["mean_leaky"] > merged["mean"] + 1e-9).sum() > 50
+    # The likes job ran on the scratch copy too, and hidden decisions would have shown in it.
+    behaviour = scratch_signals["user_like_behaviour"].merge(
+        leaky_behaviour, on="user_id", suffixes=("", "_leaky")
+    )
+    assert (behaviour["decisions_given_leaky"] > behaviour["decisions_given"]).sum() > 50
+    assert scratch_signals["user_taste_vectors"]["taste"].notna().sum() > 50
 
 
 def test_true_model_config_ranks_above_random(db, default_config):
@@ -167,7 +176,7 @@ def test_true_model_config_ranks_above_random(db, default_config):
         # The weights that mirror the generating model clearly beat random order and both
         # popularity baselines on hidden mutual likes, and random on one-sided likes.
         assert metrics["auc_mutual"] >= random_auc + 0.10
-        assert metrics["auc_mutual"] >= baselines["popularity"]["auc_mutual"] + 0.05
+        assert metrics["auc_mutual"] >= baselines["rating_quality"]["auc_mutual"] + 0.05
         assert metrics["auc_mutual"] >= baselines["reciprocal_popularity"]["auc_mutual"] + 0.03
         assert metrics["auc_like"] >= baselines["random"]["auc_like"] + 0.05
         assert metrics["n_mutual_rows"] > 60
@@ -230,9 +239,16 @@ def test_cli_writes_the_documented_json_and_prints_the_table(sqlite_db, tmp_path
         assert set(entry["roc"]["mutual"]) == {"fpr", "tpr"}
     assert [b["name"] for b in written["baselines"]] == [
         "random",
-        "popularity",
+        "rating_quality",
+        "like_rates",
         "reciprocal_popularity",
     ]
+    assert "[baseline] like_rates" in printed
+    for entry in written["configs"] + written["baselines"]:
+        metrics = entry["metrics"]
+        assert 0.0 <= metrics["viewer_auc_like"] <= 1.0
+        assert 0.0 <= metrics["viewer_ndcg_at_k_like"] <= 1.0
+        assert 0 < metrics["n_viewers_both_like"] <= metrics["n_viewers_like"]
 
     assert cli.main([*argv, "--json", "--no-default"]) == 0
     as_json = json.loads(capsys.readouterr().out)
@@ -242,6 +258,9 @@ def test_cli_writes_the_documented_json_and_prints_the_table(sqlite_db, tmp_path
     bad.write_text("weights:\n  quiz: -1\n")
     assert cli.main(["--db", sqlite_db.url, "evaluate", "--candidate", str(bad)]) == 1
     assert "weights.quiz" in capsys.readouterr().err
+    clash = ["--now", "2026-11-01T00:00Z", "--as-of", "2026-11-02T00:00Z"]
+    assert cli.main(["--db", sqlite_db.url, "evaluate", *clash]) == 1
+    assert "disagree" in capsys.readouterr().err
 
 
 def test_postgres_scratch_database_is_dropped(pg_db, default_config):
@@ -267,13 +286,13 @@ def test_postgres_scratch_database_is_dropped(pg_db, default_config):
 def test_summary_says_plainly_when_a_config_does_not_beat_a_baseline():
     versus = {
         "random": {"diff": 0.2, "ci95": [0.1, 0.3]},
-        "popularity": {"diff": 0.02, "ci95": [-0.01, 0.05]},
+        "rating_quality": {"diff": 0.02, "ci95": [-0.01, 0.05]},
         "reciprocal_popularity": {"diff": -0.1, "ci95": [-0.2, -0.01]},
     }
     text = evaluate.summary_sentence("quiz-heavy", False, 0.61, versus)
     assert text == (
         "quiz-heavy (reciprocal off): mutual-match AUC 0.610; "
         "beats random by +0.200 (95% CI +0.100 to +0.300); "
-        "leads popularity by +0.020 (95% CI -0.010 to +0.050), but within noise; "
+        "leads rating_quality by +0.020 (95% CI -0.010 to +0.050), but within noise; "
         "does NOT beat reciprocal_popularity -0.100 (95% CI -0.200 to -0.010)."
     )

@@ -7,7 +7,6 @@ tables), and its scratch database is one the operator made for it.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,9 @@ def app_role(pg_db: Any, role_prefix: str, capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.fixture
-def scratch_of(pg_db: Any, app_role: str) -> Iterator[str]:
+def scratch_of(pg_db: Any, app_role: str, new_db_name: Any) -> Iterator[str]:
     """An empty database owned by the app role, as an operator would create it."""
-    name = f"mjt_scratch_{uuid.uuid4().hex[:8]}"
+    name = new_db_name("scratch_")
     admin = pg_db.engine.execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}" OWNER "{app_role}"')

@@ -12,8 +12,10 @@ import datetime as dt
 from typing import Any
 
 import factories
+import numpy as np
 import pytest
 
+from compute import sorting, spread
 from jobs import config as config_mod
 from jobs.context import Scope
 from jobs.tools import explain
@@ -30,6 +32,8 @@ WOMAN = {"id": 1, "gender": 0, "seeking_mask": 2, "created_at": NOW - dt.timedel
 def config() -> config_mod.Config:
     data = config_mod.load_config().model_dump()
     data["scoring"].update(top_k=2)
+    # Fusion off (the default is on): the case where the reverse was once a copy.
+    data["scoring"]["reciprocal"].update(enabled=False)
     data["ray"].update(enabled=False)
     data["audit"].update(sample_users=0)
     data["fanout"].update(max_reverse=0)
@@ -57,6 +61,22 @@ def test_reverse_score_is_the_other_direction_not_a_copy(world: Any, config: Any
     assert there["reverse_score"] != pytest.approx(there["forward_score"], abs=1e-3)
 
 
+def test_with_fusion_on_the_reverse_is_still_the_other_direction(world: Any, config: Any) -> None:
+    fused = config.model_copy(
+        update={
+            "scoring": config.scoring.model_copy(
+                update={
+                    "reciprocal": config.scoring.reciprocal.model_copy(update={"enabled": True})
+                }
+            )
+        }
+    )
+    there = explained(world, fused, 1, 2)
+    back = explained(world, fused, 2, 1)
+    assert there["reciprocal"] is True
+    assert there["reverse_score"] == pytest.approx(back["forward_score"], abs=1e-4)
+
+
 def test_an_exclusion_names_who_did_it_and_how(world: Any, config: Any) -> None:
     """Regression: `explain 1 5` said "user 1 already liked, passed or blocked user 5" (and
     the reverse) when `likes` held only 5 -> 1, a like."""
@@ -78,10 +98,13 @@ def test_a_user_with_themself_is_reported_once(world: Any, config: Any) -> None:
 def test_ties_show_the_real_rank_and_the_tie_break(world: Any, config: Any) -> None:
     """Regression: among equal scores every listed candidate was "rank 1", and one cut by
     the tie-break was said not to have been generated."""
-    first, second = explained(world, config, 1, 2), explained(world, config, 1, 3)
-    assert first["score"] == second["score"]
-    assert (first["stored"]["rank"], second["stored"]["rank"]) == (1, 2)
-    cut = explained(world, config, 1, 4)
+    tied = {man: explained(world, config, 1, man) for man in (2, 3, 4)}
+    assert len({data["score"] for data in tied.values()}) == 1
+    listed = {man: data for man, data in tied.items() if data["stored"] is not None}
+    # top_k 2: two of the three are listed, at ranks 1 and 2 in the spread's order.
+    assert sorted(data["stored"]["rank"] for data in listed.values()) == [1, 2]
+    ((cut_man, cut),) = ((m, d) for m, d in tied.items() if m not in listed)
+    keys = sorting.spread_keys(np.full(3, 1), np.array([2, 3, 4]), spread.spread_seed("v1"))
+    assert cut_man == [2, 3, 4][int(np.argmax(keys))]
     assert cut["verdict"] == "below_top_k"
-    assert cut["score"] == first["score"]
-    assert "tie-break" in cut["detail"][0] and "candidate id" in cut["detail"][0]
+    assert "tie-break" in cut["detail"][0] and "exposure spread" in cut["detail"][0]

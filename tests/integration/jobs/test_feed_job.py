@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from jobs import feed, runner
 from jobs.context import Scope
 from jobs.storage import bulk, schema
+from jobs.storage import scores as score_store
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
@@ -31,13 +32,13 @@ def seed_rows(db, version: str) -> None:
             "score": [0.9, 0.95, 0.5, 0.86],
             **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
             "reasons": '[{"code": "quiz", "text": "Your quiz answers line up closely"}]',
-            "config_hash": "h",
-            "computed_at": pd.Series([T0] * 4, dtype="datetime64[us, UTC]"),
         }
     )
     with db.engine.begin() as conn:
         bulk.insert_frame(conn, schema.likes, likes)
-        bulk.insert_frame(conn, schema.match_scores, scores)
+        score_store.insert_rows(
+            conn, scores[list(score_store.FRAME_COLUMNS)], version=version, computed_at=T0
+        )
 
 
 def cards(db) -> list[tuple[int, int, str]]:

@@ -24,6 +24,7 @@ from compute import population as population_mod
 from jobs import config as config_mod
 from jobs import runner
 from jobs.context import Scope
+from jobs.match import core as match
 from jobs.storage import schema, scores
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -128,3 +129,18 @@ def test_every_active_user_is_processed_or_skipped_with_a_reason_and_no_nan_is_w
     values = rows[["score", *(f"s_{n}" for n in schema.SUBSCORE_COLUMNS)]].to_numpy(float)
     assert np.isfinite(values).all()
     assert ((values >= 0) & (values <= 1)).all()
+
+
+def test_a_limit_beyond_float32_is_no_limit_and_does_not_warn(
+    db: Any, seed_with_signals: Any
+) -> None:
+    """1e308 km passes the CHECK (it is not negative) and loads as +inf: no limit at all."""
+    config = _config()
+    seed_with_signals(db, 40, 13, NOW, config)
+    with db.engine.begin() as conn:
+        assert _apply(conn, 1, "max_distance_km", 1e308)
+    settings = match.settings_from_config(config)
+    with db.engine.connect() as conn:
+        pop, _, _ = match.load_clean(conn, NOW, settings)
+    (row,) = np.flatnonzero(pop.user_ids == 1)
+    assert pop.max_distance_km[row] == np.inf

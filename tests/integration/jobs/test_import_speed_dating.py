@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import factories
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,10 +14,9 @@ import sqlalchemy as sa
 
 from jobs import cli
 from jobs.errors import DatabaseNotEmptyError, InputDataError
-from jobs.storage import bulk, schema, source
+from jobs.storage import bulk, schema
 from jobs.tools.importers import speed_dating
 
-CSV = Path("/work/shared/data/speed-dating/Speed Dating Data.csv")
 RATING_COLUMNS = ["attr", "sinc", "intel", "fun", "amb", "shar"]
 ACTIVITY_COLUMNS = [
     "sports",
@@ -40,14 +40,14 @@ ACTIVITY_COLUMNS = [
 
 
 @pytest.fixture(scope="module")
-def raw() -> pd.DataFrame:
+def raw(speed_dating_csv: Path) -> pd.DataFrame:
     """The CSV read independently of the importer."""
-    return pd.read_csv(CSV, encoding="mac_roman", low_memory=False)
+    return pd.read_csv(speed_dating_csv, encoding="mac_roman", low_memory=False)
 
 
 @pytest.fixture(scope="module")
-def converted() -> speed_dating.Converted:
-    return speed_dating.convert(speed_dating.read_csv(CSV))
+def converted(speed_dating_csv: Path) -> speed_dating.Converted:
+    return speed_dating.convert(speed_dating.read_csv(speed_dating_csv))
 
 
 def _interest_id(converted: speed_dating.Converted, name: str) -> int:
@@ -199,12 +199,14 @@ def test_csv_without_required_columns_is_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ database
 
 
-def test_import_writes_rows_on_both_engines(db, converted: speed_dating.Converted) -> None:
-    result = speed_dating.import_csv(db.engine, CSV)
+def test_import_writes_rows_on_both_engines(
+    db, converted: speed_dating.Converted, speed_dating_csv: Path
+) -> None:
+    result = speed_dating.import_csv(db.engine, speed_dating_csv)
     assert result.rows == {name: len(frame) for name, frame in converted.frames.items()}
     assert result.skipped == converted.skipped
     with db.engine.connect() as conn:
-        assert source.count_rows(conn) == result.rows
+        assert factories.count_source_rows(conn) == result.rows
         ratings = bulk.read_frame(
             conn,
             sa.select(schema.ratings).where(
@@ -218,13 +220,13 @@ def test_import_writes_rows_on_both_engines(db, converted: speed_dating.Converte
     assert users["latitude"].isna().all()
 
     with pytest.raises(DatabaseNotEmptyError, match="already has 377 users"):
-        speed_dating.import_csv(db.engine, CSV)
-    again = speed_dating.import_csv(db.engine, CSV, replace=True)
+        speed_dating.import_csv(db.engine, speed_dating_csv)
+    again = speed_dating.import_csv(db.engine, speed_dating_csv, replace=True)
     assert again.rows == result.rows and again.deleted["users"] == 377
 
 
-def test_cli_import_json(db, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["import", "speed-dating", str(CSV), "--db", db.url, "--json"]
+def test_cli_import_json(db, capsys: pytest.CaptureFixture[str], speed_dating_csv: Path) -> None:
+    argv = ["import", "speed-dating", str(speed_dating_csv), "--db", db.url, "--json"]
     assert cli.main(argv) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["rows"]["users"] == 377

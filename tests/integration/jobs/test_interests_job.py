@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import factories
 import numpy as np
@@ -17,6 +15,7 @@ from compute import interests
 from jobs import config as config_mod
 from jobs.context import Scope
 from jobs.storage import schema, signals
+from jobs.tools.importers import speed_dating
 
 T1 = factories.T0 + dt.timedelta(hours=1)
 T2 = factories.T0 + dt.timedelta(hours=2)
@@ -231,22 +230,11 @@ def test_projection_when_catalogue_exceeds_dim_and_idf_off(
 
 # ---------------------------------------------------------------- the Speed Dating import
 
-SPEED_DATING_CSV = Path("/work/shared/data/speed-dating/Speed Dating Data.csv")
-# The importer is written in parallel (jobs/tools/importers/speed_dating.py); until it is
-# committed this test cannot build its input and is skipped, saying so.
-HAS_IMPORTER = importlib.util.find_spec("jobs.tools.importers.speed_dating") is not None
-requires_speed_dating = pytest.mark.skipif(
-    not (HAS_IMPORTER and SPEED_DATING_CSV.exists()),
-    reason="needs jobs.tools.importers.speed_dating (not committed yet) and the Speed Dating CSV",
-)
 
-
-@requires_speed_dating
 def test_every_speed_dating_participant_with_enough_answers_gets_both_vectors(
-    db, run_signal_job
+    db, run_signal_job, speed_dating_csv
 ) -> None:
-    speed_dating = importlib.import_module("jobs.tools.importers.speed_dating")
-    speed_dating.import_csv(db.engine, SPEED_DATING_CSV)
+    speed_dating.import_csv(db.engine, speed_dating_csv)
     _, quiz_result = run_signal_job("quiz")
     _, interest_result = run_signal_job("interests")
 

@@ -22,7 +22,7 @@ from jobs import runner
 from jobs.context import Scope
 from jobs.errors import StorageError
 from jobs.match import core as match
-from jobs.storage import api, schema, scores
+from jobs.storage import api, schema, scores, signals
 from jobs.storage import population as population_store
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -53,7 +53,7 @@ def make_config(**sections: dict[str, Any]) -> config_mod.Config:
     return config_mod.from_mapping(data, source="test")
 
 
-def run_job(db: Any, config: config_mod.Config, scope: Scope | None = None) -> Any:
+def run_job(db: Any, config: config_mod.Config, scope: Scope | None = None, **options: Any) -> Any:
     scope = scope or Scope.all()
     return runner.execute(
         "match",
@@ -64,6 +64,7 @@ def run_job(db: Any, config: config_mod.Config, scope: Scope | None = None) -> A
         scope=scope,
         trigger="nightly" if scope.is_all else "event",
         clock=lambda: NOW,
+        **options,
     )[1]
 
 
@@ -152,14 +153,7 @@ def test_scores_equal_the_reference_and_reasons_follow_contributions(
     pop = loaded_population(world, config)
     row_of = {int(u): i for i, u in enumerate(pop.user_ids)}
     w = config.weights
-    weights = {
-        "quiz": w.quiz,
-        "interest": w.interests,
-        "rating_quality": w.rating_quality,
-        "rating_fit": w.rating_fit,
-        "newness": w.newness,
-        "proximity": w.proximity,
-    }
+    weights = {s.name: getattr(w, s.key) for s in signals_mod.SIGNALS}
     sc = config.scoring
     params = reasons_mod.ReasonParams()
     thresholds = dict(zip(signals_mod.SIGNAL_NAMES, params.thresholds(), strict=True))
@@ -214,7 +208,9 @@ def test_rerun_gives_identical_rows(world: Any) -> None:
     assert first.rows_written == second.rows_written == len(after)
     assert not after.duplicated(["user_id", "candidate_id"]).any()
     assert (after.groupby("user_id").size() <= 12).all()
-    assert (after["config_hash"] == config.content_hash).all()
+    with world.engine.connect() as conn:
+        hashed = scores.stored_scoring_hash(conn, "v1")
+    assert hashed == match.settings_from_config(config).config_hash
 
 
 def test_versions_are_served_side_by_side(world: Any) -> None:
@@ -231,7 +227,10 @@ def test_versions_are_served_side_by_side(world: Any) -> None:
     run_job(world, other)
     pd.testing.assert_frame_equal(v1, stored(world, "v1"))
     v2 = stored(world, "v2-proximity")
-    assert len(v2) > 0 and (v2["config_hash"] == other.content_hash).all()
+    assert len(v2) > 0
+    with world.engine.connect() as conn:
+        hashed = scores.stored_scoring_hash(conn, "v2-proximity")
+    assert hashed == match.settings_from_config(other).config_hash
     assert not np.allclose(
         v1.sort_values(["user_id", "candidate_id"])["score"].to_numpy()[:50],
         v2.sort_values(["user_id", "candidate_id"])["score"].to_numpy()[:50],
@@ -271,8 +270,7 @@ def test_schema_refuses_a_nan_score(db: Any) -> None:
                     "candidate_id": 2,
                     "score": math.nan,
                     **{c: 0.5 for c in scores.SUBSCORE_COLUMNS},
-                    "reasons": "[]",
-                    "config_hash": "x",
+                    "reason_id": 1,
                     "computed_at": NOW,
                 }
             ],
@@ -289,9 +287,7 @@ def test_schema_refuses_a_nan_score(db: Any) -> None:
 
     def replace(conn: Any, frame: pd.DataFrame) -> None:
         guard = population_store.filter_snapshot(conn)
-        scores.replace_user_sets(
-            conn, [1], frame, version="v1", config_hash="x", computed_at=NOW, guard=guard
-        )
+        scores.replace_user_sets(conn, [1], frame, version="v1", computed_at=NOW, guard=guard)
 
     with pytest.raises(ValueError, match="NaN"), db.engine.begin() as conn:
         replace(conn, frame)
@@ -411,12 +407,13 @@ def test_a_reader_sees_the_old_or_the_new_set_never_a_mix(world: Any) -> None:
     reader.start()
     try:
         for _ in range(2):
-            run_job(world, changed)
-            run_job(world, make_config())
+            # Two scorings of one version, on purpose (the version contract refuses else).
+            run_job(world, changed, replace_version=True)
+            run_job(world, make_config(), replace_version=True)
     finally:
         stop.set()
         reader.join()
-    run_job(world, changed)
+    run_job(world, changed, replace_version=True)
     changed_rows = stored(world)
     changed_set = as_set(changed_rows[changed_rows["user_id"] == user])
     assert changed_set != old_set and len(seen) > 3
@@ -457,12 +454,52 @@ def test_loader_defaults_and_skips_bad_rows(world: Any) -> None:
     assert pop.age.dtype == np.float32 and np.nanmin(pop.age) >= 18
 
 
+def test_rating_signals_come_from_the_ratings_job_not_the_raw_ratings(world: Any) -> None:
+    """Regression (issue 10): the match load regrouped the whole ``ratings`` table on every
+    load, nightly and every event, to rebuild the shrunk means the ratings job had already
+    written. It now reads the ratings job's ``profile_rating_standing`` and preferences: raw
+    ratings changed since that job ran move nothing, and without its rows (a ratings job that
+    never ran) the rating signals are neutral."""
+    config = make_config()
+    before = loaded_population(world, config)
+    with world.engine.begin() as conn:
+        standing = signals.read(conn, schema.profile_rating_standing)
+        conn.execute(sa.delete(schema.ratings))
+    after = loaded_population(world, config)
+    for name in ("rating_quality", "has_rating_quality", "rating_dims", "has_preference"):
+        np.testing.assert_array_equal(getattr(after, name), getattr(before, name), err_msg=name)
+
+    rows = pd.Index(before.user_ids).get_indexer(standing["profile_id"].to_numpy())
+    quality = standing["quality"].to_numpy(dtype=np.float64)[rows >= 0]
+    rows = rows[rows >= 0]
+    assert rows.size > 0 and int(before.has_rating_quality.sum()) == rows.size
+    np.testing.assert_array_equal(before.rating_quality[rows], quality.astype(np.float32))
+
+    with world.engine.begin() as conn:
+        conn.execute(sa.delete(schema.profile_rating_standing))
+        conn.execute(sa.delete(schema.user_rating_preferences))
+    run_job(world, config)
+    written = stored(world)
+    neutral = config.signals.neutral_value
+    assert len(written) > 0
+    assert (written["s_rating_quality"] == neutral).all()
+    assert (written["s_rating_fit"] == neutral).all()
+
+
 def test_score_user_command_runs_in_process_without_reverse(
     world: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from jobs import cli
 
-    run_job(world, make_config())
+    # The CLI scores with the default config: the nightly must have scored v1 the same way
+    # (Ray settings are operational, so in-process shards keep the default scoring hash).
+    default = config_mod.load_config()
+    run_job(
+        world,
+        config_mod.from_mapping(
+            {**default.model_dump(), "ray": {**default.ray.model_dump(), "enabled": False}}
+        ),
+    )
     user = int(stored(world)["user_id"].iloc[0])
     code = cli.main(["--db", world.url, "score-user", str(user), "--no-reverse", "--json"])
     assert code == 0

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from jobs import config as config_mod
 from jobs import runner
 from jobs.context import Scope
-from jobs.storage import scores
+from jobs.errors import StorageError
+from jobs.storage import schema, scores
 from jobs.tools import seed
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -58,12 +59,28 @@ def rows(db: Any, version: str) -> list[tuple[Any, ...]]:
             tuple(r)
             for r in conn.execute(
                 sa.text(
-                    "SELECT user_id, candidate_id, score, reasons FROM match_scores "
+                    "SELECT user_id, candidate_id, score, p.reasons FROM match_scores m "
+                    "JOIN reason_patterns p ON p.id = m.reason_id "
                     "WHERE algorithm_version = :v ORDER BY user_id, candidate_id"
                 ),
                 {"v": version},
             )
         ]
+
+
+def insert_stray_row(conn: sa.Connection, version: str) -> None:
+    """One row of ``version`` for user 999999 written outside any nightly (by column name)."""
+    conn.execute(
+        sa.insert(schema.match_scores).values(
+            algorithm_version=version,
+            user_id=999999,
+            candidate_id=1,
+            score=0.5,
+            **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+            reason_id=1,
+            computed_at=sa.func.now(),
+        )
+    )
 
 
 def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
@@ -75,12 +92,7 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
         run(db, job, v1)
     # a stray v1 row written before the first nightly lives in the default partition
     with db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO match_scores VALUES ('v1', 999999, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, "
-                "0.5, '[]', 'x', now())"
-            )
-        )
+        insert_stray_row(conn, "v1")
     run_id, _ = run(db, "match", v1)
     first = rows(db, "v1")
     assert first and all(r[0] != 999999 for r in first)
@@ -153,7 +165,7 @@ def test_a_stage_refuses_rows_of_another_version(pg_db: Any) -> None:
     )
     try:
         for version, accepted in (("v1", True), ("v2", False)):
-            write = dict(version=version, config_hash="h", computed_at=NOW, rewrite=False)
+            write = dict(version=version, computed_at=NOW, rewrite=False)
             if accepted:
                 with pg_db.engine.begin() as conn:
                     assert scores.write_stage_shard(conn, stage, [1], frame, **write) == (0, 1)
@@ -163,3 +175,73 @@ def test_a_stage_refuses_rows_of_another_version(pg_db: Any) -> None:
     finally:
         with pg_db.engine.begin() as conn:
             scores.drop_stage(conn, stage)
+
+
+def seeded(db: Any) -> None:
+    with db.engine.begin() as conn:
+        seed.write(conn, seed.generate(200, 5, NOW))
+    for job in ("quiz", "interests", "ratings"):
+        run(db, job, config_for("v1"))
+
+
+def with_storage(config: config_mod.Config, **storage: Any) -> config_mod.Config:
+    data = config.model_dump()
+    data["storage"].update(storage)
+    return config_mod.from_mapping(data)
+
+
+def test_nightly_refuses_to_stage_what_the_disk_cannot_hold(pg_db: Any, tmp_path: Any) -> None:
+    """Issue 15: a nightly whose stage would not fit on the disk stops before staging, with
+    the bytes needed and free in its error; the served rows stay as they were."""
+    db = pg_db
+    seeded(db)
+    run(db, "match", config_for("v1"))
+    before = rows(db, "v1")
+    absurd = with_storage(config_for("v1"), disk_estimate_factor=1e12, disk_path=str(tmp_path))
+    with pytest.raises(StorageError, match=r"needs [\d,]+ bytes .* [\d,]+ free on"):
+        run(db, "match", absurd)
+    assert rows(db, "v1") == before
+    with db.engine.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'match_scores_stage_%'")
+        ).scalar_one()
+        error = conn.execute(
+            sa.text("SELECT error FROM job_runs WHERE job_name = 'match' ORDER BY id DESC")
+        ).scalar()
+    assert left == 0 and "not enough free disk" in error
+    # A sane estimate on the same disk passes, and the run records what it checked.
+    run_id, _ = run(db, "match", with_storage(config_for("v1"), disk_path=str(tmp_path)))
+    with db.engine.connect() as conn:
+        meta = json.loads(
+            conn.execute(
+                sa.text("SELECT metadata FROM job_runs WHERE id = :i"), {"i": run_id}
+            ).scalar_one()
+        )
+    assert meta["disk_check"]["checked"] and meta["disk_check"]["needed_bytes"] > 0
+    assert meta["disk_check"]["bytes_per_row"] != scores.DEFAULT_BYTES_PER_ROW
+
+
+def test_keep_versions_drops_retired_partitions_only(pg_db: Any) -> None:
+    """storage.keep_versions: after a swap, partitions of versions beyond the N most
+    recently swapped are dropped; the current version and the default partition's rows of
+    never-swapped versions stay."""
+    db = pg_db
+    seeded(db)
+    with db.engine.begin() as conn:  # a version only ever written by the event path
+        insert_stray_row(conn, "events-only")
+    for version in ("v1", "v2", "v3"):
+        run(db, "match", config_for(version))
+    assert len(partitions(db)) == 4
+    run(db, "match", with_storage(config_for("v2"), keep_versions=2))
+    names = {scores.partition_name(v) for v in ("v2", "v3")} | {"match_scores_default"}
+    assert set(partitions(db)) == names
+    assert not rows(db, "v1") and rows(db, "v2") and rows(db, "v3")
+    with db.engine.connect() as conn:
+        kept = conn.execute(
+            sa.text("SELECT count(*) FROM match_scores WHERE algorithm_version = 'events-only'")
+        ).scalar_one()
+        hashes = conn.execute(sa.text("SELECT count(*) FROM algorithm_versions")).scalar_one()
+    assert kept == 1 and hashes == 3
+    # keep 1: only the version just swapped stays
+    run(db, "match", with_storage(config_for("v3"), keep_versions=1))
+    assert set(partitions(db)) == {scores.partition_name("v3"), "match_scores_default"}

@@ -86,7 +86,6 @@ def test_changes_recorded_after_the_snapshot_are_never_published(
             output.user_ids,
             frame,
             version=settings.version,
-            config_hash=settings.config_hash,
             computed_at=NOW,
             guard=guard,
         )
@@ -121,7 +120,6 @@ def test_an_unchanged_population_publishes_everything(db: Any, seed_with_signals
             output.user_ids,
             output.frame,
             version=settings.version,
-            config_hash=settings.config_hash,
             computed_at=NOW,
             guard=guard,
         )
@@ -154,15 +152,13 @@ def test_age_is_the_calendar_age(db: Any, load_source: Any, birth: dt.date, expe
     an ``age_max: 33`` limit on their birthday), and the reverse error near leap days."""
     load_source(users=[{"id": 1, "birth_date": birth}])
     with db.engine.connect() as conn:
-        loaded = population_store.load(
-            conn, NOW, population_store.LoadParams(100.0, 10.0, 5)
-        ).population
+        loaded = population_store.load(conn, NOW, population_store.LoadParams(100.0)).population
     assert loaded.age.tolist() == [expected]
 
 
 def test_leap_day_birth_turns_older_on_the_first_of_march(db: Any, load_source: Any) -> None:
     load_source(users=[{"id": 1, "birth_date": dt.date(2008, 2, 29)}])
-    params = population_store.LoadParams(100.0, 10.0, 5)
+    params = population_store.LoadParams(100.0)
     ages = []
     for day in (
         dt.datetime(2026, 2, 28, 23, tzinfo=dt.UTC),
@@ -294,7 +290,7 @@ def test_two_writers_of_one_user_queue_instead_of_colliding(db: Any, load_source
 
     def replace(conn: Any, score: float) -> None:
         scores.replace_user_sets(
-            conn, [1], frame(score), version="v1", config_hash="x", computed_at=NOW, guard=guard
+            conn, [1], frame(score), version="v1", computed_at=NOW, guard=guard
         )
 
     with db.engine.begin() as conn:
@@ -332,4 +328,4 @@ def test_two_writers_of_one_user_queue_instead_of_colliding(db: Any, load_source
     assert errors == []
     with db.engine.connect() as conn:
         rows = scores.read_rows(conn, "v1")
-    assert rows["score"].tolist() == [0.3]
+    assert rows["score"].tolist() == [float(np.float32(0.3))]  # stored as float4

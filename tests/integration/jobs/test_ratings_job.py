@@ -1,4 +1,4 @@
-"""Ratings job: hand-checked aggregates and preferences, skips counted, single user = batch."""
+"""Ratings job: hand-checked aggregates, standing, preferences; skips; single user = batch."""
 
 from __future__ import annotations
 
@@ -115,6 +115,16 @@ def stored(db) -> tuple[dict, dict]:
     return cells, prefs
 
 
+def stored_standing(db) -> dict[int, tuple[np.ndarray, float]]:
+    with db.engine.connect() as conn:
+        rows = signals.read(conn, schema.profile_rating_standing)
+    assert (rows["dim"] == 2).all()
+    centred = signals.bytes_to_vectors(rows["centred"], 2)
+    return {
+        int(p): (centred[i], float(rows["quality"][i])) for i, p in enumerate(rows["profile_id"])
+    }
+
+
 def test_aggregates_and_preferences_by_hand(
     db, ratings_world, ratings_config, run_signal_job
 ) -> None:
@@ -130,6 +140,16 @@ def test_aggregates_and_preferences_by_hand(
     assert result.extra["global_means"] == [round(float(G[1]), 6), round(float(G[2]), 6)]
 
     # Raters 3 (one valid profile), 4, 5, 6 (none) are below the minimum of 2.
+    # Where each profile stands, derived from the same g: what the match job reads.
+    standing = stored_standing(db)
+    assert sorted(standing) == [4, 5, 6]
+    for profile, (centred, quality) in standing.items():
+        shrunk = {d: AGGREGATES[(profile, d)][2] for d in (1, 2)}
+        np.testing.assert_allclose(
+            centred, [float((shrunk[d] - G[d]) / 9) for d in (1, 2)], rtol=0, atol=1e-7
+        )
+        assert quality == pytest.approx(float(sum((shrunk[d] - 1) / 9 for d in (1, 2)) / 2))
+
     assert sorted(prefs) == [1, 2]
     for rater, n_profiles in ((1, 3), (2, 2)):
         vector, n = prefs[rater]
@@ -155,6 +175,7 @@ def test_aggregates_and_preferences_by_hand(
         )
     assert meta["skipped"] == skipped
     assert meta["writes"]["profile_rating_aggregates"]["inserted"] == 6
+    assert meta["writes"]["profile_rating_standing"]["inserted"] == 3
     assert meta["writes"]["user_rating_preferences"]["inserted"] == 2
     assert meta["users"] == 6 and meta["valid_ratings"] == len(VALID)
     assert set(meta["phases_s"]) == {"load", "compute", "write"}
@@ -183,7 +204,11 @@ def test_single_user_equals_batch_for_rater_and_rated(
     def mine(snapshot: dict, table: str, user: int) -> list:
         return [r for r in snapshot[table] if r[0] == user]
 
-    for table, user in (("profile_rating_aggregates", 6), ("user_rating_preferences", 3)):
+    for table, user in (
+        ("profile_rating_aggregates", 6),
+        ("profile_rating_standing", 6),
+        ("user_rating_preferences", 3),
+    ):
         rows = mine(after_single, table, user)
         assert rows and all(r[-1] == T1 for r in rows)
         assert mine(after_batch, table, user) == rows
@@ -199,6 +224,7 @@ def test_rerun_is_byte_identical_and_only_rating_tables_written(
     first = factories.snapshot(db.engine)
     assert {name for name in before if before[name] != first[name]} == {
         "profile_rating_aggregates",
+        "profile_rating_standing",
         "user_rating_preferences",
     }
     _, again = run_signal_job("ratings", now=T1, config=ratings_config)
@@ -218,6 +244,7 @@ def test_inactive_user_loses_aggregates_and_preference(
     cells, prefs = stored(db)
     assert sorted(prefs) == [2]
     assert {p for p, _ in cells} == {5, 6}
+    assert sorted(stored_standing(db)) == [5, 6]
     assert single.extra["writes"]["profile_rating_aggregates"]["deleted"] == 2
     assert single.extra["writes"]["user_rating_preferences"]["deleted"] == 1
 
@@ -227,3 +254,4 @@ def test_inactive_user_loses_aggregates_and_preference(
     run_signal_job("ratings", now=T2, config=ratings_config)
     cells, prefs = stored(db)
     assert {p for p, _ in cells} == {5}
+    assert sorted(stored_standing(db)) == [5]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import factories
 import numpy as np
 import pandas as pd
 import pytest
@@ -232,7 +233,7 @@ def test_seed_writes_identical_rows_on_both_engines(db) -> None:
     result = seed.seed(db.engine, n_users=250, seed=9, now=NOW)
     assert result.rows == {name: len(frame) for name, frame in frames.items()}
     with db.engine.connect() as conn:
-        assert source.count_rows(conn) == result.rows
+        assert factories.count_source_rows(conn) == result.rows
         for table in schema.SOURCE_TABLES:
             _assert_same(_read(conn, table), frames[table.name], table)
 
@@ -244,7 +245,7 @@ def test_seed_refuses_a_populated_database_unless_replace(db) -> None:
     result = seed.seed(db.engine, n_users=80, seed=2, now=NOW, replace=True)
     assert result.deleted["users"] == 60
     with db.engine.connect() as conn:
-        assert source.count_rows(conn) == result.rows
+        assert factories.count_source_rows(conn) == result.rows
         assert source.count_users(conn) == 80
 
 

@@ -127,18 +127,3 @@ def test_sync_within_a_scope_leaves_other_users_alone(db) -> None:
         )
     assert counts["deleted"] == 1
     assert read_vectors(db.engine)["user_id"].tolist() == [1, 3]
-
-
-def test_replace_rows_swaps_a_scope(db) -> None:
-    with db.engine.begin() as conn:
-        bulk.insert_frame(conn, user_quiz_vectors, vector_frame([1, 2, 3], 1.0, T0))
-        bulk.replace_rows(
-            conn,
-            user_quiz_vectors,
-            vector_frame([2], 5.0, T0),
-            scope_column="user_id",
-            scope_ids=np.array([2, 3]),
-        )
-    after = read_vectors(db.engine)
-    assert after["user_id"].tolist() == [1, 2]
-    assert np.frombuffer(after["vector"].iloc[1], dtype=np.float32).tolist() == [10.0] * 3

@@ -41,8 +41,7 @@ SCORE = {
     "candidate_id": 2,
     "score": 0.5,
     **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
-    "reasons": "[]",
-    "config_hash": "h",
+    "reason_id": 1,
     "computed_at": NOW,
 }
 BASE = {"users": USER, "quiz_answers": ANSWER, "ratings": RATING, "match_scores": SCORE}
@@ -148,7 +147,7 @@ def test_stage_tables_and_partitions_carry_the_subscore_checks(pg_db: Any) -> No
         scores.create_stage(conn, stage, "v1")
         stage_checks = _checks(conn, stage)
         scores.write_stage_shard(
-            conn, stage, [1], frame, version="v1", config_hash="h", computed_at=NOW, rewrite=False
+            conn, stage, [1], frame, version="v1", computed_at=NOW, rewrite=False
         )
         nobody = population_store.filter_snapshot(conn, np.empty(0, dtype=np.int64))
         scores.swap_in_stage(conn, stage, "v1", nobody, nobody.user_ids)

@@ -7,8 +7,20 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from jobs.storage import migrate, schema
+
+# match_scores' subscores before 0013 added s_appeal and s_reciprocity: rows written at an
+# older revision have only these.
+SUBSCORES_BEFORE_0013 = (
+    "quiz",
+    "interests",
+    "rating_quality",
+    "rating_fit",
+    "newness",
+    "proximity",
+)
 
 
 def schema_snapshot(engine: sa.Engine) -> dict[str, Any]:
@@ -44,6 +56,17 @@ def schema_snapshot(engine: sa.Engine) -> dict[str, Any]:
     return snapshot
 
 
+def legacy_scores() -> sa.TableClause:
+    """match_scores as it was before 0014 (reasons text, config hash), for older revisions."""
+    names = ("algorithm_version", "user_id", "candidate_id", "score")
+    names += (*(f"s_{n}" for n in schema.SUBSCORE_COLUMNS), "reasons", "config_hash")
+    return sa.table(
+        "match_scores",
+        *(sa.column(n) for n in names),
+        sa.column("computed_at", schema.UTCDateTime()),
+    )
+
+
 def test_migrated_schema_matches_models(db) -> None:
     with db.engine.connect() as conn:
         opts = {
@@ -61,7 +84,8 @@ def test_upgrade_step_by_step_equals_fresh(db) -> None:
     assert "match_scores" in fresh and "job_runs" in fresh
     assert migrate.downgrade(db.engine, "base") is None
     assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
-    for revision in migrate.revisions_in_order():
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    for revision in [rev.revision for rev in reversed(list(script.walk_revisions()))]:
         assert migrate.upgrade(db.engine, revision) == revision
     assert schema_snapshot(db.engine) == fresh
     assert migrate.current_revision(db.engine) == migrate.head_revision()
@@ -77,8 +101,7 @@ def test_score_constraint_refuses_nan_and_out_of_range(db) -> None:
         user_id=1,
         candidate_id=2,
         **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
-        reasons="[]",
-        config_hash="x",
+        reason_id=1,
         computed_at=dt.datetime.now(dt.UTC),
     )
     for bad in (float("nan"), 1.5, -0.1):
@@ -99,18 +122,18 @@ def test_partitioning_keeps_rows_and_gives_each_version_its_partition(pg_db) -> 
     with engine.begin() as conn:
         for version, user in (("v1", 1), ("v1", 2), ("exp-2", 1)):
             conn.execute(
-                sa.insert(schema.match_scores).values(
+                sa.insert(legacy_scores()).values(
                     algorithm_version=version,
                     user_id=user,
                     candidate_id=9,
                     score=0.5,
-                    **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+                    **{f"s_{n}": 0.5 for n in SUBSCORES_BEFORE_0013},
                     reasons="[]",
                     config_hash="h",
                     computed_at=now,
                 )
             )
-    migrate.upgrade(engine)
+    migrate.upgrade(engine, "0010")
     with engine.connect() as conn:
         parts = dict(
             conn.execute(
@@ -145,15 +168,16 @@ def test_integer_keys_migration_keeps_rows_both_ways(db) -> None:
             user_id=user,
             candidate_id=candidate,
             score=0.25 * candidate,
-            **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+            **{f"s_{n}": 0.5 for n in SUBSCORES_BEFORE_0013},
             reasons=f'[{{"code": "nearby", "params": {{"km": {candidate}}}}}]',
             config_hash="h",
             computed_at=now,
         )
         for version, user, candidate in (("v1", 1, 2), ("v1", 1, 3), ("v1", 2, 1), ("exp", 1, 2))
     ]
+    migrate.downgrade(db.engine, "0010")
     with db.engine.begin() as conn:
-        conn.execute(sa.insert(schema.match_scores), rows)
+        conn.execute(sa.insert(legacy_scores()), rows)
 
     def stored() -> list[tuple[Any, ...]]:
         with db.engine.connect() as conn:
@@ -176,7 +200,7 @@ def test_integer_keys_migration_keeps_rows_both_ways(db) -> None:
     migrate.downgrade(db.engine, "0003")
     assert stored() == before
     assert key() == ["algorithm_version", "user_id", "candidate_id"]
-    migrate.upgrade(db.engine)
+    migrate.upgrade(db.engine, "0010")
     assert stored() == before
     assert key() == ["user_id", "candidate_id", "algorithm_version"]
 
@@ -204,13 +228,13 @@ def _source_rows(conn: sa.Connection, users: list[dict[str, Any]]) -> None:
         ],
     )
     conn.execute(
-        sa.insert(schema.match_scores),
+        sa.insert(legacy_scores()),
         {
             "algorithm_version": "v1",
             "user_id": 1,
             "candidate_id": 2,
             "score": 0.5,
-            **{f"s_{n}": 0.5 for n in schema.SUBSCORE_COLUMNS},
+            **{f"s_{n}": 0.5 for n in SUBSCORES_BEFORE_0013},
             "s_proximity": 1.5,
             "reasons": "[]",
             "config_hash": "h",
@@ -279,18 +303,123 @@ def test_constraints_migration_round_trips_a_clean_database(db) -> None:
         conn.execute(sa.text("UPDATE quiz_answers SET value = 4 WHERE user_id = 2"))
         conn.execute(sa.text("UPDATE match_scores SET s_proximity = 1"))
 
+    # match_scores' columns as of 0005 (later revisions add subscores).
+    scores_columns = ", ".join(
+        (
+            "algorithm_version",
+            "user_id",
+            "candidate_id",
+            "score",
+            *(f"s_{n}" for n in SUBSCORES_BEFORE_0013),
+            "reasons",
+            "config_hash",
+            "computed_at",
+        )
+    )
+
     def rows() -> list[Any]:
         with db.engine.connect() as conn:
             return [
-                conn.execute(sa.text(f"SELECT * FROM {t} ORDER BY 1, 2, 3")).all()
-                for t in ("users", "quiz_answers", "match_scores")
+                conn.execute(sa.text(f"SELECT {columns} FROM {t} ORDER BY 1, 2, 3")).all()
+                for t, columns in (
+                    ("users", "*"),
+                    ("quiz_answers", "*"),
+                    ("match_scores", scores_columns),
+                )
             ]
 
     stored = rows()
-    migrate.upgrade(db.engine)
+    migrate.upgrade(db.engine, "0010")
     checks = {c["name"] for c in sa.inspect(db.engine).get_check_constraints("users")}
     assert {"ck_users_latitude", "ck_users_seeking_mask", "ck_users_location_pair"} <= checks
     assert rows() == stored
     migrate.downgrade(db.engine, "0005")
     assert schema_snapshot(db.engine) == at_0005
     assert rows() == stored
+
+
+def test_compact_scores_migration_keeps_what_the_api_reads_both_ways(db) -> None:
+    """0014 moves reasons to reason_patterns and scores to float4: the API's read of every
+    row is unchanged (reasons text for text, scores to float32), and the downgrade gives
+    back the old rows with the version's scoring hash as config_hash."""
+    import datetime as dt
+
+    import numpy as np
+
+    from jobs.storage import api, scores
+
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    texts = [
+        "[]",
+        '[{"code": "nearby", "params": {"km": 5}, "text": "About 5 km away"}]',
+        '[{"code": "shared_interests", "params": {"interests": ["café"]}, '
+        '"text": "You both love café"}]',
+    ]
+    rows = [
+        dict(
+            algorithm_version=version,
+            user_id=user,
+            candidate_id=candidate,
+            # float32 values as the scorer writes them, and one float64 that is not.
+            score=float(np.float32(0.1 * candidate)) if candidate != 4 else 0.123456789012,
+            **{f"s_{n}": float(np.float32(0.3)) for n in schema.SUBSCORE_COLUMNS},
+            reasons=texts[candidate % 3],
+            config_hash="h-old",
+            computed_at=now,
+        )
+        for version, user, candidate in (("v1", 1, 2), ("v1", 1, 3), ("v1", 1, 4), ("exp", 2, 3))
+    ]
+    migrate.downgrade(db.engine, "0013")
+    with db.engine.begin() as conn:
+        if db.engine.dialect.name == "postgresql":  # v1 swapped in once, exp never
+            name = scores.partition_name("v1")
+            conn.exec_driver_sql(
+                f"CREATE TABLE \"{name}\" PARTITION OF match_scores FOR VALUES IN ('v1')"
+            )
+        conn.execute(sa.insert(legacy_scores()), rows)
+        conn.execute(
+            sa.text(
+                "INSERT INTO algorithm_versions (algorithm_version, scoring_hash, "
+                "first_written_at, hash_set_at) VALUES ('v1', 'h-v1', :t, :t)"
+            ),
+            {"t": now},
+        )
+    migrate.upgrade(db.engine)
+    with db.engine.connect() as conn:
+        served = api.suggestions(conn, "v1", 1, 10)
+        n_patterns = conn.execute(sa.text("SELECT count(*) FROM reason_patterns")).scalar_one()
+        exp = scores.read_rows(conn, "exp")
+    assert served["candidate_id"].tolist() == [3, 2, 4]
+    assert served["reasons"].tolist() == [texts[0], texts[2], texts[1]]
+    # What the scorer wrote (float32 values) reads back exactly on both engines; a float64
+    # that no scorer wrote is rounded to float4 by PostgreSQL, kept by SQLite's REAL.
+    unrounded = 0.123456789012
+    if db.engine.dialect.name == "postgresql":
+        unrounded = float(np.float32(unrounded))
+    assert served["score"].tolist() == [float(np.float32(0.3)), float(np.float32(0.2)), unrounded]
+    assert (served["s_quiz"] == float(np.float32(0.3))).all()
+    assert n_patterns == 3
+    assert exp["reasons"].tolist() == [texts[0]] and exp["user_id"].tolist() == [2]
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect() as conn:
+            parts = conn.execute(
+                sa.text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'match_scores'::regclass"
+                )
+            ).scalars()
+            assert scores.partition_name("v1") in set(parts)
+    migrate.downgrade(db.engine, "0013")
+    with db.engine.connect() as conn:
+        back = conn.execute(
+            sa.text(
+                "SELECT algorithm_version, candidate_id, reasons, config_hash FROM match_scores "
+                "ORDER BY 1, 2"
+            )
+        ).all()
+    assert [tuple(r) for r in back] == [
+        ("exp", 3, texts[0], ""),
+        ("v1", 2, texts[2], "h-v1"),
+        ("v1", 3, texts[0], "h-v1"),
+        ("v1", 4, texts[1], "h-v1"),
+    ]

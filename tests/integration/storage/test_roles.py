@@ -43,7 +43,10 @@ SIGNALS = {
     "user_interest_index": "S",
     "user_interest_vectors": "S",
     "profile_rating_aggregates": "S",
+    "profile_rating_standing": "S",
     "user_rating_preferences": "S",
+    "user_like_behaviour": "S",
+    "user_taste_vectors": "S",
 }
 JOBS: dict[str, dict[str, str]] = {
     "quiz": {
@@ -66,20 +69,37 @@ JOBS: dict[str, dict[str, str]] = {
         "rating_dimensions": "S",
         "ratings": "S",
         "profile_rating_aggregates": ALL,
+        "profile_rating_standing": ALL,
         "user_rating_preferences": ALL,
+        **LEDGER,
+    },
+    "likes": {
+        "users": "S",
+        "likes": "S",
+        "user_like_behaviour": ALL,
+        "user_taste_vectors": ALL,
         **LEDGER,
     },
     "match": {
         "users": "S",
         "interests": "S",
         "rating_dimensions": "S",
-        "ratings": "S",
+        # not the raw ratings: the match job reads what the ratings job derived
         "likes": "S",
         **SIGNALS,
         "match_scores": ALL,
+        "reason_patterns": ALL,
+        "algorithm_versions": ALL,
+        "match_set_states": ALL,
         **LEDGER,
     },
-    "feed": {"likes": "S", "match_scores": "S", "feed_cards": ALL, **LEDGER},
+    "feed": {
+        "likes": "S",
+        "match_scores": "S",
+        "reason_patterns": "S",
+        "feed_cards": ALL,
+        **LEDGER,
+    },
 }
 
 
@@ -92,7 +112,7 @@ def union(*grants: dict[str, str]) -> dict[str, str]:
 
 
 EXPECTED: dict[str, dict[str, str]] = {
-    "api": {"match_scores": "S"},
+    "api": {"match_scores": "S", "reason_patterns": "S"},
     # INSERT into the queue (RETURNING id reads one column: no SELECT * of it).
     "app": {**{t: ALL for t in SOURCE}, "events": "I"},
     **JOBS,
@@ -213,7 +233,7 @@ def test_db_roles_is_idempotent_and_undoes_hand_made_grants(
     out = db_roles(pg_db, role_prefix, capsys)
     assert f"{role_prefix}api" in out and f"{role_prefix}nightly" in out
     first = grants_snapshot(pg_db, role_prefix)
-    assert len(first["attributes"]) == 10
+    assert len(first["attributes"]) == 11
     assert not any(row[2] or row[3] or row[4] for row in first["attributes"])  # no super/db/role
     db_roles(pg_db, role_prefix, capsys)
     assert grants_snapshot(pg_db, role_prefix) == first
@@ -272,20 +292,18 @@ def test_forbidden_writes_through_storage_are_refused_by_the_database(
         nobody = population_store.FilterSnapshot(
             np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
         )
-        scores.replace_user_sets(
-            conn, [1], no_scores, version="v1", config_hash="h", computed_at=NOW, guard=nobody
-        )
+        scores.replace_user_sets(conn, [1], no_scores, version="v1", computed_at=NOW, guard=nobody)
 
     def write_quiz_vectors(conn: sa.Connection) -> None:
         signals.sync(conn, schema.user_quiz_vectors, no_vectors, None, "user_id")
 
     # The API reader reads the suggestions and nothing else, and writes nothing.
     assert "match_scores" in str(attempt("api", write_scores))
-    assert "users" in str(attempt("api", signals.all_user_ids))
+    assert "users" in str(attempt("api", signals.existing_user_ids))
     # A job writes only its own tables; the app writes no derived table.
-    for role in ("quiz", "interests", "ratings", "feed", "app"):
+    for role in ("quiz", "interests", "ratings", "likes", "feed", "app"):
         attempt(role, write_scores)
-    for role in ("match", "ratings", "app", "api"):
+    for role in ("match", "ratings", "likes", "app", "api"):
         attempt(role, write_quiz_vectors)
     # The worker drains the queue; it never writes the app's source tables.
     population = seed_mod.generate(5, 1, NOW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,8 @@ CATALOGUE: dict[int, str] = {
     14: "running",
     15: "films",
 }
+
+BEHAVIOUR_DIM = 3
 
 USER_DEFAULTS: dict[str, Any] = {
     "gender": 0,
@@ -37,6 +40,10 @@ USER_DEFAULTS: dict[str, Any] = {
     "rating_quality": 0.6,
     "rating_dims": (0.1, 0.0, -0.1),
     "preference": (1.0, 0.0, 0.0),
+    # The likes job's outputs: None = the user has none (too few decisions, or no row).
+    "taste": None,
+    "appeal": None,
+    "like_rate": None,
 }
 
 
@@ -68,6 +75,8 @@ def build_population(
     quiz, has_quiz = vectors("quiz", dq)
     ivec, has_ivec = vectors("interest_vector", di)
     prefs, has_pref = vectors("preference", nd)
+    taste, has_taste = vectors("taste", BEHAVIOUR_DIM)
+    appeal, has_appeal = vectors("appeal", BEHAVIOUR_DIM)
     interest_lists = [sorted(r["interests"].items()) for r in rows]
     exclusions = exclusions or {}
     excl_lists = [sorted(exclusions.get(i, ())) for i in range(n)]
@@ -103,6 +112,12 @@ def build_population(
         has_preference=has_pref,
         excluded_indptr=np.cumsum([0] + [len(x) for x in excl_lists]).astype(np.int64),
         excluded_rows=np.array([j for x in excl_lists for j in x], np.int64),
+        like_rate_given=np.array([r["like_rate"] or 0.0 for r in rows], np.float32),
+        has_like_rate=np.array([r["like_rate"] is not None for r in rows], bool),
+        taste_vectors=taste,
+        has_taste=has_taste,
+        appeal_vectors=appeal,
+        has_appeal=has_appeal,
     )
 
 
@@ -169,7 +184,7 @@ def random_population(
         for arr in (quiz, ivec, prefs, rating_dims):
             arr[rng.random(n) < nan_fraction, 0] = np.nan
         rating_quality[rng.random(n) < nan_fraction] = np.nan
-    return Population(
+    pop = Population(
         user_ids=rng.permutation(n).astype(np.int64) * 7 + 1,
         gender=gender,
         seeking_mask=seeking,
@@ -198,6 +213,20 @@ def random_population(
         has_preference=rng.random(n) >= p_missing,
         excluded_indptr=np.concatenate([[0], np.cumsum([e.size for e in excl])]).astype(np.int64),
         excluded_rows=np.concatenate([*excl, np.empty(0, np.int64)]).astype(np.int64),
+    )
+    # The likes job's outputs, drawn last so the draws above stay what they were: taste and
+    # appeal of a few latent types (dots mostly within ±1, as the job's reconstructions),
+    # some users without either vector or without a like rate.
+    taste = 0.3 * clustered(8)
+    appeal = 0.3 * clustered(8)
+    return dataclasses.replace(
+        pop,
+        taste_vectors=taste,
+        has_taste=rng.random(n) >= 2 * p_missing,
+        appeal_vectors=appeal,
+        has_appeal=rng.random(n) >= 2 * p_missing,
+        like_rate_given=rng.beta(2, 3, size=n).astype(np.float32),
+        has_like_rate=rng.random(n) >= p_missing,
     )
 
 

@@ -1,4 +1,9 @@
-"""Slow, obviously-correct reference implementations (plain Python loops over pairs)."""
+"""Slow, obviously-correct reference implementations (plain Python loops over pairs).
+
+A test oracle, written apart from compute/ on purpose: it does not use the signal registry
+(``compute.signals.SIGNALS``), so a registry or kernel mistake shows up as a disagreement.
+A new signal needs its own few lines here (test_signals fails until it has them).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,16 @@ import math
 
 from compute.population import Population
 
-SIGNALS = ("quiz", "interest", "rating_quality", "rating_fit", "newness", "proximity")
+SIGNALS = (
+    "quiz",
+    "interest",
+    "rating_quality",
+    "rating_fit",
+    "newness",
+    "proximity",
+    "appeal",
+    "reciprocity",
+)
 
 
 def haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -95,7 +109,7 @@ def shared_interests(pop: Population, a: int, b: int) -> list[int]:
 def signals(
     pop: Population, a: int, b: int, half_life: float = 30.0, scale_km: float = 25.0
 ) -> dict[str, float | None]:
-    """The six signals a → b; None = missing."""
+    """The eight signals a → b; None = missing."""
     out: dict[str, float | None] = {}
     cos = _cos(pop.quiz_vectors[a].tolist(), pop.quiz_vectors[b].tolist())
     out["quiz"] = (1 + cos) / 2 if cos is not None and pop.has_quiz[a] and pop.has_quiz[b] else None
@@ -116,7 +130,25 @@ def signals(
     out["newness"] = None if math.isnan(days) else 0.5 ** (max(days, 0.0) / half_life)
     d = distance(pop, a, b)
     out["proximity"] = None if d is None else math.exp(-d / scale_km)
+    out["appeal"] = _decision(pop, taste=a, appeal=b)
+    model = _decision(pop, taste=b, appeal=a)
+    rate = float(pop.like_rate_given[b]) if pop.has_like_rate[b] else None
+    known = [x for x in (model, rate) if x is not None]
+    out["reciprocity"] = sum(known) / len(known) if known else None
     return out
+
+
+def _decision(pop: Population, taste: int, appeal: int) -> float | None:
+    """(1 + clip(taste · appeal, -1, 1)) / 2 when both vectors exist."""
+    if not (pop.has_taste[taste] and pop.has_appeal[appeal]):
+        return None
+    dot = sum(
+        float(x) * float(y)
+        for x, y in zip(pop.taste_vectors[taste], pop.appeal_vectors[appeal], strict=True)
+    )
+    if not math.isfinite(dot):
+        return None
+    return (1 + min(1.0, max(-1.0, dot))) / 2
 
 
 def directional_score(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute import blockscore, filters, scoring
+from compute import blockscore, filters, scoring, sorting, spread
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 EVERYTHING = 10**6
@@ -75,9 +75,10 @@ def test_rows_chunked_together_equal_rows_alone(make_random_population):
         assert alone.rank.tolist() == list(range(alone.rank.size))
 
 
-def test_ties_are_broken_by_candidate_user_id(make_population):
-    # Four identical men: equal scores; the two with the smallest user ids are kept,
-    # whatever the column order.
+def test_ties_are_broken_by_the_exposure_spread(make_population):
+    """Four identical men: equal scores; the two with the smallest spread keys of
+    (user, candidate, seed) are kept, whatever the column order — not the lowest ids
+    (issue 11, item 7)."""
     man = {"gender": 1, "seeking": 0b001}
     pop = make_population(
         [
@@ -88,10 +89,13 @@ def test_ties_are_broken_by_candidate_user_id(make_population):
             {**man, "user_id": 30},
         ]
     )
-    params = scoring.ScoreParams()
+    params = scoring.ScoreParams(spread_seed=11)
+    ids = np.array([50, 20, 40, 30])
+    keys = sorting.spread_keys(np.full(4, pop.user_ids[0]), ids, 11)
+    expected = ids[np.argsort(keys)][:2].tolist()
     for cands in (np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])):
         block = blockscore.rank_block(pop, np.array([0]), cands, params, filters.FilterParams(), 2)
-        assert pop.user_ids[block.cand_rows].tolist() == [20, 30]
+        assert pop.user_ids[block.cand_rows].tolist() == expected
 
 
 def test_missing_signals_take_the_neutral_value(make_population):
@@ -161,7 +165,15 @@ def test_bad_arguments_raise(four_users):
         )
 
 
-def reference_top_per_row(score, rows, cand_ids, keep):
+def reference_spread(user_id, cand_id, seed):
+    """The spread key in plain Python integers (x³ mod P of the mixed ids)."""
+    p = spread.SPREAD_PRIME
+    mixed = cand_id * spread.SPREAD_CANDIDATE_FACTOR + user_id * spread.SPREAD_USER_FACTOR
+    x = (mixed + seed) % p
+    return pow(x, 3, p)
+
+
+def reference_top_per_row(score, rows, row_ids, cand_ids, seed, keep):
     """The straightforward cut: exact keep-th value per row, then a three-key lexsort."""
     n_rows, n_cols = score.shape
     if n_cols > keep:
@@ -170,7 +182,9 @@ def reference_top_per_row(score, rows, cand_ids, keep):
         threshold = np.full(n_rows, -np.inf, dtype=np.float32)
     local, col = np.nonzero(score >= np.maximum(threshold, np.float32(-0.5))[:, None])
     values = score[local, col]
-    order = np.lexsort((cand_ids[col], -values, local))
+    pairs = zip(row_ids[local].tolist(), cand_ids[col].tolist(), strict=True)
+    ties = np.array([reference_spread(u, c, seed) for u, c in pairs], dtype=np.int64)
+    order = np.lexsort((ties, -values, local))
     local, col, values = local[order], col[order], values[order]
     first = np.r_[True, local[1:] != local[:-1]] if local.size else np.empty(0, np.bool_)
     rank = np.arange(local.size) - np.maximum.accumulate(np.where(first, np.arange(local.size), 0))
@@ -195,11 +209,10 @@ def test_top_per_row_and_masking_equal_the_straightforward_cut():
         blockscore._mask_cells(score, ok)
         assert (score.view(np.int32) == expected_masked.view(np.int32)).all()
         rows = rng.integers(0, 10**6, n_rows)
-        ids = rng.permutation(n_cols)
-        id_order = np.argsort(ids, kind="stable")
-        id_rank = np.empty_like(id_order)
-        id_rank[id_order] = np.arange(n_cols)
-        got = blockscore._top_per_row(score, rows, id_rank, keep)
-        want = reference_top_per_row(score, rows, ids, keep)
+        ids = rng.permutation(n_cols) + 1
+        row_ids = rows + 7
+        seed = int(rng.integers(0, spread.SPREAD_PRIME))
+        got = blockscore._top_per_row(score, rows, row_ids, ids, seed, keep)
+        want = reference_top_per_row(score, rows, row_ids, ids, seed, keep)
         for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype and g.tolist() == w.tolist(), trial

@@ -164,7 +164,14 @@ def _concat(left, right):
             values[f.name] = np.concatenate([a, b + n])
         elif f.name.startswith("catalogue"):
             values[f.name] = a
-        elif f.name in ("quiz_vectors", "interest_vectors", "rating_dims", "rating_preferences"):
+        elif f.name in (
+            "quiz_vectors",
+            "interest_vectors",
+            "rating_dims",
+            "rating_preferences",
+            "taste_vectors",
+            "appeal_vectors",
+        ):
             width = a.shape[1]
             padded = np.zeros((b.shape[0], width), np.float32)
             padded[:, : min(width, b.shape[1])] = b[:, :width]

@@ -229,3 +229,38 @@ def test_percentile_interval_ignores_nan() -> None:
     low, high = evaluation.percentile_interval([np.nan, *range(101)], level=0.9)
     assert (low, high) == pytest.approx((5.0, 95.0))
     assert all(math.isnan(x) for x in evaluation.percentile_interval([np.nan]))
+
+
+def test_per_viewer_auc_and_ndcg_average_viewers_with_both_classes() -> None:
+    # Viewer 1: perfect order. Viewer 2: reversed. Viewer 3: a tie between its two rows.
+    # Viewer 4 has only positives and viewer 5 only negatives: left out.
+    groups = np.array([1, 1, 1, 2, 2, 3, 3, 4, 5])
+    scores = np.array([0.9, 0.5, 0.1, 0.2, 0.8, 0.4, 0.4, 0.3, 0.7])
+    labels = np.array([True, False, False, True, False, True, False, True, False])
+    got = evaluation.per_viewer(groups, scores, labels, k=1)
+    assert got.n_viewers == 3
+    assert got.auc == pytest.approx((1.0 + 0.0 + 0.5) / 3)
+    # NDCG@1: 1 for viewer 1, 0 for 2; viewer 3's tie goes to input order (the positive).
+    assert got.ndcg == pytest.approx((1.0 + 0.0 + 1.0) / 3)
+    # The pooled AUC is another number: it also compares rows of different viewers.
+    assert evaluation.auc(scores, labels) != pytest.approx(got.auc)
+
+
+def test_per_viewer_agrees_with_the_pooled_auc_within_each_viewer() -> None:
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 40, 600)
+    scores = np.round(rng.random(600), 1)  # plenty of ties
+    labels = rng.random(600) < 0.3
+    got = evaluation.per_viewer(groups, scores, labels, k=3)
+    expected = [
+        evaluation.auc(scores[groups == v], labels[groups == v])
+        for v in np.unique(groups)
+        if 0 < labels[groups == v].sum() < (groups == v).sum()
+    ]
+    assert got.n_viewers == len(expected)
+    assert got.auc == pytest.approx(float(np.mean(expected)), abs=1e-12)
+
+
+def test_per_viewer_without_a_viewer_having_both_classes_is_nan() -> None:
+    got = evaluation.per_viewer(np.array([1, 2]), np.array([0.1, 0.2]), np.array([True, False]), 3)
+    assert got.n_viewers == 0 and np.isnan(got.auc) and np.isnan(got.ndcg)

@@ -17,10 +17,23 @@ def reasons_of(pop, a, b, params=None, reason_params=None):
     return scored, slots, [json.loads(t) for t in texts]
 
 
+PROFILE_WEIGHTS = scoring.SignalWeights(
+    quiz=0.25,
+    interest=0.20,
+    rating_quality=0.15,
+    rating_fit=0.10,
+    newness=0.10,
+    proximity=0.20,
+    appeal=0.0,
+    reciprocity=0.0,
+)
+
+
 def test_four_users_reasons_are_hand_checkable(four_users):
-    _, _, decoded = reasons_of(four_users, [0], [1])
-    # Contributions: quiz 0.30·1, interest 0.25·1, proximity 0.15·exp(-8.9/25) ≈ 0.105;
-    # rating quality 0.6 and newness are below their thresholds.
+    params = scoring.ScoreParams(reciprocal=False, weights=PROFILE_WEIGHTS)
+    _, _, decoded = reasons_of(four_users, [0], [1], params)
+    # Contributions: quiz 0.25·1, interest 0.20·1, proximity 0.20·exp(-8.9/25) ≈ 0.14 above
+    # rating_fit 0.10·…; rating quality 0.6 and newness are below their thresholds.
     assert decoded[0] == [
         {"code": "quiz_match", "params": {}, "text": "Your quiz answers line up closely"},
         {
@@ -121,3 +134,36 @@ def test_interest_sets_too_large_to_pack_encode_the_same(make_random_population,
     assert (slots == signals.SIGNAL_NAMES.index("interest")).any()
     monkeypatch.setattr(reasons, "_PACKED_SET_LIMIT", 1)
     assert reasons.encode_reasons_json(pop, scored, slots).tolist() == packed.tolist()
+
+
+def test_behaviour_signals_give_their_reasons(make_population):
+    """The two behaviour signals (issue 11, item 2) are offered as reasons with their
+    sentences when they carry the score: b's appeal to a's taste, and b likely to like a."""
+    pop = make_population(
+        [
+            {"user_id": 1, "taste": (1.0, 0.0, 0.0), "appeal": (0.0, 1.0, 0.0), "like_rate": 0.2},
+            {
+                "user_id": 2,
+                "gender": 1,
+                "seeking": 0b001,
+                "taste": (0.0, 1.0, 0.0),
+                "appeal": (0.9, 0.0, 0.0),
+                "like_rate": 0.95,
+                "quiz": (0.0, 1.0, 0.0, 0.0),
+                "interests": {12: 1.0},
+                "lat": 48.0,
+            },
+        ]
+    )
+    weights = scoring.SignalWeights(
+        **{s.name: 0.0 for s in signals.SIGNALS} | {"appeal": 1.0, "reciprocity": 1.0}
+    )
+    scored, _, decoded = reasons_of(
+        pop, [0], [1], scoring.ScoreParams(reciprocal=False, weights=weights)
+    )
+    # appeal = (1 + 0.9) / 2; reciprocity = mean((1 + 1·1) / 2, 0.95) (b likes a back).
+    assert scored.subscore("appeal")[0] == pytest.approx(0.95)
+    assert scored.subscore("reciprocity")[0] == pytest.approx(0.975)
+    codes = [r["code"] for r in decoded[0]]
+    assert codes[:2] == ["likely_mutual", "your_type"]
+    assert decoded[0][0]["text"] == "Likely to like you back"

@@ -8,11 +8,21 @@ import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute import filters, scoring, signals
+from compute import filters, scoring, signals, sorting
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
-WEIGHTS = scoring.SignalWeights()
-WEIGHT_DICT = {name: getattr(WEIGHTS, name) for name in signals.SIGNAL_NAMES}
+# Explicit, so that the hand-checked sums below do not follow the registry's defaults.
+WEIGHTS = scoring.SignalWeights(
+    quiz=0.30,
+    interest=0.25,
+    rating_quality=0.15,
+    rating_fit=0.10,
+    newness=0.05,
+    proximity=0.15,
+    appeal=0.0,
+    reciprocity=0.0,
+)
+WEIGHT_DICT = {name: WEIGHTS[name] for name in signals.SIGNAL_NAMES}
 
 
 def all_filtered_pairs(pop):
@@ -23,7 +33,7 @@ def all_filtered_pairs(pop):
 
 
 def test_four_users_score_is_hand_checkable(four_users):
-    params = scoring.ScoreParams(reciprocal=False)
+    params = scoring.ScoreParams(reciprocal=False, weights=WEIGHTS)
     scored = scoring.score_pairs(four_users, [0], [1], params)
     # Identical quiz and interest vectors/sets → 1; quality 0.6; fit: cos((1,0,0),
     # (0.1,0,-0.1)) = 1/√2; newness 0.5^(100/30); proximity exp(-d/25), d ≈ 8.9 km.
@@ -38,7 +48,8 @@ def test_four_users_score_is_hand_checkable(four_users):
     )
     assert scored.score[0] == pytest.approx(expected, abs=1e-6)
     assert scored.subscore("quiz")[0] == pytest.approx(1.0)
-    assert scored.missing[0] == 0
+    # four_users have no likes: the two behaviour signals are missing (bits 6 and 7).
+    assert scored.missing[0] == (1 << signals.index("appeal")) | (1 << signals.index("reciprocity"))
 
 
 @pytest.mark.parametrize("fusion", ["harmonic", "geometric", "min"])
@@ -47,7 +58,7 @@ def test_scores_equal_reference(make_random_population, fusion, dormancy):
     pop = make_random_population(70, np.random.default_rng(11), nan_fraction=0.05)
     a, b = all_filtered_pairs(pop)
     assert a.size > 50
-    params = scoring.ScoreParams(top_k=1000, fusion=fusion, dormancy=dormancy)
+    params = scoring.ScoreParams(top_k=1000, fusion=fusion, dormancy=dormancy, weights=WEIGHTS)
     scored = scoring.score_pairs(pop, a, b, params)
     assert len(scored) == a.size
     for x, y, s in zip(scored.user_rows, scored.cand_rows, scored.score, strict=True):
@@ -62,13 +73,16 @@ def test_scores_equal_reference(make_random_population, fusion, dormancy):
         assert s == pytest.approx(expected, abs=1e-5)
 
 
-def test_top_k_is_per_user_sorted_with_candidate_id_tie_break(make_population):
+def test_top_k_is_per_user_sorted_with_the_spread_tie_break(make_population):
+    """Equal scores are ordered by the spread keys, not by candidate id (issue 11, item 7)."""
     same = {"gender": 1, "seeking": 0b001}
     pop = make_population(
         [{}, {**same, "user_id": 9}, {**same, "user_id": 5}, {**same, "user_id": 7}]
     )
-    scored = scoring.score_pairs(pop, [0, 0, 0], [1, 2, 3], scoring.ScoreParams(top_k=2))
-    assert scored.cand_rows.tolist() == [2, 3]  # equal scores → user ids 5, 7
+    params = scoring.ScoreParams(top_k=2, spread_seed=3)
+    scored = scoring.score_pairs(pop, [0, 0, 0], [1, 2, 3], params)
+    keys = sorting.spread_keys(np.full(3, pop.user_ids[0]), pop.user_ids[[1, 2, 3]], 3)
+    assert scored.cand_rows.tolist() == (np.argsort(keys)[:2] + 1).tolist()
     assert scored.rank.tolist() == [0, 1]
 
 
@@ -159,3 +173,19 @@ def test_params_validation_names_the_key(make_population):
             scoring.ScoreParams(),
             exposure_counts=np.zeros(1, np.int64),
         )
+
+
+def test_exposure_spread_figures_by_hand():
+    """The exposure figures of issue 11, item 7: half the users in no list, Gini 0.5."""
+    figure = scoring.exposure_spread(np.array([2, 0, 2, 0]))
+    assert figure == {
+        "users": 4,
+        "never_suggested_share": 0.5,
+        "appearances_p50": 1.0,
+        "appearances_p99": 2.0,
+        "appearances_max": 2,
+        "appearances_mean": 1.0,
+        "gini": 0.5,
+    }
+    assert scoring.exposure_spread(np.array([3, 3, 3]))["gini"] == 0.0
+    assert scoring.exposure_spread(np.zeros(3, np.int64))["gini"] is None

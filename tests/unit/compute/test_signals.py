@@ -1,4 +1,4 @@
-"""The six pair signals: hand-checked values, missing inputs, and the reference."""
+"""The registered pair signals: hand-checked values, missing inputs, and the reference."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ def test_quiz_similarity_maps_cosine_to_unit_interval(make_population):
     pop = make_population(
         [{"quiz": (1, 0, 0, 0)}, {"quiz": (0, 2, 0, 0)}, {"quiz": (-3, 0, 0, 0)}, {"quiz": None}]
     )
-    values, present = signals.quiz_similarity(pop, np.array([0, 0, 0, 0]), np.array([0, 1, 2, 3]))
+    values, present = signals.pair_signal(
+        pop, "quiz", np.array([0, 0, 0, 0]), np.array([0, 1, 2, 3])
+    )
     assert values[:3] == pytest.approx([1.0, 0.5, 0.0])
     assert present.tolist() == [True, True, True, False]
     assert np.isnan(values[3])
@@ -51,12 +53,14 @@ def test_directional_signals(make_population):
         ]
     )
     a, b = np.array([0, 1]), np.array([1, 0])
-    quality, q_present = signals.rating_quality(pop, a, b)
+    quality, q_present = signals.pair_signal(pop, "rating_quality", a, b)
     assert q_present.tolist() == [False, True]
     assert quality[1] == pytest.approx(0.9)
-    fit, _ = signals.rating_fit(pop, a, b)
+    fit, _ = signals.pair_signal(pop, "rating_fit", a, b)
     assert fit[0] == pytest.approx(1.0)
-    new, _ = signals.newness(pop, a, b, half_life_days=30.0)
+    new, _ = signals.pair_signal(
+        pop, "newness", a, b, signals.SignalParams(newness_half_life_days=30.0)
+    )
     assert new.tolist() == pytest.approx([0.5, 1.0])
 
 
@@ -64,11 +68,11 @@ def test_proximity_decays_with_distance_and_is_missing_without_location(make_pop
     pop = make_population(
         [{"lat": 0.0, "lon": 0.0}, {"lat": 0.0, "lon": 0.0}, {"lat": np.nan, "lon": np.nan}]
     )
-    values, present = signals.proximity(pop, np.array([0, 0]), np.array([1, 2]), 25.0)
+    values, present = signals.pair_signal(pop, "proximity", np.array([0, 0]), np.array([1, 2]))
     assert values[0] == pytest.approx(1.0)
     assert present.tolist() == [True, False]
-    d = 25.0
-    far = signals.proximity(pop, np.array([0]), np.array([1]), 25.0, distance_km=np.array([d]))[0]
+    # One scale away: 1/e.
+    far = signals.distance_decay(np.array([25.0]), signals.SignalParams(proximity_scale_km=25.0))
     assert far[0] == pytest.approx(math.exp(-1))
 
 

@@ -24,12 +24,14 @@ def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
 def test_default_config_has_the_product_weights() -> None:
     cfg = config_mod.load_config()
     assert cfg.weights.model_dump() == {
-        "quiz": 0.25,
-        "interests": 0.20,
-        "rating_quality": 0.15,
+        "quiz": 0.15,
+        "interests": 0.10,
+        "rating_quality": 0.10,
         "rating_fit": 0.10,
-        "newness": 0.10,
-        "proximity": 0.20,
+        "newness": 0.05,
+        "proximity": 0.10,
+        "appeal": 0.20,
+        "reciprocity": 0.20,
     }
     assert cfg.signals.neutral_value == 0.5
     assert cfg.signals.newness_half_life_days == 30

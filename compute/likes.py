@@ -1,0 +1,433 @@
+"""Behaviour from likes and passes: like rates with shrinkage, and a taste/appeal model.
+
+Input: directed decisions (decider ``u``, target ``t``, kind). Only likes and passes are
+taste evidence. A **block** is a safety statement about one person, not an opinion of their
+profile, so it enters neither the rates nor the model; blocks are only counted
+(``LikeBehaviour.n_blocks``) so that a run's figures show how many were set aside.
+
+Validation (``validate_decisions``) skips and counts rows, each under the first reason that
+applies, in this order: ``unknown_kind`` (not like, pass or block), ``unknown_user`` (decider
+or target not known), ``self_decision``, ``duplicate_decision`` (a second row for the same
+(decider, target): the **last** in input order is kept).
+
+Rates (``like_behaviour``), with ``m = prior_weight``::
+
+    g            = likes / (likes + passes) over every valid decision  (0.5 when none)
+    rate_given   = (likes_given_u + m g) / (decisions_given_u + m)        pickiness: low = picky
+    rate_received = (likes_received_u + m g) / (decisions_received_u + m) desirability
+
+A decision counts once for its decider (given) and once for its target (received), so both
+rates shrink towards the same ``g``; a user without decisions has both rates equal to ``g``.
+
+Taste model (``taste_model``), in the spirit of reciprocal collaborative filtering (Xia et
+al.: people who liked the same people share taste; people liked by the same people share
+appeal). The signed decision matrix ``M`` (deciders × targets) holds ``+1`` for a like,
+``-pass_weight`` for a pass, ``0`` where no decision was made. With its truncated SVD
+``M ≈ U S Vᵀ`` (rank ``dim``) and ``λ = regularisation``::
+
+    S'       = max(S - λ, 0)                (singular-value soft threshold: the solution of
+                                             least squares plus λ × the nuclear norm)
+    taste_u  = M[u, :] V diag(√S' / S)      (= U √S' for a fitted row)
+    appeal_t = M[:, t]ᵀ U diag(√S' / S)     (= V √S')
+
+so ``taste_a · appeal_b`` is the low-rank reconstruction of a's decision about b: near 1 for
+a likely like, near ``-pass_weight`` for a likely pass, 0 when the model has nothing to say.
+Both vectors are computed as products of the user's own row (column) of ``M`` with the
+fitted basis, so two users with the same decisions get bit-identical vectors. Components
+are sorted by singular value and each one's sign is fixed (the largest-magnitude entry of
+its ``V`` column is positive), so the basis does not flip between runs; missing rank
+(fewer users than ``dim``, or ``S ≤ λ``) is zero-padded to ``dim``.
+
+Every valid decision enters the fit, but only users with at least ``min_decisions``
+decisions *given* get a taste vector (``too_few_decisions_given``) and only users with at
+least ``min_decisions`` decisions *received* get an appeal vector
+(``too_few_decisions_received``); for the others a signal built on them is neutral.
+
+Matrices with at most ``dense_max_cells`` cells (or too small for the requested rank) use
+LAPACK's dense SVD; larger ones ``scipy.sparse.linalg.svds`` (ARPACK), started from a vector
+drawn from the caller's ``rng``, so the same inputs and seed give the same vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse
+import scipy.sparse.linalg
+
+from compute import validate
+
+DECISION_KINDS = ("like", "pass", "block")
+DECISION_ROW_REASONS = ("unknown_kind", "unknown_user", "self_decision", "duplicate_decision")
+VECTOR_USER_REASONS = ("too_few_decisions_given", "too_few_decisions_received")
+# Up to 4M cells (32 MB as float64) the exact dense SVD is cheaper than ARPACK.
+DENSE_MAX_CELLS = 4_000_000
+# Singular values below this fraction of the largest are rounding noise, not taste.
+_RANK_TOLERANCE = 1e-10
+
+
+@dataclass(frozen=True)
+class LikeParams:
+    """Tunable parameters of the likes job (filled from YAML by the jobs layer).
+
+    Attributes
+    ----------
+    dim : int ≥ 1
+        Length of every taste and appeal vector.
+    min_decisions : int ≥ 1
+        Likes + passes a user must have given (for taste) or received (for appeal).
+    prior_weight : float ≥ 0
+        ``m``, pseudo-decisions at the global like rate in both shrunk rates.
+    pass_weight : float > 0
+        How strongly a pass counts against (a like counts +1).
+    regularisation : float ≥ 0
+        ``λ``, subtracted from every singular value (floored at 0).
+    """
+
+    dim: int
+    min_decisions: int
+    prior_weight: float
+    pass_weight: float
+    regularisation: float
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "min_decisions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be an int ≥ 1; got {value!r}")
+        for name, positive in (
+            ("prior_weight", False),
+            ("pass_weight", True),
+            ("regularisation", False),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number; got {value!r}")
+            if not np.isfinite(value) or value < 0 or (positive and value == 0):
+                bound = "> 0" if positive else "≥ 0"
+                raise ValueError(f"{name} must be finite and {bound}; got {value!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Decisions:
+    """Valid decisions (result of :func:`validate_decisions`).
+
+    Attributes
+    ----------
+    user_ids, target_ids : (d,) int64
+        Decider and target of each like or pass.
+    is_like : (d,) bool
+        True for a like, False for a pass.
+    n_blocks : int
+        Valid blocks, set aside (not taste evidence).
+    skipped : dict[str, int]
+        Rows per reason in ``DECISION_ROW_REASONS``.
+    """
+
+    user_ids: npt.NDArray[np.int64]
+    target_ids: npt.NDArray[np.int64]
+    is_like: npt.NDArray[np.bool_]
+    n_blocks: int
+    skipped: dict[str, int]
+
+
+def validate_decisions(
+    user_ids: npt.NDArray[np.int64],
+    target_ids: npt.NDArray[np.int64],
+    kinds: npt.NDArray[np.str_] | npt.NDArray[np.object_],
+    known_user_ids: npt.NDArray[np.int64],
+) -> Decisions:
+    """Skip and count bad decision rows; keep likes and passes, count blocks.
+
+    Parameters
+    ----------
+    user_ids, target_ids : (n,) int64
+    kinds : (n,) str or object
+        ``"like"``, ``"pass"`` or ``"block"``.
+    known_user_ids : (k,) int64
+        Every user id that exists, active or not (any order, repeats allowed).
+
+    Returns
+    -------
+    Decisions
+    """
+    user_ids = validate.as_ids("user_ids", user_ids)
+    target_ids = validate.as_ids("target_ids", target_ids)
+    if not isinstance(kinds, np.ndarray) or kinds.ndim != 1 or kinds.dtype.kind not in "UO":
+        raise TypeError(f"kinds must be a 1-D str or object array; got {_describe(kinds)}")
+    n_rows = validate.check_same_length(user_ids=user_ids, target_ids=target_ids, kinds=kinds)
+    known = np.unique(validate.as_ids("known_user_ids", known_user_ids))
+    kind_text = kinds.astype(str)
+    user_pos, user_known = validate.lookup(known, user_ids)
+    target_pos, target_known = validate.lookup(known, target_ids)
+    reasons = [
+        ("unknown_kind", ~np.isin(kind_text, DECISION_KINDS)),
+        ("unknown_user", ~(user_known & target_known)),
+        ("self_decision", user_ids == target_ids),
+    ]
+    candidates = validate.keep_mask(n_rows, reasons)
+    keys = user_pos * np.int64(max(len(known), 1)) + target_pos
+    duplicate = validate.duplicate_mask(keys, candidates, keep="last")
+    reasons.append(("duplicate_decision", duplicate))
+    keep = candidates & ~duplicate
+    block = keep & (kind_text == "block")
+    taste = keep & ~block
+    return Decisions(
+        user_ids=user_ids[taste].copy(),
+        target_ids=target_ids[taste].copy(),
+        is_like=kind_text[taste] == "like",
+        n_blocks=int(block.sum()),
+        skipped=validate.classify_rows(n_rows, reasons),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class LikeBehaviour:
+    """Per-user like rates and counts (result of :func:`like_behaviour`).
+
+    Attributes
+    ----------
+    user_ids : (n,) int64
+        As requested.
+    decisions_given, likes_given, decisions_received, likes_received : (n,) int64
+    rate_given, rate_received : (n,) float64 in [0, 1]
+        Shrunk rates (module docstring).
+    global_rate : float
+        ``g``.
+    n_blocks : int
+        Blocks set aside (copied from the decisions).
+    """
+
+    user_ids: npt.NDArray[np.int64]
+    decisions_given: npt.NDArray[np.int64]
+    likes_given: npt.NDArray[np.int64]
+    decisions_received: npt.NDArray[np.int64]
+    likes_received: npt.NDArray[np.int64]
+    rate_given: npt.NDArray[np.float64]
+    rate_received: npt.NDArray[np.float64]
+    global_rate: float
+    n_blocks: int
+
+
+def _counts(
+    user_ids: npt.NDArray[np.int64], ids: npt.NDArray[np.int64], is_like: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Decisions and likes counted for each of ``user_ids`` (rows whose id is in ``ids``)."""
+    order = np.argsort(user_ids, kind="stable")
+    pos, found = validate.lookup(user_ids[order], ids)
+    rows = order[pos[found]]
+    n = len(user_ids)
+    decisions = np.bincount(rows, minlength=n).astype(np.int64)
+    likes = np.bincount(rows[is_like[found]], minlength=n).astype(np.int64)
+    return decisions, likes
+
+
+def like_behaviour(
+    user_ids: npt.NDArray[np.int64], decisions: Decisions, params: LikeParams
+) -> LikeBehaviour:
+    """Counts and shrunk like rates, given and received, for the requested users.
+
+    Parameters
+    ----------
+    user_ids : (n,) int64, unique
+        Users to report, in output order. ``g`` is over *all* decisions, not only theirs.
+    decisions : Decisions
+    params : LikeParams
+
+    Returns
+    -------
+    LikeBehaviour
+    """
+    user_ids = validate.as_ids("user_ids", user_ids)
+    validate.check_unique("user_ids", user_ids)
+    n_total = len(decisions.is_like)
+    global_rate = float(decisions.is_like.sum() / n_total) if n_total else 0.5
+    given, liked = _counts(user_ids, decisions.user_ids, decisions.is_like)
+    received, liked_by = _counts(user_ids, decisions.target_ids, decisions.is_like)
+    m = float(params.prior_weight)
+
+    def shrunk(likes: np.ndarray, total: np.ndarray) -> npt.NDArray[np.float64]:
+        # total + m = 0 only when m = 0 and nothing was decided: the prior is all there is.
+        denominators = total + m
+        safe = np.where(denominators > 0, denominators, 1.0)
+        return np.where(denominators > 0, (likes + m * global_rate) / safe, global_rate)
+
+    return LikeBehaviour(
+        user_ids=user_ids.copy(),
+        decisions_given=given,
+        likes_given=liked,
+        decisions_received=received,
+        likes_received=liked_by,
+        rate_given=shrunk(liked, given),
+        rate_received=shrunk(liked_by, received),
+        global_rate=global_rate,
+        n_blocks=decisions.n_blocks,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class TasteVectors:
+    """Result of :func:`taste_model`.
+
+    Attributes
+    ----------
+    user_ids : (r,) int64
+        Requested users with at least one of the two vectors, in the order requested.
+    taste, appeal : (r, dim) float32
+        NaN rows where the user has no such vector (too few decisions); finite otherwise.
+    has_taste, has_appeal : (r,) bool
+    decisions_given, decisions_received : (r,) int64
+    singular_values : (dim,) float64
+        ``S'`` (after the soft threshold), descending, zero-padded.
+    skipped : dict[str, int]
+        Requested users per reason in ``VECTOR_USER_REASONS`` (a user without either vector
+        counts under both).
+    """
+
+    user_ids: npt.NDArray[np.int64]
+    taste: npt.NDArray[np.float32]
+    appeal: npt.NDArray[np.float32]
+    has_taste: npt.NDArray[np.bool_]
+    has_appeal: npt.NDArray[np.bool_]
+    decisions_given: npt.NDArray[np.int64]
+    decisions_received: npt.NDArray[np.int64]
+    singular_values: npt.NDArray[np.float64]
+    skipped: dict[str, int]
+
+
+def signed_matrix(
+    decisions: Decisions, pass_weight: float
+) -> tuple[scipy.sparse.csr_array, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The signed decider × target matrix ``M`` and the ids of its rows and columns.
+
+    Returns
+    -------
+    matrix : (n_deciders, n_targets) float64 CSR, canonical (sorted indices, no duplicates)
+        ``+1`` like, ``-pass_weight`` pass.
+    decider_ids : (n_deciders,) int64, sorted
+    target_ids : (n_targets,) int64, sorted
+    """
+    decider_ids, rows = np.unique(decisions.user_ids, return_inverse=True)
+    target_ids, cols = np.unique(decisions.target_ids, return_inverse=True)
+    values = np.where(decisions.is_like, 1.0, -float(pass_weight))
+    matrix = scipy.sparse.csr_array(
+        (values, (rows.reshape(-1), cols.reshape(-1))),
+        shape=(len(decider_ids), len(target_ids)),
+    )
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    return matrix, decider_ids.astype(np.int64), target_ids.astype(np.int64)
+
+
+def _truncated_svd(
+    matrix: scipy.sparse.csr_array, rank: int, rng: np.random.Generator, dense_max_cells: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Top ``rank`` singular triplets ``(U, S, Vt)``, S descending, signs canonical."""
+    n_rows, n_cols = matrix.shape
+    smaller = min(n_rows, n_cols)
+    if n_rows * n_cols <= dense_max_cells or rank >= smaller:
+        u, s, vt = np.linalg.svd(matrix.toarray(), full_matrices=False)
+        u, s, vt = u[:, :rank], s[:rank], vt[:rank]
+    else:
+        start = rng.standard_normal(smaller)
+        u, s, vt = scipy.sparse.linalg.svds(matrix, k=rank, v0=start, solver="arpack")
+        order = np.argsort(-s, kind="stable")
+        u, s, vt = u[:, order], s[order], vt[order]
+    # One sign per component: the largest-magnitude entry of each Vt row is positive.
+    if vt.shape[1]:
+        signs = np.sign(vt[np.arange(len(s)), np.argmax(np.abs(vt), axis=1)])
+        signs[signs == 0] = 1.0
+        u, vt = u * signs, vt * signs[:, None]
+    # float64 already (the matrix is): views that tell the checker so.
+    return (
+        np.asarray(u, dtype=np.float64),
+        np.asarray(s, dtype=np.float64),
+        np.asarray(vt, dtype=np.float64),
+    )
+
+
+def taste_model(
+    user_ids: npt.NDArray[np.int64],
+    decisions: Decisions,
+    params: LikeParams,
+    rng: np.random.Generator,
+    dense_max_cells: int = DENSE_MAX_CELLS,
+) -> TasteVectors:
+    """Taste (as the one who likes) and appeal (as the one liked) vectors, one fit for all.
+
+    Parameters
+    ----------
+    user_ids : (n,) int64, unique
+        Users to return vectors for, in output order. The fit uses every decision, also
+        those of users not requested (inactive users' decisions are still evidence).
+    decisions : Decisions
+    params : LikeParams
+    rng : np.random.Generator
+        Starts ARPACK on large matrices (the dense path draws nothing).
+    dense_max_cells : int
+        Largest matrix (rows × columns) solved by the dense SVD.
+
+    Returns
+    -------
+    TasteVectors
+        Formulas in the module docstring.
+    """
+    user_ids = validate.as_ids("user_ids", user_ids)
+    validate.check_unique("user_ids", user_ids)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator; got {type(rng).__name__}")
+    dim = params.dim
+    matrix, decider_ids, target_ids = signed_matrix(decisions, params.pass_weight)
+    rank = min(dim, *matrix.shape) if matrix.nnz else 0
+    singular = np.zeros(dim, dtype=np.float64)
+    taste_all = np.zeros((len(decider_ids), dim), dtype=np.float64)
+    appeal_all = np.zeros((len(target_ids), dim), dtype=np.float64)
+    if rank:
+        u, s, vt = _truncated_svd(matrix, rank, rng, dense_max_cells)
+        kept = s > max(float(s[0]) * _RANK_TOLERANCE, 0.0)
+        shrunk = np.maximum(s - float(params.regularisation), 0.0)
+        scale = np.where(kept, np.sqrt(shrunk) / np.where(kept, s, 1.0), 0.0)
+        # A direction below the rank tolerance is numerical noise: no vector, no value.
+        singular[:rank] = np.where(kept, shrunk, 0.0)
+        # Products with the user's own row/column: equal decisions give equal bits.
+        taste_all[:, :rank] = (matrix @ vt.T) * scale
+        appeal_all[:, :rank] = (matrix.T @ u) * scale
+    given = validate.lookup(decider_ids, user_ids)
+    received = validate.lookup(target_ids, user_ids)
+    decisions_given = np.zeros(len(user_ids), dtype=np.int64)
+    decisions_received = np.zeros(len(user_ids), dtype=np.int64)
+    row_counts = np.diff(matrix.indptr).astype(np.int64)
+    col_counts = np.bincount(matrix.indices, minlength=len(target_ids)).astype(np.int64)
+    if len(decider_ids):
+        decisions_given = np.where(given[1], row_counts[given[0]], 0)
+    if len(target_ids):
+        decisions_received = np.where(received[1], col_counts[received[0]], 0)
+    has_taste = decisions_given >= params.min_decisions
+    has_appeal = decisions_received >= params.min_decisions
+    taste = np.full((len(user_ids), dim), np.nan, dtype=np.float32)
+    appeal = np.full((len(user_ids), dim), np.nan, dtype=np.float32)
+    taste[has_taste] = taste_all[given[0][has_taste]]
+    appeal[has_appeal] = appeal_all[received[0][has_appeal]]
+    emitted = has_taste | has_appeal
+    return TasteVectors(
+        user_ids=user_ids[emitted].copy(),
+        taste=np.ascontiguousarray(taste[emitted]),
+        appeal=np.ascontiguousarray(appeal[emitted]),
+        has_taste=has_taste[emitted],
+        has_appeal=has_appeal[emitted],
+        decisions_given=decisions_given[emitted],
+        decisions_received=decisions_received[emitted],
+        singular_values=singular,
+        skipped={
+            "too_few_decisions_given": int((~has_taste).sum()),
+            "too_few_decisions_received": int((~has_appeal).sum()),
+        },
+    )
+
+
+def _describe(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return f"shape {value.shape} dtype {value.dtype}"
+    return type(value).__name__

@@ -1,0 +1,182 @@
+"""compute.likes: validation, shrunk like rates and the taste/appeal model on tiny matrices."""
+
+from __future__ import annotations
+
+from fractions import Fraction as F
+
+import numpy as np
+import pytest
+
+from compute import likes
+
+PARAMS = likes.LikeParams(
+    dim=4, min_decisions=2, prior_weight=2.0, pass_weight=1.0, regularisation=0.0
+)
+
+
+def decisions(rows: list[tuple[int, int, str]], known: list[int] | None = None) -> likes.Decisions:
+    users = np.array([r[0] for r in rows], dtype=np.int64)
+    targets = np.array([r[1] for r in rows], dtype=np.int64)
+    kinds = np.array([r[2] for r in rows], dtype=object)
+    ids = sorted({*users.tolist(), *targets.tolist()}) if known is None else known
+    return likes.validate_decisions(users, targets, kinds, np.array(ids, dtype=np.int64))
+
+
+# Deciders 1-4 about targets 10-13. 1 likes everyone, 2 likes no one, 3 and 4 decide alike.
+WORLD = [
+    *((1, t, "like") for t in (10, 11, 12, 13)),
+    *((2, t, "pass") for t in (10, 11, 12, 13)),
+    (3, 10, "like"),
+    (3, 11, "like"),
+    (3, 12, "pass"),
+    (4, 10, "like"),
+    (4, 11, "like"),
+    (4, 12, "pass"),
+    (3, 13, "block"),
+]
+
+
+def test_bad_rows_are_counted_under_their_first_reason_and_blocks_set_aside() -> None:
+    found = decisions(
+        [
+            (1, 2, "like"),
+            (1, 3, "pass"),
+            (1, 4, "wink"),  # unknown_kind
+            (1, 99, "like"),  # unknown_user
+            (2, 2, "like"),  # self_decision
+            (3, 1, "block"),
+        ],
+        known=[1, 2, 3, 4],
+    )
+    assert found.skipped == {
+        "unknown_kind": 1,
+        "unknown_user": 1,
+        "self_decision": 1,
+        "duplicate_decision": 0,
+    }
+    assert found.n_blocks == 1
+    assert found.user_ids.tolist() == [1, 1] and found.is_like.tolist() == [True, False]
+
+
+def test_shrunk_rates_by_hand() -> None:
+    found = decisions(WORLD)
+    behaviour = likes.like_behaviour(np.array([1, 2, 3, 10, 13, 77]), found, PARAMS)
+    # 14 likes and passes (the block is set aside), 8 of them likes: g = 8/14 = 4/7; m = 2.
+    g = F(4, 7)
+    assert behaviour.global_rate == pytest.approx(float(g))
+    assert behaviour.n_blocks == 1
+    expected_given = [(4 + 2 * g) / 6, (0 + 2 * g) / 6, (2 + 2 * g) / 5, g, g, g]
+    expected_received = [g, g, g, (3 + 2 * g) / 6, (1 + 2 * g) / 4, g]
+    assert behaviour.rate_given == pytest.approx([float(x) for x in expected_given], abs=1e-15)
+    assert behaviour.rate_received == pytest.approx(
+        [float(x) for x in expected_received], abs=1e-15
+    )
+    assert behaviour.decisions_given.tolist() == [4, 4, 3, 0, 0, 0]
+    assert behaviour.likes_given.tolist() == [4, 0, 2, 0, 0, 0]
+    assert behaviour.decisions_received.tolist() == [0, 0, 0, 4, 2, 0]
+    assert behaviour.likes_received.tolist() == [0, 0, 0, 3, 1, 0]
+
+
+def test_identical_decisions_give_bit_identical_vectors_and_opposites_negate() -> None:
+    found = decisions(WORLD)
+    users = np.array([1, 2, 3, 4, 10, 11, 12, 13])
+    model = likes.taste_model(users, found, PARAMS, np.random.default_rng(0))
+    row = {int(u): i for i, u in enumerate(model.user_ids)}
+    # Users 3 and 4 decided alike: the same bits, not merely close.
+    assert model.taste[row[3]].tobytes() == model.taste[row[4]].tobytes()
+    # Targets 10 and 11 were decided alike by everyone: the same appeal.
+    assert model.appeal[row[10]].tobytes() == model.appeal[row[11]].tobytes()
+    # Who likes no one is the mirror image of who likes everyone (pass_weight 1).
+    np.testing.assert_array_equal(model.taste[row[2]], -model.taste[row[1]])
+    # The reconstruction says who likes whom: 1 likes 13, 2 does not, 3 likes 10, not 12.
+    score = {
+        (a, b): float(model.taste[row[a]] @ model.appeal[row[b]])
+        for a in (1, 2, 3)
+        for b in (10, 12, 13)
+    }
+    assert score[(1, 13)] > 0 > score[(2, 13)]
+    assert score[(3, 10)] > score[(3, 12)]
+    # Full rank (3 distinct decider rows ≤ dim 4), no regularisation: exact reconstruction.
+    assert score[(3, 12)] == pytest.approx(-1.0, abs=1e-6)
+    assert score[(1, 10)] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_too_few_decisions_get_no_vector_and_are_counted() -> None:
+    found = decisions([(1, 2, "like"), (1, 3, "like"), (2, 3, "pass"), (4, 3, "like")])
+    model = likes.taste_model(np.array([1, 2, 3, 4, 5]), found, PARAMS, np.random.default_rng(0))
+    # Taste: only 1 gave 2 decisions. Appeal: only 3 received 2 or more.
+    assert model.user_ids.tolist() == [1, 3]
+    assert model.has_taste.tolist() == [True, False]
+    assert model.has_appeal.tolist() == [False, True]
+    assert np.isnan(model.taste[1]).all() and np.isfinite(model.taste[0]).all()
+    assert model.skipped == {"too_few_decisions_given": 4, "too_few_decisions_received": 4}
+
+
+def test_vectors_are_zero_padded_to_dim_and_regularisation_shrinks_them() -> None:
+    found = decisions(WORLD)
+    users = np.array([1, 2, 3, 4])
+    plain = likes.taste_model(users, found, PARAMS, np.random.default_rng(0))
+    assert plain.taste.shape == (4, 4) and plain.taste.dtype == np.float32
+    assert plain.singular_values[3] == 0.0  # rank 3: padded
+    strong = likes.LikeParams(**{**PARAMS.__dict__, "regularisation": 1e6})
+    gone = likes.taste_model(users, found, strong, np.random.default_rng(0))
+    assert not gone.taste.any() and not gone.singular_values.any()
+
+
+def test_the_sparse_solver_agrees_with_the_dense_one_and_is_deterministic() -> None:
+    rng = np.random.default_rng(7)
+    n_users, n_rows = 60, 900
+    pairs = np.unique(rng.integers(1, n_users + 1, size=(n_rows, 2)), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    # A planted structure: users like those of the same parity.
+    kinds = np.where(pairs[:, 0] % 2 == pairs[:, 1] % 2, "like", "pass").astype(object)
+    found = likes.validate_decisions(
+        pairs[:, 0].copy(), pairs[:, 1].copy(), kinds, np.arange(1, n_users + 1)
+    )
+    users = np.arange(1, n_users + 1)
+    params = likes.LikeParams(
+        dim=3, min_decisions=1, prior_weight=0.0, pass_weight=1.0, regularisation=0.5
+    )
+    dense = likes.taste_model(users, found, params, np.random.default_rng(0))
+    sparse = likes.taste_model(users, found, params, np.random.default_rng(0), dense_max_cells=0)
+    again = likes.taste_model(users, found, params, np.random.default_rng(0), dense_max_cells=0)
+    assert sparse.taste.tobytes() == again.taste.tobytes()
+    np.testing.assert_allclose(sparse.singular_values, dense.singular_values, rtol=1e-8)
+    np.testing.assert_allclose(sparse.taste, dense.taste, atol=1e-4)
+    np.testing.assert_allclose(sparse.appeal, dense.appeal, atol=1e-4)
+    # The planted structure is recovered: same parity scores above opposite parity.
+    same = (users[:, None] % 2) == (users[None, :] % 2)
+    reconstruction = dense.taste @ dense.appeal.T
+    assert reconstruction[same].mean() > 0 > reconstruction[~same].mean()
+
+
+def test_no_decisions_at_all_gives_no_vectors_and_the_prior() -> None:
+    found = decisions([], known=[1, 2])
+    model = likes.taste_model(np.array([1, 2]), found, PARAMS, np.random.default_rng(0))
+    assert model.user_ids.size == 0 and model.taste.shape == (0, 4)
+    behaviour = likes.like_behaviour(np.array([1, 2]), found, PARAMS)
+    assert behaviour.rate_given.tolist() == [0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("dim", 0, ValueError),
+        ("min_decisions", 1.5, ValueError),
+        ("pass_weight", 0.0, ValueError),
+        ("prior_weight", -1.0, ValueError),
+        ("regularisation", "x", TypeError),
+    ],
+)
+def test_bad_params_are_refused_naming_the_field(field: str, value: object, error: type) -> None:
+    with pytest.raises(error, match=field):
+        likes.LikeParams(**{**PARAMS.__dict__, field: value})
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(TypeError, match="kinds"):
+        likes.validate_decisions(np.array([1]), np.array([2]), np.array([1.0]), np.array([1, 2]))
+    with pytest.raises(ValueError, match="user_ids must be unique"):
+        likes.like_behaviour(np.array([1, 1]), decisions([(1, 2, "like")]), PARAMS)
+    with pytest.raises(TypeError, match="rng"):
+        likes.taste_model(np.array([1]), decisions([(1, 2, "like")]), PARAMS, 0)  # type: ignore[arg-type]
