@@ -40,7 +40,7 @@ from jobs import errors, progress, runner
 from jobs.config import RayConfig, Retry
 from jobs.context import JobContext, JobResult
 from jobs.match import core
-from jobs.storage import api, ledger, scores, set_states
+from jobs.storage import api, ledger, publish_guard, scores, set_states, swap
 from jobs.storage import engine as engine_mod
 from jobs.storage import population as population_store
 
@@ -186,7 +186,7 @@ class ShardScorer:
         """
         with engine_mod.translate_errors("write transaction"), self._writer().begin() as conn:
             if self._stage is not None:
-                return scores.write_stage_shard(
+                return swap.write_stage_shard(
                     conn,
                     self._stage,
                     output.user_ids,
@@ -548,7 +548,7 @@ def _refuse_low_coverage(
     figure["published"] = "refused"
     if stage is not None:
         with write_engine.begin() as conn:
-            scores.drop_stage(conn, stage)
+            swap.drop_stage(conn, stage)
         kept = "not swapped in: the previous lists are still served"
     else:
         kept = "no swap on this database: the shards already replaced their users' lists"
@@ -582,8 +582,8 @@ def _score_all(
 ) -> JobResult:
     figures = ctx.figures
     with write_engine.connect() as conn:
-        swap = scores.supports_swap(conn)
-    stage = scores.stage_name(ctx.run_id or 0) if swap else None
+        can_swap = swap.supports_swap(conn)
+    stage = swap.stage_name(ctx.run_id or 0) if can_swap else None
     replaced: str | None = None
     storage = ctx.config.storage
     if stage is not None:
@@ -591,7 +591,7 @@ def _score_all(
             # Fenced: a run abandoned while paused must not drop its successor's stage.
             if ctx.run_id is not None:
                 ledger.fence(conn, ctx.run_id)
-            disk = scores.check_free_disk(
+            disk = swap.check_free_disk(
                 conn,
                 settings.version,
                 expected_rows=pop.n_users * settings.scoring.top_k,
@@ -606,7 +606,7 @@ def _score_all(
                     disk["reason"],
                     extra={"action": "match.disk_check", **disk},
                 )
-            scores.create_stage(conn, stage, settings.version)
+            swap.create_stage(conn, stage, settings.version)
     else:
         # Each shard publishes its own rows: the version's hash changes with the first.
         with write_engine.begin() as conn:
@@ -656,12 +656,12 @@ def _score_all(
     except BaseException:
         if stage is not None:
             with write_engine.begin() as conn:
-                scores.drop_stage(conn, stage)
+                swap.drop_stage(conn, stage)
         raise
     finally:
         pool.close()
     departed = 0
-    purged = scores.Purged()
+    purged = publish_guard.Purged()
 
     def audit_recall() -> dict[str, Any]:
         with figures.phase("recall_audit"):
@@ -681,11 +681,11 @@ def _score_all(
                 replaced = core.claim_version(
                     conn, settings, ctx.now, replace=ctx.replace_version, record=True
                 )
-                purged = scores.swap_in_stage(
+                purged = swap.swap_in_stage(
                     conn, stage, settings.version, guard, pop.user_ids, run_id=ctx.run_id
                 )
                 if storage.keep_versions is not None:
-                    retired = scores.drop_retired_versions(
+                    retired = swap.drop_retired_versions(
                         conn, storage.keep_versions, settings.version
                     )
                     figures.counts["retired_versions"] = retired

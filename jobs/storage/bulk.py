@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
@@ -291,3 +293,14 @@ def sync_rows(
         "deleted": deleted,
         "unchanged": len(frame) - inserted - updated,
     }
+
+
+def ids_clause(conn: sa.Connection, column: str, name: str) -> str:
+    if is_postgres(conn):
+        return f"{column} = ANY(CAST(:{name} AS BIGINT[]))"
+    return f"{column} IN (SELECT value FROM json_each(:{name}))"
+
+
+def ids_param(conn: sa.Connection, ids: npt.NDArray[np.int64]) -> Any:
+    values = [int(i) for i in ids]
+    return values if is_postgres(conn) else json.dumps(values)

@@ -17,9 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
 
-from jobs.storage import schema
+from jobs.storage import bulk, schema
 from jobs.storage.engine import translate_errors
-from jobs.storage.scores import ids_clause, ids_param
 
 # derived table -> the columns naming a user in it (every one of them is cleared)
 USER_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -124,9 +123,9 @@ def forget_users(conn: sa.Connection, user_ids: npt.ArrayLike) -> dict[str, int]
         for table, columns in USER_COLUMNS.items():
             if not columns:  # names no user (e.g. algorithm_versions)
                 continue
-            where = " OR ".join(ids_clause(conn, c, "ids") for c in columns)
+            where = " OR ".join(bulk.ids_clause(conn, c, "ids") for c in columns)
             result = conn.execute(
-                sa.text(f'DELETE FROM "{table}" WHERE {where}'), {"ids": ids_param(conn, ids)}
+                sa.text(f'DELETE FROM "{table}" WHERE {where}'), {"ids": bulk.ids_param(conn, ids)}
             )
             deleted[table] = int(result.rowcount or 0)
     return deleted

@@ -54,7 +54,7 @@ import re
 import sqlalchemy as sa
 
 from jobs.errors import ConfigError
-from jobs.storage import schema, scores
+from jobs.storage import publish_guard, schema
 from jobs.storage.engine import is_postgres, translate_errors
 
 DEFAULT_PREFIX = "matchjobs_"
@@ -158,7 +158,7 @@ def plan(prefix: str = DEFAULT_PREFIX) -> tuple[Role, ...]:
                 sequences=(*serial, schema.job_runs.name),
                 temporary=True,
                 # The match job's publish guard holds likes and users (migration 0005).
-                functions=(scores.LOCK_FUNCTION,) if job == "match" else (),
+                functions=(publish_guard.LOCK_FUNCTION,) if job == "match" else (),
             )
         )
     jobs = tuple(prefix + job for job in JOB_ROLES)

@@ -18,7 +18,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs.storage import bulk, schema
 from jobs.storage.engine import is_postgres, translate_errors
-from jobs.storage.scores import ids_clause, ids_param
 
 TABLE = schema.match_set_states
 
@@ -31,10 +30,10 @@ def _delete(
 ) -> int:
     if user_ids.size == 0:
         return 0
-    sql = "DELETE FROM match_set_states WHERE algorithm_version = :v AND " + ids_clause(
+    sql = "DELETE FROM match_set_states WHERE algorithm_version = :v AND " + bulk.ids_clause(
         conn, "user_id", "ids"
     )
-    params: dict[str, object] = {"v": version, "ids": ids_param(conn, user_ids)}
+    params: dict[str, object] = {"v": version, "ids": bulk.ids_param(conn, user_ids)}
     if before is not None:
         sql += " AND marked_at < :before"
         params["before"] = schema.UTCDateTime().process_bind_param(before, conn.dialect)
@@ -127,5 +126,5 @@ def forget(conn: sa.Connection, user_ids: npt.ArrayLike) -> int:
     if ids.size == 0:
         return 0
     with translate_errors("forget match set states"):
-        sql = f"DELETE FROM match_set_states WHERE {ids_clause(conn, 'user_id', 'ids')}"
-        return int(conn.execute(sa.text(sql), {"ids": ids_param(conn, ids)}).rowcount or 0)
+        sql = f"DELETE FROM match_set_states WHERE {bulk.ids_clause(conn, 'user_id', 'ids')}"
+        return int(conn.execute(sa.text(sql), {"ids": bulk.ids_param(conn, ids)}).rowcount or 0)

@@ -39,7 +39,7 @@ from jobs import runner
 from jobs.context import JobContext, JobResult, Scope
 from jobs.match import core as match
 from jobs.match import nightly as match_nightly
-from jobs.storage import ledger, scores
+from jobs.storage import ledger, scores, swap
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
@@ -372,7 +372,7 @@ def test_a_worker_node_lost_mid_run(cluster: Cluster, world: Any) -> None:
     while killed_at is None and process.poll() is None and time.monotonic() < deadline:
         run = last_match_run(world)
         if int(run["id"]) > before_id and run["status"] == "running":
-            stage = scores.stage_name(int(run["id"]))
+            stage = swap.stage_name(int(run["id"]))
             with world.engine.connect() as conn:
                 exists = conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": stage}).scalar()
                 count = sa.text(f'SELECT count(*) FROM "{stage}"')

@@ -13,7 +13,7 @@ from jobs import config as config_mod
 from jobs import runner
 from jobs.context import Scope
 from jobs.errors import StorageError
-from jobs.storage import schema, scores
+from jobs.storage import schema, scores, swap
 from jobs.tools import seed
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -96,7 +96,7 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
     run_id, _ = run(db, "match", v1)
     first = rows(db, "v1")
     assert first and all(r[0] != 999999 for r in first)
-    assert partitions(db) == sorted(["match_scores_default", scores.partition_name("v1")])
+    assert partitions(db) == sorted(["match_scores_default", swap.partition_name("v1")])
     with db.engine.connect() as conn:
         meta = json.loads(
             conn.execute(
@@ -113,7 +113,7 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
                 "JOIN pg_class parent ON parent.oid = h.inhparent "
                 "WHERE i.indrelid = to_regclass(:part)"
             ),
-            {"part": scores.partition_name("v1")},
+            {"part": swap.partition_name("v1")},
         ).scalars()
         assert sorted(adopted) == [
             "ix_match_scores_read",
@@ -122,7 +122,7 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
         ]
         own = conn.execute(
             sa.text("SELECT count(*) FROM pg_index WHERE indrelid = to_regclass(:part)"),
-            {"part": scores.partition_name("v1")},
+            {"part": swap.partition_name("v1")},
         ).scalar_one()
         assert own == 3
     # a second version gets its own partition and leaves v1 untouched; a rerun is identical
@@ -141,7 +141,7 @@ def test_nightly_swaps_partitions_per_version(pg_db: Any) -> None:
 
 @pytest.mark.parametrize("version", ["v1", "a.b-c_d"])
 def test_partition_names_are_valid_identifiers(version: str) -> None:
-    name = scores.partition_name(version)
+    name = swap.partition_name(version)
     assert name.startswith("match_scores_v_") and len(name) <= 63 and name.isidentifier()
 
 
@@ -151,9 +151,9 @@ def test_a_stage_refuses_rows_of_another_version(pg_db: Any) -> None:
 
     from jobs.errors import StorageError
 
-    stage = scores.stage_name(424242)
+    stage = swap.stage_name(424242)
     with pg_db.engine.begin() as conn:
-        scores.create_stage(conn, stage, "v1")
+        swap.create_stage(conn, stage, "v1")
     frame = pd.DataFrame(
         {
             "user_id": [1],
@@ -168,13 +168,13 @@ def test_a_stage_refuses_rows_of_another_version(pg_db: Any) -> None:
             write = dict(version=version, computed_at=NOW, rewrite=False)
             if accepted:
                 with pg_db.engine.begin() as conn:
-                    assert scores.write_stage_shard(conn, stage, [1], frame, **write) == (0, 1)
+                    assert swap.write_stage_shard(conn, stage, [1], frame, **write) == (0, 1)
             else:
                 with pytest.raises(StorageError), pg_db.engine.begin() as conn:
-                    scores.write_stage_shard(conn, stage, [1], frame, **write)
+                    swap.write_stage_shard(conn, stage, [1], frame, **write)
     finally:
         with pg_db.engine.begin() as conn:
-            scores.drop_stage(conn, stage)
+            swap.drop_stage(conn, stage)
 
 
 def seeded(db: Any) -> None:
@@ -218,7 +218,7 @@ def test_nightly_refuses_to_stage_what_the_disk_cannot_hold(pg_db: Any, tmp_path
             ).scalar_one()
         )
     assert meta["disk_check"]["checked"] and meta["disk_check"]["needed_bytes"] > 0
-    assert meta["disk_check"]["bytes_per_row"] != scores.DEFAULT_BYTES_PER_ROW
+    assert meta["disk_check"]["bytes_per_row"] != swap.DEFAULT_BYTES_PER_ROW
 
 
 def test_keep_versions_drops_retired_partitions_only(pg_db: Any) -> None:
@@ -233,7 +233,7 @@ def test_keep_versions_drops_retired_partitions_only(pg_db: Any) -> None:
         run(db, "match", config_for(version))
     assert len(partitions(db)) == 4
     run(db, "match", with_storage(config_for("v2"), keep_versions=2))
-    names = {scores.partition_name(v) for v in ("v2", "v3")} | {"match_scores_default"}
+    names = {swap.partition_name(v) for v in ("v2", "v3")} | {"match_scores_default"}
     assert set(partitions(db)) == names
     assert not rows(db, "v1") and rows(db, "v2") and rows(db, "v3")
     with db.engine.connect() as conn:
@@ -244,4 +244,4 @@ def test_keep_versions_drops_retired_partitions_only(pg_db: Any) -> None:
     assert kept == 1 and hashes == 3
     # keep 1: only the version just swapped stays
     run(db, "match", with_storage(config_for("v3"), keep_versions=1))
-    assert set(partitions(db)) == {scores.partition_name("v3"), "match_scores_default"}
+    assert set(partitions(db)) == {swap.partition_name("v3"), "match_scores_default"}

@@ -131,7 +131,7 @@ def test_stage_tables_and_partitions_carry_the_subscore_checks(pg_db: Any) -> No
     CONSTRAINTS copies them, so a version's partition refuses a bad subscore too."""
     import pandas as pd
 
-    from jobs.storage import scores
+    from jobs.storage import scores, swap
 
     frame = pd.DataFrame(
         {
@@ -142,16 +142,16 @@ def test_stage_tables_and_partitions_carry_the_subscore_checks(pg_db: Any) -> No
             "reasons": ["[]"],
         }
     )
-    stage = scores.stage_name(1)
+    stage = swap.stage_name(1)
     with pg_db.engine.begin() as conn:
-        scores.create_stage(conn, stage, "v1")
+        swap.create_stage(conn, stage, "v1")
         stage_checks = _checks(conn, stage)
-        scores.write_stage_shard(
+        swap.write_stage_shard(
             conn, stage, [1], frame, version="v1", computed_at=NOW, rewrite=False
         )
         nobody = population_store.filter_snapshot(conn, np.empty(0, dtype=np.int64))
-        scores.swap_in_stage(conn, stage, "v1", nobody, nobody.user_ids)
-        partition_checks = _checks(conn, scores.partition_name("v1"))
+        swap.swap_in_stage(conn, stage, "v1", nobody, nobody.user_ids)
+        partition_checks = _checks(conn, swap.partition_name("v1"))
     wanted = {f"ck_match_scores_s_{n}_range" for n in schema.SUBSCORE_COLUMNS}
     assert wanted | {"ck_match_scores_score_range"} <= stage_checks
     assert wanted <= partition_checks

@@ -114,7 +114,7 @@ def test_score_constraint_refuses_nan_and_out_of_range(db) -> None:
 def test_partitioning_keeps_rows_and_gives_each_version_its_partition(pg_db) -> None:
     import datetime as dt
 
-    from jobs.storage import scores
+    from jobs.storage import swap
 
     engine = pg_db.engine
     migrate.downgrade(engine, "0002")
@@ -150,8 +150,8 @@ def test_partitioning_keeps_rows_and_gives_each_version_its_partition(pg_db) -> 
             ).all()
         )
         in_default = conn.execute(sa.text("SELECT count(*) FROM match_scores_default")).scalar()
-    assert parts[scores.partition_name("v1")] == "FOR VALUES IN ('v1')"
-    assert parts[scores.partition_name("exp-2")] == "FOR VALUES IN ('exp-2')"
+    assert parts[swap.partition_name("v1")] == "FOR VALUES IN ('v1')"
+    assert parts[swap.partition_name("exp-2")] == "FOR VALUES IN ('exp-2')"
     assert parts["match_scores_default"] == "DEFAULT"
     assert per_version == {"v1": 2, "exp-2": 1} and in_default == 0
 
@@ -346,7 +346,7 @@ def test_compact_scores_migration_keeps_what_the_api_reads_both_ways(db) -> None
 
     import numpy as np
 
-    from jobs.storage import api, scores
+    from jobs.storage import api, scores, swap
 
     now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     texts = [
@@ -372,7 +372,7 @@ def test_compact_scores_migration_keeps_what_the_api_reads_both_ways(db) -> None
     migrate.downgrade(db.engine, "0013")
     with db.engine.begin() as conn:
         if db.engine.dialect.name == "postgresql":  # v1 swapped in once, exp never
-            name = scores.partition_name("v1")
+            name = swap.partition_name("v1")
             conn.exec_driver_sql(
                 f"CREATE TABLE \"{name}\" PARTITION OF match_scores FOR VALUES IN ('v1')"
             )
@@ -408,7 +408,7 @@ def test_compact_scores_migration_keeps_what_the_api_reads_both_ways(db) -> None
                     "WHERE i.inhparent = 'match_scores'::regclass"
                 )
             ).scalars()
-            assert scores.partition_name("v1") in set(parts)
+            assert swap.partition_name("v1") in set(parts)
     migrate.downgrade(db.engine, "0013")
     with db.engine.connect() as conn:
         back = conn.execute(

@@ -52,7 +52,7 @@ def upgrade() -> None:
     op.execute(_KEYS)
     op.execute("CREATE TABLE match_scores_default PARTITION OF match_scores DEFAULT")
     # Existing versions get their partition now, so no nightly has to delete them from the
-    # default partition row by row. The name is jobs.storage.scores.partition_name's,
+    # default partition row by row. The name is jobs.storage.swap.partition_name's,
     # written out here because a migration must not change when application code does.
     bind = op.get_bind()
     versions = bind.execute(sa.text("SELECT DISTINCT algorithm_version FROM match_scores_old"))

@@ -1,6 +1,6 @@
 """A function that lets the match job hold likes and users against writers (PostgreSQL)
 
-The publish guard (``jobs.storage.scores.purge_forbidden``) ends every publish of match
+The publish guard (``jobs.storage.publish_guard.purge_forbidden``) ends every publish of match
 scores by taking SHARE locks on ``likes`` and ``users`` until commit, so that no like, pass,
 block or profile change can land between its check and the swap. PostgreSQL 15 lets only a
 role with UPDATE, DELETE or TRUNCATE on a table take a SHARE lock on it, and the match
