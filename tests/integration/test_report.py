@@ -15,7 +15,7 @@ import pytest
 from jobs import cli
 from jobs.storage import api, bulk, schema
 from jobs.storage import scores as scores_store
-from jobs.tools import report
+from jobs.tools import report, report_data, report_plots
 
 NOW = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.UTC)
 PASSWORD = "s3cret-Pa55"
@@ -313,13 +313,13 @@ def test_histogram_counts_from_sql_equal_python_counts(db) -> None:
         insert_scores(db, frame)
         scores[version] = (scorer_values(values), scorer_values(quiz))
     with db.engine.connect() as conn:
-        buckets = api.score_buckets(conn, report.BINS)
-    hist = report.score_histogram(buckets)
-    means = report.contributions(buckets, {n: 1.0 for n in schema.SUBSCORE_COLUMNS})
+        buckets = api.score_buckets(conn, report_data.BINS)
+    hist = report_data.score_histogram(buckets)
+    means = report_data.contributions(buckets, {n: 1.0 for n in schema.SUBSCORE_COLUMNS})
     for version, (values, quiz) in scores.items():
         expected = np.bincount(
-            np.minimum(np.floor(values * report.BINS), report.BINS - 1).astype(int),
-            minlength=report.BINS,
+            np.minimum(np.floor(values * report_data.BINS), report_data.BINS - 1).astype(int),
+            minlength=report_data.BINS,
         )
         assert hist[version].tolist() == expected.tolist()
         assert means.loc[version, "quiz"] == pytest.approx(quiz.mean())
@@ -344,7 +344,7 @@ def test_freshness_counts_fresh_outdated_and_missing_sets(db) -> None:
     add_signal_update(db, 1, computed - dt.timedelta(hours=1))  # older than the set: fresh
     add_signal_update(db, 2, computed + dt.timedelta(hours=1))  # newer: outdated
     with db.engine.connect() as conn:
-        summary = report.freshness_summary(api.set_freshness(conn, "v1"), NOW)
+        summary = report_data.freshness_summary(api.set_freshness(conn, "v1"), NOW)
     assert summary["active_users"] == 3  # user 4 is inactive
     assert (summary["fresh"], summary["outdated"], summary["no_set"]) == (1, 1, 1)
     assert summary["oldest_hours"] == pytest.approx(10.0)
@@ -395,7 +395,7 @@ def test_funnel_comes_from_the_newest_succeeded_whole_population_match_run(db) -
     with db.engine.connect() as conn:
         run = api.latest_run(conn, "match")
     assert run is not None and json.loads(run["metadata"]) == MATCH_METADATA
-    panels = {title: values for title, _, values in report.funnel_panels(MATCH_METADATA)}
+    panels = {title: values for title, _, values in report_data.funnel_panels(MATCH_METADATA)}
     assert panels["funnel"]["kept"] == 8000
     assert panels["removed per filter"] == {
         "gender": 9000,
@@ -404,7 +404,7 @@ def test_funnel_comes_from_the_newest_succeeded_whole_population_match_run(db) -
         "liked": 800,
     }
     assert panels["skipped"] == {"no location": 4, "nan vector": 1}
-    assert report.funnel_panels({"funnel": "n/a", "x": True, "rows": 5}) == [
+    assert report_data.funnel_panels({"funnel": "n/a", "x": True, "rows": 5}) == [
         ("run totals", "count", {"rows": 5})
     ]
 
@@ -436,7 +436,7 @@ def test_cli_report_writes_the_page_and_prints_its_path(
 def test_funnel_users_and_pairs_get_separate_panels() -> None:
     """Regression: the funnel panel drew ~200k pairs and ~2.7k users on one axis, so the
     user bars were invisible."""
-    panels = report.split_users_from_pairs(report.funnel_panels(MATCH_METADATA))
+    panels = report_plots.split_users_from_pairs(report_data.funnel_panels(MATCH_METADATA))
     by_title = {title: (unit, values) for title, unit, values in panels}
     assert by_title["funnel: users"] == ("users", {"users": 400, "users without candidates": 3})
     unit, pairs = by_title["funnel: pairs and rows"]
