@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from compute import geo
 from jobs.storage import migrate, source
+from jobs.tools import seed_catalogues as catalogues
 
 logger = logging.getLogger(__name__)
 
@@ -44,157 +45,10 @@ DEFAULT_NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-# ------------------------------------------------------------------------------ catalogues
+# ------------------------------------------------------------------------------ the model
 
 N_TYPES = 12
 SECONDS_PER_DAY = 86_400
-
-CITIES: tuple[tuple[str, float, float], ...] = (
-    ("New York", 40.7128, -74.0060),
-    ("Los Angeles", 34.0522, -118.2437),
-    ("Chicago", 41.8781, -87.6298),
-    ("Houston", 29.7604, -95.3698),
-    ("Phoenix", 33.4484, -112.0740),
-    ("Philadelphia", 39.9526, -75.1652),
-    ("San Antonio", 29.4241, -98.4936),
-    ("San Diego", 32.7157, -117.1611),
-    ("Dallas", 32.7767, -96.7970),
-    ("San Jose", 37.3382, -121.8863),
-    ("Austin", 30.2672, -97.7431),
-    ("Jacksonville", 30.3322, -81.6557),
-    ("San Francisco", 37.7749, -122.4194),
-    ("Columbus", 39.9612, -82.9988),
-    ("Seattle", 47.6062, -122.3321),
-    ("Denver", 39.7392, -104.9903),
-    ("Boston", 42.3601, -71.0589),
-    ("Nashville", 36.1627, -86.7816),
-    ("Portland", 45.5152, -122.6784),
-    ("Atlanta", 33.7490, -84.3880),
-)
-CITY_ZIPF_EXPONENT = 0.9
-CITY_JITTER_KM = 15.0
-
-# (text, weight, is_active) on a 1-5 Likert scale (1 = strongly disagree, 5 = strongly agree)
-QUIZ_QUESTIONS: tuple[tuple[str, float, bool], ...] = (
-    ("I'd rather spend a weekend outdoors than in the city.", 1.0, True),
-    ("I enjoy big parties more than quiet evenings.", 1.0, True),
-    ("I want children someday.", 2.0, True),
-    ("Religion or spirituality is important in my life.", 1.0, True),
-    ("I like to plan things well in advance.", 1.0, True),
-    ("Politics is a topic I care a lot about.", 0.5, True),
-    ("I'd happily move to another city for a partner.", 1.0, True),
-    ("I'm looking for a long-term relationship.", 2.0, True),
-    ("I love trying new foods.", 1.0, True),
-    ("I consider myself ambitious about my career.", 1.0, True),
-    ("Keeping fit is a big part of my routine.", 1.0, True),
-    ("I want a partner who shares my political views.", 2.0, True),
-    ("I'm a morning person.", 1.0, True),
-    ("I spend a lot of time reading.", 1.0, True),
-    ("Astrology says a lot about a person.", 1.0, False),
-    ("I enjoy travelling to places I've never been.", 1.0, True),
-    ("I'd rather save money than spend it on experiences.", 1.0, True),
-    ("Pets are a must in my home.", 1.0, True),
-    ("I like to talk through conflicts right away.", 1.0, True),
-    ("Family traditions matter a lot to me.", 2.0, True),
-    ("I'm comfortable being the centre of attention.", 1.0, True),
-    ("I prefer a tidy home.", 1.0, True),
-    ("Humour is the most attractive quality.", 1.0, True),
-    ("I drink alcohol socially.", 0.5, True),
-    ("I'd describe myself as adventurous.", 1.0, True),
-    ("I need a lot of time on my own.", 1.0, True),
-    ("Art and culture are important to me.", 1.0, True),
-    ("I'd go on a first date on a weeknight.", 1.0, False),
-    ("I value honesty over tact.", 1.0, True),
-    ("Smoking is a deal-breaker for me.", 1.5, True),
-)
-QUIZ_SCALE = (1.0, 5.0)
-
-
-def _words(text: str) -> tuple[str, ...]:
-    """Comma-separated names as a tuple (keeps the catalogues below compact)."""
-    return tuple(word.strip() for word in text.split(","))
-
-
-SUBJECTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "outdoors",
-        _words(
-            "hiking, camping, cycling, climbing, surfing, skiing, kayaking, "
-            "gardening, fishing, birdwatching"
-        ),
-    ),
-    (
-        "music",
-        _words(
-            "indie, hip hop, rock, jazz, electronic, classical, karaoke, country, "
-            "live concerts, opera"
-        ),
-    ),
-    (
-        "food & drink",
-        _words(
-            "coffee, cooking, sushi, brunch, wine, craft beer, baking, street food, "
-            "vegan food, barbecue"
-        ),
-    ),
-    (
-        "arts & culture",
-        _words(
-            "film, museums, photography, theater, comedy, painting, dance, "
-            "architecture, design, poetry"
-        ),
-    ),
-    (
-        "sports & fitness",
-        _words(
-            "gym, running, yoga, soccer, basketball, tennis, swimming, pilates, "
-            "boxing, martial arts"
-        ),
-    ),
-    (
-        "games & tech",
-        _words(
-            "video games, podcasts, board games, sci-fi, anime, coding, puzzles, "
-            "chess, gadgets, esports"
-        ),
-    ),
-    (
-        "travel",
-        _words(
-            "road trips, beaches, city breaks, backpacking, national parks, "
-            "learning languages, food tours, history, train travel, cruises"
-        ),
-    ),
-    (
-        "lifestyle",
-        _words(
-            "reading, dogs, cats, volunteering, meditation, fashion, trivia nights, "
-            "thrift shopping, clubbing, astrology"
-        ),
-    ),
-)
-INTEREST_ZIPF_EXPONENT = 1.1
-
-FIRST_NAMES: dict[int, tuple[str, ...]] = {
-    0: _words(
-        "Emma, Olivia, Ava, Sophia, Mia, Isabella, Amelia, Harper, Evelyn, Abigail, Emily, "
-        "Ella, Elizabeth, Camila, Luna, Sofia, Avery, Mila, Aria, Scarlett, Penelope, Layla, "
-        "Chloe, Victoria, Madison, Eleanor, Grace, Nora, Riley, Zoey, Hannah, Hazel, Lily, "
-        "Ellie, Violet, Lillian, Zoe, Stella, Aurora, Natalie"
-    ),
-    1: _words(
-        "Liam, Noah, Oliver, Elijah, James, William, Benjamin, Lucas, Henry, Theodore, Jack, "
-        "Levi, Alexander, Jackson, Mateo, Daniel, Michael, Mason, Sebastian, Ethan, Logan, "
-        "Owen, Samuel, Jacob, Asher, Aiden, John, Joseph, Wyatt, David, Leo, Luke, Julian, "
-        "Hudson, Grayson, Matthew, Ezra, Gabriel, Carter, Isaac"
-    ),
-    2: _words(
-        "Alex, Sam, Jordan, Taylor, Casey, Riley, Jamie, Morgan, Quinn, Avery, Rowan, Sage, "
-        "Skyler, Charlie, Emerson, Finley, Hayden, Reese, Dakota, Parker"
-    ),
-}
-
-# ------------------------------------------------------------------------------ the model
 
 GENDER_SHARES = (0.485, 0.485, 0.03)  # woman, man, nonbinary
 # seeking masks (1 women, 2 men, 4 nonbinary) and their shares, per own gender
@@ -244,7 +98,7 @@ class Latent:
     rater_bias : (n,) float64 — added to every rating the user gives, in rating points
     taste : (n, 6) float64 — weight of each dimension in the user's likes; rows sum to 1
     generosity : (n,) float64 — added to the user's like logit
-    home_city : (n,) int64 — index into CITIES (also for users without a location)
+    home_city : (n,) int64 — index into catalogues.CITIES (also for users without a location)
     """
 
     user_types: IntArray
@@ -368,8 +222,12 @@ class _Types:
 
 def _types(rng: np.random.Generator) -> _Types:
     shares = rng.dirichlet(np.full(N_TYPES, 6.0))
-    profiles = np.clip(3.0 + 1.3 * rng.standard_normal((N_TYPES, len(QUIZ_QUESTIONS))), 1.0, 5.0)
-    subject_prefs = rng.dirichlet(np.full(len(SUBJECTS), 0.6), size=N_TYPES)
+    profiles = np.clip(
+        3.0 + 1.3 * rng.standard_normal((N_TYPES, len(catalogues.QUIZ_QUESTIONS))),
+        1.0,
+        5.0,
+    )
+    subject_prefs = rng.dirichlet(np.full(len(catalogues.SUBJECTS), 0.6), size=N_TYPES)
     centred = profiles - profiles.mean(axis=1, keepdims=True)
     centred /= np.linalg.norm(centred, axis=1, keepdims=True)
     quiz_corr = centred @ centred.T
@@ -423,11 +281,14 @@ def _users(rng: np.random.Generator, n: int, now_s: int) -> tuple[pd.DataFrame, 
     max_distance = rng.choice(np.asarray(MAX_DISTANCE_CHOICES), size=n, p=MAX_DISTANCE_SHARES)
     max_distance[rng.random(n) < NULL_MAX_DISTANCE_SHARE] = np.nan
 
-    ranks = np.arange(1, len(CITIES) + 1, dtype=np.float64)
-    city_p = ranks**-CITY_ZIPF_EXPONENT
-    home_city = rng.choice(len(CITIES), size=n, p=city_p / city_p.sum()).astype(np.int64)
-    centres = np.asarray([(c[1], c[2]) for c in CITIES])
-    radius = np.minimum(np.abs(rng.normal(0.0, CITY_JITTER_KM / 2.5, n)), CITY_JITTER_KM)
+    ranks = np.arange(1, len(catalogues.CITIES) + 1, dtype=np.float64)
+    city_p = ranks**-catalogues.CITY_ZIPF_EXPONENT
+    home_city = rng.choice(len(catalogues.CITIES), size=n, p=city_p / city_p.sum()).astype(np.int64)
+    centres = np.asarray([(c[1], c[2]) for c in catalogues.CITIES])
+    radius = np.minimum(
+        np.abs(rng.normal(0.0, catalogues.CITY_JITTER_KM / 2.5, n)),
+        catalogues.CITY_JITTER_KM,
+    )
     bearing = rng.uniform(0.0, 2 * np.pi, n)
     lat = centres[home_city, 0] + radius * np.cos(bearing) / 111.32
     lon = centres[home_city, 1] + radius * np.sin(bearing) / (
@@ -436,7 +297,7 @@ def _users(rng: np.random.Generator, n: int, now_s: int) -> tuple[pd.DataFrame, 
     no_location = rng.random(n) < NO_LOCATION_SHARE
     lat[no_location] = np.nan
     lon[no_location] = np.nan
-    city_names = np.asarray([c[0] for c in CITIES], dtype=object)[home_city]
+    city_names = np.asarray([c[0] for c in catalogues.CITIES], dtype=object)[home_city]
     city_names[no_location] = None
 
     # Sign-ups grow over two years; a few joined in the last three days.
@@ -454,7 +315,7 @@ def _users(rng: np.random.Generator, n: int, now_s: int) -> tuple[pd.DataFrame, 
     )
 
     names = np.empty(n, dtype=object)
-    for g, pool in FIRST_NAMES.items():
+    for g, pool in catalogues.FIRST_NAMES.items():
         rows = np.flatnonzero(gender == g)
         names[rows] = np.asarray(pool, dtype=object)[rng.integers(0, len(pool), len(rows))]
     initials = np.asarray(list("ABCDEFGHIJKLMNOPRSTVWZ"), dtype=object)
@@ -507,15 +368,15 @@ def _quiz(
     people: _People,
     now_s: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    n, n_q = len(user_types), len(QUIZ_QUESTIONS)
+    n, n_q = len(user_types), len(catalogues.QUIZ_QUESTIONS)
     questions = pd.DataFrame(
         {
             "id": np.arange(1, n_q + 1, dtype=np.int64),
-            "text": [q[0] for q in QUIZ_QUESTIONS],
-            "scale_min": np.full(n_q, QUIZ_SCALE[0]),
-            "scale_max": np.full(n_q, QUIZ_SCALE[1]),
-            "weight": np.asarray([q[1] for q in QUIZ_QUESTIONS]),
-            "is_active": np.asarray([q[2] for q in QUIZ_QUESTIONS]),
+            "text": [q[0] for q in catalogues.QUIZ_QUESTIONS],
+            "scale_min": np.full(n_q, catalogues.QUIZ_SCALE[0]),
+            "scale_max": np.full(n_q, catalogues.QUIZ_SCALE[1]),
+            "weight": np.asarray([q[1] for q in catalogues.QUIZ_QUESTIONS]),
+            "is_active": np.asarray([q[2] for q in catalogues.QUIZ_QUESTIONS]),
         }
     )
     # Most users answer ~90% of the questions; ~3% give up after a handful; retired
@@ -551,20 +412,23 @@ def _interests(
     subject_prefs: FloatArray,
     people: _People,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    n_subjects = len(SUBJECTS)
-    per_subject = len(SUBJECTS[0][1])
+    n_subjects = len(catalogues.SUBJECTS)
+    per_subject = len(catalogues.SUBJECTS[0][1])
     subjects = pd.DataFrame(
-        {"id": np.arange(1, n_subjects + 1, dtype=np.int64), "name": [s[0] for s in SUBJECTS]}
+        {
+            "id": np.arange(1, n_subjects + 1, dtype=np.int64),
+            "name": [s[0] for s in catalogues.SUBJECTS],
+        }
     )
     interests = pd.DataFrame(
         {
             "id": np.arange(1, n_subjects * per_subject + 1, dtype=np.int64),
             "subject_id": np.repeat(subjects["id"].to_numpy(), per_subject),
-            "name": [name for _, names in SUBJECTS for name in names],
+            "name": [name for _, names in catalogues.SUBJECTS for name in names],
         }
     )
     # P(interest | type) = 0.8 · P(subject | type) · Zipf within subject + 0.2 · overall
-    zipf = np.arange(1, per_subject + 1, dtype=np.float64) ** -INTEREST_ZIPF_EXPONENT
+    zipf = np.arange(1, per_subject + 1, dtype=np.float64) ** -catalogues.INTEREST_ZIPF_EXPONENT
     zipf /= zipf.sum()
     by_type = (subject_prefs[:, :, None] * zipf[None, None, :]).reshape(N_TYPES, -1)
     overall = by_type.mean(axis=0)
@@ -641,7 +505,7 @@ def _showings(rng: np.random.Generator, people: _People) -> tuple[IntArray, IntA
     # Someone of that gender in the same city, uniformly.
     block_key = people.home_city * 3 + people.gender
     by_block = np.argsort(block_key, kind="stable")
-    block_starts = np.searchsorted(block_key[by_block], np.arange(len(CITIES) * 3 + 1))
+    block_starts = np.searchsorted(block_key[by_block], np.arange(len(catalogues.CITIES) * 3 + 1))
     want = people.home_city[u] * 3 + target_gender
     start, size = block_starts[want], block_starts[want + 1] - block_starts[want]
     keep = size > 0

@@ -15,7 +15,7 @@ from compute import geo
 from jobs import cli
 from jobs.errors import DatabaseNotEmptyError
 from jobs.storage import bulk, schema, source
-from jobs.tools import seed
+from jobs.tools import seed, seed_catalogues
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
@@ -80,13 +80,13 @@ def test_answers_correlate_within_latent_type(population: tuple) -> None:
 def test_users_cluster_around_city_centres(population: tuple) -> None:
     users = population[0]["users"]
     located = users[users["latitude"].notna()]
-    centres = {name: (lat, lon) for name, lat, lon in seed.CITIES}
+    centres = {name: (lat, lon) for name, lat, lon in seed_catalogues.CITIES}
     lat0 = located["city"].map(lambda c: centres[c][0]).to_numpy()
     lon0 = located["city"].map(lambda c: centres[c][1]).to_numpy()
     distance = geo.haversine_km(
         located["latitude"].to_numpy(), located["longitude"].to_numpy(), lat0, lon0
     )
-    assert distance.max() <= seed.CITY_JITTER_KM + 0.1
+    assert distance.max() <= seed_catalogues.CITY_JITTER_KM + 0.1
     assert np.median(distance) < 8.0
     # Zipf city sizes: the biggest city is several times the median one.
     sizes = users["city"].value_counts()
