@@ -20,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from compute import geo, signals
+from compute.arrays import BoolArray
 from compute.population import Population
 
 RowArray = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, eq=False)

@@ -57,16 +57,15 @@ import numpy as np
 import numpy.typing as npt
 
 from compute import filters, sorting
+from compute.arrays import BoolArray, FloatArray
 from compute.population import Population
 
 N_SHARED_INTERESTS = 3
 # Dense scratch for interest overlap: unique users × catalogue size, in float32 cells.
 _DENSE_BUDGET_CELLS = 1 << 24
 
-FloatArray = npt.NDArray[np.float64]
 # What a formula takes and gives: float32 blocks (compute.blockterms), float64 pairs.
 AnyFloatArray = npt.NDArray[np.floating]
-BoolArray = npt.NDArray[np.bool_]
 RowArray = npt.NDArray[np.int64]
 
 

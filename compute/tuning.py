@@ -24,13 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 from scipy import optimize, special
 
-from compute import evaluation, scoring
-
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+from compute import ranking_metrics, scoring
+from compute.arrays import BoolArray, FloatArray
 
 DEFAULT_L2_GRID: tuple[float, ...] = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5)
 # (reciprocal, fusion) in the order ties are resolved: off first, then the fusions.
@@ -264,7 +261,7 @@ def tune(
     best_choice: tuple[bool, str | None] = RECIPROCAL_CHOICES[0]
     best_auc = -np.inf
     for reciprocal, fusion in RECIPROCAL_CHOICES:
-        value = evaluation.auc(
+        value = ranking_metrics.auc(
             served_scores(weights, validation, reciprocal, fusion), validation.mutual
         )
         choices.append((fusion or "off", value))
@@ -277,7 +274,7 @@ def tune(
         fusion=best_choice[1],
         l2_log_loss=tuple((f.l2, loss) for f, loss in zip(fits, losses, strict=True)),
         choice_auc_mutual=tuple(choices),
-        validation_auc_like=evaluation.auc(val_x @ weights, val_y),
+        validation_auc_like=ranking_metrics.auc(val_x @ weights, val_y),
         validation_log_loss=float(np.nanmin(losses)),
         n_validation_rows=int(decided.size),
         n_validation_decided=int(decided.sum()),

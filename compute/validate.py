@@ -15,11 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
 
-BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
+from compute.arrays import BoolArray, FloatArray, IntArray
 
 
 def _as_ndarray(name: str, values: object) -> np.ndarray:

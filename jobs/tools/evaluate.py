@@ -50,7 +50,7 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
-from compute import evaluation, scoring
+from compute import evaluation, ranking_metrics, scoring
 from compute.population import Population
 from jobs import runner
 from jobs.config import Config
@@ -525,7 +525,7 @@ def evaluate(
     )
     # Paired bootstrap over pairs: every scorer sees the same resamples.
     boot = (
-        evaluation.bootstrap_auc(
+        ranking_metrics.bootstrap_auc(
             rows.pair_index,
             scorer_rows,
             rows.mutual,
@@ -540,7 +540,7 @@ def evaluate(
     def interval(column: Any) -> list[float] | None:
         if boot is None:
             return None
-        low, high = evaluation.percentile_interval(column)
+        low, high = ranking_metrics.percentile_interval(column)
         return None if math.isnan(low) else [round(low, 6), round(high, 6)]
 
     baselines = []

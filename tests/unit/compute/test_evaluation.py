@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from compute import evaluation
+from compute import evaluation, ranking_metrics
 
 
 def brute_force_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -22,23 +22,23 @@ def brute_force_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def test_auc_of_a_textbook_example() -> None:
     # Of the four (positive, negative) pairs, 0.35 < 0.4 is the one misordered: 3/4.
-    assert evaluation.auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
+    assert ranking_metrics.auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
 
 
 def test_auc_counts_ties_one_half() -> None:
     # (1 vs 1) ½ + (1 vs 0) 1 + (0 vs 1) 0 + (0 vs 0) ½ = 2 of 4.
-    assert evaluation.auc([1.0, 1.0, 0.0, 0.0], [True, False, True, False]) == 0.5
+    assert ranking_metrics.auc([1.0, 1.0, 0.0, 0.0], [True, False, True, False]) == 0.5
     # the positive ties one negative (½) and beats the other (1): 1.5 / 2.
-    assert evaluation.auc([0.5, 0.5, 0.2], [True, False, False]) == 0.75
+    assert ranking_metrics.auc([0.5, 0.5, 0.2], [True, False, False]) == 0.75
     # every score equal: no information, exactly ½.
-    assert evaluation.auc(np.zeros(7), np.arange(7) % 2 == 0) == 0.5
+    assert ranking_metrics.auc(np.zeros(7), np.arange(7) % 2 == 0) == 0.5
 
 
 def test_auc_perfect_inverted_and_undefined() -> None:
-    assert evaluation.auc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
-    assert evaluation.auc([0.1, 0.2, 0.9], [True, True, False]) == 0.0
-    assert math.isnan(evaluation.auc([0.1, 0.2], [True, True]))
-    assert math.isnan(evaluation.auc([], np.zeros(0, dtype=bool)))
+    assert ranking_metrics.auc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
+    assert ranking_metrics.auc([0.1, 0.2, 0.9], [True, True, False]) == 0.0
+    assert math.isnan(ranking_metrics.auc([0.1, 0.2], [True, True]))
+    assert math.isnan(ranking_metrics.auc([], np.zeros(0, dtype=bool)))
 
 
 def test_auc_equals_brute_force_on_tied_random_scores() -> None:
@@ -48,34 +48,34 @@ def test_auc_equals_brute_force_on_tied_random_scores() -> None:
         labels = rng.random(40) < 0.3
         if labels.all() or not labels.any():
             continue
-        assert evaluation.auc(scores, labels) == pytest.approx(brute_force_auc(scores, labels))
+        assert ranking_metrics.auc(scores, labels) == pytest.approx(brute_force_auc(scores, labels))
 
 
 def test_auc_rejects_misuse() -> None:
     with pytest.raises(ValueError, match="scores must be finite"):
-        evaluation.auc([0.1, np.nan], [True, False])
+        ranking_metrics.auc([0.1, np.nan], [True, False])
     with pytest.raises(ValueError, match="labels must have length 2"):
-        evaluation.auc([0.1, 0.2], [True])
+        ranking_metrics.auc([0.1, 0.2], [True])
     with pytest.raises(TypeError, match="labels must be bool"):
-        evaluation.auc([0.1, 0.2], [1, 0])
+        ranking_metrics.auc([0.1, 0.2], [1, 0])
 
 
 def test_roc_curve_steps_once_per_threshold_and_its_area_is_the_auc() -> None:
-    fpr, tpr = evaluation.roc_curve([0.1, 0.4, 0.35, 0.8], [False, False, True, True])
+    fpr, tpr = ranking_metrics.roc_curve([0.1, 0.4, 0.35, 0.8], [False, False, True, True])
     np.testing.assert_allclose(fpr, [0.0, 0.0, 0.5, 0.5, 1.0])
     np.testing.assert_allclose(tpr, [0.0, 0.5, 0.5, 1.0, 1.0])
     rng = np.random.default_rng(3)
     scores = rng.integers(0, 6, 200).astype(float)
     labels = rng.random(200) < 0.4
-    fpr, tpr = evaluation.roc_curve(scores, labels)
-    assert np.trapezoid(tpr, fpr) == pytest.approx(evaluation.auc(scores, labels))
+    fpr, tpr = ranking_metrics.roc_curve(scores, labels)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(ranking_metrics.auc(scores, labels))
     assert fpr[0] == tpr[0] == 0.0 and fpr[-1] == tpr[-1] == 1.0
 
 
 def test_roc_curve_is_thinned_to_max_points() -> None:
     rng = np.random.default_rng(0)
     scores, labels = rng.random(5000), rng.random(5000) < 0.5
-    fpr, tpr = evaluation.roc_curve(scores, labels, max_points=101)
+    fpr, tpr = ranking_metrics.roc_curve(scores, labels, max_points=101)
     assert fpr.size == tpr.size == 101
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
@@ -88,7 +88,7 @@ def test_ranking_at_k_by_hand() -> None:
     groups = [1, 1, 1, 1, 2, 2, 3, 3, 4]
     scores = [0.9, 0.8, 0.7, 0.6, 0.3, 0.5, 0.9, 0.1, 0.1]
     relevant = [False, True, False, True, True, False, False, False, True]
-    got = evaluation.ranking_at_k(groups, scores, relevant, k=2)
+    got = ranking_metrics.ranking_at_k(groups, scores, relevant, k=2)
     # viewer 1: top 2 = (no, yes) → P 1/2, R 1/2, DCG 1/log2 3, IDCG 1 + 1/log2 3.
     # viewer 2: order (0.5 no, 0.3 yes) → P 1/2, R 1, NDCG (1/log2 3) / 1.
     # viewer 3: nothing relevant → not averaged. viewer 4: one row, relevant → 1, 1, 1.
@@ -102,17 +102,17 @@ def test_ranking_at_k_by_hand() -> None:
 def test_ranking_at_k_breaks_ties_by_tiebreak() -> None:
     # Equal scores: candidate 3 ranks before candidate 9, so only 3 is in the top 1.
     groups, scores = [5, 5], [0.4, 0.4]
-    first = evaluation.ranking_at_k(groups, scores, [False, True], k=1, tiebreak=[3, 9])
+    first = ranking_metrics.ranking_at_k(groups, scores, [False, True], k=1, tiebreak=[3, 9])
     assert first.precision == 0.0 and first.recall == 0.0 and first.ndcg == 0.0
-    second = evaluation.ranking_at_k(groups, scores, [False, True], k=1, tiebreak=[9, 3])
+    second = ranking_metrics.ranking_at_k(groups, scores, [False, True], k=1, tiebreak=[9, 3])
     assert second.precision == 1.0 and second.recall == 1.0 and second.ndcg == 1.0
 
 
 def test_ranking_at_k_without_relevant_rows_is_nan() -> None:
-    got = evaluation.ranking_at_k([1, 1], [0.1, 0.2], [False, False], k=3)
+    got = ranking_metrics.ranking_at_k([1, 1], [0.1, 0.2], [False, False], k=3)
     assert got.n_groups == 0 and math.isnan(got.precision) and math.isnan(got.ndcg)
     with pytest.raises(ValueError, match="k must be an int ≥ 1"):
-        evaluation.ranking_at_k([1], [0.1], [True], k=0)
+        ranking_metrics.ranking_at_k([1], [0.1], [True], k=0)
 
 
 # ------------------------------------------------------------------------------ pairs and labels
@@ -208,27 +208,27 @@ def test_bootstrap_resamples_pairs_and_pairs_the_scorers() -> None:
     labels = np.repeat(rng.random(n_pairs) < 0.3, 2)
     good = labels + rng.normal(0, 1.0, pair_index.size)
     noise = rng.normal(0, 1.0, pair_index.size)
-    out = evaluation.bootstrap_auc(
+    out = ranking_metrics.bootstrap_auc(
         pair_index, np.vstack([good, good, noise]), labels, 200, np.random.default_rng(1)
     )
     assert out.shape == (200, 3)
     # The same resamples: a scorer minus itself is exactly 0 every time.
     assert np.all(out[:, 0] == out[:, 1])
-    low, high = evaluation.percentile_interval(out[:, 0] - out[:, 2])
+    low, high = ranking_metrics.percentile_interval(out[:, 0] - out[:, 2])
     assert 0.0 < low < high
-    full = evaluation.auc(good, labels)
-    low, high = evaluation.percentile_interval(out[:, 0])
+    full = ranking_metrics.auc(good, labels)
+    low, high = ranking_metrics.percentile_interval(out[:, 0])
     assert low < full < high and high - low < 0.15
-    again = evaluation.bootstrap_auc(
+    again = ranking_metrics.bootstrap_auc(
         pair_index, np.vstack([good, good, noise]), labels, 200, np.random.default_rng(1)
     )
     np.testing.assert_array_equal(out, again)
 
 
 def test_percentile_interval_ignores_nan() -> None:
-    low, high = evaluation.percentile_interval([np.nan, *range(101)], level=0.9)
+    low, high = ranking_metrics.percentile_interval([np.nan, *range(101)], level=0.9)
     assert (low, high) == pytest.approx((5.0, 95.0))
-    assert all(math.isnan(x) for x in evaluation.percentile_interval([np.nan]))
+    assert all(math.isnan(x) for x in ranking_metrics.percentile_interval([np.nan]))
 
 
 def test_per_viewer_auc_and_ndcg_average_viewers_with_both_classes() -> None:
@@ -237,13 +237,13 @@ def test_per_viewer_auc_and_ndcg_average_viewers_with_both_classes() -> None:
     groups = np.array([1, 1, 1, 2, 2, 3, 3, 4, 5])
     scores = np.array([0.9, 0.5, 0.1, 0.2, 0.8, 0.4, 0.4, 0.3, 0.7])
     labels = np.array([True, False, False, True, False, True, False, True, False])
-    got = evaluation.per_viewer(groups, scores, labels, k=1)
+    got = ranking_metrics.per_viewer(groups, scores, labels, k=1)
     assert got.n_viewers == 3
     assert got.auc == pytest.approx((1.0 + 0.0 + 0.5) / 3)
     # NDCG@1: 1 for viewer 1, 0 for 2; viewer 3's tie goes to input order (the positive).
     assert got.ndcg == pytest.approx((1.0 + 0.0 + 1.0) / 3)
     # The pooled AUC is another number: it also compares rows of different viewers.
-    assert evaluation.auc(scores, labels) != pytest.approx(got.auc)
+    assert ranking_metrics.auc(scores, labels) != pytest.approx(got.auc)
 
 
 def test_per_viewer_agrees_with_the_pooled_auc_within_each_viewer() -> None:
@@ -251,9 +251,9 @@ def test_per_viewer_agrees_with_the_pooled_auc_within_each_viewer() -> None:
     groups = rng.integers(0, 40, 600)
     scores = np.round(rng.random(600), 1)  # plenty of ties
     labels = rng.random(600) < 0.3
-    got = evaluation.per_viewer(groups, scores, labels, k=3)
+    got = ranking_metrics.per_viewer(groups, scores, labels, k=3)
     expected = [
-        evaluation.auc(scores[groups == v], labels[groups == v])
+        ranking_metrics.auc(scores[groups == v], labels[groups == v])
         for v in np.unique(groups)
         if 0 < labels[groups == v].sum() < (groups == v).sum()
     ]
@@ -262,5 +262,7 @@ def test_per_viewer_agrees_with_the_pooled_auc_within_each_viewer() -> None:
 
 
 def test_per_viewer_without_a_viewer_having_both_classes_is_nan() -> None:
-    got = evaluation.per_viewer(np.array([1, 2]), np.array([0.1, 0.2]), np.array([True, False]), 3)
+    got = ranking_metrics.per_viewer(
+        np.array([1, 2]), np.array([0.1, 0.2]), np.array([True, False]), 3
+    )
     assert got.n_viewers == 0 and np.isnan(got.auc) and np.isnan(got.ndcg)
