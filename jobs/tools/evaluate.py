@@ -33,15 +33,12 @@ and writes to ``--out``; the HTML report reads the same file.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
 import math
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +51,15 @@ from compute import evaluation, ranking_metrics, scoring
 from compute.population import Population
 from jobs import runner
 from jobs.config import Config
-from jobs.context import Scope
-from jobs.errors import ConfigError, InputDataError, StorageError
+from jobs.errors import ConfigError, InputDataError
 from jobs.match import core as match
 from jobs.storage import engine as engine_mod
-from jobs.storage import migrate, schema, source
+from jobs.storage import schema
 from jobs.storage import signals as signal_store
+from jobs.tools import scratch
 
 logger = logging.getLogger(__name__)
 
-SIGNAL_JOBS: tuple[str, ...] = ("quiz", "interests", "ratings", "likes")
 SCHEMA_VERSION = 1
 DEFAULT_K = 3
 DEFAULT_BOOTSTRAP = 200
@@ -262,139 +258,6 @@ def default_now(frames: dict[str, pd.DataFrame]) -> dt.datetime:
     return pd.Timestamp(stamps.max()).tz_convert("UTC").to_pydatetime()
 
 
-# ------------------------------------------------------------------------------ scratch database
-
-
-@contextlib.contextmanager
-def scratch_database(
-    source_engine: sa.Engine, scratch_url: str | None, keep: bool, reset: bool = False
-) -> Iterator[tuple[sa.Engine, str]]:
-    """An empty, migrated database of the source's engine kind; dropped afterwards unless kept.
-
-    SQLite: a file in a new temporary directory. PostgreSQL: a new database on the source's
-    server (the role needs CREATEDB). ``scratch_url`` overrides both and is never dropped;
-    ``reset`` empties it first.
-    """
-    if scratch_url is not None:
-        if _same_database(
-            sa.engine.make_url(engine_mod.normalize_url(scratch_url)), source_engine.url
-        ):
-            raise ConfigError(
-                f"scratch database {engine_mod.redact(scratch_url)} is the source database; "
-                "give another one"
-            )
-        with _migrated(scratch_url) as engine:
-            with engine.begin() as conn:
-                if reset:
-                    source.delete_all_rows(conn)
-                elif source.count_users(conn):
-                    raise ConfigError(
-                        f"scratch database {engine_mod.redact(scratch_url)} must be empty; "
-                        "it has users (--reset-scratch empties it first)"
-                    )
-            yield engine, scratch_url
-        return
-    if engine_mod.is_postgres(source_engine):
-        with _postgres_scratch(source_engine, keep) as url, _migrated(url) as engine:
-            yield engine, url
-        return
-    directory = Path(tempfile.mkdtemp(prefix="matchjobs-eval-"))
-    url = f"sqlite:///{directory / 'scratch.db'}"
-    try:
-        with _migrated(url) as engine:
-            yield engine, url
-    finally:
-        if keep:
-            logger.info("kept scratch database %s", url, extra={"action": "evaluate.keep"})
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _migrated(url: str) -> Iterator[sa.Engine]:
-    """An engine on ``url`` with the schema upgraded, disposed afterwards."""
-    engine = engine_mod.create_engine(url)
-    try:
-        migrate.upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _same_database(a: sa.engine.URL, b: sa.engine.URL) -> bool:
-    return (a.get_backend_name(), a.host, a.port, a.database) == (
-        b.get_backend_name(),
-        b.host,
-        b.port,
-        b.database,
-    )
-
-
-@contextlib.contextmanager
-def _postgres_scratch(source_engine: sa.Engine, keep: bool) -> Iterator[str]:
-    try:
-        url = engine_mod.create_scratch_database(source_engine, "matchjobs_eval")
-    except StorageError as exc:
-        raise StorageError(
-            f"{exc}; a role without CREATEDB can pass --scratch-db URL, an existing database "
-            "it may create tables in"
-        ) from exc
-    try:
-        yield url
-    finally:
-        if keep:
-            logger.info(
-                "kept scratch database %s",
-                engine_mod.redact(url),
-                extra={"action": "evaluate.keep"},
-            )
-        else:
-            engine_mod.drop_database(source_engine, url)
-
-
-def fill_scratch(engine: sa.Engine, visible: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """Write the visible source rows into the (empty) scratch database in one transaction."""
-    with engine.begin() as conn:
-        return source.write_frames(conn, visible)
-
-
-def run_signal_jobs(
-    engine: sa.Engine, url: str, config: Config, now: dt.datetime, *, show_progress: bool = False
-) -> dict[str, int]:
-    """Run the production signal jobs on the scratch database; run id per job."""
-    run_ids: dict[str, int] = {}
-    for job in SIGNAL_JOBS:
-        run_ids[job], _ = runner.execute(
-            job,
-            runner.job_function(job),
-            engine=engine,
-            database_url=url,
-            config=config,
-            scope=Scope.all(),
-            trigger="on_demand",
-            clock=lambda: now,
-            show_progress=show_progress,
-        )
-    return run_ids
-
-
-def load_population(engine: sa.Engine, config: Config, now: dt.datetime) -> Population:
-    """The population exactly as the match job loads and cleans it."""
-    settings = match.settings_from_config(config)
-    with engine.connect() as conn, conn.begin():
-        pop, _, _ = match.load_clean(conn, now, settings)
-    return pop
-
-
-def signal_settings_key(config: Config) -> str:
-    """Configs with equal keys produce identical signal tables and populations."""
-    relevant = {
-        section: getattr(config, section).model_dump(mode="json")
-        for section in ("quiz", "interests", "ratings", "likes", "filters")
-    }
-    return json.dumps(relevant, sort_keys=True)
-
-
 # ------------------------------------------------------------------------------ scoring
 
 
@@ -434,6 +297,128 @@ RATING_QUALITY_WEIGHTS = scoring.SignalWeights.only("rating_quality")
 # ------------------------------------------------------------------------------ the run
 
 
+def _score_in_scratch(
+    engine: sa.Engine,
+    candidates: Sequence[Candidate],
+    options: Options,
+    parts: Split,
+    all_rows: evaluation.DirectedRows,
+    now: dt.datetime,
+    show_progress: bool,
+) -> tuple[
+    dict[tuple[str, bool], npt.NDArray[np.float64]], dict[str, npt.NDArray[np.float64]], str | None
+]:
+    """Every config's row scores (fusion on and off) and the rating-quality baseline's,
+    from signal tables rebuilt on the visible rows in a scratch database; and the scratch
+    database's URL when it is kept. Configs whose signal settings agree share one rebuild."""
+    groups: dict[str, list[Candidate]] = {}
+    for cand in candidates:
+        groups.setdefault(scratch.signal_settings_key(cand.config), []).append(cand)
+
+    # name → (reciprocal → row scores); computed on the full rows, NaN where unscorable.
+    config_scores: dict[tuple[str, bool], npt.NDArray[np.float64]] = {}
+    baseline_scores: dict[str, npt.NDArray[np.float64]] = {}
+    with scratch.scratch_database(
+        engine, options.scratch_url, options.keep_scratch, options.reset_scratch
+    ) as (scratch_engine, url):
+        scratch_kept = url if options.keep_scratch or options.scratch_url else None
+        written = scratch.fill_scratch(scratch_engine, parts.visible)
+        logger.info(
+            "scratch database %s filled: %s",
+            engine_mod.redact(url),
+            written,
+            extra={"action": "evaluate.fill", "rows": written},
+        )
+        for group in groups.values():
+            scratch.run_signal_jobs(
+                scratch_engine, url, group[0].config, now, show_progress=show_progress
+            )
+            pop = scratch.load_population(scratch_engine, group[0].config, now)
+            for cand in group:
+                params = match.settings_from_config(cand.config).scoring
+                for reciprocal in (True, False):
+                    config_scores[(cand.name, reciprocal)] = score_rows(
+                        pop, all_rows, dataclasses.replace(params, reciprocal=reciprocal)
+                    )
+            if not baseline_scores:
+                # Baselines use the first group's signals (the reference config's, normally).
+                quality_only = dataclasses.replace(
+                    match.settings_from_config(group[0].config).scoring,
+                    weights=RATING_QUALITY_WEIGHTS,
+                    reciprocal=False,
+                    dormancy=False,
+                )
+                baseline_scores["rating_quality"] = score_rows(pop, all_rows, quality_only)
+
+    return config_scores, baseline_scores, scratch_kept
+
+
+def _entries(
+    candidates: Sequence[Candidate],
+    config_keys: list[tuple[str, bool]],
+    baseline_names: Sequence[str],
+    rows: evaluation.DirectedRows,
+    scorer_rows: npt.NDArray[np.float64],
+    boot: npt.NDArray[np.float64] | None,
+    k: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The result's ``baselines`` and ``configs`` entries: metrics, 95 % intervals, ROC
+    points and each config's lead over every baseline. ``scorer_rows`` holds the configs'
+    rows (in ``config_keys`` order) then the baselines'; ``boot`` their bootstrap AUCs."""
+    n_configs = len(config_keys)
+
+    def interval(column: Any) -> list[float] | None:
+        if boot is None:
+            return None
+        low, high = ranking_metrics.percentile_interval(column)
+        return None if math.isnan(low) else [round(low, 6), round(high, 6)]
+
+    baselines = []
+    baseline_auc: dict[str, float] = {}
+    for j, name in enumerate(baseline_names):
+        measured = evaluation.measure(rows, scorer_rows[n_configs + j], k)
+        baseline_auc[name] = float(measured.values["auc_mutual"])
+        baselines.append(
+            {
+                "name": name,
+                "description": BASELINE_DESCRIPTIONS[name],
+                "metrics": _clean(measured.values),
+                "auc_mutual_ci95": interval(boot[:, n_configs + j] if boot is not None else None),
+                "roc": _roc(measured),
+            }
+        )
+    configs = []
+    by_name = {cand.name: cand for cand in candidates}
+    for i, (name, reciprocal) in enumerate(config_keys):
+        cand = by_name[name]
+        measured = evaluation.measure(rows, scorer_rows[i], k)
+        value = float(measured.values["auc_mutual"])
+        versus: dict[str, dict[str, Any]] = {}
+        for j, base in enumerate(baseline_names):
+            diff = value - baseline_auc[base]
+            versus[base] = {
+                "diff": None if math.isnan(diff) else round(diff, 6),
+                "ci95": interval(boot[:, i] - boot[:, n_configs + j] if boot is not None else None),
+            }
+        configs.append(
+            {
+                "name": cand.name,
+                "source": cand.source,
+                "algorithm_version": cand.config.algorithm_version,
+                "config_hash": cand.config.content_hash,
+                "reciprocal": reciprocal,
+                "served": reciprocal == cand.config.scoring.reciprocal.enabled,
+                "fusion": cand.config.scoring.reciprocal.combine if reciprocal else None,
+                "metrics": _clean(measured.values),
+                "auc_mutual_ci95": interval(boot[:, i] if boot is not None else None),
+                "roc": _roc(measured),
+                "vs_baselines": versus,
+                "summary": summary_sentence(cand.name, reciprocal, value, versus),
+            }
+        )
+    return baselines, configs
+
+
 def evaluate(
     engine: sa.Engine,
     database_url: str,
@@ -460,43 +445,9 @@ def evaluate(
         likes["target_id"].to_numpy(dtype=np.int64),
         likes["kind"].astype(str).to_numpy() == "like",
     )
-    groups: dict[str, list[Candidate]] = {}
-    for cand in candidates:
-        groups.setdefault(signal_settings_key(cand.config), []).append(cand)
-
-    # name → (reciprocal → row scores); computed on the full rows, NaN where unscorable.
-    config_scores: dict[tuple[str, bool], npt.NDArray[np.float64]] = {}
-    baseline_scores: dict[str, npt.NDArray[np.float64]] = {}
-    with scratch_database(
-        engine, options.scratch_url, options.keep_scratch, options.reset_scratch
-    ) as (scratch, url):
-        scratch_kept = url if options.keep_scratch or options.scratch_url else None
-        written = fill_scratch(scratch, parts.visible)
-        logger.info(
-            "scratch database %s filled: %s",
-            engine_mod.redact(url),
-            written,
-            extra={"action": "evaluate.fill", "rows": written},
-        )
-        for group in groups.values():
-            run_signal_jobs(scratch, url, group[0].config, now, show_progress=show_progress)
-            pop = load_population(scratch, group[0].config, now)
-            for cand in group:
-                params = match.settings_from_config(cand.config).scoring
-                for reciprocal in (True, False):
-                    config_scores[(cand.name, reciprocal)] = score_rows(
-                        pop, all_rows, dataclasses.replace(params, reciprocal=reciprocal)
-                    )
-            if not baseline_scores:
-                # Baselines use the first group's signals (the reference config's, normally).
-                quality_only = dataclasses.replace(
-                    match.settings_from_config(group[0].config).scoring,
-                    weights=RATING_QUALITY_WEIGHTS,
-                    reciprocal=False,
-                    dormancy=False,
-                )
-                baseline_scores["rating_quality"] = score_rows(pop, all_rows, quality_only)
-
+    config_scores, baseline_scores, scratch_kept = _score_in_scratch(
+        engine, candidates, options, parts, all_rows, now, show_progress
+    )
     visible_likes = parts.visible["likes"]
     baseline_scores["like_rates"], baseline_scores["reciprocal_popularity"] = (
         evaluation.reciprocal_popularity(
@@ -535,57 +486,9 @@ def evaluate(
         if options.bootstrap and len(rows)
         else None
     )
-    n_configs = len(config_keys)
-
-    def interval(column: Any) -> list[float] | None:
-        if boot is None:
-            return None
-        low, high = ranking_metrics.percentile_interval(column)
-        return None if math.isnan(low) else [round(low, 6), round(high, 6)]
-
-    baselines = []
-    baseline_auc: dict[str, float] = {}
-    for j, name in enumerate(baseline_names):
-        measured = evaluation.measure(rows, scorer_rows[n_configs + j], options.k)
-        baseline_auc[name] = float(measured.values["auc_mutual"])
-        baselines.append(
-            {
-                "name": name,
-                "description": BASELINE_DESCRIPTIONS[name],
-                "metrics": _clean(measured.values),
-                "auc_mutual_ci95": interval(boot[:, n_configs + j] if boot is not None else None),
-                "roc": _roc(measured),
-            }
-        )
-    configs = []
-    by_name = {cand.name: cand for cand in candidates}
-    for i, (name, reciprocal) in enumerate(config_keys):
-        cand = by_name[name]
-        measured = evaluation.measure(rows, scorer_rows[i], options.k)
-        value = float(measured.values["auc_mutual"])
-        versus: dict[str, dict[str, Any]] = {}
-        for j, base in enumerate(baseline_names):
-            diff = value - baseline_auc[base]
-            versus[base] = {
-                "diff": None if math.isnan(diff) else round(diff, 6),
-                "ci95": interval(boot[:, i] - boot[:, n_configs + j] if boot is not None else None),
-            }
-        configs.append(
-            {
-                "name": cand.name,
-                "source": cand.source,
-                "algorithm_version": cand.config.algorithm_version,
-                "config_hash": cand.config.content_hash,
-                "reciprocal": reciprocal,
-                "served": reciprocal == cand.config.scoring.reciprocal.enabled,
-                "fusion": cand.config.scoring.reciprocal.combine if reciprocal else None,
-                "metrics": _clean(measured.values),
-                "auc_mutual_ci95": interval(boot[:, i] if boot is not None else None),
-                "roc": _roc(measured),
-                "vs_baselines": versus,
-                "summary": summary_sentence(cand.name, reciprocal, value, versus),
-            }
-        )
+    baselines, configs = _entries(
+        candidates, config_keys, baseline_names, rows, scorer_rows, boot, options.k
+    )
     notes = [
         "Scores are the product's score_pairs output for each hidden pair in both directions; "
         "the exposure cap is off (it depends on whole top-K lists).",

@@ -50,7 +50,7 @@ from jobs.config import Config
 from jobs.errors import ConfigError, TooFewPairsError
 from jobs.match import core as match
 from jobs.storage import engine as engine_mod
-from jobs.tools import evaluate
+from jobs.tools import evaluate, scratch
 
 logger = logging.getLogger(__name__)
 
@@ -194,10 +194,10 @@ def _cross_fitted(
     for fold in range(options.folds):
         in_fold = fold_of == fold
         reset = options.reset_scratch or (options.scratch_url is not None and fold > 0)
-        with evaluate.scratch_database(engine, options.scratch_url, False, reset) as (db, url):
-            evaluate.fill_scratch(db, evaluate.hide(visible, lo[in_fold], hi[in_fold]))
-            evaluate.run_signal_jobs(db, url, base, now)
-            pop = evaluate.load_population(db, base, now)
+        with scratch.scratch_database(engine, options.scratch_url, False, reset) as (db, url):
+            scratch.fill_scratch(db, evaluate.hide(visible, lo[in_fold], hi[in_fold]))
+            scratch.run_signal_jobs(db, url, base, now)
+            pop = scratch.load_population(db, base, now)
         fold_forward, fold_reverse, keep = _row_signals(
             pop, evaluation.subset_pairs(rows, in_fold), base
         )

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from jobs import cli, runner
+from jobs import cli, pipeline, runner
 from jobs import config as config_mod
 from jobs.context import Scope
 from jobs.storage import bulk, schema
@@ -58,7 +58,7 @@ def replace_table(engine: sa.Engine, name: str, frame: pd.DataFrame) -> None:
 
 
 def run_signal_jobs(db, config: config_mod.Config) -> None:
-    for job in evaluate.SIGNAL_JOBS:
+    for job in pipeline.SIGNAL_JOBS:
         runner.execute(
             job,
             runner.job_function(job),

@@ -13,7 +13,7 @@ from compute import signals
 from jobs import cli
 from jobs import config as config_mod
 from jobs.errors import TooFewPairsError
-from jobs.tools import evaluate, seed, tune
+from jobs.tools import scratch, seed, tune
 
 NOW = seed.DEFAULT_NOW
 # The generating model: a logistic of these weights of the registry's signal values.
@@ -34,8 +34,8 @@ def known_weight_population(db, n_users: int, candidates_per_user: int, rng_seed
     frames["likes"] = frames["likes"].iloc[0:0]
     with db.engine.begin() as conn:
         seed.write(conn, frames)
-    evaluate.run_signal_jobs(db.engine, db.url, config, NOW)
-    pop = evaluate.load_population(db.engine, config, NOW)
+    scratch.run_signal_jobs(db.engine, db.url, config, NOW)
+    pop = scratch.load_population(db.engine, config, NOW)
     rng = np.random.default_rng(rng_seed)
     n = pop.n_users
     a = np.repeat(np.arange(n), candidates_per_user)
