@@ -233,11 +233,33 @@ def convert(raw: pd.DataFrame) -> Converted:
     rows = raw.copy()
     for col in REQUIRED_COLUMNS:
         rows[col] = _numeric(rows[col])
-
-    # ---- users: one per iid
     bad_iid = rows["iid"].isna()
     skipped["date_row_missing_iid"] += int(bad_iid.sum())
     rows = rows[~bad_iid]
+    users, people, event_at = _users(rows, skipped)
+    iids = users["id"].to_numpy(dtype=np.int64)
+    questions, answers = _quiz(people, iids, event_at, skipped)
+    subjects, interests, user_interests = _interests(people, iids, event_at, skipped)
+    created_by_iid = pd.Series(event_at.to_numpy(), index=iids)
+    ratings, likes = _decisions(rows, iids, created_by_iid, skipped)
+    frames = source.source_frames(
+        users=users,
+        quiz_questions=questions,
+        quiz_answers=answers,
+        subjects=subjects,
+        interests=interests,
+        user_interests=user_interests,
+        ratings=ratings,
+        likes=likes,
+    )
+    return Converted(frames=frames, skipped={k: v for k, v in sorted(skipped.items()) if v})
+
+
+def _users(
+    rows: pd.DataFrame, skipped: Counter[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """``users`` (one per iid with a known gender and wave), the participants' first rows
+    (their answers and interests), and each one's event time."""
     people = rows.groupby("iid", sort=True).first()
     iids = people.index.to_numpy(dtype=np.int64)
     gender = people["gender"].to_numpy()
@@ -286,9 +308,14 @@ def convert(raw: pd.DataFrame) -> Converted:
             ),
         }
     )
-    created_by_iid = pd.Series(event_at.to_numpy(), index=iids)
+    return users, people, event_at
 
-    # ---- quiz
+
+def _quiz(
+    people: pd.DataFrame, iids: np.ndarray, event_at: pd.Series, skipped: Counter[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``quiz_questions`` and ``quiz_answers``: the preference block as shares of 100, the
+    other items as given, each value outside its scale skipped and counted."""
     questions = pd.DataFrame(
         {
             "id": np.asarray([q.id for q in QUESTIONS], dtype=np.int64),
@@ -331,8 +358,13 @@ def convert(raw: pd.DataFrame) -> Converted:
             )
         )
     answers = _sorted(pd.concat(answer_parts, ignore_index=True), ["user_id", "question_id"])
+    return questions, answers
 
-    # ---- interests
+
+def _interests(
+    people: pd.DataFrame, iids: np.ndarray, event_at: pd.Series, skipped: Counter[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``subjects``, ``interests`` and ``user_interests`` from the activity ratings."""
     subject_rows, interest_rows = [], []
     interest_parts = []
     next_interest = 1
@@ -361,8 +393,14 @@ def convert(raw: pd.DataFrame) -> Converted:
     user_interests = _sorted(
         pd.concat(interest_parts, ignore_index=True), ["user_id", "interest_id"]
     )
+    return subjects, interests, user_interests
 
-    # ---- date rows: ratings and likes
+
+def _decisions(
+    rows: pd.DataFrame, iids: np.ndarray, created_by_iid: pd.Series, skipped: Counter[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``ratings`` and ``likes`` from the date rows between known participants, one row per
+    ordered pair (the first kept, duplicates counted)."""
     dates = rows[rows["iid"].isin(iids)]
     skipped["date_row_unknown_participant"] += int(len(rows) - len(dates))
     no_partner = dates["pid"].isna()
@@ -411,18 +449,7 @@ def convert(raw: pd.DataFrame) -> Converted:
             "created_at": met_at[keep].reset_index(drop=True),
         }
     )
-
-    frames = source.source_frames(
-        users=users,
-        quiz_questions=questions,
-        quiz_answers=answers,
-        subjects=subjects,
-        interests=interests,
-        user_interests=user_interests,
-        ratings=ratings,
-        likes=likes,
-    )
-    return Converted(frames=frames, skipped={k: v for k, v in sorted(skipped.items()) if v})
+    return ratings, likes
 
 
 def _later(created_by_iid: pd.Series, a: np.ndarray, b: np.ndarray) -> pd.Series:
