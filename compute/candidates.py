@@ -34,6 +34,9 @@ FAISS neighbour lists (rows reaching ``exact_below`` candidates or more)
 Everything about a user depends only on that user and the candidates its filters reach,
 so a user's candidates computed alone equal that user's candidates inside any batch.
 Each pair records which source found it (``block`` for the exact path).
+
+Why one file of ~610 lines: partitioning, the exact blocked ranking and the choice between
+it and FAISS are one decision made per partition (the FAISS lists are compute.neighbours).
 """
 
 from __future__ import annotations

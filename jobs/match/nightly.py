@@ -15,6 +15,10 @@ already initialised in the process (tests) it is reused and left running.
 
 ``ShardScorer`` is a plain class: it is wrapped with ``ray.remote`` at the call site and can
 be created directly in tests.
+
+Why one file of ~750 lines: the driver, its actors and the swap sequence share the run's
+state (shards in flight, retries, the fence, the figures); the pieces both paths use are
+:mod:`jobs.match.core`, the SQL of the swap :mod:`jobs.storage.swap`.
 """
 
 from __future__ import annotations

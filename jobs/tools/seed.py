@@ -20,6 +20,10 @@ The latent model (kept in :class:`Latent` so tests and evaluations can check aga
   match job's hard filters (both directions), a few do not. Likes/passes/blocks follow
   :func:`like_probability`; some of the people one liked (fewer one passed) were then met and
   rated.
+
+Why one file of ~660 lines: the latent model and the generation that draws from it are one
+model (each table's draw reads the same latent types and people); the catalogues it draws
+from are :mod:`jobs.tools.seed_catalogues`.
 """
 
 from __future__ import annotations
