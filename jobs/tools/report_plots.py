@@ -209,7 +209,9 @@ def plot_durations(data: report_data.ReportData) -> bytes | None:
         else:
             tail = "" if ok.any() else ", none succeeded"
         ax.set_ylabel("seconds")
-        ax.set_title(f"{job}: {len(mine)} runs{tail}", loc="left", fontsize=11)
+        ax.set_title(
+            f"{job}: {len(mine)} run{'' if len(mine) == 1 else 's'}{tail}", loc="left", fontsize=11
+        )
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="trigger")
     bottom = axes[-1, 0]
