@@ -216,7 +216,11 @@ def rank_block(
             within[:, ~c_side.located] = True
         forward, reverse = terms.directions(rows, q_side, distance, reciprocal=sp.reciprocal)
         del distance
-        score = forward if reverse is None else scoring.fuse(forward, reverse, sp.fusion)
+        if reverse is None:
+            score = forward
+        else:
+            rates = scoring.fusion_rates(pop, rows[:, None], cands[None, :], sp)
+            score = scoring.fuse(forward, reverse, sp.fusion, sp.calibration, *rates)
         del reverse
         if scale.size:
             score *= scale[None, :]

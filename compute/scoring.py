@@ -9,9 +9,19 @@ w_i ≥ 0:
 Reciprocal fusion (``reciprocal=True``) also scores b→a (b's preferences about a) and
 combines them:
 
-    harmonic  = 2 · s_ab · s_ba / (s_ab + s_ba)   (0 when both are 0)
-    geometric = √(s_ab · s_ba)
-    min       = min(s_ab, s_ba)
+    harmonic   = 2 · s_ab · s_ba / (s_ab + s_ba)   (0 when both are 0)
+    geometric  = √(s_ab · s_ba)
+    min        = min(s_ab, s_ba)
+    calibrated = √(P(a likes b) · P(b likes a)),
+                 P(v likes c) = σ(intercept + scale · s(v→c) + viewer_rate · g_v)
+
+``calibrated`` reads each direction's score as the like model ``matchjobs tune`` fitted
+(:class:`Calibration`): the fitted logit of the weighted signals plus the viewer's own
+like rate given ``g_v`` (the likes job's shrunk rate; ``default_rate`` where unknown). The
+product is the probability of a mutual like when the two decisions are independent given
+the signals; how readily the *candidate* says yes — constant within one viewer's own
+decisions, so no weight of a one-sided score can carry it — enters through P(b likes a).
+The square root keeps the scale of a probability; it does not change the order.
 
 Optional factors, off by default:
 
@@ -37,12 +47,62 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 
 from compute import filters, signals, sorting
+from compute.arrays import FloatArray
 from compute.population import Population
 
-Fusion = Literal["harmonic", "geometric", "min"]
-FUSIONS: tuple[str, ...] = ("harmonic", "geometric", "min")
+Fusion = Literal["harmonic", "geometric", "min", "calibrated"]
+FUSIONS: tuple[str, ...] = ("harmonic", "geometric", "min", "calibrated")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The fitted like model behind ``calibrated`` fusion (see the module docstring).
+
+    Attributes
+    ----------
+    intercept : float
+    scale : float > 0
+        The sum of the fitted signal coefficients: ``scale · s`` is their logit term.
+    viewer_rate : float ≥ 0
+        Coefficient of the viewer's like rate given.
+    default_rate : float in [0, 1]
+        The rate of a viewer the likes job has none for.
+    """
+
+    intercept: float
+    scale: float
+    viewer_rate: float
+    default_rate: float
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.intercept):
+            raise ValueError(f"intercept must be finite; got {self.intercept!r}")
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be finite and > 0; got {self.scale!r}")
+        if not (np.isfinite(self.viewer_rate) and self.viewer_rate >= 0):
+            raise ValueError(f"viewer_rate must be finite and ≥ 0; got {self.viewer_rate!r}")
+        if not 0.0 <= self.default_rate <= 1.0:
+            raise ValueError(f"default_rate must be in [0, 1]; got {self.default_rate!r}")
+
+    def like_probability(
+        self, scores: npt.NDArray[np.floating], rates: npt.NDArray[np.floating]
+    ) -> npt.NDArray[np.floating]:
+        """σ(intercept + scale · scores + viewer_rate · rates), in the scores' dtype."""
+        logit = self.intercept + self.scale * scores + self.viewer_rate * rates
+        out: npt.NDArray[np.floating] = special.expit(logit).astype(scores.dtype, copy=False)
+        return out
+
+
+def viewer_rates(pop: Population, rows: npt.NDArray[np.integer], default: float) -> FloatArray:
+    """The like rate given of the users at ``rows`` (any shape), ``default`` where unknown."""
+    if pop.like_rate_given is None or pop.has_like_rate is None:
+        return np.full(np.shape(rows), default, dtype=np.float64)
+    rates = pop.like_rate_given[rows].astype(np.float64)
+    known = pop.has_like_rate[rows] & np.isfinite(rates)
+    return np.where(known, np.clip(rates, 0.0, 1.0), default)
 
 
 @dataclass(frozen=True, init=False)
@@ -107,6 +167,8 @@ class ScoreParams:
     spread_seed : int
         Seed of the tie-break (:func:`compute.sorting.spread_keys`); the match job uses
         :func:`compute.sorting.spread_seed` of the algorithm version.
+    calibration : Calibration or None
+        The like model of ``fusion="calibrated"`` (required by it, unused otherwise).
     """
 
     weights: SignalWeights = field(default_factory=SignalWeights)
@@ -121,6 +183,7 @@ class ScoreParams:
     exposure_cap: int | None = None
     exposure_factor: float = 0.5
     spread_seed: int = 0
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.neutral <= 1.0:
@@ -129,6 +192,8 @@ class ScoreParams:
             raise ValueError(f"top_k must be an int ≥ 1; got {self.top_k!r}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}; got {self.fusion!r}")
+        if self.fusion == "calibrated" and self.calibration is None:
+            raise ValueError("fusion 'calibrated' needs a calibration (matchjobs tune fits one)")
         if not self.dormancy_grace_days >= 0:
             raise ValueError(f"dormancy_grace_days must be ≥ 0; got {self.dormancy_grace_days!r}")
         if not self.dormancy_half_life_days > 0:
@@ -211,13 +276,27 @@ def combine(
 
 
 def fuse(
-    forward: npt.NDArray[np.floating], reverse: npt.NDArray[np.floating], fusion: str
+    forward: npt.NDArray[np.floating],
+    reverse: npt.NDArray[np.floating],
+    fusion: str,
+    calibration: Calibration | None = None,
+    forward_rates: npt.NDArray[np.floating] | None = None,
+    reverse_rates: npt.NDArray[np.floating] | None = None,
 ) -> npt.NDArray[np.floating]:
     """Combine both directions' scores (see module docstring); inputs in [0, 1].
 
     Any shape and float dtype (the pair path fuses (p,) float64, the block path (q, c)
-    float32 matrices); the inputs are left unchanged.
+    float32 matrices); the inputs are left unchanged. ``calibrated`` also needs the
+    calibration and the like rates of each direction's viewer (a's for a→b, b's for b→a),
+    broadcastable to the scores (:func:`fusion_rates`).
     """
+    if fusion == "calibrated":
+        if calibration is None or forward_rates is None or reverse_rates is None:
+            raise ValueError("fusion 'calibrated' needs the calibration and both viewers' rates")
+        both = calibration.like_probability(forward, forward_rates)
+        both *= calibration.like_probability(reverse, reverse_rates)
+        root: npt.NDArray[np.floating] = np.sqrt(both, out=both)
+        return root
     if fusion == "harmonic":
         total = forward + reverse
         product = forward * reverse
@@ -232,6 +311,20 @@ def fuse(
         smaller: npt.NDArray[np.floating] = np.minimum(forward, reverse)
         return smaller
     raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
+
+
+def fusion_rates(
+    pop: Population,
+    viewer_rows: npt.NDArray[np.integer],
+    candidate_rows: npt.NDArray[np.integer],
+    params: ScoreParams,
+) -> tuple[FloatArray | None, FloatArray | None]:
+    """The viewers' like rates :func:`fuse` needs for ``params.fusion`` (None, None unless
+    calibrated): a's for the forward scores, b's for the reverse ones."""
+    if params.fusion != "calibrated" or params.calibration is None:
+        return None, None
+    default = params.calibration.default_rate
+    return viewer_rates(pop, viewer_rows, default), viewer_rates(pop, candidate_rows, default)
 
 
 def dormancy_factor(
@@ -370,7 +463,9 @@ def score_pairs(
     forward = combine(sig.values, weights, neutral)
     if sig.reverse_values is not None:
         reverse = combine(sig.reverse_values, weights, neutral)
-        fused = fuse(forward, reverse, params.fusion)
+        fused = fuse(
+            forward, reverse, params.fusion, params.calibration, *fusion_rates(pop, a, b, params)
+        )
     else:
         reverse = forward
         fused = forward

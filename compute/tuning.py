@@ -12,10 +12,18 @@ the product's score Σ w_i x_i / Σ w_i is then an increasing function of the fi
 it ranks rows exactly as the fitted model does. A signal that is constant on the rows (a
 missing one, say) is indistinguishable from the intercept and gets weight 0 from the penalty.
 
+When the viewers' like rates given ``g`` are known (the likes job's), the model also has
+the viewer's own term, ``σ(c + Σ_i β_i x_i + γ · g_viewer)`` with γ ≥ 0: it cannot change
+the order of one viewer's candidates, so the served weights stay β / Σ β, but it keeps the
+viewer's pickiness out of the β, and it is what ``calibrated`` fusion needs to tell how
+likely each candidate is to say yes back (:class:`compute.scoring.Calibration` is
+(c, Σ β, γ, the rate of a viewer without one)).
+
 Choices are made on a *validation* set of rows never fitted on: ``l2`` from a grid by the
 validation log-loss, then the reciprocal setting (off, or fusion on with one of
-:data:`compute.scoring.FUSIONS`) by the validation mutual-match AUC of the fused scores,
-pooled over rows as ``evaluate`` measures it. Ties keep the earlier candidate (off first).
+:data:`compute.scoring.FUSIONS`; ``calibrated`` only with the rates) by the validation
+mutual-match AUC of the fused scores, pooled over rows as ``evaluate`` measures it. Ties
+keep the earlier candidate (off first).
 """
 
 from __future__ import annotations
@@ -160,6 +168,8 @@ class Validation:
         The viewer decided about the candidate.
     liked : (r,) bool
     mutual : (r,) bool
+    forward_rates, reverse_rates : (r,) float64 in [0, 1], optional
+        Like rate given of the viewer (forward) and of the candidate (the reverse's viewer).
     """
 
     forward: FloatArray
@@ -167,6 +177,8 @@ class Validation:
     decided: BoolArray
     liked: BoolArray
     mutual: BoolArray
+    forward_rates: FloatArray | None = None
+    reverse_rates: FloatArray | None = None
 
 
 @dataclass(frozen=True)
@@ -177,9 +189,11 @@ class TuneResult:
     ----------
     weights : (n_signals,) float64, ≥ 0, summing to 1 (all 0 when no signal helps)
     fit : LogisticFit
-        The fit at the chosen ``l2``.
+        The fit at the chosen ``l2`` (with the rates: one more coefficient, γ, last).
     reciprocal : bool
     fusion : str or None
+    calibration : compute.scoring.Calibration or None
+        The fitted like model, when the rates were given and a signal has weight.
     l2_log_loss : tuple of (l2, validation log-loss)
         Every ``l2`` tried.
     choice_auc_mutual : tuple of (label, validation mutual-match AUC)
@@ -194,6 +208,7 @@ class TuneResult:
     fit: LogisticFit
     reciprocal: bool
     fusion: str | None
+    calibration: scoring.Calibration | None
     l2_log_loss: tuple[tuple[float, float], ...]
     choice_auc_mutual: tuple[tuple[str, float], ...]
     validation_auc_like: float
@@ -204,7 +219,11 @@ class TuneResult:
 
 
 def served_scores(
-    weights: FloatArray, validation: Validation, reciprocal: bool, fusion: str | None
+    weights: FloatArray,
+    validation: Validation,
+    reciprocal: bool,
+    fusion: str | None,
+    calibration: scoring.Calibration | None = None,
 ) -> FloatArray:
     """(r,) float64 the product's score of the validation rows under ``weights``."""
     forward = validation.forward @ weights
@@ -212,8 +231,16 @@ def served_scores(
         return forward
     if fusion is None:
         raise ValueError("fusion must be given when reciprocal is True")
+    fused = scoring.fuse(
+        forward,
+        validation.reverse @ weights,
+        fusion,
+        calibration,
+        validation.forward_rates,
+        validation.reverse_rates,
+    )
     # float64 in, float64 out: the view only tells the checker.
-    return np.asarray(scoring.fuse(forward, validation.reverse @ weights, fusion), dtype=np.float64)
+    return np.asarray(fused, dtype=np.float64)
 
 
 def tune(
@@ -221,6 +248,8 @@ def tune(
     train_liked: BoolArray,
     validation: Validation,
     l2_grid: Sequence[float] = DEFAULT_L2_GRID,
+    train_rates: FloatArray | None = None,
+    default_rate: float = 0.5,
 ) -> TuneResult:
     """Fit the weights on the training rows, choose ``l2`` and the reciprocal setting on the
     validation rows (see the module docstring).
@@ -232,6 +261,11 @@ def tune(
     train_liked : (n,) bool
     validation : Validation
     l2_grid : sequence of float ≥ 0, not empty
+    train_rates : (n,) float64 in [0, 1], optional
+        The viewers' like rates given; with ``validation.forward_rates`` and
+        ``reverse_rates``, the fit has the viewer term and ``calibrated`` is a choice.
+    default_rate : float in [0, 1]
+        The rate the served model gives a viewer without one (``Calibration.default_rate``).
 
     Returns
     -------
@@ -250,19 +284,43 @@ def tune(
         raise ValueError("validation rows need at least one decision")
     val_x = validation.forward[decided]
     val_y = validation.liked[decided]
+    rated = (
+        train_rates is not None
+        and validation.forward_rates is not None
+        and validation.reverse_rates is not None
+    )
+    if rated:
+        assert train_rates is not None and validation.forward_rates is not None
+        if train_rates.shape != (x.shape[0],):
+            raise ValueError(f"train_rates must be ({x.shape[0]},); got {train_rates.shape}")
+        x = np.column_stack([x, train_rates])
+        val_x = np.column_stack([val_x, validation.forward_rates[decided]])
 
     fits = [fit_logistic(x, y, l2) for l2 in l2_grid]
     losses = [log_loss(f.logits(val_x), val_y) for f in fits]
     best = fits[int(np.nanargmin(losses))]
-    total = float(best.coefficients.sum())
-    weights = best.coefficients / total if total > 0 else np.zeros(m)
+    total = float(best.coefficients[:m].sum())
+    weights = best.coefficients[:m] / total if total > 0 else np.zeros(m)
+    calibration = (
+        scoring.Calibration(
+            intercept=float(best.intercept),
+            scale=total,
+            viewer_rate=float(best.coefficients[m]),
+            default_rate=float(default_rate),
+        )
+        if rated and total > 0
+        else None
+    )
 
     choices: list[tuple[str, float]] = []
     best_choice: tuple[bool, str | None] = RECIPROCAL_CHOICES[0]
     best_auc = -np.inf
     for reciprocal, fusion in RECIPROCAL_CHOICES:
+        if fusion == "calibrated" and calibration is None:
+            continue
         value = ranking_metrics.auc(
-            served_scores(weights, validation, reciprocal, fusion), validation.mutual
+            served_scores(weights, validation, reciprocal, fusion, calibration),
+            validation.mutual,
         )
         choices.append((fusion or "off", value))
         if np.isfinite(value) and value > best_auc:
@@ -272,9 +330,10 @@ def tune(
         fit=best,
         reciprocal=best_choice[0],
         fusion=best_choice[1],
+        calibration=calibration,
         l2_log_loss=tuple((f.l2, loss) for f, loss in zip(fits, losses, strict=True)),
         choice_auc_mutual=tuple(choices),
-        validation_auc_like=ranking_metrics.auc(val_x @ weights, val_y),
+        validation_auc_like=ranking_metrics.auc(val_x[:, :m] @ weights, val_y),
         validation_log_loss=float(np.nanmin(losses)),
         n_validation_rows=int(decided.size),
         n_validation_decided=int(decided.sum()),

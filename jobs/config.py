@@ -143,9 +143,29 @@ class Candidates(_Model):
     seed: int = 0
 
 
+class Calibration(_Model):
+    """The like model of ``combine: calibrated`` (compute.scoring.Calibration): written by
+    ``matchjobs tune``, never by hand."""
+
+    intercept: float
+    scale: Positive
+    viewer_rate: NonNegative
+    default_rate: Unit
+
+
 class Reciprocal(_Model):
     enabled: bool = False
-    combine: Literal["harmonic", "geometric", "min"] = "harmonic"
+    combine: Literal["harmonic", "geometric", "min", "calibrated"] = "harmonic"
+    calibration: Calibration | None = None
+
+    @model_validator(mode="after")
+    def _calibrated_needs_its_model(self) -> Reciprocal:
+        if self.combine == "calibrated" and self.calibration is None:
+            raise ValueError(
+                "combine 'calibrated' needs scoring.reciprocal.calibration (intercept, scale, "
+                "viewer_rate, default_rate), which `matchjobs tune` writes"
+            )
+        return self
 
 
 class Dormancy(_Model):

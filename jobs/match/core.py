@@ -152,6 +152,11 @@ def settings_from_config(config: Config) -> MatchSettings:
             exposure_cap=sc.exposure_cap.max_lists if sc.exposure_cap.enabled else None,
             exposure_factor=float(sc.exposure_cap.penalty),
             spread_seed=spread.spread_seed(config.algorithm_version),
+            calibration=(
+                None
+                if sc.reciprocal.calibration is None
+                else scoring.Calibration(**sc.reciprocal.calibration.model_dump())
+            ),
         ),
         reasons=reasons.ReasonParams(),
         index_seed=cand.seed,

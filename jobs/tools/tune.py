@@ -43,7 +43,7 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
-from compute import evaluation, signals, tuning
+from compute import evaluation, scoring, signals, tuning
 from compute.population import Population
 from jobs import config as config_mod
 from jobs.config import Config
@@ -143,8 +143,15 @@ class Outcome:
 
 def _row_signals(
     pop: Population, rows: evaluation.DirectedRows, config: Config
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Forward and reverse signals of the rows (missing → neutral) and which pairs are scored.
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.bool_],
+]:
+    """Forward and reverse signals of the rows (missing → neutral), the like rate given of
+    each direction's viewer (NaN where the likes job has none), and which pairs are scored.
 
     A pair one of whose users is not in the population is left out, as evaluate does.
     """
@@ -158,7 +165,9 @@ def _row_signals(
     assert computed.reverse_values is not None  # with_reverse=True
     forward = np.where(np.isnan(computed.values), neutral, computed.values)
     reverse = np.where(np.isnan(computed.reverse_values), neutral, computed.reverse_values)
-    return forward, reverse, keep_pairs
+    forward_rates = scoring.viewer_rates(pop, a[ok], np.nan)
+    reverse_rates = scoring.viewer_rates(pop, b[ok], np.nan)
+    return forward, reverse, forward_rates, reverse_rates, keep_pairs
 
 
 def _too_few(what: str, found: int, needed: int) -> TooFewPairsError:
@@ -190,6 +199,8 @@ def _cross_fitted(
     m = len(signals.SIGNALS)
     forward = np.full((len(rows), m), np.nan)
     reverse = np.full((len(rows), m), np.nan)
+    forward_rates = np.full(len(rows), np.nan)
+    reverse_rates = np.full(len(rows), np.nan)
     scored = np.zeros(lo.size, dtype=np.bool_)
     for fold in range(options.folds):
         in_fold = fold_of == fold
@@ -198,16 +209,23 @@ def _cross_fitted(
             scratch.fill_scratch(db, evaluate.hide(visible, lo[in_fold], hi[in_fold]))
             scratch.run_signal_jobs(db, url, base, now)
             pop = scratch.load_population(db, base, now)
-        fold_forward, fold_reverse, keep = _row_signals(
+        fold_forward, fold_reverse, fold_fr, fold_rr, keep = _row_signals(
             pop, evaluation.subset_pairs(rows, in_fold), base
         )
         pairs = np.flatnonzero(in_fold)[keep]
         # Row 2i is pair i's lo → hi direction, row 2i + 1 its reverse.
         fold_rows = np.column_stack([2 * pairs, 2 * pairs + 1]).reshape(-1)
         forward[fold_rows], reverse[fold_rows] = fold_forward, fold_reverse
+        forward_rates[fold_rows], reverse_rates[fold_rows] = fold_fr, fold_rr
         scored[pairs] = True
     keep_rows = np.repeat(scored, 2)
-    return forward[keep_rows], reverse[keep_rows], evaluation.subset_pairs(rows, scored)
+    return (
+        forward[keep_rows],
+        reverse[keep_rows],
+        forward_rates[keep_rows],
+        reverse_rates[keep_rows],
+        evaluation.subset_pairs(rows, scored),
+    )
 
 
 def fit(
@@ -220,7 +238,15 @@ def fit(
     n_visible = outer.n_decision_pairs - int(outer.hidden_lo.size)
     if n_visible < options.min_pairs:
         raise _too_few("visible decision pairs", n_visible, options.min_pairs)
-    forward, reverse, rows = _cross_fitted(engine, base, outer.visible, options, now)
+    forward, reverse, forward_rates, reverse_rates, rows = _cross_fitted(
+        engine, base, outer.visible, options, now
+    )
+    # A viewer the likes job has no rate for counts as the average known one, in the fit
+    # and in the served model (Calibration.default_rate).
+    known = forward_rates[np.isfinite(forward_rates)]
+    default_rate = float(known.mean()) if known.size else 0.5
+    forward_rates = np.where(np.isfinite(forward_rates), forward_rates, default_rate)
+    reverse_rates = np.where(np.isfinite(reverse_rates), reverse_rates, default_rate)
     n_pairs = len(rows) // 2
     is_validation = np.zeros(n_pairs, dtype=np.bool_)
     is_validation[
@@ -242,8 +268,17 @@ def fit(
         decided=rows.decided[val_rows],
         liked=rows.liked[val_rows],
         mutual=rows.mutual[val_rows],
+        forward_rates=forward_rates[val_rows],
+        reverse_rates=reverse_rates[val_rows],
     )
-    result = tuning.tune(forward[train], rows.liked[train], validation, options.l2_grid)
+    result = tuning.tune(
+        forward[train],
+        rows.liked[train],
+        validation,
+        options.l2_grid,
+        train_rates=forward_rates[train],
+        default_rate=default_rate,
+    )
     if not result.weights.sum() > 0:
         raise TooFewPairsError(
             "no signal predicts the fitted likes (every fitted weight is 0): the decided "
@@ -281,6 +316,11 @@ def experiment_mapping(result: tuning.TuneResult, version: str) -> dict[str, Any
     reciprocal: dict[str, Any] = {"enabled": result.reciprocal}
     if result.fusion is not None:
         reciprocal["combine"] = result.fusion
+    if result.fusion == "calibrated" and result.calibration is not None:
+        reciprocal["calibration"] = {
+            key: round(float(value), WEIGHT_DIGITS)
+            for key, value in dataclasses.asdict(result.calibration).items()
+        }
     return {
         "algorithm_version": version,
         "weights": {
@@ -359,8 +399,8 @@ def experiment_yaml(
         f"rows, {facts['n_train_likes']} likes), {facts['n_validation_pairs']} for validation "
         f"(fraction {options.validation_fraction}).",
         "",
-        "Fit: P(viewer likes candidate) = sigmoid(c + sum_i b_i x_i), b >= 0, L2-regularised "
-        "logistic",
+        "Fit: P(viewer likes candidate) = sigmoid(c + sum_i b_i x_i + g * viewer's like rate "
+        "given), b, g >= 0, L2-regularised logistic",
         "regression over every registered signal (missing = neutral); weights = b / sum(b).",
         f"L2 chosen by validation log-loss: {fit.l2:g} ("
         + ", ".join(f"{l2:g}: {_f(loss, 4)}" for l2, loss in result.l2_log_loss)
@@ -370,7 +410,13 @@ def experiment_yaml(
         f"{fit.iterations} iterations.",
         "Coefficients b: "
         + ", ".join(
-            f"{s.key} {c:.4f}" for s, c in zip(signals.SIGNALS, fit.coefficients, strict=True)
+            f"{s.key} {c:.4f}"
+            for s, c in zip(signals.SIGNALS, fit.coefficients[: len(signals.SIGNALS)], strict=True)
+        )
+        + (
+            f"; g {fit.coefficients[len(signals.SIGNALS)]:.4f}"
+            if fit.coefficients.size > len(signals.SIGNALS)
+            else ""
         )
         + ".",
         f"Validation ({result.n_validation_rows} rows, {result.n_validation_decided} decided, "
@@ -393,6 +439,9 @@ def experiment_yaml(
     body += ["scoring:", "  reciprocal:", f"    enabled: {str(reciprocal['enabled']).lower()}"]
     if "combine" in reciprocal:
         body.append(f"    combine: {reciprocal['combine']}")
+    if "calibration" in reciprocal:
+        body.append("    calibration:  # the fitted like model of calibrated fusion")
+        body += [f"      {key}: {value}" for key, value in reciprocal["calibration"].items()]
     return text + "\n".join(body) + "\n"
 
 

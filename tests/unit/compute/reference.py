@@ -172,8 +172,10 @@ def score(
     reciprocal: bool = True,
     fusion: str = "harmonic",
     dormancy: tuple[float, float] | None = None,
+    calibration: tuple[float, float, float, float] | None = None,
 ) -> float:
-    """Final score of pair (a, b); ``dormancy`` = (grace_days, half_life_days) or None."""
+    """Final score of pair (a, b); ``dormancy`` = (grace_days, half_life_days) or None;
+    ``calibration`` = (intercept, scale, viewer_rate, default_rate) for ``calibrated``."""
     s_ab = directional_score(pop, a, b, weights, neutral)
     s = s_ab
     if reciprocal:
@@ -182,6 +184,17 @@ def score(
             s = 0.0 if s_ab + s_ba == 0 else 2 * s_ab * s_ba / (s_ab + s_ba)
         elif fusion == "geometric":
             s = math.sqrt(s_ab * s_ba)
+        elif fusion == "calibrated":
+            assert calibration is not None
+            intercept, scale, viewer_rate, default_rate = calibration
+
+            def p_like(viewer: int, directional: float) -> float:
+                known = pop.has_like_rate is not None and bool(pop.has_like_rate[viewer])
+                rate = float(pop.like_rate_given[viewer]) if known else default_rate
+                z = intercept + scale * directional + viewer_rate * rate
+                return 1.0 / (1.0 + math.exp(-z))
+
+            s = math.sqrt(p_like(a, s_ab) * p_like(b, s_ba))
         else:
             s = min(s_ab, s_ba)
     if dormancy is not None:

@@ -36,7 +36,11 @@ def test_block_scores_equal_score_pairs_and_pairs_pass_the_filters(
         300, np.random.default_rng(seed), p_exclusion=0.03, nan_fraction=0.05
     )
     params = scoring.ScoreParams(
-        reciprocal=reciprocal, fusion=fusion, dormancy=dormancy, neutral=neutral
+        reciprocal=reciprocal,
+        fusion=fusion,
+        dormancy=dormancy,
+        neutral=neutral,
+        calibration=scoring.Calibration(-3.0, 6.0, 2.0, 0.4) if fusion == "calibrated" else None,
     )
     fp = filters.FilterParams()
     for row in range(0, pop.n_users, 7):

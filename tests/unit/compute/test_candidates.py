@@ -65,7 +65,11 @@ def test_exact_pool_top_k_equals_exhaustive_top_k(
     )
     params = candidates.CandidateParams(geo_cell_deg=0.3 if geo_cells else None)
     score_params = scoring.ScoreParams(
-        top_k=25, reciprocal=reciprocal, fusion=fusion, dormancy=dormancy
+        top_k=25,
+        reciprocal=reciprocal,
+        fusion=fusion,
+        dormancy=dormancy,
+        calibration=scoring.Calibration(-3.0, 6.0, 2.0, 0.4) if fusion == "calibrated" else None,
     )
     indexes = candidates.build_indexes(pop, params, np.random.default_rng(0))
     rows = np.arange(pop.n_users)

@@ -52,13 +52,23 @@ def test_four_users_score_is_hand_checkable(four_users):
     assert scored.missing[0] == (1 << signals.index("appeal")) | (1 << signals.index("reciprocity"))
 
 
-@pytest.mark.parametrize("fusion", ["harmonic", "geometric", "min"])
+CALIBRATION = (-3.0, 6.0, 2.0, 0.4)
+
+
+@pytest.mark.parametrize("fusion", ["harmonic", "geometric", "min", "calibrated"])
 @pytest.mark.parametrize("dormancy", [False, True])
 def test_scores_equal_reference(make_random_population, fusion, dormancy):
     pop = make_random_population(70, np.random.default_rng(11), nan_fraction=0.05)
+    pop.has_like_rate[::3] = False  # some viewers without a rate: the default one
     a, b = all_filtered_pairs(pop)
     assert a.size > 50
-    params = scoring.ScoreParams(top_k=1000, fusion=fusion, dormancy=dormancy, weights=WEIGHTS)
+    params = scoring.ScoreParams(
+        top_k=1000,
+        fusion=fusion,
+        dormancy=dormancy,
+        weights=WEIGHTS,
+        calibration=scoring.Calibration(*CALIBRATION) if fusion == "calibrated" else None,
+    )
     scored = scoring.score_pairs(pop, a, b, params)
     assert len(scored) == a.size
     for x, y, s in zip(scored.user_rows, scored.cand_rows, scored.score, strict=True):
@@ -69,8 +79,29 @@ def test_scores_equal_reference(make_random_population, fusion, dormancy):
             WEIGHT_DICT,
             fusion=fusion,
             dormancy=(14.0, 30.0) if dormancy else None,
+            calibration=CALIBRATION,
         )
         assert s == pytest.approx(expected, abs=1e-5)
+
+
+def test_calibrated_fusion_by_hand_and_its_refusals():
+    cal = scoring.Calibration(intercept=-2.0, scale=4.0, viewer_rate=3.0, default_rate=0.5)
+    forward, reverse = np.array([0.5, 1.0]), np.array([0.25, 0.0])
+    rates_a, rates_b = np.array([0.0, 1.0]), np.array([1.0, 0.5])
+    got = scoring.fuse(forward, reverse, "calibrated", cal, rates_a, rates_b)
+
+    def sigma(z: float) -> float:
+        return float(1 / (1 + np.exp(-z)))
+
+    # Pair 0: P(a→b) = σ(-2 + 2 + 0) = 0.5, P(b→a) = σ(-2 + 1 + 3) = σ(2).
+    assert got[0] == pytest.approx(np.sqrt(0.5 * sigma(2.0)))
+    assert got[1] == pytest.approx(np.sqrt(sigma(5.0) * sigma(-0.5)))
+    with pytest.raises(ValueError, match="calibration"):
+        scoring.ScoreParams(fusion="calibrated")
+    with pytest.raises(ValueError, match="rates"):
+        scoring.fuse(forward, reverse, "calibrated", cal)
+    with pytest.raises(ValueError, match="scale"):
+        scoring.Calibration(intercept=0.0, scale=0.0, viewer_rate=1.0, default_rate=0.5)
 
 
 def test_top_k_is_per_user_sorted_with_the_spread_tie_break(make_population):

@@ -57,7 +57,9 @@ def test_tune_picks_fusion_when_mutual_likes_need_both_directions():
     )
     result = tuning.tune(train_x, train_y, validation)
     choices = dict(result.choice_auc_mutual)
-    assert set(choices) == {"off", *scoring.FUSIONS}
+    # Without the viewers' like rates there is no calibrated model to choose.
+    assert set(choices) == {"off", *scoring.FUSIONS} - {"calibrated"}
+    assert result.calibration is None
     assert result.reciprocal and result.fusion in scoring.FUSIONS
     assert choices[result.fusion] == max(choices.values()) > choices["off"] + 0.05
     assert result.weights.sum() == pytest.approx(1.0)
@@ -75,3 +77,41 @@ def test_bad_arguments_name_what_is_wrong():
         tuning.fit_logistic(np.full((100, 5), np.nan), liked, l2=1e-3)
     with pytest.raises(ValueError, match="l2"):
         tuning.fit_logistic(features, liked, l2=-1.0)
+
+
+def test_tune_fits_the_viewer_term_and_chooses_calibrated_when_openness_decides():
+    """Who says yes back depends on how open the candidate is: a term no one-sided weight can
+    carry (it is constant within each viewer's own decisions), which calibrated fusion reads
+    from the reverse direction's viewer."""
+    rng = np.random.default_rng(5)
+
+    def rows(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = rng.random((n, TRUE.size))
+        rate = rng.beta(2, 3, size=n)
+        liked = rng.random(n) < special.expit(-6.0 + 6.0 * (x @ TRUE) + 8.0 * rate)
+        return x, rate, liked
+
+    train_x, train_rate, train_y = rows(20_000)
+    forward, forward_rate, liked = rows(6_000)
+    reverse = rng.random((6_000, TRUE.size))
+    reverse_rate = rng.beta(2, 3, size=6_000)
+    back = rng.random(6_000) < special.expit(-6.0 + 6.0 * (reverse @ TRUE) + 8.0 * reverse_rate)
+    validation = tuning.Validation(
+        forward=forward,
+        reverse=reverse,
+        decided=np.ones(6_000, bool),
+        liked=liked,
+        mutual=liked & back,
+        forward_rates=forward_rate,
+        reverse_rates=reverse_rate,
+    )
+    result = tuning.tune(train_x, train_y, validation, train_rates=train_rate, default_rate=0.4)
+    choices = dict(result.choice_auc_mutual)
+    assert result.fusion == "calibrated"
+    assert choices["calibrated"] > max(choices["harmonic"], choices["geometric"]) + 0.02
+    cal = result.calibration
+    assert cal is not None and cal.default_rate == 0.4
+    # The true model: intercept -6, signal logit 6 · Σ TRUE_i x_i (TRUE sums to 1), rate 8.
+    assert cal.intercept == pytest.approx(-6.0, abs=0.6)
+    assert cal.scale == pytest.approx(6.0, rel=0.15)
+    assert cal.viewer_rate == pytest.approx(8.0, rel=0.15)

@@ -47,6 +47,15 @@ def test_default_config_has_the_product_weights() -> None:
         ("bogus_section: {}\n", "bogus_section: Extra inputs are not permitted"),
         ("scoring:\n  top_k: 900\n", "scoring.top_k (900) must be <= candidates.quiz_k"),
         ("runner:\n  lease_s: 1\n", "runner: lease_s (1.0) must exceed"),
+        (
+            "scoring:\n  reciprocal: {enabled: true, combine: calibrated}\n",
+            "combine 'calibrated' needs scoring.reciprocal.calibration",
+        ),
+        (
+            "scoring:\n  reciprocal:\n    combine: calibrated\n    calibration: {intercept: -1, "
+            "scale: 0, viewer_rate: 1, default_rate: 0.4}\n",
+            "scoring.reciprocal.calibration.scale: Input should be greater than 0",
+        ),
     ],
 )
 def test_bad_override_names_the_key(tmp_path: Path, yaml_text: str, expected: str) -> None:
@@ -136,3 +145,20 @@ def test_non_finite_number_is_refused_for_every_float_key(
     assert f"{config_mod.DEFAULT_CONFIG} + {path}: {key}: Input should be a finite number" in str(
         info.value
     )
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[3] / "configs" / "experiments").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_every_shipped_experiment_loads_and_builds_its_scorer(path: Path) -> None:
+    """A shipped experiment (tune's output among them) merges over the default, validates,
+    and gives the match job its settings: a calibrated one with its fitted model."""
+    from jobs.match import core as match
+
+    cfg = config_mod.load_config([path])
+    params = match.settings_from_config(cfg).scoring
+    assert params.fusion == cfg.scoring.reciprocal.combine
+    if params.fusion == "calibrated":
+        assert params.calibration is not None and params.calibration.scale > 0
