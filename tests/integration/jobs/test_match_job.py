@@ -136,7 +136,10 @@ def test_no_written_pair_violates_a_hard_filter_in_either_direction(world: Any) 
     assert not any((u, c) in liked or (c, u) in liked for u, c in pairs)
 
 
-@pytest.mark.parametrize("variant", ["defaults", "reciprocal_dormancy"])
+CALIBRATION = {"intercept": -3.0, "scale": 6.0, "viewer_rate": 2.0, "default_rate": 0.4}
+
+
+@pytest.mark.parametrize("variant", ["defaults", "reciprocal_dormancy", "calibrated"])
 def test_scores_equal_the_reference_and_reasons_follow_contributions(
     world: Any, variant: str
 ) -> None:
@@ -146,6 +149,16 @@ def test_scores_equal_the_reference_and_reasons_follow_contributions(
             scoring={
                 "reciprocal": {"enabled": True, "combine": "harmonic"},
                 "dormancy": {"enabled": True, "grace_days": 3, "half_life_days": 10},
+            }
+        )
+    if variant == "calibrated":
+        config = make_config(
+            scoring={
+                "reciprocal": {
+                    "enabled": True,
+                    "combine": "calibrated",
+                    "calibration": CALIBRATION,
+                }
             }
         )
     run_job(world, config)
@@ -173,6 +186,7 @@ def test_scores_equal_the_reference_and_reasons_follow_contributions(
             dormancy=(sc.dormancy.grace_days, sc.dormancy.half_life_days)
             if sc.dormancy.enabled
             else None,
+            calibration=tuple(CALIBRATION.values()) if variant == "calibrated" else None,
         )
         assert rec.score == pytest.approx(expected, abs=2e-6)
         sig = reference.signals(pop, a, b)
