@@ -200,6 +200,8 @@ def rank_block(
     out_cands: list[RowArray] = []
     out_scores: list[F32] = []
     out_ranks: list[npt.NDArray[np.int32]] = []
+    # Calibrated fusion's viewer rates, read once for the block (None, None otherwise).
+    query_rates, cand_rates = scoring.fusion_rates(pop, queries, cands, sp)
     for start in range(0, alive_positions.size, per_chunk):
         positions = alive_positions[start : start + per_chunk]
         rows = queries[positions]
@@ -219,8 +221,14 @@ def rank_block(
         if reverse is None:
             score = forward
         else:
-            rates = scoring.fusion_rates(pop, rows[:, None], cands[None, :], sp)
-            score = scoring.fuse(forward, reverse, sp.fusion, sp.calibration, *rates)
+            score = scoring.fuse(
+                forward,
+                reverse,
+                sp.fusion,
+                sp.calibration,
+                None if query_rates is None else query_rates[positions][:, None],
+                None if cand_rates is None else cand_rates[None, :],
+            )
         del reverse
         if scale.size:
             score *= scale[None, :]
