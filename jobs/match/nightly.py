@@ -332,27 +332,48 @@ def _start_ray(cfg: RayConfig) -> bool:
     return True
 
 
+class _RayShardScorer:
+    """A :class:`ShardScorer` in a Ray actor, built at its first call from the arguments the
+    call carries by reference.
+
+    The actor's constructor takes nothing: a restartable actor built from objects in the
+    store cannot be restarted once they are gone (Ray warns of it at every creation). Each
+    call carries the one reference to the scorer's arguments, wrapped in a list so that Ray
+    passes it as it is; the first call after a start or a restart reads it and builds the
+    scorer, later calls reuse it. The driver holds the reference until the actors are
+    killed.
+    """
+
+    def __init__(self) -> None:
+        self._scorer: ShardScorer | None = None
+
+    def call(self, arguments: list[Any], method: str, *args: Any, **kwargs: Any) -> Any:
+        if self._scorer is None:
+            import ray
+
+            scorer_args, scorer_kwargs = ray.get(arguments[0])
+            self._scorer = ShardScorer(*scorer_args, **scorer_kwargs)
+        return getattr(self._scorer, method)(*args, **kwargs)
+
+
 def _ray_pool(
     ctx: JobContext, make_args: tuple[Any, ...], kwargs: dict[str, Any], started_here: bool
 ) -> _Pool:
     import ray
 
     cfg = ctx.config.ray
-    population, index_bytes, *rest = make_args
-    # Put once: every actor receives the same references, not copies of the arrays.
-    population_ref = ray.put(population)
-    index_ref = ray.put(index_bytes)
-    shared_refs = [population_ref, index_ref]
-    actor_cls = ray.remote(ShardScorer).options(
+    # Put once: every actor reads the same object, not copies of the arrays (numpy arrays
+    # come back zero-copy from the object store).
+    arguments_ref = ray.put((make_args, kwargs))
+    shared_refs = [arguments_ref]
+    actor_cls = ray.remote(_RayShardScorer).options(
         num_cpus=cfg.num_cpus_per_actor,
         # One actor per node while nodes last, so a lost node takes the fewest shards with it.
         scheduling_strategy="SPREAD",
         max_restarts=cfg.max_retries,
         max_task_retries=cfg.max_retries,
     )
-    actors = [
-        actor_cls.remote(population_ref, index_ref, *rest, **kwargs) for _ in range(cfg.num_actors)
-    ]
+    actors = [actor_cls.remote() for _ in range(cfg.num_actors)]
 
     def map_shards(method: str, calls: list[tuple[Any, ...]]) -> Iterator[Any]:
         # (args, resubmissions so far); a call whose actor became unreachable goes back in.
@@ -367,7 +388,7 @@ def _ray_pool(
                 args, resubmitted = queue.pop(0)
                 # A resubmitted shard may have been written by the lost attempt: rewrite it.
                 options = {"rewrite": True} if resubmitted and method == "score_shard" else {}
-                ref = getattr(actors[slot], method).remote(*args, **options)
+                ref = actors[slot].call.remote([arguments_ref], method, *args, **options)
                 in_flight[ref] = (slot, args, resubmitted)
                 load[slot] += 1
             done, _ = ray.wait(list(in_flight), num_returns=1)
@@ -384,7 +405,7 @@ def _ray_pool(
                 yield result
 
     def close() -> None:
-        # The references must outlive the actors: a restarted actor re-reads its arguments.
+        # The reference must outlive the actors: a restarted actor reads it again.
         del shared_refs[:]
         for actor in actors:
             ray.kill(actor)
