@@ -69,6 +69,8 @@ _PER_USER_2D: dict[str, np.dtype[Any]] = {
     "taste_vectors": np.dtype(np.float32),
     "appeal_vectors": np.dtype(np.float32),
 }
+# Every per-user field, in declaration order: what a row of the population is.
+PER_USER_FIELDS: tuple[str, ...] = (*_PER_USER_1D, *_PER_USER_2D)
 # Behaviour fields (the likes job's tables): optional, absent = no behaviour known.
 _BEHAVIOUR_FIELDS = (
     "like_rate_given",
@@ -105,10 +107,24 @@ def _check_csr(name: str, indptr: npt.NDArray[np.int64], n_rows: int, n_entries:
         raise ValueError(f"{name}_indptr must be non-decreasing")
 
 
+def _segments_sorted(indptr: npt.NDArray[np.int64], values: npt.NDArray[Any]) -> bool:
+    """Whether ``values`` is non-decreasing within every CSR segment of ``indptr``."""
+    steps = values[1:] >= values[:-1]
+    starts = indptr[1:-1]
+    starts = starts[(starts > 0) & (starts < values.size)]
+    steps[starts - 1] = True  # a new segment may start lower
+    return bool(steps.all())
+
+
 def _sort_csr_segments(
     indptr: npt.NDArray[np.int64], *columns: npt.NDArray[Any]
 ) -> tuple[npt.NDArray[Any], ...]:
     """Sort every CSR segment by its first column (stable); return reordered columns."""
+    first = columns[0]
+    if first.size < 2 or _segments_sorted(indptr, first):
+        # Already in order (a stable sort would be the identity): spares a long population
+        # rebuilt once per event batch an O(nnz log nnz) sort of every like it holds.
+        return tuple(np.ascontiguousarray(c) for c in columns)
     owners = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
     order = np.lexsort((columns[0], owners))
     return tuple(np.ascontiguousarray(c[order]) for c in columns)
