@@ -247,6 +247,11 @@ class Worker(_Model):
     # Wait before an event is claimed again: base · 2^(n−1), capped, with jitter.
     backoff_base_s: Positive = 1.0
     backoff_max_s: Positive = 60.0
+    # Keep the population in memory between batches, re-reading only the touched users';
+    # false: every batch's match run loads its region from the database.
+    warm: bool = True
+    # Reload the held population from the database at least this often.
+    reload_seconds: Positive = 900.0
 
     @model_validator(mode="after")
     def _backoff(self) -> Worker:

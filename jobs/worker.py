@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import random
@@ -53,10 +54,11 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from jobs import runner
+from jobs import match, runner
 from jobs.config import Config
 from jobs.context import Scope
 from jobs.errors import RunConflictError, ScopeError
+from jobs.match.warm import WarmPopulation
 from jobs.storage import events as event_store
 from jobs.storage import feed as feed_store
 from jobs.storage import immediate, scores, set_states
@@ -147,14 +149,24 @@ def worker_scope() -> str:
     return f"worker:{socket.gethostname()}:{os.getpid()}"[:128]
 
 
+def warm_population(config: Config) -> WarmPopulation | None:
+    """The population a long-running worker holds between batches (``worker.warm``)."""
+    return WarmPopulation(config.worker.reload_seconds) if config.worker.warm else None
+
+
 def process_batch(
     engine: sa.Engine,
     database_url: str,
     config: Config,
     stats: WorkerStats | None = None,
     rng: random.Random | None = None,
+    warm: WarmPopulation | None = None,
 ) -> int:
-    """Claim and process one batch; return how many events were claimed (0 = none due)."""
+    """Claim and process one batch; return how many events were claimed (0 = none due).
+
+    ``warm``: the worker's held population; the batch's match runs use it and re-read the
+    users its events name (:mod:`jobs.match.warm`). Without it each match run is cold.
+    """
     stats = stats if stats is not None else WorkerStats()
     now = runner.utcnow()
     # A killed worker leaves its runs 'running'; free their slots once they age out.
@@ -166,8 +178,13 @@ def process_batch(
         "worker", worker_scope(), engine=engine, config=config, trigger="event"
     ) as run:
         event_store.attach(engine, [e.id for e in batch], run.run_id)
+        if warm is not None:
+            # Whatever the batch's outcome, these users' rows may have changed.
+            warm.touch(u for e in batch for u in (e.user_id, e.other_user_id) if u is not None)
         before = dataclasses.replace(stats)
-        handler = _Batch(engine, database_url, config, run.run_id, stats, rng or random.Random())
+        handler = _Batch(
+            engine, database_url, config, run.run_id, stats, rng or random.Random(), warm
+        )
         settled = [e for e in batch if e.kind in IMMEDIATE_KINDS]
         recomputed = [e for e in batch if e.kind not in IMMEDIATE_KINDS]
         if settled:
@@ -194,6 +211,7 @@ class _Batch:
     run_id: int
     stats: WorkerStats
     rng: random.Random
+    warm: WarmPopulation | None = None
 
     def process(self, batch: Sequence[event_store.Event]) -> None:
         plan = plan_batch(batch)
@@ -334,9 +352,12 @@ class _Batch:
             )
 
     def _run(self, job: str, users: tuple[int, ...]) -> None:
+        fn = runner.job_function(job)
+        if job == "match" and self.warm is not None:
+            fn = functools.partial(match.run, warm=self.warm)
         runner.execute(
             job,
-            runner.job_function(job),
+            fn,
             engine=self.engine,
             database_url=self.url,
             config=self.config,
@@ -433,15 +454,17 @@ def run_worker(
     stop = stop or threading.Event()
     stats = WorkerStats()
     rng = random.Random()
+    warm = warm_population(config)
     poll_s = config.worker.poll_interval_s
     logger.info(
-        "worker %s polling every %g s",
+        "worker %s polling every %g s (%s)",
         worker_scope(),
         poll_s,
-        extra={"action": "worker.start", "once": once},
+        "warm population" if warm is not None else "cold: each batch loads its region",
+        extra={"action": "worker.start", "once": once, "warm": warm is not None},
     )
     while not stop.is_set():
-        if process_batch(engine, database_url, config, stats=stats, rng=rng):
+        if process_batch(engine, database_url, config, stats=stats, rng=rng, warm=warm):
             continue
         wait_s = poll_s
         if once:

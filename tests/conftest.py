@@ -182,6 +182,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
 
 
 @pytest.fixture
+def twin_db(db: Db, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """A second fresh database on ``db``'s engine: run one scenario two ways, compare."""
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    yield from make_db(db.kind, request, twin)
+
+
+@pytest.fixture
 def sqlite_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     yield from make_db("sqlite", request, tmp_path)
 

@@ -9,7 +9,8 @@ then lose their rows, and a recall audit compares a seeded sample's kept lists w
 exhaustive scoring of every eligible candidate.
 
 Scope ``users`` (events, ``matchjobs score-user``): :mod:`jobs.match.users`, in-process, no
-Ray. The same population load, the same deterministic indexes and the same compute code
+Ray (the event worker passes its warm population, :mod:`jobs.match.warm`). The same
+population load, the same deterministic indexes and the same compute code
 (:mod:`jobs.match.core`), restricted to the listed users and their candidate region, plus
 at most ``fanout.max_reverse`` users whose current list holds one of them; all replaced in
 the run's one transaction. Each user's rows equal what the nightly writes for them.
@@ -24,14 +25,19 @@ from __future__ import annotations
 
 from jobs.context import JobContext, JobResult, Scope
 from jobs.match import core, users
+from jobs.match.warm import WarmPopulation
 
 
-def run(ctx: JobContext, scope: Scope) -> JobResult:
-    """Score candidates for the users in ``scope``; replace their ``match_scores`` rows."""
+def run(ctx: JobContext, scope: Scope, warm: WarmPopulation | None = None) -> JobResult:
+    """Score candidates for the users in ``scope``; replace their ``match_scores`` rows.
+
+    ``warm``: the event worker's held population (:mod:`jobs.match.warm`), for a users
+    scope; without it (``score-user``, the backfill) each pass loads its region.
+    """
     settings = core.settings_from_config(ctx.config)
     if scope.is_all:
         # Imported here so that the single-user path never imports Ray.
         from jobs.match import nightly
 
         return nightly.run_nightly(ctx, settings)
-    return users.run_users(ctx, scope, settings)
+    return users.run_users(ctx, scope, settings, warm=warm)

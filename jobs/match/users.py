@@ -25,7 +25,7 @@ their inputs change); the others' marks are cleared.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ from jobs.context import JobContext, JobResult, Scope
 from jobs.match import core
 from jobs.storage import immediate, scores, set_states
 from jobs.storage import population as population_store
+
+if TYPE_CHECKING:
+    from jobs.match.warm import WarmPopulation
 
 # How many listing users the reverse lookup reads: those past the cap are marked stale.
 REVERSE_LOOKUP_LIMIT = 100_000
@@ -78,14 +81,25 @@ class _Pass:
 
 
 def _score_and_replace(
-    ctx: JobContext, conn: Any, settings: core.MatchSettings, target_ids: core.RowArray
+    ctx: JobContext,
+    conn: Any,
+    settings: core.MatchSettings,
+    target_ids: core.RowArray,
+    warm: WarmPopulation | None = None,
 ) -> _Pass:
     figures = ctx.figures
     with figures.phase("load"):
         region = region_ids(conn, target_ids, settings)
-        # Before the load: whatever changes after it is caught when the rows are published.
-        guard = population_store.filter_snapshot(conn, region)
-        pop, rows_read = core.load_population(conn, ctx, settings, region)
+        if warm is None:
+            # Before the load: whatever changes after it is caught when the rows are published.
+            guard = population_store.filter_snapshot(conn, region)
+            pop, rows_read = core.load_population(conn, ctx, settings, region)
+        else:
+            # The held population, already brought up to date by run_users; its digests are
+            # each user's before their last read, so the guard is as exact as a cold one.
+            held = warm.region(region, ctx.now, settings)
+            guard, pop, rows_read = held.guard, held.pop, 0
+            ctx.figures.skip(held.skipped, ctx.logger, "match.skip")
     with figures.phase("index"):
         indexes = core.build_indexes(pop, settings)
     rows_of = pd.Index(pop.user_ids)
@@ -180,8 +194,17 @@ def _newly_affected(
     return np.asarray(order, dtype=np.int64)
 
 
-def run_users(ctx: JobContext, scope: Scope, settings: core.MatchSettings) -> JobResult:
-    """Score the users in ``scope`` (and a bounded reverse fan-out); replace their sets."""
+def run_users(
+    ctx: JobContext,
+    scope: Scope,
+    settings: core.MatchSettings,
+    warm: WarmPopulation | None = None,
+) -> JobResult:
+    """Score the users in ``scope`` (and a bounded reverse fan-out); replace their sets.
+
+    With ``warm`` (the event worker), the population comes from what it holds, brought up
+    to date first (:mod:`jobs.match.warm`), instead of a load of each pass's region.
+    """
     figures = ctx.figures
     conn = ctx.session.connection()
     scope_ids = scope.ids_array()
@@ -189,6 +212,11 @@ def run_users(ctx: JobContext, scope: Scope, settings: core.MatchSettings) -> Jo
         raise ValueError("run_users needs a users scope")
     # Before any work: a config that scores differently may not write this version.
     core.claim_version(conn, settings, ctx.now, replace=False, record=True)
+    warm_figures: dict[str, Any] | None = None
+    if warm is not None:
+        with figures.phase("warm"):
+            warm_figures = warm.prepare(conn, ctx.now, settings, scope_ids)
+        figures.skip(warm_figures.pop("skipped"), ctx.logger, "match.skip")
     cap = settings.max_reverse
     with figures.phase("reverse_lookup"):
         listers = scores.users_listing(
@@ -197,7 +225,7 @@ def run_users(ctx: JobContext, scope: Scope, settings: core.MatchSettings) -> Jo
     reverse_ids = listers[:cap]
     past_cap = listers[cap:]
     target_ids = np.union1d(scope_ids, reverse_ids)
-    first = _score_and_replace(ctx, conn, settings, target_ids)
+    first = _score_and_replace(ctx, conn, settings, target_ids, warm)
     passes = [first]
     with figures.phase("reverse_lookup"):
         eligible = _eligible_listers(first.pop, scope_ids, settings)
@@ -205,7 +233,7 @@ def run_users(ctx: JobContext, scope: Scope, settings: core.MatchSettings) -> Jo
     budget = max(cap - int(reverse_ids.size), 0)
     newly_ids, newly_past = newly[:budget], newly[budget:]
     if newly_ids.size:
-        passes.append(_score_and_replace(ctx, conn, settings, np.sort(newly_ids)))
+        passes.append(_score_and_replace(ctx, conn, settings, np.sort(newly_ids), warm))
     # Past the cap: a pair that now fails a filter leaves at once, the rest waits.
     eligible_pairs = set(zip(eligible[0].tolist(), eligible[1].tolist(), strict=True))
     held = scores.listed_pairs(conn, settings.version, past_cap, scope_ids)
@@ -234,6 +262,7 @@ def run_users(ctx: JobContext, scope: Scope, settings: core.MatchSettings) -> Jo
         exposure={"over": "written_lists", **scoring.exposure_spread(_exposure(passes))},
         loaded_users=sum(p.pop.n_users for p in passes),
         loaded="all" if any(p.whole for p in passes) else "region",
+        warm=warm_figures,
         reverse_users=int(reverse_ids.size + newly_ids.size),
         reverse={
             "listing": int(reverse_ids.size),

@@ -1,5 +1,6 @@
 """SQL for the ``job_runs`` ledger. Only ``jobs.runner`` calls these, except :func:`fence`,
-which every publishing transaction calls."""
+which every publishing transaction calls, and :func:`last_whole_success`, which the warm
+event worker reads to know when what it holds went out of date."""
 
 from __future__ import annotations
 
@@ -212,3 +213,19 @@ def recent_runs(engine: sa.Engine, limit: int = 20, job_name: str | None = None)
         query = query.where(job_runs.c.job_name == job_name)
     with engine.connect() as conn:
         return bulk.read_frame(conn, query, what="read job_runs")
+
+
+def last_whole_success(conn: sa.Connection, job_names: tuple[str, ...]) -> dt.datetime | None:
+    """When the latest successful whole-scope (``all``) run of one of ``job_names`` ended."""
+    query = sa.select(sa.func.max(job_runs.c.finished_at)).where(
+        job_runs.c.job_name.in_(job_names),
+        job_runs.c.scope == "all",
+        job_runs.c.status.in_(("succeeded", "succeeded_with_warnings")),
+    )
+    with translate_errors("read the last whole-scope run"):
+        value = conn.execute(query).scalar_one_or_none()
+    if isinstance(value, str):  # SQLite without type affinity on an aggregate
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value

@@ -48,6 +48,9 @@ class Loaded:
     population: Population
     skipped: dict[str, int]
     rows_read: int
+    # The users rows behind the population, aligned by row: what ages, account ages and
+    # inactivity are computed from (the warm worker recomputes them at each batch's now).
+    users: pd.DataFrame | None = None
 
 
 def _days_between(now: dt.datetime, stamps: pd.Series) -> npt.NDArray[np.float32]:
@@ -362,7 +365,7 @@ def load(
         **lists.skipped,
     }
     population = Population(
-        **_user_fields(users, now, params),
+        **user_fields(users, now, params),
         quiz_vectors=quiz.vectors,
         has_quiz=quiz.present,
         interest_vectors=interest.vectors,
@@ -381,7 +384,7 @@ def load(
         excluded_rows=exclusions.rows,
         **behaviour,
     )
-    return Loaded(population=population, skipped=skipped, rows_read=rows_read)
+    return Loaded(population=population, skipped=skipped, rows_read=rows_read, users=users)
 
 
 def _active_users(
@@ -400,8 +403,9 @@ def _active_users(
     return users.sort_values("id", kind="stable").reset_index(drop=True), rows_read
 
 
-def _user_fields(users: pd.DataFrame, now: dt.datetime, params: LoadParams) -> dict[str, Any]:
-    """The :class:`Population` fields read from ``users`` (filters, ages, activity)."""
+def user_fields(users: pd.DataFrame, now: dt.datetime, params: LoadParams) -> dict[str, Any]:
+    """The :class:`Population` fields read from ``users`` (filters, ages, activity) at
+    ``now``: the rows of :attr:`Loaded.users`, in their order."""
     n = len(users)
     max_distance = _float_column(users, "max_distance_km")
     max_distance = np.where(np.isnan(max_distance), params.default_max_distance_km, max_distance)
@@ -560,6 +564,45 @@ def _rating_signals(
         has_preference=has_preference,
         rows_read=n_dims + standing.rows_read + preferences.rows_read,
     )
+
+
+def exclusion_pairs(conn: sa.Connection, user_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """(k, 2) int64 ``(user_id, target_id)``: every like, pass or block given or received by
+    one of ``user_ids`` (both directions: a whole load keeps a pair apart either way)."""
+    columns = ("user_id", "target_id")
+    given = signal_store.read(conn, schema.likes, "user_id", user_ids, columns=columns)
+    received = signal_store.read(conn, schema.likes, "target_id", user_ids, columns=columns)
+    pairs = np.concatenate(
+        [given[list(columns)].to_numpy(np.int64), received[list(columns)].to_numpy(np.int64)]
+    ).reshape(-1, 2)
+    return np.unique(pairs, axis=0) if pairs.size else pairs
+
+
+def active_ids_above(conn: sa.Connection, user_id: int) -> npt.NDArray[np.int64]:
+    """Sorted ids of active users with an id above ``user_id`` (joined since a read)."""
+    users = schema.users
+    query = sa.select(users.c.id).where(users.c.id > int(user_id), users.c.is_active)
+    frame = bulk.read_frame(conn, query, what="read new active users")
+    return np.sort(frame["id"].to_numpy(dtype=np.int64))
+
+
+def subset_snapshot(snapshot: FilterSnapshot, user_ids: npt.NDArray[np.int64]) -> FilterSnapshot:
+    """The part of ``snapshot`` about ``user_ids`` (those it holds)."""
+    rows, found = _rows_of(snapshot.user_ids, np.unique(np.asarray(user_ids, dtype=np.int64)))
+    rows = rows[found]
+    return FilterSnapshot(user_ids=snapshot.user_ids[rows], digests=snapshot.digests[rows])
+
+
+def merge_snapshots(
+    held: FilterSnapshot, fresh: FilterSnapshot, read_ids: npt.NDArray[np.int64]
+) -> FilterSnapshot:
+    """``held`` with the digests of ``read_ids`` replaced by ``fresh``'s (a read id absent
+    from ``fresh`` no longer exists and leaves)."""
+    _, was_read = _rows_of(np.unique(np.asarray(read_ids, dtype=np.int64)), held.user_ids)
+    ids = np.concatenate([held.user_ids[~was_read], fresh.user_ids])
+    digests = np.concatenate([held.digests[~was_read], fresh.digests])
+    order = np.argsort(ids, kind="stable")
+    return FilterSnapshot(user_ids=ids[order], digests=digests[order])
 
 
 def candidate_region(
