@@ -15,6 +15,13 @@ signal jobs and the match job over everyone (in-process, no Ray), then starts on
 - a storm: ``--storm`` events for ``--storm-users`` users inserted within a few seconds;
   its drain time and coalescing factor (events per refresh actually run).
 
+Each measurement runs once per mode of ``--modes`` (default ``cold,warm``), one after the
+other on the same database, each with its own worker process: ``cold`` (``worker.warm:
+false``, each batch's match run loads its region) and ``warm`` (the worker holds the
+population and re-reads the touched users). The warm worker's first batch loads the whole
+population; it is timed apart (a warm-up event) and the samples start after it. The load
+average is read at each mode's start and end and printed beside its figures.
+
 The section ``## Event path`` of BENCHMARKS.md is replaced; the scratch database is dropped.
 
     .venv/bin/python scripts/bench_events.py --users 10000 --samples 15
@@ -47,7 +54,8 @@ ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCRATCH_DB = "mj_bench_events"
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SECTION = "## Event path"
-CONFIG_YAML = "ray: {enabled: false}\nworker: {poll_interval_s: 0.05}\n"
+CONFIG_YAML = "ray: {enabled: false}\nworker: {poll_interval_s: 0.05, warm: %s}\n"
+MODES = ("cold", "warm")
 WAIT_S = 300.0
 
 
@@ -262,6 +270,63 @@ def storm(engine: sa.Engine, users: list[int], n_events: int, spread_s: float) -
     }
 
 
+def _worker(url: str, config_file: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs", "--db", url, "--config", str(config_file), "worker"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def warm_up(engine: sa.Engine, version: str, user: int) -> float:
+    """One quiz event, timed: the first batch of a worker (the warm one loads everything)."""
+    before = _computed_at(engine, version, user)
+    with engine.begin() as conn:
+        _insert_event(conn, "quiz_submitted", user)
+    return _wait(
+        "the first batch", lambda: (_computed_at(engine, version, user) or before) > before
+    )
+
+
+def run_mode(
+    mode: str, engine: sa.Engine, url: str, args: argparse.Namespace, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Start a worker of ``mode``, measure, stop it; the figures and the load average."""
+    config_file = Path(tempfile.mkdtemp()) / f"bench-events-{mode}.yaml"
+    config_file.write_text(CONFIG_YAML % ("true" if mode == "warm" else "false"))
+    version = config_mod.load_config([config_file]).algorithm_version
+    out: dict[str, Any] = {"load_start": os.getloadavg()}
+    proc = _worker(url, config_file)
+    try:
+        time.sleep(2.0)
+        with engine.connect() as conn:
+            active = [
+                int(u)
+                for u in conn.execute(
+                    sa.select(schema.users.c.id).where(schema.users.c.is_active)
+                ).scalars()
+            ]
+        listed_user = _pairs(engine, version, 1, rng)[0][0]
+        out["first_batch_s"] = round(warm_up(engine, version, listed_user), 3)
+        out["latency"] = measure(engine, version, args.samples, rng)
+        if args.sustained or args.storm:
+            picked = rng.choice(active, size=min(args.sustained + args.storm_users, len(active)))
+        if args.sustained:
+            out["sustained"] = sustained(engine, [int(u) for u in picked[: args.sustained]])
+        if args.storm:
+            users = [int(u) for u in picked[args.sustained :]]
+            out["storm"] = storm(engine, users, args.storm, args.storm_s)
+        out["load_end"] = os.getloadavg()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    return out
+
+
+def _load(avg: tuple[float, float, float]) -> str:
+    return f"{avg[0]:.2f} / {avg[1]:.2f} / {avg[2]:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=10_000)
@@ -270,9 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storm", type=int, default=10_000)
     parser.add_argument("--storm-users", type=int, default=1_000)
     parser.add_argument("--storm-s", type=float, default=10.0)
+    parser.add_argument("--modes", default=",".join(MODES), help="cold,warm (in that order)")
     parser.add_argument("--admin-url", default=os.environ.get("MATCHJOBS_BENCH_PG", ADMIN_URL))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes must list some of {MODES}; got {args.modes!r}")
     admin = engine_mod.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
@@ -280,15 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     url = _scratch_url(args.admin_url)
     engine = engine_mod.create_engine(url)
     config_file = Path(tempfile.mkdtemp()) / "bench-events.yaml"
-    config_file.write_text(CONFIG_YAML)
+    config_file.write_text(CONFIG_YAML % "false")
     config = config_mod.load_config([config_file])
-    version = config.algorithm_version
-    proc = None
+    results: dict[str, dict[str, Any]] = {}
     try:
         migrate.upgrade(engine)
         started = time.perf_counter()
         seed.seed(engine, n_users=args.users, seed=3, now=runner.utcnow(), replace=True)
-        for job in ("quiz", "interests", "ratings", "match"):
+        for job in ("quiz", "interests", "ratings", "likes", "match"):
             runner.execute(
                 job,
                 runner.job_function(job),
@@ -299,69 +367,88 @@ def main(argv: list[str] | None = None) -> int:
                 trigger="nightly",
             )
         setup_s = time.perf_counter() - started
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs", "--db", url, "--config", str(config_file), "worker"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(2.0)
         rng = np.random.default_rng(7)
-        latency = measure(engine, version, args.samples, rng)
-        with engine.connect() as conn:
-            active = [
-                int(u)
-                for u in conn.execute(
-                    sa.select(schema.users.c.id).where(schema.users.c.is_active)
-                ).scalars()
-            ]
-        picked = rng.choice(active, size=min(args.sustained + args.storm_users, len(active)))
-        rate = sustained(engine, [int(u) for u in picked[: args.sustained]])
-        burst = storm(engine, [int(u) for u in picked[args.sustained :]], args.storm, args.storm_s)
-        load = os.getloadavg()
+        for mode in modes:
+            results[mode] = run_mode(mode, engine, url, args, rng)
+            print(mode, results[mode], flush=True)
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=120)
         engine.dispose()
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
         admin.dispose()
+    text = report(args, argv, modes, results, setup_s)
+    print(text)
+    if not args.no_write:
+        benchmarks.replace_section(BENCHMARKS, SECTION, text)
+    return 0
+
+
+FRESH = {
+    "quiz_submitted": "the user's list is rewritten",
+    "like_created": "the blocked pair is gone (block)",
+    "user_deactivated": "a lister's list no longer holds the user",
+    "profile_updated": "the user's list is rewritten",
+}
+
+
+def report(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    modes: list[str],
+    results: dict[str, dict[str, Any]],
+    setup_s: float,
+) -> str:
     command = "python scripts/bench_events.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [
         SECTION,
         "",
         f"`{command.strip()}` — {args.users:,} seeded users on PostgreSQL, one long-running "
-        f"`matchjobs worker` (cold path: each batch loads its region), "
+        f"`matchjobs worker` per mode ({', '.join(modes)}, one after the other on the same "
+        f"database; cold: each batch's match run loads its region, warm: the worker holds the "
+        f"population and re-reads the users each batch touches), "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with "
-        f"other work; load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; "
-        f"setup (seed, signal jobs, match) {setup_s:.0f} s; {dt.date.today().isoformat()}.",
+        f"other work; setup (seed, signal jobs, likes, match) {setup_s:.0f} s; "
+        f"{dt.date.today().isoformat()}.",
         "",
-        "| event kind | events | p50 s | p95 s | fresh when |",
-        "|---|---|---|---|---|",
+        "| event kind | fresh when | "
+        + " | ".join(f"{m} n | {m} p50 s | {m} p95 s" for m in modes)
+        + " |",
+        "|---|---|" + "---|---|---|" * len(modes),
     ]
-    fresh = {
-        "quiz_submitted": "the user's list is rewritten",
-        "like_created": "the blocked pair is gone (block)",
-        "user_deactivated": "a lister's list no longer holds the user",
-        "profile_updated": "the user's list is rewritten",
-    }
-    for kind, fig in latency.items():
-        lines.append(f"| `{kind}` | {fig['n']} | {fig['p50_s']} | {fig['p95_s']} | {fresh[kind]} |")
-    lines += [
-        "",
-        f"Sustained: {rate['events']} quiz events for distinct users queued at once, drained in "
-        f"{rate['drain_s']} s: **{rate['events_per_s']} events/s** with one worker.",
-        "",
-        f"Storm: {burst['events']:,} events for {burst['users']:,} users inserted over "
-        f"{burst['inserted_over_s']} s, drained {burst['drain_s_from_first_insert']} s after the "
-        f"first insert; {burst['done']} refreshes run, {burst['coalesced']:,} coalesced: "
-        f"coalescing factor **{burst['coalescing_factor']}** events per refresh.",
-    ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        benchmarks.replace_section(BENCHMARKS, SECTION, text)
-    return 0
+    for kind, fresh in FRESH.items():
+        cells = []
+        for m in modes:
+            fig = results[m]["latency"].get(kind, {"n": 0, "p50_s": "–", "p95_s": "–"})
+            cells.append(f"{fig['n']} | {fig['p50_s']} | {fig['p95_s']}")
+        lines.append(f"| `{kind}` | {fresh} | " + " | ".join(cells) + " |")
+    lines += ["", "| mode | load average at start (1 / 5 / 15 min) | at end | first batch s |"]
+    lines += ["|---|---|---|---|"]
+    for m in modes:
+        r = results[m]
+        lines.append(
+            f"| {m} | {_load(r['load_start'])} | {_load(r['load_end'])} | {r['first_batch_s']} |"
+        )
+    for m in modes:
+        r = results[m]
+        if "sustained" in r:
+            rate = r["sustained"]
+            lines += [
+                "",
+                f"Sustained ({m}): {rate['events']} quiz events for distinct users queued at "
+                f"once, drained in {rate['drain_s']} s: **{rate['events_per_s']} events/s** "
+                "with one worker.",
+            ]
+        if "storm" in r:
+            burst = r["storm"]
+            lines += [
+                "",
+                f"Storm ({m}): {burst['events']:,} events for {burst['users']:,} users inserted "
+                f"over {burst['inserted_over_s']} s, drained "
+                f"{burst['drain_s_from_first_insert']} s after the first insert; "
+                f"{burst['done']} refreshes run, {burst['coalesced']:,} coalesced: coalescing "
+                f"factor **{burst['coalescing_factor']}** events per refresh.",
+            ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
