@@ -5,7 +5,9 @@ its events touched. :func:`replace_users` splices their fresh rows into the popu
 holds — touched users replaced, new ones added, those who are gone (inactive, deleted)
 removed, their exclusions re-derived from the pairs read now — so that the result equals
 what a whole load would give, row for row (rows stay sorted by user id, as the loader
-aligns them). :func:`take_ids` then cuts a batch's candidate region out of it.
+aligns them). :func:`conform` first drops fresh vectors of another width than the
+population's, as a whole load counts them; :func:`take_ids` then cuts a batch's candidate
+region out of the result.
 
 Nothing here knows a clock: ages, account ages and inactivity are the caller's to recompute
 at each batch's ``now``.
@@ -13,6 +15,7 @@ at each batch's ``now``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -60,7 +63,7 @@ def _holds_values(pop: Population, flags: tuple[str, ...]) -> bool:
 
 def incompatible_fields(pop: Population, fresh: Population) -> list[str]:
     """The (n, d) fields whose width differs between ``pop`` and ``fresh`` while both hold
-    a value somewhere: such rows cannot be spliced (a catalogue changed; reload instead).
+    a value somewhere: such rows cannot be spliced (:func:`conform` them first).
 
     A side with no value at all may differ in width: its zero rows are re-shaped to the
     other's, as a whole load, which sizes a field by the rows it finds, would do.
@@ -72,6 +75,49 @@ def incompatible_fields(pop: Population, fresh: Population) -> list[str]:
         if _holds_values(pop, flags) and _holds_values(fresh, flags):
             bad.extend(names)
     return bad
+
+
+# Scalars that hold a value only with a group's flag (zeroed with it).
+_FLAGGED_SCALARS = {"has_rating_quality": "rating_quality"}
+
+
+def conform(pop: Population, fresh: Population) -> tuple[Population, dict[str, int]]:
+    """``fresh`` with the vectors that do not fit ``pop`` dropped, and how many were.
+
+    A whole load sizes each vector field by the width most of its rows have and counts a
+    row of another width as a bad blob (``bad_vector_blob``), which is then absent. A
+    handful of fresh rows read alone are sized by themselves, so a touched user whose
+    vector has another width than the population's (a quiz written for another set of
+    questions) would not fit: as the whole load would, those values are made absent and
+    counted, rather than forcing a reload of everyone at every batch that touches them.
+
+    Returns
+    -------
+    fresh : Population
+        Unchanged when everything fits; else the misfit groups zeroed (at ``pop``'s width)
+        with their flags cleared.
+    counts : dict[str, int]
+        ``{"bad_vector_blob": n}``: the fresh values dropped.
+    """
+    changes: dict[str, Any] = {}
+    dropped = 0
+    for names, flags in _WIDTH_GROUPS:
+        width = getattr(pop, names[0]).shape[1]
+        if getattr(fresh, names[0]).shape[1] == width:
+            continue
+        if not (_holds_values(pop, flags) and _holds_values(fresh, flags)):
+            continue  # a side without values: replace_users reshapes its zeros
+        for name in names:
+            changes[name] = np.zeros((fresh.n_users, width), dtype=getattr(fresh, name).dtype)
+        for flag in flags:
+            dropped += int(getattr(fresh, flag).sum())
+            changes[flag] = np.zeros(fresh.n_users, dtype=np.bool_)
+            if flag in _FLAGGED_SCALARS:
+                scalar = _FLAGGED_SCALARS[flag]
+                changes[scalar] = np.zeros(fresh.n_users, dtype=getattr(fresh, scalar).dtype)
+    if not changes:
+        return fresh, {"bad_vector_blob": 0}
+    return replace(fresh, **changes), {"bad_vector_blob": dropped}
 
 
 def _widths(pop: Population, fresh: Population) -> dict[str, int]:

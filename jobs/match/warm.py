@@ -9,11 +9,13 @@ had when read. Per match run it
 1. reloads everything when it is due (:meth:`WarmPopulation.reload_reason`): never loaded,
    older than ``worker.reload_seconds``, loaded under another scoring hash, or a whole-scope
    run of a job whose tables it holds (a signal job, the match job, the nightly) succeeded
-   since the load began; also when fresh rows cannot be spliced (a catalogue changed size);
+   since the load began;
 2. otherwise re-reads only the touched users — the run's scope, the users the worker marked
    (:meth:`touch`: every user and other user of its events, the deactivated ones included)
    and active users who joined since — with the loader itself, their likes, passes and blocks
-   both ways, and their filter digests, and splices them in (:func:`compute.warm.replace_users`);
+   both ways, and their filter digests, and splices them in (:func:`compute.warm.replace_users`;
+   a fresh vector of another width than the population's is counted ``bad_vector_blob`` and
+   absent, as a whole load would count it);
 3. hands the match job the users of the region a cold run would load
    (:meth:`region`), with ages, account ages and inactivity recomputed at the run's ``now``
    (never frozen at load time) and cleaned exactly as a cold load is: the same population.
@@ -140,9 +142,7 @@ class WarmPopulation:
             assert self._held is not None
             joined = population_store.active_ids_above(conn, self._held.max_user_id)
             touched = np.union1d(touched, joined)
-            skipped, fitted = self._refresh(conn, now, settings, touched)
-            if not fitted:
-                reason = "incompatible_rows"
+            skipped = self._refresh(conn, now, settings, touched)
             figures = {"refreshed_users": int(touched.size), "joined_users": int(joined.size)}
         if reason is not None:
             skipped = self._load(conn, now, settings)
@@ -188,19 +188,18 @@ class WarmPopulation:
         now: dt.datetime,
         settings: core.MatchSettings,
         touched: core.RowArray,
-    ) -> tuple[dict[str, int], bool]:
-        """Re-read ``touched`` and splice them in; False when the rows do not fit."""
+    ) -> dict[str, int]:
+        """Re-read ``touched`` and splice them in; the skipped counts of the rows read."""
         held = self._held
         assert held is not None
         if touched.size == 0:
-            return {}, True
+            return {}
         guard = population_store.filter_snapshot(conn, touched)
         fresh = population_store.load(conn, now, settings.load, touched)
         pairs = population_store.exclusion_pairs(conn, touched)
-        if warm_compute.incompatible_fields(held.pop, fresh.population):
-            return fresh.skipped, False
+        fitted, misfits = warm_compute.conform(held.pop, fresh.population)
         assert fresh.users is not None
-        pop = warm_compute.replace_users(held.pop, fresh.population, touched, pairs)
+        pop = warm_compute.replace_users(held.pop, fitted, touched, pairs)
         kept = held.users[~held.users["id"].isin(touched)]
         users = pd.concat([kept, fresh.users], ignore_index=True)
         users = users.sort_values("id", kind="stable").reset_index(drop=True)
@@ -211,7 +210,9 @@ class WarmPopulation:
             guard=population_store.merge_snapshots(held.guard, guard, touched),
             max_user_id=max(held.max_user_id, int(touched.max(initial=0))),
         )
-        return fresh.skipped, True
+        skipped = dict(fresh.skipped)
+        skipped["bad_vector_blob"] = skipped.get("bad_vector_blob", 0) + misfits["bad_vector_blob"]
+        return skipped
 
     def region(
         self,

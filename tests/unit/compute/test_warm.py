@@ -240,3 +240,28 @@ def test_sorted_segments_are_kept_and_unsorted_ones_sorted(make_population) -> N
     assert pop.excluded_rows.tolist() == [1, 2, 0]
     pop = make_population(users, exclusions={0: [1, 2], 1: [0], 2: [0]})
     assert pop.excluded_rows.tolist() == [1, 2, 0, 0]
+
+
+def test_conform_drops_fresh_vectors_of_another_width_and_counts_them(make_population) -> None:
+    """As a whole load counts a blob of a minority width: absent, ``bad_vector_blob``."""
+    pop = from_rows(make_population, [{"user_id": 1}, {"user_id": 2}])
+    odd = from_rows(make_population, [{"user_id": 2}, {"user_id": 3, "rating_quality": None}])
+    odd = Population(
+        **{
+            **_fields(odd),
+            "quiz_vectors": np.ones((2, 5), np.float32),
+            "rating_dims": np.ones((2, 2), np.float32),
+            "rating_preferences": np.ones((2, 2), np.float32),
+        }
+    )
+    fitted, counts = warm.conform(pop, odd)
+    # two quiz vectors, one rating quality with its dims, two preferences
+    assert counts == {"bad_vector_blob": 5}
+    assert fitted.quiz_vectors.shape == (2, 4) and not fitted.has_quiz.any()
+    assert not fitted.has_rating_quality.any() and not fitted.rating_quality.any()
+    assert fitted.rating_preferences.shape == (2, 3) and not fitted.has_preference.any()
+    assert fitted.interest_vectors is odd.interest_vectors  # what fits is kept
+    got = warm.replace_users(pop, fitted, [2, 3], [])
+    assert got.has_quiz.tolist() == [True, False, False]
+    fine = from_rows(make_population, [{"user_id": 2}])
+    assert warm.conform(pop, fine) == (fine, {"bad_vector_blob": 0})
