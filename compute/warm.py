@@ -15,7 +15,7 @@ at each batch's ``now``.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -306,3 +306,100 @@ def take_ids(pop: Population, ids: npt.ArrayLike) -> Population:
     if rows.size == pop.n_users:
         return pop
     return pop.subset_rows(rows)
+
+
+@dataclass(frozen=True, eq=False)
+class RegionColumns:
+    """The users columns a candidate region is cut by, as stored (NaN = NULL).
+
+    Attributes
+    ----------
+    user_ids : (n,) int64, sorted
+    gender, seeking_mask : (n,) float64
+        The stored codes (a NULL is NaN; no clipping: the region compares stored values).
+    latitude, longitude, max_distance_km : (n,) float64
+    """
+
+    user_ids: IdArray
+    gender: npt.NDArray[np.float64]
+    seeking_mask: npt.NDArray[np.float64]
+    latitude: npt.NDArray[np.float64]
+    longitude: npt.NDArray[np.float64]
+    max_distance_km: npt.NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        n = self.user_ids.shape[0]
+        for name in ("gender", "seeking_mask", "latitude", "longitude", "max_distance_km"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must be ({n},); got {getattr(self, name).shape}")
+
+
+def _bit_set(codes: npt.NDArray[np.float64], bit: int) -> npt.NDArray[np.bool_]:
+    """``codes & (1 << bit) != 0`` as SQL evaluates it (a NULL code: false)."""
+    known = np.isfinite(codes)
+    ints = np.where(known, codes, 0).astype(np.int64)
+    return known & ((ints >> bit) & 1).astype(np.bool_)
+
+
+def candidate_region(
+    columns: RegionColumns,
+    target_ids: npt.ArrayLike,
+    default_max_distance_km: float,
+    margin_deg: float = 0.0,
+) -> IdArray:
+    """The targets held plus every user who could pass a target's gender and distance filters.
+
+    The in-memory twin of ``jobs.storage.population.candidate_region`` (same boxes, same
+    rounding, so the same ids for the same rows): users of a gender the target seeks who
+    seek the target's gender, inside a latitude/longitude box of the target's distance limit
+    widened by ``margin_deg``, or without a location; a target without a finite location or
+    limit gets every gender-compatible user, and a target without a gender adds nobody.
+
+    Parameters
+    ----------
+    columns : RegionColumns
+        Every user who may be a candidate (the held active population).
+    target_ids : (t,) int
+        Targets not among ``columns`` are ignored (not held: not scored).
+    default_max_distance_km : float
+        The limit of a target whose own is NULL.
+    margin_deg : float
+        Added to both half-widths of every box (the geo cell size).
+
+    Returns
+    -------
+    (m,) int64, sorted: ids of ``columns.user_ids``.
+    """
+    ids = columns.user_ids
+    targets = _ids("target_ids", target_ids)
+    rows, found = _rows_of(ids, targets)
+    rows = rows[found]
+    keep = np.zeros(ids.size, dtype=np.bool_)
+    keep[rows] = True
+    no_location = np.isnan(columns.latitude) | np.isnan(columns.longitude)
+    seeks_gender = [_bit_set(columns.seeking_mask, g) for g in range(3)]
+    gender = columns.gender
+    for row in rows.tolist():
+        g = gender[row]
+        if not np.isfinite(g):
+            continue
+        mask_code = columns.seeking_mask[row]
+        sought = [k for k in range(3) if np.isfinite(mask_code) and int(mask_code) >> k & 1]
+        match = np.isin(gender, np.asarray(sought, dtype=np.float64)) & seeks_gender[int(g)]
+        limit = columns.max_distance_km[row]
+        limit = default_max_distance_km if np.isnan(limit) else float(limit)
+        lat, lon = float(columns.latitude[row]), float(columns.longitude[row])
+        if np.isfinite([lat, lon, limit]).all():
+            dlat = limit / 110.574 + 0.01
+            coslat = max(float(np.cos(np.radians(min(abs(lat) + dlat, 89.9)))), 1e-3)
+            dlon = limit / (111.320 * coslat) + 0.01 + margin_deg
+            dlat += margin_deg
+            inside = (
+                (columns.latitude >= lat - dlat)
+                & (columns.latitude <= lat + dlat)
+                & (columns.longitude >= lon - dlon)
+                & (columns.longitude <= lon + dlon)
+            )
+            match &= no_location | inside
+        keep |= match
+    return ids[keep]

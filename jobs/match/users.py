@@ -89,14 +89,15 @@ def _score_and_replace(
 ) -> _Pass:
     figures = ctx.figures
     with figures.phase("load"):
-        region = region_ids(conn, target_ids, settings)
         if warm is None:
+            region = region_ids(conn, target_ids, settings)
             # Before the load: whatever changes after it is caught when the rows are published.
             guard = population_store.filter_snapshot(conn, region)
             pop, rows_read = core.load_population(conn, ctx, settings, region)
         else:
             # The held population, already brought up to date by run_users; its digests are
             # each user's before their last read, so the guard is as exact as a cold one.
+            region = warm.region_ids(target_ids, settings)
             held = warm.region(region, ctx.now, settings)
             guard, pop, rows_read = held.guard, held.pop, 0
             ctx.figures.skip(held.skipped, ctx.logger, "match.skip")

@@ -16,9 +16,10 @@ had when read. Per match run it
    both ways, and their filter digests, and splices them in (:func:`compute.warm.replace_users`;
    a fresh vector of another width than the population's is counted ``bad_vector_blob`` and
    absent, as a whole load would count it);
-3. hands the match job the users of the region a cold run would load
-   (:meth:`region`), with ages, account ages and inactivity recomputed at the run's ``now``
-   (never frozen at load time) and cleaned exactly as a cold load is: the same population.
+3. hands the match job the users of the region a cold run would load (cut in memory by
+   :meth:`region_ids`, as the database query cuts it; :meth:`region`), with ages, account
+   ages and inactivity recomputed at the run's ``now`` (never frozen at load time) and
+   cleaned exactly as a cold load is: the same population.
 
 The publish guard stays exact: a user's digest is the one taken before *their* rows were
 read, so any change to a user the worker has not re-read since (a change whose event is
@@ -59,6 +60,7 @@ class _Held:
     pop: Population  # every active user as loaded (not cleaned), rows sorted by id
     users: pd.DataFrame  # the users rows behind ``pop``, aligned by row
     guard: population_store.FilterSnapshot  # each user's digests before their last read
+    columns: warm_compute.RegionColumns  # what candidate regions are cut by
     scoring_hash: str
     loaded_at: float  # monotonic clock
     whole_run_at: dt.datetime | None  # latest whole-scope success before the load
@@ -169,10 +171,12 @@ class WarmPopulation:
         loaded = population_store.load(conn, now, settings.load)
         assert loaded.users is not None
         ids = loaded.population.user_ids
+        users = loaded.users.reset_index(drop=True)
         self._held = _Held(
             pop=loaded.population,
-            users=loaded.users.reset_index(drop=True),
+            users=users,
             guard=guard,
+            columns=_region_columns(users),
             scoring_hash=settings.config_hash,
             loaded_at=started,
             whole_run_at=whole_run_at,
@@ -208,11 +212,31 @@ class WarmPopulation:
             pop=pop,
             users=users,
             guard=population_store.merge_snapshots(held.guard, guard, touched),
+            columns=_region_columns(users),
             max_user_id=max(held.max_user_id, int(touched.max(initial=0))),
         )
         skipped = dict(fresh.skipped)
         skipped["bad_vector_blob"] = skipped.get("bad_vector_blob", 0) + misfits["bad_vector_blob"]
         return skipped
+
+    def region_ids(
+        self, target_ids: core.RowArray, settings: core.MatchSettings
+    ) -> core.RowArray | None:
+        """The users a pass over ``target_ids`` scores against, cut from what is held as
+        ``jobs.match.users.region_ids`` cuts them from the database (``None``: everyone)."""
+        held = self._held
+        if held is None:
+            raise RuntimeError("WarmPopulation.region_ids before prepare: nothing is loaded")
+        cell = settings.candidates.geo_cell_deg
+        if cell is None:
+            return None
+        region = warm_compute.candidate_region(
+            held.columns,
+            target_ids,
+            settings.load.default_max_distance_km,
+            margin_deg=float(cell),
+        )
+        return region if region.size < settings.candidates.exact_below else None
 
     def region(
         self,
@@ -241,3 +265,17 @@ class WarmPopulation:
             else population_store.subset_snapshot(held.guard, region_ids)
         )
         return Region(pop=cleaned, guard=guard, skipped=counts)
+
+
+def _region_columns(users: pd.DataFrame) -> warm_compute.RegionColumns:
+    def column(name: str) -> np.ndarray:
+        return pd.to_numeric(users[name], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+
+    return warm_compute.RegionColumns(
+        user_ids=users["id"].to_numpy(dtype=np.int64),
+        gender=column("gender"),
+        seeking_mask=column("seeking_mask"),
+        latitude=column("latitude"),
+        longitude=column("longitude"),
+        max_distance_km=column("max_distance_km"),
+    )

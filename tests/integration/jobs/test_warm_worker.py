@@ -18,6 +18,7 @@ from jobs import config as config_mod
 from jobs import runner, worker
 from jobs.context import Scope
 from jobs.match import core
+from jobs.match import users as users_mod
 from jobs.match.warm import WarmPopulation
 from jobs.storage import events as event_store
 from jobs.storage import schema
@@ -262,6 +263,27 @@ def test_a_block_recorded_after_the_load_is_honoured_without_its_event(
         held.region(None, runner.utcnow(), core.settings_from_config(config)).pop
     )
     assert [x, y] not in held_pairs.tolist()
+
+
+def test_the_held_region_is_the_database_region(db, seed_with_signals, tmp_path):
+    """The warm path cuts candidate regions in memory; they equal the SQL query's."""
+    config = config_for(tmp_path, True)
+    seed_with_signals(db, N_USERS, 11, seed_mod.DEFAULT_NOW, config)
+    settings = core.settings_from_config(config)
+    held = WarmPopulation(reload_seconds=60)
+    users = schema.users
+    with db.engine.connect() as conn:
+        ids = np.asarray(sorted(conn.execute(sa.select(users.c.id)).scalars()))
+        active = list(conn.execute(sa.select(users.c.id).where(users.c.is_active)).scalars())
+        held.prepare(conn, runner.utcnow(), settings, ids[:1])
+        rng = np.random.default_rng(0)
+        for targets in [ids[:1], ids[-1:], rng.choice(ids, 5, replace=False), ids]:
+            targets = np.sort(targets)
+            want = users_mod.region_ids(conn, targets, settings)
+            got = held.region_ids(targets, settings)
+            assert want is not None and got is not None
+            # the query also returns inactive targets, which no load holds
+            assert got.tolist() == want[np.isin(want, active)].tolist()
 
 
 @pytest.fixture

@@ -265,3 +265,55 @@ def test_conform_drops_fresh_vectors_of_another_width_and_counts_them(make_popul
     assert got.has_quiz.tolist() == [True, False, False]
     fine = from_rows(make_population, [{"user_id": 2}])
     assert warm.conform(pop, fine) == (fine, {"bad_vector_blob": 0})
+
+
+def region_columns(rows: list[tuple[float, ...]]) -> warm.RegionColumns:
+    """Columns from (id, gender, seeking_mask, latitude, longitude, max_distance_km) rows."""
+    table = np.array(rows, dtype=np.float64).reshape(-1, 6)
+    return warm.RegionColumns(
+        user_ids=table[:, 0].astype(np.int64),
+        gender=table[:, 1],
+        seeking_mask=table[:, 2],
+        latitude=table[:, 3],
+        longitude=table[:, 4],
+        max_distance_km=table[:, 5],
+    )
+
+
+def test_candidate_region_by_gender_both_ways_and_distance_box() -> None:
+    nan = np.nan
+    columns = region_columns(
+        [
+            (1, 0, 0b010, 52.50, 13.40, 10),  # target: a woman seeking men, 10 km
+            (2, 1, 0b001, 52.55, 13.45, 50),  # a man seeking women, ~6 km away: in
+            (3, 1, 0b010, 52.55, 13.45, 50),  # a man seeking men: out
+            (4, 0, 0b010, 52.55, 13.45, 50),  # a woman: out
+            (5, 1, 0b001, 53.50, 13.40, 50),  # 111 km north: out
+            (6, 1, 0b001, nan, nan, 50),  # no location: in
+            (7, nan, 0b001, 52.50, 13.40, 50),  # no gender: out
+            (8, 1, nan, 52.50, 13.40, 50),  # seeks nothing known: out
+        ]
+    )
+    assert warm.candidate_region(columns, [1], 100.0).tolist() == [1, 2, 6]
+    # the margin widens the box by whole degrees
+    assert warm.candidate_region(columns, [1], 100.0, margin_deg=1.0).tolist() == [1, 2, 5, 6]
+    # a target not held adds nothing; one without a gender only itself
+    assert warm.candidate_region(columns, [99], 100.0).tolist() == []
+    assert warm.candidate_region(columns, [7], 100.0).tolist() == [7]
+
+
+def test_candidate_region_without_a_location_or_limit_takes_every_compatible_user() -> None:
+    columns = region_columns(
+        [
+            (1, 0, 0b010, np.nan, np.nan, 10),
+            (2, 1, 0b001, 10.0, 10.0, 50),
+            (3, 0, 0b010, 52.5, 13.4, np.inf),  # no limit
+            (4, 1, 0b001, -10.0, -10.0, 50),
+        ]
+    )
+    assert warm.candidate_region(columns, [1], 100.0).tolist() == [1, 2, 4]
+    assert warm.candidate_region(columns, [3], 100.0).tolist() == [2, 3, 4]
+    # a NULL limit is the default one: 100 km reaches neither man
+    columns = region_columns([(1, 0, 0b010, 52.5, 13.4, np.nan), (2, 1, 0b001, 10.0, 10.0, 5)])
+    assert warm.candidate_region(columns, [1], 100.0).tolist() == [1]
+    assert warm.candidate_region(columns, [1], 10_000.0).tolist() == [1, 2]
