@@ -171,7 +171,7 @@ class WarmPopulation:
         loaded = population_store.load(conn, now, settings.load)
         assert loaded.users is not None
         ids = loaded.population.user_ids
-        users = loaded.users.reset_index(drop=True)
+        users = _parsed(loaded.users).reset_index(drop=True)
         self._held = _Held(
             pop=loaded.population,
             users=users,
@@ -205,7 +205,7 @@ class WarmPopulation:
         assert fresh.users is not None
         pop = warm_compute.replace_users(held.pop, fitted, touched, pairs)
         kept = held.users[~held.users["id"].isin(touched)]
-        users = pd.concat([kept, fresh.users], ignore_index=True)
+        users = pd.concat([kept, _parsed(fresh.users)], ignore_index=True)
         users = users.sort_values("id", kind="stable").reset_index(drop=True)
         self._held = dataclasses.replace(
             held,
@@ -279,3 +279,14 @@ def _region_columns(users: pd.DataFrame) -> warm_compute.RegionColumns:
         longitude=column("longitude"),
         max_distance_km=column("max_distance_km"),
     )
+
+
+def _parsed(users: pd.DataFrame) -> pd.DataFrame:
+    """``users`` with its time columns parsed once, so that recomputing ages, account ages
+    and inactivity per batch (``user_fields``, which parses whatever it gets the same way)
+    is arithmetic, not parsing."""
+    users = users.copy()
+    users["birth_date"] = pd.to_datetime(users["birth_date"])
+    for name in ("created_at", "last_active_at"):
+        users[name] = pd.to_datetime(users[name], utc=True)
+    return users
