@@ -164,6 +164,7 @@ class WarmPopulation:
         }
 
     def _load(self, conn: Any, now: dt.datetime, settings: core.MatchSettings) -> dict[str, int]:
+        self._held = None  # let the old population go before the new one is read
         whole_run_at = ledger.last_whole_success(conn, WHOLE_SCOPE_JOBS)
         started = self._clock()
         # Digests first: a change after them is caught at publish (see the module).
