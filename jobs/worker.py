@@ -50,14 +50,17 @@ import os
 import random
 import socket
 import threading
+import time
 from collections.abc import Sequence
 
+import numpy as np
 import sqlalchemy as sa
 
 from jobs import match, runner
 from jobs.config import Config
 from jobs.context import Scope
-from jobs.errors import RunConflictError, ScopeError
+from jobs.errors import JobError, RunConflictError, ScopeError
+from jobs.match import core as match_core
 from jobs.match.warm import WarmPopulation
 from jobs.storage import events as event_store
 from jobs.storage import feed as feed_store
@@ -147,6 +150,10 @@ def backoff_s(n: int, base_s: float, max_s: float, rng: random.Random) -> float:
 def worker_scope() -> str:
     """The ``job_runs`` scope of this process's batches: one batch at a time per process."""
     return f"worker:{socket.gethostname()}:{os.getpid()}"[:128]
+
+
+# How often an idle worker asks whether its held population is due for a reload.
+WARM_CHECK_S = 5.0
 
 
 def warm_population(config: Config) -> WarmPopulation | None:
@@ -438,6 +445,25 @@ def _groups(batch: Sequence[event_store.Event]) -> list[list[event_store.Event]]
     return list(groups.values())
 
 
+def keep_warm(engine: sa.Engine, config: Config, warm: WarmPopulation) -> str | None:
+    """While idle: do a reload that is due now (or the first load), so that no event waits
+    for it; return its reason. A failure is left to the next batch, which reloads itself."""
+    settings = match_core.settings_from_config(config)
+    try:
+        with engine.connect() as conn:
+            reason = warm.reload_reason(conn, settings)
+            if reason is not None:
+                warm.prepare(conn, runner.utcnow(), settings, np.empty(0, dtype=np.int64))
+    except JobError as exc:
+        logger.warning(
+            "idle reload of the warm population failed (%s); the next batch reloads",
+            runner.error_chain(exc),
+            extra={"action": "worker.warm_reload_failed"},
+        )
+        return None
+    return reason
+
+
 def run_worker(
     engine: sa.Engine,
     database_url: str,
@@ -463,8 +489,14 @@ def run_worker(
         "warm population" if warm is not None else "cold: each batch loads its region",
         extra={"action": "worker.start", "once": once, "warm": warm is not None},
     )
+    checked_at = -float("inf")
     while not stop.is_set():
         if process_batch(engine, database_url, config, stats=stats, rng=rng, warm=warm):
+            continue
+        if warm is not None and not once and time.monotonic() - checked_at >= WARM_CHECK_S:
+            # Idle: load at start and reload when due here rather than inside a batch.
+            keep_warm(engine, config, warm)
+            checked_at = time.monotonic()
             continue
         wait_s = poll_s
         if once:

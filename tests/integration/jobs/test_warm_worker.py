@@ -385,3 +385,12 @@ def test_score_user_stays_cold_and_warm_can_be_switched_off(tmp_path):
     assert worker.warm_population(config_for(tmp_path, False)) is None
     defaults = config_mod.load_config()
     assert defaults.worker.warm is True and defaults.worker.reload_seconds == 900
+
+
+def test_an_idle_worker_loads_and_reloads_outside_any_batch(loaded):
+    db, config, settings, held, ticks, _ = loaded
+    fresh = WarmPopulation(reload_seconds=60)
+    assert worker.keep_warm(db.engine, config, fresh) == "not_loaded" and fresh.loads == 1
+    assert worker.keep_warm(db.engine, config, fresh) is None and fresh.loads == 1
+    ticks[0] = 61.0
+    assert worker.keep_warm(db.engine, config, held) == "reload_seconds" and held.loads == 2
