@@ -426,10 +426,25 @@ def users_listing(
 def list_floors(
     conn: sa.Connection, version: str, user_ids: npt.ArrayLike
 ) -> dict[int, tuple[int, float]]:
-    """``{user: (rows, lowest score)}`` of the ``version`` lists of ``user_ids`` that exist."""
+    """``{user: (rows, lowest score)}`` of the ``version`` lists of ``user_ids`` that exist.
+
+    PostgreSQL: one index lookup per user (a lateral join). Given thousands of users — every
+    user a profile change makes newly eligible — the planner chose a parallel scan of the
+    whole partition for the grouped IN query: 1.4 s at 100k users for 4,000 of them, 0.2 s
+    this way.
+    """
     ids = [int(u) for u in np.unique(np.asarray(user_ids, dtype=np.int64))]
     if not ids:
         return {}
+    if is_postgres(conn):
+        sql = (
+            "SELECT u.id AS user_id, f.n, f.low FROM unnest(CAST(:ids AS BIGINT[])) AS u(id) "
+            "CROSS JOIN LATERAL (SELECT count(*) AS n, min(m.score) AS low FROM match_scores "
+            "AS m WHERE m.algorithm_version = :v AND m.user_id = u.id) AS f WHERE f.n > 0"
+        )
+        with translate_errors("read list floors in match_scores"):
+            rows = conn.execute(sa.text(sql), {"v": version, "ids": ids}).all()
+        return {int(u): (int(n), float(low)) for u, n, low in rows}
     query = (
         sa.select(
             TABLE.c.user_id, sa.func.count().label("n"), sa.func.min(TABLE.c.score).label("low")
