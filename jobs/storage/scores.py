@@ -325,7 +325,13 @@ def replace_user_sets(
         _lock_user_sets(conn, version, ids)
         deleted = _delete_users(conn, version, ids)
         inserted = insert_rows(conn, frame, version=version, computed_at=computed_at)
-    purged = publish_guard.purge_forbidden(conn, TABLE.name, version, guard, user_ids=ids)
+    # The users' rows are now exactly the frame's, so only its users and candidates can hold
+    # a row a filter change forbids: comparing their digests is enough (the event path's
+    # guard covers a whole region, tens of thousands of users at 100k, otherwise).
+    published = np.union1d(ids, np.union1d(framed, frame["candidate_id"].to_numpy(np.int64)))
+    purged = publish_guard.purge_forbidden(
+        conn, TABLE.name, version, guard, user_ids=ids, published_ids=published
+    )
     return deleted, inserted - purged.rows
 
 
