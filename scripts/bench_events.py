@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES), help="cold,warm (in that order)")
     parser.add_argument("--admin-url", default=os.environ.get("MATCHJOBS_BENCH_PG", ADMIN_URL))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--section", default=SECTION, help="BENCHMARKS.md heading to replace")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(args, argv, modes, results, setup_s)
     print(text)
     if not args.no_write:
-        benchmarks.replace_section(BENCHMARKS, SECTION, text)
+        benchmarks.replace_section(BENCHMARKS, args.section, text)
     return 0
 
 
@@ -400,7 +401,7 @@ def report(
 ) -> str:
     command = "python scripts/bench_events.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [
-        SECTION,
+        args.section,
         "",
         f"`{command.strip()}` — {args.users:,} seeded users on PostgreSQL, one long-running "
         f"`matchjobs worker` per mode ({', '.join(modes)}, one after the other on the same "

@@ -89,8 +89,7 @@ class WarmPopulation:
         self._clock = clock
         self._held: _Held | None = None
         self._dirty: set[int] = set()
-        self.loads = 0
-        self.last_reload_reason: str | None = None
+        self.loads = 0  # whole loads so far (the first one included)
 
     @property
     def loaded(self) -> bool:
@@ -103,10 +102,6 @@ class WarmPopulation:
     def touch(self, user_ids: Iterable[int]) -> None:
         """Mark users whose rows changed: the next match run re-reads them."""
         self._dirty.update(int(u) for u in user_ids)
-
-    def invalidate(self) -> None:
-        """Drop what is held: the next match run loads everything."""
-        self._held = None
 
     def reload_reason(self, conn: Any, settings: core.MatchSettings) -> str | None:
         """Why the next run must load everything, or ``None`` if what is held will do."""
@@ -184,7 +179,6 @@ class WarmPopulation:
             max_user_id=int(max(ids.max(initial=0), guard.user_ids.max(initial=0))),
         )
         self.loads += 1
-        self.last_reload_reason = "loaded"
         return loaded.skipped
 
     def _refresh(
