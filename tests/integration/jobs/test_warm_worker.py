@@ -388,7 +388,7 @@ def test_score_user_stays_cold_and_warm_can_be_switched_off(tmp_path):
 
 
 def test_an_idle_worker_loads_and_reloads_outside_any_batch(loaded):
-    db, config, settings, held, ticks, _ = loaded
+    db, config, _, held, ticks, _ = loaded
     fresh = WarmPopulation(reload_seconds=60)
     assert worker.keep_warm(db.engine, config, fresh) == "not_loaded" and fresh.loads == 1
     assert worker.keep_warm(db.engine, config, fresh) is None and fresh.loads == 1
