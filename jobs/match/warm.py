@@ -11,11 +11,12 @@ had when read. Per match run it
    run of a job whose tables it holds (a signal job, the match job, the nightly) succeeded
    since the load began;
 2. otherwise re-reads only the touched users — the run's scope, the users the worker marked
-   (:meth:`touch`: every user and other user of its events, the deactivated ones included)
-   and active users who joined since — with the loader itself, their likes, passes and blocks
-   both ways, and their filter digests, and splices them in (:func:`compute.warm.replace_users`;
-   a fresh vector of another width than the population's is counted ``bad_vector_blob`` and
-   absent, as a whole load would count it);
+   (:meth:`touch`: every user and other user of its events, the deactivated ones included),
+   active users who joined since, and every user named by an event another worker settled
+   since (its jobs rewrote their rows) — with the loader itself, their likes, passes and
+   blocks both ways, and their filter digests, and splices them in
+   (:func:`compute.warm.replace_users`; a fresh vector of another width than the
+   population's is counted ``bad_vector_blob`` and absent, as a whole load would count it);
 3. hands the match job the users of the region a cold run would load (cut in memory by
    :meth:`region_ids`, as the database query cuts it; :meth:`region`), with ages, account
    ages and inactivity recomputed at the run's ``now`` (never frozen at load time) and
@@ -44,6 +45,7 @@ import pandas as pd
 from compute import warm as warm_compute
 from compute.population import Population, clean_population
 from jobs.match import core
+from jobs.storage import events as event_store
 from jobs.storage import ledger
 from jobs.storage import population as population_store
 
@@ -89,6 +91,11 @@ class WarmPopulation:
         self._clock = clock
         self._held: _Held | None = None
         self._dirty: set[int] = set()
+        # Events seen settled: every event up to ``_event_floor`` was, and so were those
+        # in ``_settled`` above it. Another worker's settled event names users whose rows
+        # its jobs rewrote: this worker re-reads them too.
+        self._event_floor = 0
+        self._settled: set[int] = set()
         self.loads = 0  # whole loads so far (the first one included)
 
     @property
@@ -138,9 +145,14 @@ class WarmPopulation:
         if reason is None:
             assert self._held is not None
             joined = population_store.active_ids_above(conn, self._held.max_user_id)
-            touched = np.union1d(touched, joined)
+            elsewhere = self._newly_settled(conn)
+            touched = np.union1d(np.union1d(touched, joined), elsewhere)
             skipped = self._refresh(conn, now, settings, touched)
-            figures = {"refreshed_users": int(touched.size), "joined_users": int(joined.size)}
+            figures = {
+                "refreshed_users": int(touched.size),
+                "joined_users": int(joined.size),
+                "settled_event_users": int(elsewhere.size),
+            }
         if reason is not None:
             skipped = self._load(conn, now, settings)
             figures = {"reloaded": reason}
@@ -161,6 +173,9 @@ class WarmPopulation:
     def _load(self, conn: Any, now: dt.datetime, settings: core.MatchSettings) -> dict[str, int]:
         self._held = None  # let the old population go before the new one is read
         whole_run_at = ledger.last_whole_success(conn, WHOLE_SCOPE_JOBS)
+        # Before the load: an event settled after this is seen by the next refresh.
+        self._event_floor, self._settled = 0, set()
+        self._newly_settled(conn)
         started = self._clock()
         # Digests first: a change after them is caught at publish (see the module).
         guard = population_store.filter_snapshot(conn)
@@ -180,6 +195,27 @@ class WarmPopulation:
         )
         self.loads += 1
         return loaded.skipped
+
+    def _newly_settled(self, conn: Any) -> core.RowArray:
+        """Users named by events settled (by any worker) since the last look, sorted."""
+        recent = event_store.events_after(conn, self._event_floor)
+        users: set[int] = set()
+        settled = set()
+        open_ids = []
+        for event_id, user, other, status in recent:
+            if status not in event_store.TERMINAL_STATUSES:
+                open_ids.append(event_id)
+                continue
+            settled.add(event_id)
+            if event_id not in self._settled:
+                users.add(user)
+                if other is not None:
+                    users.add(other)
+        if recent:
+            # Everything below the oldest open event is settled and seen: move the floor.
+            self._event_floor = (open_ids[0] - 1) if open_ids else recent[-1][0]
+        self._settled = {i for i in settled if i > self._event_floor}
+        return np.asarray(sorted(users), dtype=np.int64)
 
     def _refresh(
         self,

@@ -337,3 +337,19 @@ def backlog(conn: sa.Connection, now: dt.datetime) -> dict[str, float | int | No
         oldest = oldest.replace(tzinfo=dt.UTC)
     age = None if oldest is None else max((now - oldest).total_seconds(), 0.0)
     return {"depth": int(depth), "oldest_pending_age_s": None if age is None else round(age, 1)}
+
+
+TERMINAL_STATUSES = ("done", "coalesced", "dead")
+
+
+def events_after(conn: sa.Connection, floor_id: int) -> list[tuple[int, int, int | None, str]]:
+    """``(id, user_id, other_user_id, status)`` of every event with an id above
+    ``floor_id``, in id order (a primary-key range: the queue's recent part)."""
+    query = (
+        sa.select(events.c.id, events.c.user_id, events.c.other_user_id, events.c.status)
+        .where(events.c.id > int(floor_id))
+        .order_by(events.c.id)
+    )
+    with translate_errors("read recent events"):
+        rows = conn.execute(query).all()
+    return [(int(i), int(u), None if o is None else int(o), str(s)) for i, u, o, s in rows]

@@ -394,3 +394,41 @@ def test_an_idle_worker_loads_and_reloads_outside_any_batch(loaded):
     assert worker.keep_warm(db.engine, config, fresh) is None and fresh.loads == 1
     ticks[0] = 61.0
     assert worker.keep_warm(db.engine, config, held) == "reload_seconds" and held.loads == 2
+
+
+def assert_holds_the_tables(db, held: WarmPopulation, config: config_mod.Config) -> None:
+    """What ``held`` holds equals a whole cold load of the current tables."""
+    settings = core.settings_from_config(config)
+    now = runner.utcnow()
+    with db.engine.connect() as conn:
+        cold_pop, _, _ = core.load_clean(conn, now, settings)
+    warm_pop = held.region(None, now, settings).pop
+    for name in (*PER_USER_FIELDS, "excluded_indptr", "excluded_rows", "interest_ids"):
+        a, b = getattr(warm_pop, name), getattr(cold_pop, name)
+        assert a.shape == b.shape, name
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+
+
+def test_a_worker_re_reads_the_users_of_events_another_worker_settled(
+    db, seed_with_signals, tmp_path
+):
+    """Two replicas: B processes a quiz change, a block and a deactivation; A's next batch
+    re-reads those users too, so what A holds is the tables again."""
+    config = config_for(tmp_path, True)
+    seeded(db, seed_with_signals, config)
+    version = config.algorithm_version
+    held_a, held_b = worker.warm_population(config), worker.warm_population(config)
+    assert held_a is not None and held_b is not None
+    who = pick_users(db, version)
+    # both load first (A's first batch, B's first batch)
+    for held, user in ((held_a, who["quiz"]), (held_b, who["profile"])):
+        event_store.enqueue(db.engine, "profile_updated", user, runner.utcnow())
+        drain(db, config, held)
+    for kind in ("quiz_submitted", "like_created", "user_deactivated"):
+        apply_change(db, kind, who)
+        drain(db, config, held_b)
+    # A's next batch is about somebody else
+    event_store.enqueue(db.engine, "profile_updated", who["profile"], runner.utcnow())
+    drain(db, config, held_a)
+    assert held_a.loads == 1 and held_b.loads == 1
+    assert_holds_the_tables(db, held_a, config)
