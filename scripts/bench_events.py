@@ -33,6 +33,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -399,7 +400,8 @@ def report(
     results: dict[str, dict[str, Any]],
     setup_s: float,
 ) -> str:
-    command = "python scripts/bench_events.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = "python scripts/bench_events.py " + shlex.join(given)
     lines = [
         args.section,
         "",
