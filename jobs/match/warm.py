@@ -173,8 +173,9 @@ class WarmPopulation:
     def _load(self, conn: Any, now: dt.datetime, settings: core.MatchSettings) -> dict[str, int]:
         self._held = None  # let the old population go before the new one is read
         whole_run_at = ledger.last_whole_success(conn, WHOLE_SCOPE_JOBS)
-        # Before the load: an event settled after this is seen by the next refresh.
-        self._event_floor, self._settled = 0, set()
+        # Before the load: an event settled after this is seen by the next refresh (those
+        # settled already are in what the load reads).
+        self._event_floor, self._settled = event_store.settled_floor(conn), set()
         self._newly_settled(conn)
         started = self._clock()
         # Digests first: a change after them is caught at publish (see the module).

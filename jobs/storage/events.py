@@ -353,3 +353,18 @@ def events_after(conn: sa.Connection, floor_id: int) -> list[tuple[int, int, int
     with translate_errors("read recent events"):
         rows = conn.execute(query).all()
     return [(int(i), int(u), None if o is None else int(o), str(s)) for i, u, o, s in rows]
+
+
+def settled_floor(conn: sa.Connection) -> int:
+    """An id at or below which every event is settled: just below the oldest open (pending
+    or processing) event, else the newest id (0 for an empty queue). Both are index reads."""
+    with translate_errors("read the oldest open event"):
+        oldest_open = conn.execute(
+            sa.select(sa.func.min(events.c.id)).where(
+                events.c.status.in_(("pending", "processing"))
+            )
+        ).scalar_one_or_none()
+        if oldest_open is not None:
+            return int(oldest_open) - 1
+        newest = conn.execute(sa.select(sa.func.max(events.c.id))).scalar_one_or_none()
+    return int(newest or 0)

@@ -432,3 +432,24 @@ def test_a_worker_re_reads_the_users_of_events_another_worker_settled(
     drain(db, config, held_a)
     assert held_a.loads == 1 and held_b.loads == 1
     assert_holds_the_tables(db, held_a, config)
+
+
+def test_the_settled_floor_stops_below_the_oldest_open_event(db, load_source):
+    """A reload reads events from the settled floor up, never the whole queue's history."""
+    load_source(users=[(1,), (2,)])
+    with db.engine.connect() as conn:
+        assert event_store.settled_floor(conn) == 0
+    ids = [
+        event_store.enqueue(db.engine, "profile_updated", u, runner.utcnow()) for u in (1, 2, 1)
+    ]
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(schema.events).where(schema.events.c.id == ids[0]).values(status="done")
+        )
+    with db.engine.connect() as conn:
+        assert event_store.settled_floor(conn) == ids[1] - 1
+        assert [e[0] for e in event_store.events_after(conn, ids[1] - 1)] == ids[1:]
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(schema.events).values(status="coalesced"))
+    with db.engine.connect() as conn:
+        assert event_store.settled_floor(conn) == ids[2]
