@@ -439,9 +439,7 @@ def test_the_settled_floor_stops_below_the_oldest_open_event(db, load_source):
     load_source(users=[(1,), (2,)])
     with db.engine.connect() as conn:
         assert event_store.settled_floor(conn) == 0
-    ids = [
-        event_store.enqueue(db.engine, "profile_updated", u, runner.utcnow()) for u in (1, 2, 1)
-    ]
+    ids = [event_store.enqueue(db.engine, "profile_updated", u, runner.utcnow()) for u in (1, 2, 1)]
     with db.engine.begin() as conn:
         conn.execute(
             sa.update(schema.events).where(schema.events.c.id == ids[0]).values(status="done")
