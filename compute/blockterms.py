@@ -239,9 +239,7 @@ class BlockTerms:
             self._neutral[i],
         )
 
-    def _dot(
-        self, s: signals.Signal, i: int, rows: RowArray, q_side: UserFeatures, *, reverse: bool
-    ) -> F32:
+    def _dot(self, s: signals.Signal, i: int, q_side: UserFeatures, *, reverse: bool) -> F32:
         kernel = s.kernel
         assert isinstance(kernel, signals.Dot)
         left = self._dot_spans[(kernel.left, kernel.left_present)]
@@ -254,13 +252,6 @@ class BlockTerms:
         values[~finite] = np.nan
         values[~q_side.raw_ok[:, left[1]], :] = np.nan
         values[:, ~self._c.raw_ok[:, right[1]]] = np.nan
-        if kernel.rate is not None:
-            # The rate is the deciding side's: the candidate's a → b, the row's b → a.
-            rate, rate_ok = signals.rate_values(kernel, self._pop, rows if reverse else self._cands)
-            shape = (-1, 1) if reverse else (1, -1)
-            values = signals.blend_rate(
-                values, rate.astype(np.float32).reshape(shape), rate_ok.reshape(shape)
-            )
         term = np.where(np.isnan(values), np.float32(self._neutral[i]), values)
         term *= np.float32(self._weights[i])
         return term.astype(np.float32, copy=False)
@@ -277,7 +268,7 @@ class BlockTerms:
         if isinstance(kernel, signals.Cosine):
             return self._cosine(s, i, q_side, reverse=False)
         if isinstance(kernel, signals.Dot):
-            return self._dot(s, i, rows, q_side, reverse=False)
+            return self._dot(s, i, q_side, reverse=False)
         if isinstance(kernel, signals.InterestOverlap):
             assert self._dense is not None
             raw = _interest_overlap(self._pop, rows, self._dense, q_side.has_interest)
@@ -325,7 +316,7 @@ class BlockTerms:
                 if isinstance(s.kernel, signals.Cosine):
                     term = self._cosine(s, i, q_side, reverse=reverse)
                 elif isinstance(s.kernel, signals.Dot):
-                    term = self._dot(s, i, rows, q_side, reverse=reverse)
+                    term = self._dot(s, i, q_side, reverse=reverse)
                 else:
                     continue
                 if score is None:

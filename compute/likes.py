@@ -22,21 +22,30 @@ rates shrink towards the same ``g``; a user without decisions has both rates equ
 Taste model (``taste_model``), in the spirit of reciprocal collaborative filtering (Xia et
 al.: people who liked the same people share taste; people liked by the same people share
 appeal). The signed decision matrix ``M`` (deciders × targets) holds ``+1`` for a like,
-``-pass_weight`` for a pass, ``0`` where no decision was made. With its truncated SVD
-``M ≈ U S Vᵀ`` (rank ``dim``) and ``λ = regularisation``::
+``-w`` (``w = pass_weight``) for a pass, ``0`` where no decision was made. A decision's
+expected value when a like has probability ``p`` is ``(1 + w) p − w``. The model is the
+rates' additive estimate ``p_ab = rate_given_a + rate_received_b − g`` (the odds a
+picky viewer says yes, moved by how sought-after the target is), on that scale, plus a
+low-rank correction fitted to what the rates leave unexplained::
 
-    S'       = max(S - λ, 0)                (singular-value soft threshold: the solution of
-                                             least squares plus λ × the nuclear norm)
-    taste_u  = M[u, :] V diag(√S' / S)      (= U √S' for a fitted row)
-    appeal_t = M[:, t]ᵀ U diag(√S' / S)     (= V √S')
+    α_u = (1 + w)(rate_given_u − g/2) − w/2      β_t = (1 + w)(rate_received_t − g/2) − w/2
+    R_ut = M_ut − α_u − β_t  on decided cells (0 elsewhere)
+    R ≈ U S Vᵀ (rank k = dim − 2),  S' = max(S − λ, 0)  (singular-value soft threshold:
+                                     least squares plus λ × the nuclear norm)
+    taste_u  = [R[u, :] V diag(√S' / S),  α_u,  1]
+    appeal_t = [R[:, t]ᵀ U diag(√S' / S), 1,  β_t]
 
-so ``taste_a · appeal_b`` is the low-rank reconstruction of a's decision about b: near 1 for
-a likely like, near ``-pass_weight`` for a likely pass, 0 when the model has nothing to say.
-Both vectors are computed as products of the user's own row (column) of ``M`` with the
-fitted basis, so two users with the same decisions get bit-identical vectors. Components
-are sorted by singular value and each one's sign is fixed (the largest-magnitude entry of
-its ``V`` column is positive), so the basis does not flip between runs; missing rank
-(fewer users than ``dim``, or ``S ≤ λ``) is zero-padded to ``dim``.
+so ``taste_a · appeal_b = α_a + β_b + (low-rank R)_ab`` is the model's estimate of a's
+decision about b: near 1 for a likely like, near ``-w`` for a likely pass. The rates
+(computed here for every decider and target, active or not, exactly as
+:func:`like_behaviour` does) carry who is picky and who is sought after, which a low rank
+cannot hold when the population falls apart into many groups that never meet (each would
+need its own component); the components carry whose taste resembles whose. Both vectors
+are products of the user's own row (column) with the fitted basis, so two users with the
+same decisions get bit-identical vectors. Components are sorted by singular value and each
+one's sign is fixed (the largest-magnitude entry of its ``V`` column is positive), so the
+basis does not flip between runs; missing rank (fewer users than ``k``, or ``S ≤ λ``) is
+zero-padded.
 
 Every valid decision enters the fit, but only users with at least ``min_decisions``
 decisions *given* get a taste vector (``too_few_decisions_given``) and only users with at
@@ -64,6 +73,8 @@ DECISION_ROW_REASONS = ("unknown_kind", "unknown_user", "self_decision", "duplic
 VECTOR_USER_REASONS = ("too_few_decisions_given", "too_few_decisions_received")
 # Up to 4M cells (32 MB as float64) the exact dense SVD is cheaper than ARPACK.
 DENSE_MAX_CELLS = 4_000_000
+# The last two coordinates of every taste and appeal vector carry the like rates.
+RATE_COORDINATES = 2
 # Singular values below this fraction of the largest are rounding noise, not taste.
 _RANK_TOLERANCE = 1e-10
 
@@ -74,8 +85,9 @@ class LikeParams:
 
     Attributes
     ----------
-    dim : int ≥ 1
-        Length of every taste and appeal vector.
+    dim : int ≥ 2
+        Length of every taste and appeal vector: ``dim − 2`` fitted components, then the
+        two coordinates that carry the like rates (module docstring).
     min_decisions : int ≥ 1
         Likes + passes a user must have given (for taste) or received (for appeal).
     prior_weight : float ≥ 0
@@ -93,10 +105,10 @@ class LikeParams:
     regularisation: float
 
     def __post_init__(self) -> None:
-        for name in ("dim", "min_decisions"):
+        for name, least in (("dim", RATE_COORDINATES), ("min_decisions", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be an int ≥ 1; got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+                raise ValueError(f"{name} must be an int ≥ {least}; got {value!r}")
         for name, positive in (
             ("prior_weight", False),
             ("pass_weight", True),
@@ -224,6 +236,21 @@ def _counts(
     return decisions, likes
 
 
+def _global_rate(decisions: Decisions) -> float:
+    """``g``: the share of likes among all likes and passes (0.5 when there are none)."""
+    n_total = len(decisions.is_like)
+    return float(decisions.is_like.sum() / n_total) if n_total else 0.5
+
+
+def _shrunk(
+    likes: npt.NDArray[np.int64], total: npt.NDArray[np.int64], m: float, global_rate: float
+) -> npt.NDArray[np.float64]:
+    """``(likes + m g) / (total + m)``; ``g`` where ``total + m`` is 0 (m = 0, no decision)."""
+    denominators = total + m
+    safe = np.where(denominators > 0, denominators, 1.0)
+    return np.where(denominators > 0, (likes + m * global_rate) / safe, global_rate)
+
+
 def like_behaviour(
     user_ids: npt.NDArray[np.int64], decisions: Decisions, params: LikeParams
 ) -> LikeBehaviour:
@@ -242,26 +269,18 @@ def like_behaviour(
     """
     user_ids = validate.as_ids("user_ids", user_ids)
     validate.check_unique("user_ids", user_ids)
-    n_total = len(decisions.is_like)
-    global_rate = float(decisions.is_like.sum() / n_total) if n_total else 0.5
+    global_rate = _global_rate(decisions)
     given, liked = _counts(user_ids, decisions.user_ids, decisions.is_like)
     received, liked_by = _counts(user_ids, decisions.target_ids, decisions.is_like)
     m = float(params.prior_weight)
-
-    def shrunk(likes: np.ndarray, total: np.ndarray) -> npt.NDArray[np.float64]:
-        # total + m = 0 only when m = 0 and nothing was decided: the prior is all there is.
-        denominators = total + m
-        safe = np.where(denominators > 0, denominators, 1.0)
-        return np.where(denominators > 0, (likes + m * global_rate) / safe, global_rate)
-
     return LikeBehaviour(
         user_ids=user_ids.copy(),
         decisions_given=given,
         likes_given=liked,
         decisions_received=received,
         likes_received=liked_by,
-        rate_given=shrunk(liked, given),
-        rate_received=shrunk(liked_by, received),
+        rate_given=_shrunk(liked, given, m, global_rate),
+        rate_received=_shrunk(liked_by, received, m, global_rate),
         global_rate=global_rate,
         n_blocks=decisions.n_blocks,
     )
@@ -279,7 +298,7 @@ class TasteVectors:
         NaN rows where the user has no such vector (too few decisions); finite otherwise.
     has_taste, has_appeal : (r,) bool
     decisions_given, decisions_received : (r,) int64
-    singular_values : (dim,) float64
+    singular_values : (dim − 2,) float64
         ``S'`` (after the soft threshold), descending, zero-padded.
     skipped : dict[str, int]
         Requested users per reason in ``VECTOR_USER_REASONS`` (a user without either vector
@@ -319,6 +338,31 @@ def signed_matrix(
     matrix.sum_duplicates()
     matrix.sort_indices()
     return matrix, decider_ids.astype(np.int64), target_ids.astype(np.int64)
+
+
+def _rate_residual(
+    matrix: scipy.sparse.csr_array, decisions: Decisions, params: LikeParams
+) -> tuple[scipy.sparse.csr_array, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``(R, α, β)`` of the module docstring for :func:`signed_matrix`'s ``matrix``.
+
+    ``α`` is per matrix row (decider), ``β`` per column (target); ``R`` has ``matrix``'s
+    sparsity pattern (a decided cell the rates predict exactly is an explicit 0).
+    """
+    w = float(params.pass_weight)
+    g = _global_rate(decisions)
+    m = float(params.prior_weight)
+    liked = matrix.data > 0
+    row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    n_rows, n_cols = matrix.shape
+    given = np.bincount(row_of, minlength=n_rows).astype(np.int64)
+    likes_given = np.bincount(row_of[liked], minlength=n_rows).astype(np.int64)
+    received = np.bincount(matrix.indices, minlength=n_cols).astype(np.int64)
+    likes_received = np.bincount(matrix.indices[liked], minlength=n_cols).astype(np.int64)
+    alpha = (1.0 + w) * (_shrunk(likes_given, given, m, g) - g / 2) - w / 2
+    beta = (1.0 + w) * (_shrunk(likes_received, received, m, g) - g / 2) - w / 2
+    residual = matrix.copy()
+    residual.data = matrix.data - alpha[row_of] - beta[matrix.indices]
+    return residual, alpha, beta
 
 
 def _truncated_svd(
@@ -379,21 +423,28 @@ def taste_model(
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy Generator; got {type(rng).__name__}")
     dim = params.dim
+    components = dim - RATE_COORDINATES
     matrix, decider_ids, target_ids = signed_matrix(decisions, params.pass_weight)
-    rank = min(dim, *matrix.shape) if matrix.nnz else 0
-    singular = np.zeros(dim, dtype=np.float64)
+    residual, alpha, beta = _rate_residual(matrix, decisions, params)
+    rank = min(components, *matrix.shape) if matrix.nnz else 0
+    singular = np.zeros(components, dtype=np.float64)
     taste_all = np.zeros((len(decider_ids), dim), dtype=np.float64)
     appeal_all = np.zeros((len(target_ids), dim), dtype=np.float64)
     if rank:
-        u, s, vt = _truncated_svd(matrix, rank, rng, dense_max_cells)
+        u, s, vt = _truncated_svd(residual, rank, rng, dense_max_cells)
         kept = s > max(float(s[0]) * _RANK_TOLERANCE, 0.0)
         shrunk = np.maximum(s - float(params.regularisation), 0.0)
         scale = np.where(kept, np.sqrt(shrunk) / np.where(kept, s, 1.0), 0.0)
         # A direction below the rank tolerance is numerical noise: no vector, no value.
         singular[:rank] = np.where(kept, shrunk, 0.0)
         # Products with the user's own row/column: equal decisions give equal bits.
-        taste_all[:, :rank] = (matrix @ vt.T) * scale
-        appeal_all[:, :rank] = (matrix.T @ u) * scale
+        taste_all[:, :rank] = (residual @ vt.T) * scale
+        appeal_all[:, :rank] = (residual.T @ u) * scale
+    # taste_a · appeal_b gains α_a · 1 + 1 · β_b.
+    taste_all[:, components] = alpha
+    taste_all[:, components + 1] = 1.0
+    appeal_all[:, components] = 1.0
+    appeal_all[:, components + 1] = beta
     given = validate.lookup(decider_ids, user_ids)
     received = validate.lookup(target_ids, user_ids)
     decisions_given = np.zeros(len(user_ids), dtype=np.int64)

@@ -36,11 +36,12 @@ The current signals (a = user, b = candidate):
 * newness:        0.5 ** (max(account_age_days_b, 0) / half_life_days).
   Missing when the account age is NaN.
 * proximity:      exp(−d_km / scale_km). Missing when either has no location.
-* appeal:         (1 + clip(taste_a · appeal_b, −1, 1)) / 2 — how likely a is to like b.
-  Missing when a has no taste or b no appeal vector (the likes job's too-few-decisions).
-* reciprocity:    mean of (1 + clip(taste_b · appeal_a, −1, 1)) / 2 and b's shrunk like
-  rate given — how likely b is to like a back; either alone when the other is missing,
-  missing when both are (b has no row in the likes job's tables).
+* appeal:         (1 + clip(taste_a · appeal_b, −1, 1)) / 2 — how likely a is to like b
+  (the likes job's model: a's like rate given and b's received, plus taste; see
+  ``compute.likes``). Missing when a has no taste or b no appeal vector (too few decisions).
+* reciprocity:    (1 + clip(taste_b · appeal_a, −1, 1)) / 2 — how likely b is to like a
+  back (b's like rate given and a's received, plus b's taste). Missing when b has no taste
+  or a no appeal vector.
 
 Symmetric signals (a cosine of one vector with itself, interests, distance) are computed
 once for both directions; the others are directional (the reverse direction swaps a and b).
@@ -121,22 +122,17 @@ class Dot:
     """⟨left_a, right_b⟩ of two per-user vector fields (not normalized: the likes job's
     taste · appeal is a reconstruction of a's decision about b, its size is the evidence).
 
-    Missing where a ``*_present`` mask is False or the dot is not finite. With ``rate``
-    (a float field of the candidate, present where ``rate_present``), the signal is the
-    mean of the formula's value and the candidate's rate (:func:`blend_rate`): either
-    alone where the other is missing, missing where both are.
+    Missing where a ``*_present`` mask is False or the dot is not finite.
     """
 
     left: str
     right: str
     left_present: str
     right_present: str
-    rate: str | None = None
-    rate_present: str | None = None
 
     @property
     def symmetric(self) -> bool:
-        return self.left == self.right and self.left_present == self.right_present and not self.rate
+        return self.left == self.right and self.left_present == self.right_present
 
 
 @dataclass(frozen=True)
@@ -185,22 +181,6 @@ def half_dot(dot: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
     0 (the model knows nothing) is 0.5."""
     np.clip(dot, -1.0, 1.0, out=dot)
     return half_cosine(dot, params)
-
-
-def blend_rate(
-    values: npt.NDArray[np.floating],
-    rate: npt.NDArray[np.floating],
-    rate_ok: BoolArray,
-) -> npt.NDArray[np.floating]:
-    """Mean of two estimates of one probability, NaN = missing (broadcasting).
-
-    ``values`` (NaN where missing) and ``rate`` where ``rate_ok``: their mean where both
-    are known, the known one where one is, NaN where neither. Keeps ``values``' dtype.
-    """
-    known = ~np.isnan(values)
-    rate = np.where(rate_ok, rate, np.nan).astype(values.dtype, copy=False)
-    both = (values + rate) * values.dtype.type(0.5)
-    return np.where(known & rate_ok, both, np.where(known, values, rate))
 
 
 def clip_unit(value: AnyFloatArray, params: SignalParams) -> AnyFloatArray:
@@ -343,15 +323,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         name="reciprocity",
         key="reciprocity",
-        # b's decision about a: taste_b · appeal_a, i.e. ⟨appeal_a, taste_b⟩, and b's rate.
-        kernel=Dot(
-            "appeal_vectors",
-            "taste_vectors",
-            "has_appeal",
-            "has_taste",
-            rate="like_rate_given",
-            rate_present="has_like_rate",
-        ),
+        # b's decision about a: taste_b · appeal_a, i.e. ⟨appeal_a, taste_b⟩.
+        kernel=Dot("appeal_vectors", "taste_vectors", "has_appeal", "has_taste"),
         formula=half_dot,
         weight=0.20,
         reason_code="likely_mutual",
@@ -400,14 +373,6 @@ def dot_fields() -> tuple[tuple[str, str], ...]:
             seen[(s.kernel.left, s.kernel.left_present)] = None
             seen[(s.kernel.right, s.kernel.right_present)] = None
     return tuple(seen)
-
-
-def rate_values(kernel: Dot, pop: Population, rows: RowArray) -> tuple[FloatArray, BoolArray]:
-    """The rate field of a :class:`Dot` kernel at ``rows`` (float64) and where it is known."""
-    assert kernel.rate is not None
-    rate = np.asarray(getattr(pop, kernel.rate))[rows].astype(np.float64)
-    ok = present_mask(pop, kernel.rate_present, rows) & np.isfinite(rate)
-    return np.clip(np.where(ok, rate, 0.0), 0.0, 1.0), ok
 
 
 def unit_rows(
@@ -584,12 +549,7 @@ def _pair_values(
         right = np.asarray(getattr(pop, kernel.right))[y]
         dots = np.einsum("ij,ij->i", left, right, dtype=np.float64)
         ok = present_mask(pop, kernel.left_present, x) & present_mask(pop, kernel.right_present, y)
-        values, ok = _finish(sig, dots, ok & np.isfinite(dots), params)
-        if kernel.rate is None:
-            return values, ok
-        rate, rate_ok = rate_values(kernel, pop, y)
-        blended = np.asarray(blend_rate(values, rate, rate_ok), dtype=np.float64)  # a view
-        return blended, ~np.isnan(blended)
+        return _finish(sig, dots, ok & np.isfinite(dots), params)
     if isinstance(kernel, InterestOverlap):
         return _finish(sig, shared.overlap.copy(), shared.overlap_ok, params)
     if isinstance(kernel, Distance):

@@ -93,8 +93,9 @@ class RatingJob(_Model):
 class LikeJob(_Model):
     """The likes job (``jobs.signals.likes``): like rates and the taste/appeal model."""
 
-    # Length of every taste and appeal vector.
-    dim: Annotated[int, Field(ge=1, le=256)] = 16
+    # Length of every taste and appeal vector: dim − 2 taste components, then two rate
+    # coordinates (compute.likes).
+    dim: Annotated[int, Field(ge=2, le=256)] = 16
     # Likes + passes a user must have given (taste) or received (appeal) for a vector.
     min_decisions: Annotated[int, Field(ge=1)] = 5
     # Pseudo-decisions at the global like rate in the shrunk like rates.

@@ -78,10 +78,14 @@ def test_rates_and_vectors_by_hand(db, likes_world, likes_config, run_signal_job
     assert rates[10].rate_received == pytest.approx((4 + 2 * g) / 8)
     assert (rates[10].decisions_received, rates[10].likes_received) == (6, 4)
     assert rates[11].rate_given == pytest.approx(g)  # decided nothing: the prior
-    # Vectors: who decided alike has the same bits; who likes no one mirrors who likes all.
+    # Vectors: who decided alike has the same bits; the last two coordinates carry the
+    # rates on the decision scale (pass_weight 1: 2 (rate_given - g/2) - 1/2, then 1).
     assert taste[3].taste == taste[4].taste
     vec = {u: np.frombuffer(taste[u].taste, dtype="<f4") for u in (1, 2, 3)}
-    np.testing.assert_array_equal(vec[2], -vec[1])
+    for u in (1, 2, 3):
+        assert vec[u][1:] == pytest.approx([2 * (rates[u].rate_given - g / 2) - 0.5, 1.0])
+    appeal = np.frombuffer(taste[10].appeal, dtype="<f4")
+    assert appeal[1:] == pytest.approx([1.0, 2 * (rates[10].rate_received - g / 2) - 0.5])
     assert 6 not in taste  # one decision given, none received: no row
     assert taste[10].appeal is not None and taste[10].taste is None
     assert all(taste[u].dim == 3 for u in taste)

@@ -131,10 +131,7 @@ def signals(
     d = distance(pop, a, b)
     out["proximity"] = None if d is None else math.exp(-d / scale_km)
     out["appeal"] = _decision(pop, taste=a, appeal=b)
-    model = _decision(pop, taste=b, appeal=a)
-    rate = float(pop.like_rate_given[b]) if pop.has_like_rate[b] else None
-    known = [x for x in (model, rate) if x is not None]
-    out["reciprocity"] = sum(known) / len(known) if known else None
+    out["reciprocity"] = _decision(pop, taste=b, appeal=a)
     return out
 
 

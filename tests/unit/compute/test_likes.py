@@ -77,7 +77,7 @@ def test_shrunk_rates_by_hand() -> None:
     assert behaviour.likes_received.tolist() == [0, 0, 0, 3, 1, 0]
 
 
-def test_identical_decisions_give_bit_identical_vectors_and_opposites_negate() -> None:
+def test_identical_decisions_give_bit_identical_vectors() -> None:
     found = decisions(WORLD)
     users = np.array([1, 2, 3, 4, 10, 11, 12, 13])
     model = likes.taste_model(users, found, PARAMS, np.random.default_rng(0))
@@ -86,19 +86,66 @@ def test_identical_decisions_give_bit_identical_vectors_and_opposites_negate() -
     assert model.taste[row[3]].tobytes() == model.taste[row[4]].tobytes()
     # Targets 10 and 11 were decided alike by everyone: the same appeal.
     assert model.appeal[row[10]].tobytes() == model.appeal[row[11]].tobytes()
-    # Who likes no one is the mirror image of who likes everyone (pass_weight 1).
-    np.testing.assert_array_equal(model.taste[row[2]], -model.taste[row[1]])
-    # The reconstruction says who likes whom: 1 likes 13, 2 does not, 3 likes 10, not 12.
+    # Who likes everyone and who likes no one differ.
+    assert model.taste[row[1]].tobytes() != model.taste[row[2]].tobytes()
+
+
+def test_the_rate_coordinates_are_the_shrunk_rates_on_the_decision_scale() -> None:
+    found = decisions(WORLD)
+    users = np.array([1, 2, 3, 10, 12])
+    model = likes.taste_model(users, found, PARAMS, np.random.default_rng(0))
+    behaviour = likes.like_behaviour(model.user_ids, found, PARAMS)
+    g = behaviour.global_rate
+    given = model.has_taste
+    received = model.has_appeal
+    # pass_weight 1: alpha = 2 (rate_given - g/2) - 1/2, beta likewise with rate_received.
+    np.testing.assert_allclose(
+        model.taste[given, -2], 2 * (behaviour.rate_given[given] - g / 2) - 0.5, rtol=1e-6
+    )
+    np.testing.assert_array_equal(model.taste[given, -1], 1.0)
+    np.testing.assert_array_equal(model.appeal[received, -2], 1.0)
+    np.testing.assert_allclose(
+        model.appeal[received, -1], 2 * (behaviour.rate_received[received] - g / 2) - 0.5, rtol=1e-6
+    )
+
+
+def test_rates_alone_predict_a_picky_viewer_and_a_sought_after_target() -> None:
+    # dim 2: no component, only the rates: taste_a . appeal_b = 2 (r_a + r_b - g) - 1.
+    rates_only = likes.LikeParams(**{**PARAMS.__dict__, "dim": 2, "prior_weight": 0.0})
+    found = decisions(WORLD)
+    model = likes.taste_model(
+        np.array([1, 2, 3, 10, 13]), found, rates_only, np.random.default_rng(0)
+    )
+    row = {int(u): i for i, u in enumerate(model.user_ids)}
+    assert model.singular_values.shape == (0,)
+
+    def p(a: int, b: int) -> float:
+        return (1.0 + float(model.taste[row[a]] @ model.appeal[row[b]])) / 2.0
+
+    # g = 8/14. Target 10: liked by 1, 3, 4 of 4 (3/4); 13: liked by 1 of 2 (1/2).
+    g = 8 / 14
+    assert p(1, 10) == pytest.approx(1.0 + 3 / 4 - g, abs=1e-6)  # likes everyone
+    assert p(2, 13) == pytest.approx(0.0 + 1 / 2 - g, abs=1e-6)  # likes no one
+    assert p(3, 10) > p(3, 13)  # the more sought-after target
+
+
+def test_full_rank_reconstructs_every_decision() -> None:
+    # 4 components >= the residual's rank (4 deciders), no regularisation: exact.
+    full = likes.LikeParams(**{**PARAMS.__dict__, "dim": 6})
+    found = decisions(WORLD)
+    model = likes.taste_model(
+        np.array([1, 2, 3, 10, 12, 13]), found, full, np.random.default_rng(0)
+    )
+    row = {int(u): i for i, u in enumerate(model.user_ids)}
     score = {
         (a, b): float(model.taste[row[a]] @ model.appeal[row[b]])
         for a in (1, 2, 3)
         for b in (10, 12, 13)
     }
-    assert score[(1, 13)] > 0 > score[(2, 13)]
-    assert score[(3, 10)] > score[(3, 12)]
-    # Full rank (3 distinct decider rows ≤ dim 4), no regularisation: exact reconstruction.
-    assert score[(3, 12)] == pytest.approx(-1.0, abs=1e-6)
-    assert score[(1, 10)] == pytest.approx(1.0, abs=1e-6)
+    assert score[(1, 13)] == pytest.approx(1.0, abs=1e-5)
+    assert score[(2, 13)] == pytest.approx(-1.0, abs=1e-5)
+    assert score[(3, 10)] == pytest.approx(1.0, abs=1e-5)
+    assert score[(3, 12)] == pytest.approx(-1.0, abs=1e-5)
 
 
 def test_too_few_decisions_get_no_vector_and_are_counted() -> None:
@@ -115,12 +162,16 @@ def test_too_few_decisions_get_no_vector_and_are_counted() -> None:
 def test_vectors_are_zero_padded_to_dim_and_regularisation_shrinks_them() -> None:
     found = decisions(WORLD)
     users = np.array([1, 2, 3, 4])
-    plain = likes.taste_model(users, found, PARAMS, np.random.default_rng(0))
-    assert plain.taste.shape == (4, 4) and plain.taste.dtype == np.float32
-    assert plain.singular_values[3] == 0.0  # rank 3: padded
-    strong = likes.LikeParams(**{**PARAMS.__dict__, "regularisation": 1e6})
+    wide = likes.LikeParams(**{**PARAMS.__dict__, "dim": 8})
+    plain = likes.taste_model(users, found, wide, np.random.default_rng(0))
+    assert plain.taste.shape == (4, 8) and plain.taste.dtype == np.float32
+    assert plain.singular_values.shape == (6,)
+    assert plain.singular_values[4:].tolist() == [0.0, 0.0]  # 4 deciders: rank <= 4, padded
+    strong = likes.LikeParams(**{**wide.__dict__, "regularisation": 1e6})
     gone = likes.taste_model(users, found, strong, np.random.default_rng(0))
-    assert not gone.taste.any() and not gone.singular_values.any()
+    assert not gone.taste[:, :-2].any() and not gone.singular_values.any()
+    # The rates stay: regularisation shrinks only what they leave unexplained.
+    np.testing.assert_array_equal(gone.taste[:, -2:], plain.taste[:, -2:])
 
 
 def test_the_sparse_solver_agrees_with_the_dense_one_and_is_deterministic() -> None:
@@ -161,7 +212,7 @@ def test_no_decisions_at_all_gives_no_vectors_and_the_prior() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "error"),
     [
-        ("dim", 0, ValueError),
+        ("dim", 1, ValueError),
         ("min_decisions", 1.5, ValueError),
         ("pass_weight", 0.0, ValueError),
         ("prior_weight", -1.0, ValueError),

@@ -161,9 +161,9 @@ def test_behaviour_signals_give_their_reasons(make_population):
     scored, _, decoded = reasons_of(
         pop, [0], [1], scoring.ScoreParams(reciprocal=False, weights=weights)
     )
-    # appeal = (1 + 0.9) / 2; reciprocity = mean((1 + 1·1) / 2, 0.95) (b likes a back).
+    # appeal = (1 + 0.9) / 2; reciprocity = (1 + 1·1) / 2 (b likes a back).
     assert scored.subscore("appeal")[0] == pytest.approx(0.95)
-    assert scored.subscore("reciprocity")[0] == pytest.approx(0.975)
+    assert scored.subscore("reciprocity")[0] == pytest.approx(1.0)
     codes = [r["code"] for r in decoded[0]]
     assert codes[:2] == ["likely_mutual", "your_type"]
     assert decoded[0][0]["text"] == "Likely to like you back"
