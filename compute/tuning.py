@@ -23,7 +23,11 @@ Choices are made on a *validation* set of rows never fitted on: ``l2`` from a gr
 validation log-loss, then the reciprocal setting (off, or fusion on with one of
 :data:`compute.scoring.FUSIONS`; ``calibrated`` only with the rates) by the validation
 mutual-match AUC of the fused scores, pooled over rows as ``evaluate`` measures it. Ties
-keep the earlier candidate (off first).
+keep the earlier candidate (off first). With both chosen, the model is fitted once more at
+the chosen ``l2`` on the training and the validation rows together (the validation rows
+have done their job; discarding half the decisions would only make the weights noisier):
+the served weights and calibration are that final fit's, the validation figures the
+choosing fit's.
 """
 
 from __future__ import annotations
@@ -189,7 +193,11 @@ class TuneResult:
     ----------
     weights : (n_signals,) float64, ≥ 0, summing to 1 (all 0 when no signal helps)
     fit : LogisticFit
-        The fit at the chosen ``l2`` (with the rates: one more coefficient, γ, last).
+        The final fit, on the training and validation rows at the chosen ``l2`` (with the
+        rates: one more coefficient, γ, last); the weights and calibration are its.
+    choosing_fit : LogisticFit
+        The fit on the training rows alone at the chosen ``l2``: the validation figures
+        are its.
     reciprocal : bool
     fusion : str or None
     calibration : compute.scoring.Calibration or None
@@ -206,6 +214,7 @@ class TuneResult:
 
     weights: FloatArray
     fit: LogisticFit
+    choosing_fit: LogisticFit
     reciprocal: bool
     fusion: str | None
     calibration: scoring.Calibration | None
@@ -241,6 +250,23 @@ def served_scores(
     )
     # float64 in, float64 out: the view only tells the checker.
     return np.asarray(fused, dtype=np.float64)
+
+
+def _served_model(
+    fit: LogisticFit, m: int, rated: bool, default_rate: float
+) -> tuple[FloatArray, scoring.Calibration | None]:
+    """The served weights β / Σ β of ``fit`` and, with the rates, its calibration."""
+    total = float(fit.coefficients[:m].sum())
+    weights = fit.coefficients[:m] / total if total > 0 else np.zeros(m)
+    if not rated or total <= 0:
+        return weights, None
+    calibration = scoring.Calibration(
+        intercept=float(fit.intercept),
+        scale=total,
+        viewer_rate=float(fit.coefficients[m]),
+        default_rate=float(default_rate),
+    )
+    return weights, calibration
 
 
 def tune(
@@ -298,19 +324,8 @@ def tune(
 
     fits = [fit_logistic(x, y, l2) for l2 in l2_grid]
     losses = [log_loss(f.logits(val_x), val_y) for f in fits]
-    best = fits[int(np.nanargmin(losses))]
-    total = float(best.coefficients[:m].sum())
-    weights = best.coefficients[:m] / total if total > 0 else np.zeros(m)
-    calibration = (
-        scoring.Calibration(
-            intercept=float(best.intercept),
-            scale=total,
-            viewer_rate=float(best.coefficients[m]),
-            default_rate=float(default_rate),
-        )
-        if rated and total > 0
-        else None
-    )
+    choosing = fits[int(np.nanargmin(losses))]
+    weights, calibration = _served_model(choosing, m, rated, default_rate)
 
     choices: list[tuple[str, float]] = []
     best_choice: tuple[bool, str | None] = RECIPROCAL_CHOICES[0]
@@ -325,15 +340,22 @@ def tune(
         choices.append((fusion or "off", value))
         if np.isfinite(value) and value > best_auc:
             best_auc, best_choice = value, (reciprocal, fusion)
+    validation_auc_like = ranking_metrics.auc(val_x[:, :m] @ weights, val_y)
+    final = fit_logistic(np.vstack([x, val_x]), np.concatenate([y, val_y]), choosing.l2)
+    final_weights, final_calibration = _served_model(final, m, rated, default_rate)
+    if best_choice[1] == "calibrated" and final_calibration is None:
+        # The final fit weighs no signal: nothing for calibrated fusion to read.
+        best_choice = RECIPROCAL_CHOICES[0]
     return TuneResult(
-        weights=weights,
-        fit=best,
+        weights=final_weights,
+        fit=final,
+        choosing_fit=choosing,
         reciprocal=best_choice[0],
         fusion=best_choice[1],
-        calibration=calibration,
+        calibration=final_calibration,
         l2_log_loss=tuple((f.l2, loss) for f, loss in zip(fits, losses, strict=True)),
         choice_auc_mutual=tuple(choices),
-        validation_auc_like=ranking_metrics.auc(val_x[:, :m] @ weights, val_y),
+        validation_auc_like=validation_auc_like,
         validation_log_loss=float(np.nanmin(losses)),
         n_validation_rows=int(decided.size),
         n_validation_decided=int(decided.sum()),

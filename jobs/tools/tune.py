@@ -16,7 +16,8 @@ The method, on ``evaluate``'s machinery so that nothing it is judged on was fitt
 3. **Inner split.** The visible pairs are split by pair into a training part and a validation
    part (``validation_fraction``). ``compute.tuning.tune`` fits non-negative weights on the
    training rows' likes and picks the L2 strength by validation log-loss, then the
-   reciprocal setting (off / harmonic / geometric / min) by validation mutual-match AUC.
+   reciprocal setting (off / harmonic / geometric / min / calibrated) by validation
+   mutual-match AUC; the served weights are then refitted at that L2 on both parts.
 4. The weights and the reciprocal setting are written as an experiment YAML (merged over
    the base config, like every experiment file) whose header says how it was made.
 5. **Held-out report.** ``evaluate.evaluate`` scores the held-out pairs with the fitted
@@ -405,9 +406,10 @@ def experiment_yaml(
         f"L2 chosen by validation log-loss: {fit.l2:g} ("
         + ", ".join(f"{l2:g}: {_f(loss, 4)}" for l2, loss in result.l2_log_loss)
         + ").",
-        f"Train log-loss {fit.train_log_loss:.4f} on {fit.n_rows} rows ({fit.n_positive} "
-        f"likes), intercept {fit.intercept:.4f}, converged {fit.converged} in "
-        f"{fit.iterations} iterations.",
+        f"Then fitted at that L2 on the fitted and validation rows together (the served "
+        f"weights): train log-loss {fit.train_log_loss:.4f} on {fit.n_rows} rows "
+        f"({fit.n_positive} likes), intercept {fit.intercept:.4f}, converged {fit.converged} "
+        f"in {fit.iterations} iterations.",
         "Coefficients b: "
         + ", ".join(
             f"{s.key} {c:.4f}"
@@ -420,7 +422,7 @@ def experiment_yaml(
         )
         + ".",
         f"Validation ({result.n_validation_rows} rows, {result.n_validation_decided} decided, "
-        f"{result.n_validation_mutual} in mutual pairs): like AUC "
+        f"{result.n_validation_mutual} in mutual pairs; the fitted rows' fit): like AUC "
         f"{_f(result.validation_auc_like)}; mutual-match AUC by reciprocal choice: "
         + ", ".join(f"{label} {_f(v)}" for label, v in result.choice_auc_mutual)
         + f" -> {result.fusion or 'off'}.",

@@ -65,6 +65,13 @@ def test_tune_picks_fusion_when_mutual_likes_need_both_directions():
     assert result.weights.sum() == pytest.approx(1.0)
     assert result.fit.l2 in tuning.DEFAULT_L2_GRID
     assert result.validation_auc_like > 0.7
+    # The choices were made by the training rows' fit; the served weights are the final
+    # fit's, on the training and validation decisions together, at the same l2.
+    assert result.choosing_fit.n_rows == 8_000 and result.fit.n_rows == 12_000
+    assert result.fit.l2 == result.choosing_fit.l2
+    final = result.fit.coefficients
+    np.testing.assert_allclose(result.weights, final / final.sum())
+    assert not np.allclose(final, result.choosing_fit.coefficients)
 
 
 def test_bad_arguments_name_what_is_wrong():
