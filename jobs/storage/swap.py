@@ -127,12 +127,11 @@ def swap_in_stage(
     with translate_errors(f"swap {stage} in for version {version!r}"):
         # Built before any lock: the expensive part of the swap. The definitions are the
         # parent's (schema.match_scores), so ATTACH adopts these instead of building more.
-        # One after the other: each build already runs on parallel workers, and three
-        # builds at once on two cores took 35 % longer.
+        # One after the other: each build already runs on parallel workers, and builds at
+        # once on two cores took 35 % longer.
         conn.exec_driver_sql(
             f'ALTER TABLE "{stage}" ADD PRIMARY KEY (user_id, candidate_id, algorithm_version)'
         )
-        conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (user_id, score DESC)')
         conn.exec_driver_sql(f'CREATE INDEX ON "{stage}" (candidate_id)')
         conn.exec_driver_sql(f'ANALYZE "{stage}"')
     if run_id is not None:
