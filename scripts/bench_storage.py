@@ -38,7 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobs import config as config_mod
-from jobs import runner
+from jobs import pipeline, runner
 from jobs.context import Scope
 from jobs.storage import engine as engine_mod
 from jobs.storage import ledger, migrate, serving
@@ -90,7 +90,9 @@ def prepare(args: argparse.Namespace) -> None:
     # The base stays at the oldest revision a label may run: each label upgrades its clone.
     migrate.upgrade(engine, args.base_revision)
     seed.seed(engine, n_users=args.users, seed=1)
-    for job in ("quiz", "interests", "ratings"):
+    # Every signal job, the likes job included: without it the behaviour subscores are
+    # neutral and the reasons fewer than a real nightly's.
+    for job in pipeline.SIGNAL_JOBS:
         run_job(engine, config, job)
     engine.dispose()
     for label in args.labels:
