@@ -24,8 +24,8 @@ al.: people who liked the same people share taste; people liked by the same peop
 appeal). The signed decision matrix ``M`` (deciders × targets) holds ``+1`` for a like,
 ``-w`` (``w = pass_weight``) for a pass, ``0`` where no decision was made. A decision's
 expected value when a like has probability ``p`` is ``(1 + w) p − w``. The model is the
-rates' additive estimate ``p_ab = rate_given_a + rate_received_b − g`` (the odds a
-picky viewer says yes, moved by how sought-after the target is), on that scale, plus a
+rates' additive estimate ``p_ab = rate_given_a + rate_received_b − g`` (how readily the
+viewer says yes, moved by how sought-after the target is), on that scale, plus a
 low-rank correction fitted to what the rates leave unexplained::
 
     α_u = (1 + w)(rate_given_u − g/2) − w/2      β_t = (1 + w)(rate_received_t − g/2) − w/2

@@ -42,7 +42,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from jobs import config as config_mod
-from jobs import runner
+from jobs import pipeline, runner
 from jobs.context import Scope
 from jobs.match import core as match
 from jobs.storage import engine as engine_mod
@@ -89,7 +89,7 @@ def seed_with_signals(url: str, n_users: int) -> None:
     engine = engine_mod.create_engine(url)
     config = config_mod.load_config()
     seed.seed(engine, n_users=n_users, seed=1)
-    for job in ("quiz", "interests", "ratings"):
+    for job in pipeline.SIGNAL_JOBS:  # the likes job too: behaviour signals as served
         execute(engine, config, job)
     engine.dispose()
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 import yaml
 
 from jobs import config as config_mod
-from jobs import runner
+from jobs import pipeline, runner
 from jobs.context import Scope
 from jobs.storage import engine as engine_mod
 from jobs.storage import faults as fault_store
@@ -105,7 +105,7 @@ def prepare(url: str, workdir: Path, *, n_users: int, seed: int, **sections: Any
     now = dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
         seed_mod.write(conn, seed_mod.generate(n_users, seed, now))
-    for job in ("quiz", "interests", "ratings"):
+    for job in pipeline.SIGNAL_JOBS:  # the likes job too: behaviour signals as served
         runner.execute(
             job,
             runner.job_function(job),
