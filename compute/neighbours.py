@@ -6,17 +6,21 @@ the partitions and when this path is taken); :func:`exact_candidates` and
 
 ``quiz`` and ``interest``: one FAISS index per partition over the L2-normalized
 vectors of members that have one (inner product = cosine). ``IndexFlatIP`` when
-the partition has fewer than ``exact_below`` vectors, else ``IndexIVFFlat`` with
-``nlist = round(nlist_factor · √N)`` trained on an ``rng``-chosen sample with an
-``rng``-derived k-means seed, searched with ``nprobe``.
+the partition has fewer than ``exact_below`` vectors, else (``ann_index``)
+``IndexIVFFlat`` with ``nlist = round(nlist_factor · √N)`` trained on an ``rng``-chosen
+sample with an ``rng``-derived k-means seed, searched with ``nprobe``; or
+``IndexHNSWFlat`` with ``hnsw_m`` links, built with ``ef_construction`` and searched with
+``max(ef_search, fetch)``. An HNSW graph is the same at every build only when FAISS adds
+with one thread (as the Ray actors run); IVF builds are the same with any thread count.
 ``fallback``: for users with neither vector, candidates are ranked by rating
 quality (missing → ``fallback_neutral_quality``), then by newest account, then by
 user id, within the same compatible partitions.
 Per source and user: ask each searched partition for ``f = next_pow2(k + margin +
 n_excluded)`` neighbours, drop ``-1`` ids, apply :func:`compute.filters.mutual_filter`;
 if fewer than ``k + margin`` survive and some partition still has unseen members,
-repeat with ``f · growth``. The union of the sources' lists is then ranked by the
-same exact block scorer (restricted to those pairs) and trimmed to ``top_k + margin``.
+repeat with ``f · growth`` (and IVF ``nprobe · growth``, HNSW ``efSearch ≥ f``). The union
+of the sources' lists is then ranked by the same exact block scorer (restricted to those
+pairs) and trimmed to ``top_k + margin``.
 This path only approximates the exhaustive top K (it misses candidates that are far
 by quiz and interest but win on the other signals); it exists for populations where
 one city's compatible users outgrow dense scoring (≳ 20k per block).
@@ -107,6 +111,11 @@ def _build_index(
         index = faiss.IndexFlatIP(dim)
         index.add(vectors)
         return index
+    if params.ann_index == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = params.ef_construction
+        hnsw.add(vectors)
+        return hnsw
     nlist = max(1, min(n, round(params.nlist_factor * np.sqrt(n))))
     quantizer = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -265,6 +274,13 @@ def _search_source(
                         search_params.nprobe = nprobe
                         extra = {"params": search_params}
                         may_widen = nprobe < index.nlist
+                    elif isinstance(index, faiss.IndexHNSW):
+                        # faiss's bundled stubs omit the HNSW search parameters.
+                        search_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+                        search_params.efSearch = max(params.ef_search, kk)
+                        extra = {"params": search_params}
+                        # A graph walk may return fewer than kk: a deeper one may find more.
+                        may_widen = True
                     sims, ids = index.search(np.ascontiguousarray(unit[q_rows]), kk, **extra)
                 valid = ids >= 0
                 # A -1 means the probed IVF lists ran dry: more only if nprobe can grow.
