@@ -81,10 +81,12 @@ class CandidateParams:
         Candidates for users with neither vector.
     exact_below : int ≥ 1
         Rows whose search partitions hold fewer candidates are ranked exactly (dense
-        scoring of every pair); the others use FAISS neighbour lists. Partitions with fewer
-        vectors use exact ``IndexFlatIP``.
+        scoring of every pair); the others use FAISS neighbour lists.
+    flat_below : int ≥ 1 or None
+        Partitions with fewer vectors are searched exactly (``IndexFlatIP``); None = the
+        ``exact_below`` figure.
     ann_index : {"ivf", "hnsw"}
-        The approximate index of partitions with ``exact_below`` vectors or more:
+        The approximate index of partitions with ``flat_below`` vectors or more:
         ``IndexIVFFlat`` (``nlist_factor``, ``nprobe``) or ``IndexHNSWFlat`` (``hnsw_m``,
         ``ef_construction``, ``ef_search``).
     nlist_factor : float > 0
@@ -116,6 +118,7 @@ class CandidateParams:
     k_interest: int = 200
     k_fallback: int = 200
     exact_below: int = 100_000
+    flat_below: int | None = None
     nlist_factor: float = 4.0
     nprobe: int = 64
     train_points_per_list: int = 64
@@ -147,6 +150,10 @@ class CandidateParams:
             value = getattr(self, name)
             if not isinstance(value, int) or not ok:
                 raise ValueError(f"{name} must be an int in its documented range; got {value!r}")
+        if self.flat_below is not None and not (
+            isinstance(self.flat_below, int) and self.flat_below >= 1
+        ):
+            raise ValueError(f"flat_below must be None or an int >= 1; got {self.flat_below!r}")
         if self.ann_index not in ANN_INDEXES:
             raise ValueError(f"ann_index must be one of {ANN_INDEXES}; got {self.ann_index!r}")
         if not self.nlist_factor > 0:

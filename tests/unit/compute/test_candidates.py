@@ -395,6 +395,22 @@ def test_reach_counts_decide_the_path(make_random_population):
     assert (reach[np.setdiff1d(rows, exact_rows)] >= params.exact_below).sum() > 0
 
 
+def test_flat_below_keeps_small_partitions_exact_on_the_faiss_path(make_random_population):
+    pop = make_random_population(600, np.random.default_rng(23), p_no_location=1.0)
+    params = candidates.CandidateParams(
+        k_quiz=20, k_interest=20, k_fallback=10, exact_below=1, flat_below=10**6, nprobe=1
+    )
+    rows = np.arange(pop.n_users)
+    pool, indexes = generate(pop, params)
+    quiz = [ix for ix in indexes.source("quiz").indexes if ix is not None]
+    assert quiz and all(isinstance(ix, candidates.faiss.IndexFlatIP) for ix in quiz)
+    assert pool.source_counts["block"] == 0  # every row took the neighbour lists
+    exact_ids, _ = candidates.exact_candidates(pop, rows, "quiz", 20)
+    assert candidates.recall_at_k(pool.source_table("quiz", 20), exact_ids) == 1.0
+    with pytest.raises(ValueError, match="flat_below"):
+        candidates.CandidateParams(flat_below=0)
+
+
 def test_ann_index_must_be_known():
     with pytest.raises(ValueError, match="ann_index must be one of"):
         candidates.CandidateParams(ann_index="lsh")
