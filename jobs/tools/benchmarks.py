@@ -32,7 +32,8 @@ def replace_subsection(path: Path, heading: str, intro: str, subheading: str, bo
     found = pattern.search(text)
     section = found.group(0) if found else f"{heading}\n\n{intro.strip()}\n"
     parts = re.split(r"^(?=### )", section, flags=re.MULTILINE)
-    head, subsections = parts[0], {p.splitlines()[0]: p for p in parts[1:]}
+    head = parts[0]
+    subsections = {p.splitlines()[0]: p.rstrip("\n") + "\n\n" for p in parts[1:]}
     subsections[subheading] = body.rstrip("\n") + "\n\n"
     ordered = [subsections[key] for key in sorted(subsections, key=_subsection_key)]
     new_section = head.rstrip("\n") + "\n\n" + "".join(ordered)
