@@ -22,8 +22,9 @@ Exact blocked ranking (the default path)
     ``top_k + margin`` per row (score desc, candidate user id asc).
     ``compute.scoring.score_pairs`` then scores those pairs exactly and keeps the top K:
     that top K is the exhaustive top K over every filter-passing candidate. With the
-    seeded 100k population (20 cities, 1° cells) every block is exact (≈ 4–15k
-    candidates).
+    seeded 100k populations (realistic or dense cities, 1° cells) every block is exact
+    (reach ≤ ~7k candidates); BENCHMARKS.md "Candidate generation" measured it faster than
+    the FAISS lists at every reach, and the only path meeting recall 0.98.
 
 FAISS neighbour lists (rows reaching ``exact_below`` candidates or more)
     :mod:`compute.neighbours`: per-partition FAISS indexes over quiz and interest vectors
@@ -117,7 +118,7 @@ class CandidateParams:
     k_quiz: int = 200
     k_interest: int = 200
     k_fallback: int = 200
-    exact_below: int = 100_000
+    exact_below: int = 1_000_000
     flat_below: int | None = None
     nlist_factor: float = 4.0
     nprobe: int = 64
