@@ -22,8 +22,9 @@ Exact blocked ranking (the default path)
     ``top_k + margin`` per row (score desc, candidate user id asc).
     ``compute.scoring.score_pairs`` then scores those pairs exactly and keeps the top K:
     that top K is the exhaustive top K over every filter-passing candidate. With the
-    seeded 100k population (20 cities, 1° cells) every block is exact (≈ 4–15k
-    candidates).
+    seeded 100k populations (realistic or dense cities, 1° cells) every block is exact
+    (reach ≤ ~7k candidates); BENCHMARKS.md "Candidate generation" measured it faster than
+    the FAISS lists at every reach, and the only path meeting recall 0.98.
 
 FAISS neighbour lists (rows reaching ``exact_below`` candidates or more)
     :mod:`compute.neighbours`: per-partition FAISS indexes over quiz and interest vectors
@@ -58,6 +59,7 @@ from compute.neighbours import recall_at_k as recall_at_k
 from compute.population import Population
 
 SOURCES: tuple[str, ...] = ("quiz", "interest", "fallback", "block")
+ANN_INDEXES: tuple[str, ...] = ("ivf", "hnsw")
 SOURCE_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(SOURCES)}
 _NO_CELL = -1
 _CELL_SPAN = 1 << 40
@@ -80,14 +82,25 @@ class CandidateParams:
         Candidates for users with neither vector.
     exact_below : int ≥ 1
         Rows whose search partitions hold fewer candidates are ranked exactly (dense
-        scoring of every pair); the others use FAISS neighbour lists. Partitions with fewer
-        vectors use exact ``IndexFlatIP``.
+        scoring of every pair); the others use FAISS neighbour lists.
+    flat_below : int ≥ 1 or None
+        Partitions with fewer vectors are searched exactly (``IndexFlatIP``); None = the
+        ``exact_below`` figure.
+    ann_index : {"ivf", "hnsw"}
+        The approximate index of partitions with ``flat_below`` vectors or more:
+        ``IndexIVFFlat`` (``nlist_factor``, ``nprobe``) or ``IndexHNSWFlat`` (``hnsw_m``,
+        ``ef_construction``, ``ef_search``).
     nlist_factor : float > 0
         IVF lists = round(nlist_factor · √N), at least 1.
     nprobe : int ≥ 1
         IVF lists probed per query.
     train_points_per_list : int ≥ 1
         IVF training sample size = min(N, train_points_per_list · nlist).
+    hnsw_m : int ≥ 2
+        HNSW links per node.
+    ef_construction, ef_search : int ≥ 1
+        HNSW candidate-list depth while building and while searching (a search of k
+        neighbours uses ``max(ef_search, k)``).
     margin : int ≥ 0
         Pairs kept per user beyond ``top_k`` (block scores are float32; the margin keeps
         ``score_pairs``' exact top K inside the pool), and extra FAISS survivors required
@@ -105,10 +118,15 @@ class CandidateParams:
     k_quiz: int = 200
     k_interest: int = 200
     k_fallback: int = 200
-    exact_below: int = 100_000
+    exact_below: int = 1_000_000
+    flat_below: int | None = None
     nlist_factor: float = 4.0
     nprobe: int = 64
     train_points_per_list: int = 64
+    ann_index: str = "ivf"
+    hnsw_m: int = 32
+    ef_construction: int = 40
+    ef_search: int = 64
     margin: int = 16
     growth: int = 4
     age_band_years: int | None = 5
@@ -123,6 +141,9 @@ class CandidateParams:
             "exact_below": self.exact_below >= 1,
             "nprobe": self.nprobe >= 1,
             "train_points_per_list": self.train_points_per_list >= 1,
+            "hnsw_m": self.hnsw_m >= 2,
+            "ef_construction": self.ef_construction >= 1,
+            "ef_search": self.ef_search >= 1,
             "margin": self.margin >= 0,
             "growth": self.growth >= 2,
         }
@@ -130,6 +151,12 @@ class CandidateParams:
             value = getattr(self, name)
             if not isinstance(value, int) or not ok:
                 raise ValueError(f"{name} must be an int in its documented range; got {value!r}")
+        if self.flat_below is not None and not (
+            isinstance(self.flat_below, int) and self.flat_below >= 1
+        ):
+            raise ValueError(f"flat_below must be None or an int >= 1; got {self.flat_below!r}")
+        if self.ann_index not in ANN_INDEXES:
+            raise ValueError(f"ann_index must be one of {ANN_INDEXES}; got {self.ann_index!r}")
         if not self.nlist_factor > 0:
             raise ValueError(f"nlist_factor must be > 0; got {self.nlist_factor!r}")
         if self.age_band_years is not None and not (
@@ -416,6 +443,30 @@ def _search_mask(
     reach = np.minimum(limit[:, None], indexes.partition_max_distance_km[located][None, :])
     mask[:, located] &= bound <= reach
     return mask
+
+
+def reach_counts(
+    pop: Population,
+    indexes: CandidateIndexes,
+    query_rows: npt.ArrayLike,
+    filter_params: filters.FilterParams | None = None,
+) -> RowArray:
+    """(q,) int64: candidates in the partitions each query row searches.
+
+    What :func:`generate_candidates` compares with ``CandidateParams.exact_below`` to choose
+    a row's path (exact blocked ranking below it, FAISS lists from it on).
+    """
+    filter_params = filter_params or filters.FilterParams()
+    rows = np.asarray(query_rows, dtype=np.int64)
+    member_counts = np.diff(indexes.source("fallback").member_indptr)
+    reach = np.zeros(rows.size, dtype=np.int64)
+    # Chunked: the (q, P) mask of a whole population would be rows × partitions bytes.
+    step = max(1, (1 << 24) // max(indexes.n_partitions, 1))
+    for start in range(0, rows.size, step):
+        chunk = rows[start : start + step]
+        mask = _search_mask(pop, indexes, chunk, filter_params)
+        reach[start : start + step] = mask.astype(np.int64) @ member_counts
+    return reach
 
 
 def _block_members(indexes: CandidateIndexes, partitions: RowArray) -> RowArray:

@@ -6,17 +6,22 @@ the partitions and when this path is taken); :func:`exact_candidates` and
 
 ``quiz`` and ``interest``: one FAISS index per partition over the L2-normalized
 vectors of members that have one (inner product = cosine). ``IndexFlatIP`` when
-the partition has fewer than ``exact_below`` vectors, else ``IndexIVFFlat`` with
-``nlist = round(nlist_factor · √N)`` trained on an ``rng``-chosen sample with an
-``rng``-derived k-means seed, searched with ``nprobe``.
+the partition has fewer than ``flat_below`` (default ``exact_below``) vectors, else
+(``ann_index``)
+``IndexIVFFlat`` with ``nlist = round(nlist_factor · √N)`` trained on an ``rng``-chosen
+sample with an ``rng``-derived k-means seed, searched with ``nprobe``; or
+``IndexHNSWFlat`` with ``hnsw_m`` links, built with ``ef_construction`` and searched with
+``max(ef_search, fetch)``. An HNSW graph is the same at every build only when FAISS adds
+with one thread (as the Ray actors run); IVF builds are the same with any thread count.
 ``fallback``: for users with neither vector, candidates are ranked by rating
 quality (missing → ``fallback_neutral_quality``), then by newest account, then by
 user id, within the same compatible partitions.
 Per source and user: ask each searched partition for ``f = next_pow2(k + margin +
 n_excluded)`` neighbours, drop ``-1`` ids, apply :func:`compute.filters.mutual_filter`;
 if fewer than ``k + margin`` survive and some partition still has unseen members,
-repeat with ``f · growth``. The union of the sources' lists is then ranked by the
-same exact block scorer (restricted to those pairs) and trimmed to ``top_k + margin``.
+repeat with ``f · growth`` (and IVF ``nprobe · growth``, HNSW ``efSearch ≥ f``). The union
+of the sources' lists is then ranked by the same exact block scorer (restricted to those
+pairs) and trimmed to ``top_k + margin``.
 This path only approximates the exhaustive top K (it misses candidates that are far
 by quiz and interest but win on the other signals); it exists for populations where
 one city's compatible users outgrow dense scoring (≳ 20k per block).
@@ -103,10 +108,15 @@ def _build_index(
     vectors: npt.NDArray[np.float32], params: CandidateParams, rng: np.random.Generator
 ) -> Any:
     n, dim = vectors.shape
-    if n < params.exact_below:
+    if n < (params.exact_below if params.flat_below is None else params.flat_below):
         index = faiss.IndexFlatIP(dim)
         index.add(vectors)
         return index
+    if params.ann_index == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = params.ef_construction
+        hnsw.add(vectors)
+        return hnsw
     nlist = max(1, min(n, round(params.nlist_factor * np.sqrt(n))))
     quantizer = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -237,7 +247,10 @@ def _search_source(
         # Best possible similarity of any member not yet fetched, per pending query
         # (-inf once every searched partition is exhausted).
         bound = np.full(pending.size, -np.inf)
-        for p in np.flatnonzero(partition_sizes > 0):
+        # Only partitions some pending query searches: a loop over all of them cost
+        # O(partitions) Python steps per query group, seconds per shard at 30k partitions.
+        searched = (partition_sizes > 0) & search_mask[pending].any(axis=0)
+        for p in np.flatnonzero(searched):
             local = np.flatnonzero(search_mask[pending, p])
             if local.size == 0:
                 continue
@@ -265,6 +278,13 @@ def _search_source(
                         search_params.nprobe = nprobe
                         extra = {"params": search_params}
                         may_widen = nprobe < index.nlist
+                    elif isinstance(index, faiss.IndexHNSW):
+                        # faiss's bundled stubs omit the HNSW search parameters.
+                        search_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+                        search_params.efSearch = max(params.ef_search, kk)
+                        extra = {"params": search_params}
+                        # A graph walk may return fewer than kk: a deeper one may find more.
+                        may_widen = True
                     sims, ids = index.search(np.ascontiguousarray(unit[q_rows]), kk, **extra)
                 valid = ids >= 0
                 # A -1 means the probed IVF lists ran dry: more only if nprobe can grow.

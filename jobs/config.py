@@ -131,7 +131,7 @@ class Candidates(_Model):
     interest_k: Annotated[int, Field(ge=1)] = 200
     # Users with neither vector: best-rated, newest compatible users.
     fallback_k: Annotated[int, Field(ge=0)] = 200
-    exact_below: Annotated[int, Field(ge=1)] = 100000
+    exact_below: Annotated[int, Field(ge=1)] = 1_000_000
     nlist_factor: Annotated[float, Field(gt=0)] = 4.0  # IVF lists = nlist_factor * sqrt(N)
     nprobe: Annotated[int, Field(ge=1)] = 64
     train_points_per_list: Annotated[int, Field(ge=1)] = 64

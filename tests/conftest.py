@@ -222,8 +222,10 @@ def ray_cluster() -> Iterator[None]:
 
 @pytest.fixture
 def seed_with_signals():
-    """``seed_with_signals(db, n_users, seed, now, config=None)``: a seeded population whose
-    signal tables the three signal jobs have written (through the runner, clock ``now``)."""
+    """``seed_with_signals(db, n_users, seed, now, config=None, cities="dense")``: a seeded
+    population whose signal tables the three signal jobs have written (through the runner,
+    clock ``now``). Dense cities by default: these tests' few hundred users were sized for
+    20 cities (row counts, shard counts, coverage), not for a map of many places."""
     import datetime as dt
 
     from jobs import runner
@@ -231,11 +233,16 @@ def seed_with_signals():
     from jobs.tools import seed as seed_mod
 
     def build(
-        db: Db, n_users: int, seed: int, now: dt.datetime, config: config_mod.Config | None = None
+        db: Db,
+        n_users: int,
+        seed: int,
+        now: dt.datetime,
+        config: config_mod.Config | None = None,
+        cities: str = "dense",
     ) -> config_mod.Config:
         config = config or config_mod.load_config()
         with db.engine.begin() as conn:
-            seed_mod.write(conn, seed_mod.generate(n_users, seed, now))
+            seed_mod.write(conn, seed_mod.generate(n_users, seed, now, cities))
         for job in ("quiz", "interests", "ratings"):
             runner.execute(
                 job,

@@ -40,12 +40,18 @@ def cmd_seed(env: cli.Env) -> int:
     args = env.args
     now = cli.parse_now(args.now) if args.now else seed_mod.DEFAULT_NOW
     result = seed_mod.seed(
-        env.engine, n_users=args.users, seed=args.seed, now=now, replace=args.replace
+        env.engine,
+        n_users=args.users,
+        seed=args.seed,
+        now=now,
+        replace=args.replace,
+        cities=args.cities,
     )
     total = sum(result.rows.values())
     seconds = result.generate_seconds + result.write_seconds
     summary = (
-        f"seeded {result.n_users} users (seed {result.seed}, now {now.isoformat()}): "
+        f"seeded {result.n_users} users (seed {result.seed}, {result.cities} cities, "
+        f"now {now.isoformat()}): "
         f"{total} rows in {seconds:.1f}s — "
         + ", ".join(f"{name} {rows}" for name, rows in result.rows.items())
     )
@@ -75,13 +81,21 @@ def define_seed(seed: argparse.ArgumentParser) -> cli.Handler:
 
     seed.description = (
         "Generate N users with quiz answers, interests, ratings and likes "
-        "(same --users, --seed and --now give identical rows) and write them in one "
+        "(same --users, --seed, --cities and --now give identical rows) and write them in one "
         "transaction."
     )
     seed.add_argument(
         "--users", type=positive_int, required=True, metavar="N", help="number of users (≥ 1)"
     )
     seed.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    seed.add_argument(
+        "--cities",
+        choices=seed_mod.CITY_LAYOUTS,
+        default=seed_mod.DEFAULT_CITIES,
+        help="where users live: realistic = 1,000 places with heavy-tailed sizes (the "
+        "biggest ~8%%), dense = 20 big cities (the biggest ~24%%) (default "
+        f"{seed_mod.DEFAULT_CITIES})",
+    )
     seed.add_argument(
         "--now",
         metavar="TIME",

@@ -1,6 +1,6 @@
 """A deterministic synthetic population with real structure, for demos, tests and benchmarks.
 
-``generate(n_users, seed, now)`` is pure numpy → pandas (randomness only from
+``generate(n_users, seed, now, cities)`` is pure numpy → pandas (randomness only from
 ``np.random.default_rng(seed)``; same arguments, identical frames); ``write(conn, frames)``
 appends the frames to the source tables in the caller's transaction. ``seed(engine, ...)`` is
 what ``matchjobs seed`` runs.
@@ -16,7 +16,14 @@ The latent model (kept in :class:`Latent` so tests and evaluations can check aga
 - Each profile has a latent quality per rating dimension (a shared "general" factor plus a
   per-dimension one, z-scale); each rater has a bias (harsh/generous, rating points), a taste
   (weights over the dimensions, summing to 1) and a generosity in liking.
-- Users meet people in their own city whose gender they seek; most of those would pass the
+- Where users live (:func:`city_layout`): ``realistic`` (the default) spreads them over
+  up to 1,000 places (from 50,000 users on; fewer for a smaller population), 50 real US
+  metros and the towns around them, with Zipf sizes by rank, so the biggest holds ~8 %;
+  ``dense`` is the earlier layout, 20 big US cities with Zipf
+  exponent 0.9, the biggest holding ~24 % (the dense metropolis that candidate generation
+  must also survive).
+- Users meet people of their region (a metro and its towns) whose gender they seek; most of
+  those would pass the
   match job's hard filters (both directions), a few do not. Likes/passes/blocks follow
   :func:`like_probability`; some of the people one liked (fewer one passed) were then met and
   rated.
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 
@@ -90,6 +98,137 @@ MEET_AFTER_PASS = 0.15
 RATING_MISSING = (0.02, 0.02, 0.02, 0.02, 0.07, 0.12)  # per dimension, share left unrated
 
 
+# ------------------------------------------------------------------------------ where users live
+
+CITY_LAYOUTS = ("realistic", "dense")
+DEFAULT_CITIES = "realistic"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CityLayout:
+    """The places users live in, biggest first (row ``i`` = ``Latent.home_city`` ``i``).
+
+    names : tuple[str, ...] — what ``users.city`` holds, unique
+    lat, lon : (P,) float64 — centre of each place
+    shares : (P,) float64 — P(a user lives there); sums to 1
+    jitter_km : (P,) float64 — users live within this distance of the centre
+    region : (P,) int64 — the metro a place belongs to (people of one region meet)
+    """
+
+    name: str
+    names: tuple[str, ...]
+    lat: FloatArray
+    lon: FloatArray
+    shares: FloatArray
+    jitter_km: FloatArray
+    region: IntArray
+
+    @property
+    def n_places(self) -> int:
+        return len(self.names)
+
+
+def city_layout(name: str, n_users: int) -> CityLayout:
+    """The layout called ``name`` (one of :data:`CITY_LAYOUTS`) for ``n_users``; seed-free.
+
+    ``dense``: the 20 US cities of ``catalogues.CITIES``, Zipf(0.9) sizes (the biggest holds
+    ~24 % of users), 15 km radius each, every city its own region.
+    ``realistic``: the biggest ``clip(n_users // USERS_PER_PLACE, MIN_PLACES, N_PLACES)``
+    places of one map of ``catalogues.N_PLACES``, with Zipf(``PLACE_ZIPF_EXPONENT``) sizes by
+    rank: the real metros of ``catalogues.METROS`` first, then towns drawn from
+    ``PLACES_SEED`` around a uniformly chosen metro (their region), named after it. From
+    50,000 users on, all 1,000 places are used and the biggest holds ~8 %; a smaller
+    population lives in fewer places (a young app is not yet everywhere, and 200 users over
+    1,000 places would have almost nobody within reach).
+    """
+    if name == "realistic":
+        n_places = int(
+            np.clip(
+                n_users // catalogues.USERS_PER_PLACE,
+                catalogues.MIN_PLACES,
+                catalogues.N_PLACES,
+            )
+        )
+        return _layout(name, n_places)
+    return _layout(name, 0)
+
+
+@functools.cache
+def _layout(name: str, n_places: int) -> CityLayout:
+    if name == "dense":
+        ranks = np.arange(1, len(catalogues.CITIES) + 1, dtype=np.float64)
+        city_p = ranks**-catalogues.CITY_ZIPF_EXPONENT
+        layout = CityLayout(
+            name=name,
+            names=tuple(c[0] for c in catalogues.CITIES),
+            lat=np.asarray([c[1] for c in catalogues.CITIES]),
+            lon=np.asarray([c[2] for c in catalogues.CITIES]),
+            shares=city_p / city_p.sum(),
+            jitter_km=np.full(len(catalogues.CITIES), catalogues.CITY_JITTER_KM),
+            region=np.arange(len(catalogues.CITIES), dtype=np.int64),
+        )
+    elif name == "realistic":
+        full = _realistic_layout()
+        shares = full.shares[:n_places] / full.shares[:n_places].sum()
+        layout = dataclasses.replace(
+            full,
+            names=full.names[:n_places],
+            lat=full.lat[:n_places],
+            lon=full.lon[:n_places],
+            shares=shares,
+            jitter_km=full.jitter_km[:n_places],
+            region=full.region[:n_places],
+        )
+    else:
+        raise ValueError(f"cities must be one of {CITY_LAYOUTS}; got {name!r}")
+    for array in (layout.lat, layout.lon, layout.shares, layout.jitter_km, layout.region):
+        array.setflags(write=False)  # cached and shared: nobody may change the map
+    return layout
+
+
+@functools.cache
+def _realistic_layout() -> CityLayout:
+    rng = np.random.default_rng(catalogues.PLACES_SEED)
+    metros = catalogues.METROS
+    n_metros, n_towns = len(metros), catalogues.N_PLACES - len(metros)
+    metro_lat = np.asarray([m[1] for m in metros])
+    metro_lon = np.asarray([m[2] for m in metros])
+    town_region = rng.integers(0, n_metros, n_towns).astype(np.int64)
+    distance = rng.uniform(*catalogues.TOWN_DISTANCE_KM, n_towns)
+    bearing = rng.uniform(0.0, 2 * np.pi, n_towns)
+    centre_lat = metro_lat[town_region]
+    town_lat = centre_lat + distance * np.cos(bearing) / 111.32
+    town_lon = metro_lon[town_region] + distance * np.sin(bearing) / (
+        111.32 * np.cos(np.radians(centre_lat))
+    )
+    stems = [p + s for p in catalogues.TOWN_PREFIXES for s in catalogues.TOWN_SUFFIXES]
+    stem_order = [rng.permutation(len(stems)) for _ in range(n_metros)]
+    seen = np.zeros(n_metros, dtype=np.int64)
+    town_names = []
+    for region in town_region:
+        stem = stems[stem_order[region][seen[region] % len(stems)]]
+        town_names.append(f"{stem} ({metros[region][0]})")
+        seen[region] += 1
+    ranks = np.arange(1, catalogues.N_PLACES + 1, dtype=np.float64)
+    place_p = ranks**-catalogues.PLACE_ZIPF_EXPONENT
+    shares = place_p / place_p.sum()
+    # Bigger places spread wider: the radius follows the fourth root of the size.
+    jitter = np.clip(
+        catalogues.CITY_JITTER_KM * (shares / shares[0]) ** 0.25,
+        catalogues.MIN_PLACE_JITTER_KM,
+        catalogues.CITY_JITTER_KM,
+    )
+    return CityLayout(
+        name="realistic",
+        names=tuple(m[0] for m in metros) + tuple(town_names),
+        lat=np.concatenate([metro_lat, town_lat]),
+        lon=np.concatenate([metro_lon, town_lon]),
+        shares=shares,
+        jitter_km=jitter,
+        region=np.concatenate([np.arange(n_metros, dtype=np.int64), town_region]),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Latent:
     """The hidden truth behind a generated population (row ``i`` = user id ``i + 1``).
@@ -102,7 +241,7 @@ class Latent:
     rater_bias : (n,) float64 — added to every rating the user gives, in rating points
     taste : (n, 6) float64 — weight of each dimension in the user's likes; rows sum to 1
     generosity : (n,) float64 — added to the user's like logit
-    home_city : (n,) int64 — index into catalogues.CITIES (also for users without a location)
+    home_city : (n,) int64 — index into the layout's places (also for users without a location)
     """
 
     user_types: IntArray
@@ -155,14 +294,19 @@ def block_probability(p_like: FloatArray) -> FloatArray:
 # ------------------------------------------------------------------------------ generation
 
 
-def generate(n_users: int, seed: int, now: dt.datetime) -> dict[str, pd.DataFrame]:
-    """Source-table frames for a population of ``n_users`` (ids 1..n), keyed by table name."""
-    frames, _ = generate_with_latent(n_users, seed, now)
+def generate(
+    n_users: int, seed: int, now: dt.datetime, cities: str = DEFAULT_CITIES
+) -> dict[str, pd.DataFrame]:
+    """Source-table frames for a population of ``n_users`` (ids 1..n), keyed by table name.
+
+    ``cities`` names the layout of where users live (:data:`CITY_LAYOUTS`).
+    """
+    frames, _ = generate_with_latent(n_users, seed, now, cities)
     return frames
 
 
 def generate_with_latent(
-    n_users: int, seed: int, now: dt.datetime
+    n_users: int, seed: int, now: dt.datetime, cities: str = DEFAULT_CITIES
 ) -> tuple[dict[str, pd.DataFrame], Latent]:
     """Like :func:`generate`, and also the latent truth the rows were drawn from."""
     if n_users < 1:
@@ -170,11 +314,12 @@ def generate_with_latent(
     if now.tzinfo is None:
         raise ValueError(f"now must be timezone-aware (UTC); got naive {now!r}")
     started = time.perf_counter()
+    layout = city_layout(cities, n_users)
     rng = np.random.default_rng(seed)
     now_s = int(now.timestamp())
 
     types = _types(rng)
-    users, people = _users(rng, n_users, now_s)
+    users, people = _users(rng, n_users, now_s, layout)
     user_types = rng.choice(N_TYPES, size=n_users, p=types.shares).astype(np.int64)
     quiz_questions, quiz_answers = _quiz(rng, user_types, types.profiles, people, now_s)
     subjects, interests, user_interests = _interests(rng, user_types, types.subject_prefs, people)
@@ -255,6 +400,8 @@ class _People:
     lat: FloatArray  # NaN = no location
     lon: FloatArray
     home_city: IntArray
+    region: IntArray  # who may be shown to whom: people of one region meet
+    n_regions: int
     created_s: IntArray
     last_active_s: IntArray
 
@@ -263,7 +410,9 @@ def _timestamps(seconds: IntArray) -> pd.Series:
     return pd.Series(seconds.astype("datetime64[s]")).dt.tz_localize("UTC")
 
 
-def _users(rng: np.random.Generator, n: int, now_s: int) -> tuple[pd.DataFrame, _People]:
+def _users(
+    rng: np.random.Generator, n: int, now_s: int, layout: CityLayout
+) -> tuple[pd.DataFrame, _People]:
     ids = np.arange(1, n + 1, dtype=np.int64)
     gender = rng.choice(3, size=n, p=GENDER_SHARES).astype(np.int64)
     seeking = np.zeros(n, dtype=np.int64)
@@ -285,14 +434,10 @@ def _users(rng: np.random.Generator, n: int, now_s: int) -> tuple[pd.DataFrame, 
     max_distance = rng.choice(np.asarray(MAX_DISTANCE_CHOICES), size=n, p=MAX_DISTANCE_SHARES)
     max_distance[rng.random(n) < NULL_MAX_DISTANCE_SHARE] = np.nan
 
-    ranks = np.arange(1, len(catalogues.CITIES) + 1, dtype=np.float64)
-    city_p = ranks**-catalogues.CITY_ZIPF_EXPONENT
-    home_city = rng.choice(len(catalogues.CITIES), size=n, p=city_p / city_p.sum()).astype(np.int64)
-    centres = np.asarray([(c[1], c[2]) for c in catalogues.CITIES])
-    radius = np.minimum(
-        np.abs(rng.normal(0.0, catalogues.CITY_JITTER_KM / 2.5, n)),
-        catalogues.CITY_JITTER_KM,
-    )
+    home_city = rng.choice(layout.n_places, size=n, p=layout.shares).astype(np.int64)
+    centres = np.stack([layout.lat, layout.lon], axis=1)
+    jitter = layout.jitter_km[home_city]
+    radius = np.minimum(np.abs(rng.normal(0.0, jitter / 2.5, n)), jitter)
     bearing = rng.uniform(0.0, 2 * np.pi, n)
     lat = centres[home_city, 0] + radius * np.cos(bearing) / 111.32
     lon = centres[home_city, 1] + radius * np.sin(bearing) / (
@@ -301,7 +446,7 @@ def _users(rng: np.random.Generator, n: int, now_s: int) -> tuple[pd.DataFrame, 
     no_location = rng.random(n) < NO_LOCATION_SHARE
     lat[no_location] = np.nan
     lon[no_location] = np.nan
-    city_names = np.asarray([c[0] for c in catalogues.CITIES], dtype=object)[home_city]
+    city_names = np.asarray(layout.names, dtype=object)[home_city]
     city_names[no_location] = None
 
     # Sign-ups grow over two years; a few joined in the last three days.
@@ -353,6 +498,8 @@ def _users(rng: np.random.Generator, n: int, now_s: int) -> tuple[pd.DataFrame, 
         lat=lat,
         lon=lon,
         home_city=home_city,
+        region=layout.region[home_city],
+        n_regions=int(layout.region.max()) + 1,
         created_s=created_s,
         last_active_s=last_active_s,
     )
@@ -506,11 +653,11 @@ def _showings(rng: np.random.Generator, people: _People) -> tuple[IntArray, IntA
     keep = total > 0
     u, target_gender = u[keep], np.minimum(target_gender[keep], 2)
 
-    # Someone of that gender in the same city, uniformly.
-    block_key = people.home_city * 3 + people.gender
+    # Someone of that gender in the same region, uniformly.
+    block_key = people.region * 3 + people.gender
     by_block = np.argsort(block_key, kind="stable")
-    block_starts = np.searchsorted(block_key[by_block], np.arange(len(catalogues.CITIES) * 3 + 1))
-    want = people.home_city[u] * 3 + target_gender
+    block_starts = np.searchsorted(block_key[by_block], np.arange(people.n_regions * 3 + 1))
+    want = people.region[u] * 3 + target_gender
     start, size = block_starts[want], block_starts[want + 1] - block_starts[want]
     keep = size > 0
     u, start, size = u[keep], start[keep], size[keep]
@@ -615,6 +762,7 @@ class SeedResult:
     n_users: int
     seed: int
     now: dt.datetime
+    cities: str
     rows: dict[str, int]
     deleted: dict[str, int]
     generate_seconds: float
@@ -628,6 +776,7 @@ def seed(
     seed: int,
     now: dt.datetime = DEFAULT_NOW,
     replace: bool = False,
+    cities: str = DEFAULT_CITIES,
 ) -> SeedResult:
     """Ensure the schema, then write a generated population in one transaction.
 
@@ -636,7 +785,7 @@ def seed(
     """
     migrate.upgrade(engine)
     started = time.perf_counter()
-    frames = generate(n_users, seed, now)
+    frames = generate(n_users, seed, now, cities)
     generated = time.perf_counter()
     with engine.begin() as conn:
         deleted, rows = source.load_into_empty(conn, frames, replace=replace, what="seed")
@@ -645,17 +794,19 @@ def seed(
         n_users=n_users,
         seed=seed,
         now=now,
+        cities=cities,
         rows=rows,
         deleted=deleted,
         generate_seconds=generated - started,
         write_seconds=finished - generated,
     )
     logger.info(
-        "seeded %d users (seed %d): %d rows in %.1fs",
+        "seeded %d users (seed %d, %s cities): %d rows in %.1fs",
         n_users,
         seed,
+        cities,
         sum(rows.values()),
         finished - started,
-        extra={"action": "seed.write", "rows": rows, "seed": seed},
+        extra={"action": "seed.write", "rows": rows, "seed": seed, "cities": cities},
     )
     return result

@@ -30,6 +30,61 @@ CITIES: tuple[tuple[str, float, float], ...] = (
 CITY_ZIPF_EXPONENT = 0.9
 CITY_JITTER_KM = 15.0
 
+# The "realistic" layout (jobs.tools.seed.city_layout): up to N_PLACES places whose sizes follow
+# Zipf(PLACE_ZIPF_EXPONENT) by rank, so the biggest holds ~8 % of users (New York holds ~6 %
+# of the US). Ranks 1..len(METROS) are these real metros, biggest first (CITIES, then 30
+# more); every other place is a town near one metro (its region), at a distance drawn from
+# TOWN_DISTANCE_KM. Places are generated from PLACES_SEED, not from the population's seed,
+# so every seed shares one map. A place's jitter radius shrinks with its size, from
+# CITY_JITTER_KM for the biggest to MIN_PLACE_JITTER_KM.
+METROS: tuple[tuple[str, float, float], ...] = (
+    *CITIES,
+    ("Miami", 25.7617, -80.1918),
+    ("Washington", 38.9072, -77.0369),
+    ("Minneapolis", 44.9778, -93.2650),
+    ("Detroit", 42.3314, -83.0458),
+    ("Tampa", 27.9506, -82.4572),
+    ("St. Louis", 38.6270, -90.1994),
+    ("Baltimore", 39.2904, -76.6122),
+    ("Orlando", 28.5383, -81.3792),
+    ("Charlotte", 35.2271, -80.8431),
+    ("Sacramento", 38.5816, -121.4944),
+    ("Pittsburgh", 40.4406, -79.9959),
+    ("Las Vegas", 36.1699, -115.1398),
+    ("Cincinnati", 39.1031, -84.5120),
+    ("Kansas City", 39.0997, -94.5786),
+    ("Cleveland", 41.4993, -81.6944),
+    ("Indianapolis", 39.7684, -86.1581),
+    ("Salt Lake City", 40.7608, -111.8910),
+    ("Raleigh", 35.7796, -78.6382),
+    ("Milwaukee", 43.0389, -87.9065),
+    ("New Orleans", 29.9511, -90.0715),
+    ("Oklahoma City", 35.4676, -97.5164),
+    ("Memphis", 35.1495, -90.0490),
+    ("Louisville", 38.2527, -85.7585),
+    ("Richmond", 37.5407, -77.4360),
+    ("Buffalo", 42.8864, -78.8784),
+    ("Albuquerque", 35.0844, -106.6504),
+    ("Tucson", 32.2226, -110.9747),
+    ("Omaha", 41.2565, -95.9345),
+    ("Birmingham", 33.5186, -86.8104),
+    ("Boise", 43.6150, -116.2023),
+)
+N_PLACES = 1000
+USERS_PER_PLACE = 50  # a population of N users lives in the N // 50 biggest places ...
+MIN_PLACES = 20  # ... but in at least 20
+PLACE_ZIPF_EXPONENT = 0.85
+PLACES_SEED = 20261203
+TOWN_DISTANCE_KM = (10.0, 80.0)  # uniform in [near, far] from the town's metro
+MIN_PLACE_JITTER_KM = 3.0
+TOWN_PREFIXES = (
+    "North", "South", "East", "West", "Lake", "Port", "Fair", "Green", "Spring", "Oak",
+    "Maple", "River", "Cedar", "Pine", "Clear", "Mill", "Glen", "Rock", "Elm", "Brook",
+)  # fmt: skip
+TOWN_SUFFIXES = (
+    "field", "ville", "wood", "dale", "ton", " Heights", " Park", "ford", "view", " Falls",
+)  # fmt: skip
+
 # (text, weight, is_active) on a 1-5 Likert scale (1 = strongly disagree, 5 = strongly agree)
 QUIZ_QUESTIONS: tuple[tuple[str, float, bool], ...] = (
     ("I'd rather spend a weekend outdoors than in the city.", 1.0, True),

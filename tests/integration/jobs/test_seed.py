@@ -77,21 +77,73 @@ def test_answers_correlate_within_latent_type(population: tuple) -> None:
     assert within > across + 0.25, (within, across)
 
 
-def test_users_cluster_around_city_centres(population: tuple) -> None:
-    users = population[0]["users"]
+@pytest.mark.parametrize("cities", seed.CITY_LAYOUTS)
+def test_users_cluster_around_city_centres(cities: str) -> None:
+    users = seed.generate(3000, 11, NOW, cities)["users"]
+    layout = seed.city_layout(cities, 3000)
     located = users[users["latitude"].notna()]
-    centres = {name: (lat, lon) for name, lat, lon in seed_catalogues.CITIES}
-    lat0 = located["city"].map(lambda c: centres[c][0]).to_numpy()
-    lon0 = located["city"].map(lambda c: centres[c][1]).to_numpy()
+    place = pd.Series(np.arange(layout.n_places), index=list(layout.names))
+    rows = place.reindex(located["city"]).to_numpy()
+    assert not np.isnan(rows).any()  # every city name is one of the layout's places
+    rows = rows.astype(np.int64)
     distance = geo.haversine_km(
-        located["latitude"].to_numpy(), located["longitude"].to_numpy(), lat0, lon0
+        located["latitude"].to_numpy(),
+        located["longitude"].to_numpy(),
+        layout.lat[rows],
+        layout.lon[rows],
     )
-    assert distance.max() <= seed_catalogues.CITY_JITTER_KM + 0.1
+    assert (distance <= layout.jitter_km[rows] + 0.1).all()
+    assert layout.jitter_km.max() <= seed_catalogues.CITY_JITTER_KM
     assert np.median(distance) < 8.0
     # Zipf city sizes: the biggest city is several times the median one.
     sizes = users["city"].value_counts()
     assert sizes.iloc[0] > 4 * sizes.median()
     assert 0.015 < users["latitude"].isna().mean() < 0.05
+
+
+@pytest.mark.parametrize(
+    ("cities", "places", "biggest"),
+    [("realistic", (1000, 1000), (0.05, 0.10)), ("dense", (20, 20), (0.20, 0.28))],
+)
+def test_city_sizes_are_heavy_tailed(
+    cities: str, places: tuple[int, int], biggest: tuple[float, float]
+) -> None:
+    _, latent = seed.generate_with_latent(50_000, 2, NOW, cities)
+    layout = seed.city_layout(cities, 50_000)
+    assert places[0] <= layout.n_places <= places[1]
+    assert len(set(layout.names)) == layout.n_places
+    share = np.bincount(latent.home_city, minlength=layout.n_places) / latent.home_city.size
+    assert biggest[0] < share.max() < biggest[1]
+    assert share.argmax() == 0  # biggest first
+    assert np.isclose(layout.shares.sum(), 1.0)
+    assert seed.city_layout(cities, 1_000_000).n_places == layout.n_places
+    if cities == "realistic":
+        # Heavy tail: the ten biggest hold a minority, and most places are small towns.
+        assert np.sort(share)[-10:].sum() < 0.32
+        assert (layout.shares < 0.001).mean() > 0.5
+        # Towns lie near their region's metro (they meet its people).
+        metro = layout.region
+        distance = geo.haversine_km(layout.lat, layout.lon, layout.lat[metro], layout.lon[metro])
+        lo, hi = seed_catalogues.TOWN_DISTANCE_KM
+        towns = metro != np.arange(layout.n_places)
+        assert (distance[towns] >= lo - 1).all() and (distance[towns] <= hi + 1).all()
+
+
+def test_a_small_population_lives_in_the_biggest_places() -> None:
+    small, large = seed.city_layout("realistic", 200), seed.city_layout("realistic", 10_000)
+    assert small.n_places == seed_catalogues.MIN_PLACES and large.n_places == 200
+    assert large.names[: small.n_places] == small.names
+    np.testing.assert_array_equal(large.lat[: small.n_places], small.lat)
+
+
+def test_layouts_are_shared_by_seeds_and_named() -> None:
+    first = seed.generate(5000, 1, NOW)["users"]
+    dense = seed.generate(300, 1, NOW, "dense")["users"]
+    assert set(dense["city"].dropna()) <= {c[0] for c in seed_catalogues.CITIES}
+    assert not set(first["city"].dropna()) <= {c[0] for c in seed_catalogues.CITIES}
+    assert seed.city_layout("realistic", 300) is seed.city_layout("realistic", 300)
+    with pytest.raises(ValueError, match="cities must be one of"):
+        seed.generate(10, 1, NOW, "sparse")
 
 
 def test_population_shares(population: tuple) -> None:
@@ -193,9 +245,12 @@ def test_like_probability_formula() -> None:
     assert np.all(seed.block_probability(p) + p <= 1.0)
 
 
-def test_volume_is_proportional() -> None:
-    small = seed.generate(1000, 3, NOW)
-    large = seed.generate(4000, 3, NOW)
+@pytest.mark.parametrize(("cities", "n_small"), [("dense", 1000), ("realistic", 4000)])
+def test_volume_is_proportional(cities: str, n_small: int) -> None:
+    # The realistic layout's 1,000 places are too sparse at 1,000 users for people to meet
+    # in proportion (most towns hold nobody to meet), so it is measured from 4,000.
+    small = seed.generate(n_small, 3, NOW, cities)
+    large = seed.generate(4 * n_small, 3, NOW, cities)
     for name in ("quiz_answers", "user_interests", "ratings", "likes"):
         ratio = len(large[name]) / len(small[name])
         assert 3.0 < ratio < 5.5, (name, ratio)
@@ -250,10 +305,13 @@ def test_seed_refuses_a_populated_database_unless_replace(db) -> None:
 
 
 def test_cli_seed_json(db, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["seed", "--users", "40", "--seed", "4", "--db", db.url, "--json"]
+    argv = ["seed", "--users", "40", "--seed", "4", "--cities", "dense", "--db", db.url, "--json"]
     assert cli.main(argv) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["rows"]["users"] == 40 and data["seed"] == 4
+    assert data["rows"]["users"] == 40 and data["seed"] == 4 and data["cities"] == "dense"
+    with db.engine.connect() as conn:
+        cities = set(conn.exec_driver_sql("SELECT city FROM users").scalars()) - {None}
+    assert cities <= {c[0] for c in seed_catalogues.CITIES}
     assert cli.main(["seed", "--users", "40", "--seed", "4", "--db", db.url]) == 1
     assert "--replace" in capsys.readouterr().err
 

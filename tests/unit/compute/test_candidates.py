@@ -326,6 +326,98 @@ def test_recall_on_clustered_population_with_ivf(make_random_population):
         assert candidates.recall_at_k(approx[by_faiss], exact_ids[by_faiss]) >= 0.98
 
 
+HNSW = candidates.CandidateParams(
+    k_quiz=50,
+    k_interest=50,
+    k_fallback=10,
+    exact_below=100,
+    age_band_years=10,
+    ann_index="hnsw",
+    hnsw_m=16,
+    ef_search=64,
+)
+
+
+def test_recall_on_clustered_population_with_hnsw(make_random_population):
+    pop = make_random_population(3000, np.random.default_rng(13), p_no_location=1.0)
+    rows = np.arange(0, pop.n_users, 4)
+    indexes = candidates.build_indexes(pop, HNSW, np.random.default_rng(0))
+    pool = candidates.generate_candidates(
+        pop, indexes, rows, HNSW, None, scoring.ScoreParams(top_k=100)
+    )
+    kinds = {type(ix) for ix in indexes.source("quiz").indexes if ix is not None}
+    assert candidates.faiss.IndexHNSWFlat in kinds
+    assert not any(issubclass(kind, candidates.faiss.IndexIVF) for kind in kinds)
+    by_faiss = ~np.isin(rows, pool.source_pairs[-1].user_rows)
+    assert by_faiss.mean() > 0.9
+    for source in candidates.VECTOR_SOURCES:
+        exact_ids, _ = candidates.exact_candidates(pop, rows, source, 50)
+        approx = pool.source_table(source, 50)
+        assert candidates.recall_at_k(approx[by_faiss], exact_ids[by_faiss]) >= 0.98
+
+
+def test_hnsw_lists_do_not_starve_and_round_trip(make_random_population, make_population):
+    base = make_random_population(600, np.random.default_rng(2), p_no_location=1.0)
+    nb = {"gender": 2, "seeking": 0b100, "lat": np.nan, "lon": np.nan, "age": 30}
+    extra = make_population([{**nb, "user_id": 10_000 + i} for i in range(4)])
+    pop = _concat(base, extra)
+    params = candidates.CandidateParams(
+        k_quiz=5, k_interest=5, exact_below=10, ann_index="hnsw", hnsw_m=8, ef_search=8
+    )
+    pool, indexes = generate(pop, params)
+    assert any(isinstance(ix, candidates.faiss.IndexHNSWFlat) for ix in indexes.sources[0].indexes)
+    _check_not_starved(pop, pool, np.arange(base.n_users, pop.n_users))
+    restored = candidates.CandidateIndexes.from_bytes(indexes.to_bytes())
+    again = candidates.generate_candidates(
+        pop, restored, np.arange(pop.n_users), params, None, SCORE
+    )
+    assert pool_pairs(again) == pool_pairs(pool)
+
+
+def test_reach_counts_decide_the_path(make_random_population):
+    pop = make_random_population(800, np.random.default_rng(21), p_no_location=0.1)
+    params = candidates.CandidateParams(
+        k_quiz=10, k_interest=10, k_fallback=10, exact_below=120, geo_cell_deg=0.5
+    )
+    indexes = candidates.build_indexes(pop, params, np.random.default_rng(0))
+    rows = np.arange(pop.n_users)
+    reach = candidates.reach_counts(pop, indexes, rows)
+    assert reach.shape == (pop.n_users,) and reach.dtype == np.int64
+    # Every filter-passing candidate lies in the partitions a row searches.
+    for row in rows[::40]:
+        passing = sum(
+            reference.first_failing_filter(pop, int(row), b) is None for b in range(pop.n_users)
+        )
+        assert passing <= reach[row]
+    pool = candidates.generate_candidates(pop, indexes, rows, params, None, SCORE)
+    exact_rows = np.unique(pool.source_pairs[-1].user_rows)
+    assert (reach[exact_rows] < params.exact_below).all()
+    assert (reach[np.setdiff1d(rows, exact_rows)] >= params.exact_below).sum() > 0
+
+
+def test_flat_below_keeps_small_partitions_exact_on_the_faiss_path(make_random_population):
+    pop = make_random_population(600, np.random.default_rng(23), p_no_location=1.0)
+    params = candidates.CandidateParams(
+        k_quiz=20, k_interest=20, k_fallback=10, exact_below=1, flat_below=10**6, nprobe=1
+    )
+    rows = np.arange(pop.n_users)
+    pool, indexes = generate(pop, params)
+    quiz = [ix for ix in indexes.source("quiz").indexes if ix is not None]
+    assert quiz and all(isinstance(ix, candidates.faiss.IndexFlatIP) for ix in quiz)
+    assert pool.source_counts["block"] == 0  # every row took the neighbour lists
+    exact_ids, _ = candidates.exact_candidates(pop, rows, "quiz", 20)
+    assert candidates.recall_at_k(pool.source_table("quiz", 20), exact_ids) == 1.0
+    with pytest.raises(ValueError, match="flat_below"):
+        candidates.CandidateParams(flat_below=0)
+
+
+def test_ann_index_must_be_known():
+    with pytest.raises(ValueError, match="ann_index must be one of"):
+        candidates.CandidateParams(ann_index="lsh")
+    with pytest.raises(ValueError, match="hnsw_m"):
+        candidates.CandidateParams(hnsw_m=1)
+
+
 def test_recall_at_k_counts_found_exact_neighbours():
     approx = np.array([[1, 2, -1], [4, 5, 6]])
     exact = np.array([[1, 3, -1], [4, 5, 6]])
