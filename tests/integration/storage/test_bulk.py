@@ -6,6 +6,7 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from jobs.storage import bulk
@@ -127,3 +128,50 @@ def test_sync_within_a_scope_leaves_other_users_alone(db) -> None:
         )
     assert counts["deleted"] == 1
     assert read_vectors(db.engine)["user_id"].tolist() == [1, 3]
+
+
+def test_an_unchanged_sync_writes_nothing(db) -> None:
+    with db.engine.begin() as conn:
+        bulk.sync_rows(
+            conn,
+            user_quiz_vectors,
+            vector_frame([1, 2, 3], 1.0, T0),
+            scope_column="user_id",
+            scope_ids=None,
+        )
+    with db.engine.begin() as conn:
+        driver = conn.connection.driver_connection
+        before = None if db.is_postgres else driver.total_changes
+        counts = bulk.sync_rows(
+            conn,
+            user_quiz_vectors,
+            vector_frame([1, 2, 3], 1.0, T0 + dt.timedelta(days=1)),
+            scope_column="user_id",
+            scope_ids=None,
+        )
+        if db.is_postgres:
+            # a transaction gets an id with its first write
+            assert conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar() is None
+        else:
+            assert driver.total_changes == before
+    assert counts["unchanged"] == 3
+
+
+def test_sync_refuses_repeated_keys_and_rows_outside_the_scope(db) -> None:
+    with db.engine.begin() as conn:
+        with pytest.raises(ValueError, match="repeats a key"):
+            bulk.sync_rows(
+                conn,
+                user_quiz_vectors,
+                vector_frame([1, 1], 1.0, T0),
+                scope_column="user_id",
+                scope_ids=None,
+            )
+        with pytest.raises(ValueError, match="outside the scope"):
+            bulk.sync_rows(
+                conn,
+                user_quiz_vectors,
+                vector_frame([1, 2], 1.0, T0),
+                scope_column="user_id",
+                scope_ids=np.array([1]),
+            )

@@ -276,7 +276,10 @@ def test_forbidden_writes_through_storage_are_refused_by_the_database(
 ) -> None:
     db_roles(pg_db, role_prefix, capsys)
     no_scores = pd.DataFrame(columns=list(scores.FRAME_COLUMNS))
-    no_vectors = pd.DataFrame({c.name: [] for c in schema.user_quiz_vectors.columns})
+    # one row to write: a sync with nothing to change writes nothing, so nothing is refused
+    one_vector = signals.vector_rows(
+        schema.user_quiz_vectors, np.array([1]), np.zeros((1, 3)), np.array([5]), NOW
+    )
 
     def attempt(role: str, operation: Any) -> StorageError:
         engine = role_engine(pg_db, role_prefix, role)
@@ -295,7 +298,7 @@ def test_forbidden_writes_through_storage_are_refused_by_the_database(
         scores.replace_user_sets(conn, [1], no_scores, version="v1", computed_at=NOW, guard=nobody)
 
     def write_quiz_vectors(conn: sa.Connection) -> None:
-        signals.sync(conn, schema.user_quiz_vectors, no_vectors, None, "user_id")
+        signals.sync(conn, schema.user_quiz_vectors, one_vector, None, "user_id")
 
     # The API reader reads the suggestions and nothing else, and writes nothing.
     assert "match_scores" in str(attempt("api", write_scores))
