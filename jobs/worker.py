@@ -24,9 +24,12 @@ and, settled first in one transaction that also completes them (the *immediate s
                               pair is passed or blocked, or either user inactive)
 
 A refill that fails marks its users stale for the nightly's backfill: the event's promise
-(the pair or the user is gone) is already kept. The match job's users path also refreshes a
-bounded reverse fan-out (see :mod:`jobs.match.users`). Duplicate events coalesce: a claim
-takes every pending duplicate of the events it picks, whatever batch they arrived in.
+(the pair or the user is gone) is already kept. A refill has no fan-out: its users' own data
+did not change. A changed user's match run has a bounded reverse fan-out (see
+:mod:`jobs.match.users`), which the worker scores in a follow-up match run once the changed
+users' own lists have committed (a pair that now fails a filter leaves in the first run; a
+failed follow-up marks its users stale). Duplicate events coalesce: a claim takes every
+pending duplicate of the events it picks, whatever batch they arrived in.
 
 Each batch is a ``worker`` run in ``job_runs`` and its claim expires with that run (see
 ``jobs.storage.events``). Outcomes of a batch:
@@ -58,9 +61,10 @@ import sqlalchemy as sa
 
 from jobs import match, runner
 from jobs.config import Config
-from jobs.context import Scope
+from jobs.context import JobResult, Scope
 from jobs.errors import JobError, RunConflictError, ScopeError
 from jobs.match import core as match_core
+from jobs.match.users import Fanout
 from jobs.match.warm import WarmPopulation
 from jobs.storage import events as event_store
 from jobs.storage import feed as feed_store
@@ -225,7 +229,9 @@ class _Batch:
         try:
             for job, users in plan.signal_users.items():
                 self._run(job, users)
-            self._run("match", plan.match_users)
+            # The changed users' own lists commit first; those who list them (or now may)
+            # follow in a run of their own, so nobody waits for the fan-out.
+            matched = self._run("match", plan.match_users, fanout="later")
             self._run("feed", plan.match_users)
         except RunConflictError as exc:
             self._release(batch, exc)
@@ -238,6 +244,7 @@ class _Batch:
             else:
                 self._fail(batch, exc)
             return
+        self._refill(_fanout_ids(matched), runner.utcnow(), fanout="none", feed=False)
         done_at = runner.utcnow()
         done = event_store.finish(self.engine, list(plan.kept_ids), self.run_id, "done", done_at)
         coalesced = event_store.finish(
@@ -334,17 +341,31 @@ class _Batch:
             cards,
             extra={"action": "worker.settle", "run_id": self.run_id, "forgotten": forgotten},
         )
-        refill = {u for pair in likes for u in pair} | set(listers[:cap].tolist())
-        refill |= {u for u in asked_out if u not in gone}  # active again: a profile change
-        refill -= gone
-        self._refill(tuple(sorted(refill)), now)
+        # Lists that lost a row: their users' own data did not change, so nobody else's
+        # list needs them rescored.
+        refill = ({u for pair in likes for u in pair} | set(listers[:cap].tolist())) - gone
+        back = {u for u in asked_out if u not in gone}  # active again: a profile change
+        self._refill(tuple(sorted(refill - back)), now, fanout="none")
+        self._refill(tuple(sorted(back)), now, fanout="later")
 
-    def _refill(self, users: tuple[int, ...], now: dt.datetime) -> None:
-        """Rescore lists the immediate step shortened; on failure leave them to the nightly."""
+    def _refill(
+        self,
+        users: tuple[int, ...],
+        now: dt.datetime,
+        fanout: Fanout = "inline",
+        feed: bool = True,
+    ) -> None:
+        """Rescore lists the immediate step shortened, or a batch's deferred fan-out (then
+        ``fanout="later"`` for users whose own data changed: their fan-out follows in one
+        more run); on failure leave them to the nightly (the events' own promise is kept)."""
         try:
             if users:
-                self._run("match", users)
-                self._run("feed", users)
+                matched = self._run("match", users, fanout=fanout)
+                if feed:
+                    self._run("feed", users)
+                if fanout == "later":
+                    self._refill(_fanout_ids(matched), now, fanout="none", feed=False)
+                    return
         except Exception as exc:
             with writer(self.engine).begin() as conn:
                 marked = set_states.mark_stale(
@@ -358,11 +379,11 @@ class _Batch:
                 extra={"action": "worker.refill_failed", "run_id": self.run_id},
             )
 
-    def _run(self, job: str, users: tuple[int, ...]) -> None:
+    def _run(self, job: str, users: tuple[int, ...], fanout: Fanout = "inline") -> JobResult:
         fn = runner.job_function(job)
-        if job == "match" and self.warm is not None:
-            fn = functools.partial(match.run, warm=self.warm)
-        runner.execute(
+        if job == "match":
+            fn = functools.partial(match.run, warm=self.warm, fanout=fanout)
+        _, result = runner.execute(
             job,
             fn,
             engine=self.engine,
@@ -371,6 +392,7 @@ class _Batch:
             scope=Scope.users(*users),
             trigger="event",
         )
+        return result
 
     def _isolate(self, groups: list[list[event_store.Event]], exc: Exception) -> None:
         """Run each half of a failed batch on its own, so the valid events still get done."""
@@ -435,6 +457,11 @@ class _Batch:
             exc,
             extra={"action": "worker.fail", "event_ids": ids, "run_id": self.run_id},
         )
+
+
+def _fanout_ids(matched: JobResult) -> tuple[int, ...]:
+    """Whom a ``fanout="later"`` match run left for its follow-up."""
+    return tuple(int(u) for u in matched.extra.get("fanout_user_ids", ()))
 
 
 def _groups(batch: Sequence[event_store.Event]) -> list[list[event_store.Event]]:

@@ -13,7 +13,9 @@ Ray (the event worker passes its warm population, :mod:`jobs.match.warm`). The s
 population load, the same deterministic indexes and the same compute code
 (:mod:`jobs.match.core`), restricted to the listed users and their candidate region, plus
 at most ``fanout.max_reverse`` users whose current list holds one of them; all replaced in
-the run's one transaction. Each user's rows equal what the nightly writes for them.
+the run's one transaction (the event worker scores that fan-out in a follow-up run, after
+the changed users' own lists have committed). Each user's rows equal what the nightly writes
+for them.
 
 Imports go one way: ``core`` holds the pieces both paths share; ``users`` and ``nightly``
 sit above it; this package's :func:`run` dispatches (and imports Ray only for the nightly).
@@ -28,11 +30,17 @@ from jobs.match import core, users
 from jobs.match.warm import WarmPopulation
 
 
-def run(ctx: JobContext, scope: Scope, warm: WarmPopulation | None = None) -> JobResult:
+def run(
+    ctx: JobContext,
+    scope: Scope,
+    warm: WarmPopulation | None = None,
+    fanout: users.Fanout = "inline",
+) -> JobResult:
     """Score candidates for the users in ``scope``; replace their ``match_scores`` rows.
 
     ``warm``: the event worker's held population (:mod:`jobs.match.warm`), for a users
     scope; without it (``score-user``, the backfill) each pass loads its region.
+    ``fanout``: for a users scope, when the reverse fan-out is scored (:mod:`jobs.match.users`).
     """
     settings = core.settings_from_config(ctx.config)
     if scope.is_all:
@@ -40,4 +48,4 @@ def run(ctx: JobContext, scope: Scope, warm: WarmPopulation | None = None) -> Jo
         from jobs.match import nightly
 
         return nightly.run_nightly(ctx, settings)
-    return users.run_users(ctx, scope, settings, warm=warm)
+    return users.run_users(ctx, scope, settings, warm=warm, fanout=fanout)

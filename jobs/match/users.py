@@ -20,12 +20,19 @@ holds (the cap holds under any storm):
 
 Scored users with no candidate at all are recorded ``empty`` (the backfill skips them until
 their inputs change); the others' marks are cleared.
+
+``fanout`` chooses when steps 1–2 are scored: ``inline`` (above, one transaction),
+``later`` (the event worker: the scope's own lists and step 3 commit first, so the changed
+user sees the new list without waiting for anyone else's; the users steps 1–2 would rescore
+are returned as ``fanout_user_ids`` for a follow-up run, and every lister whose pair with a
+scope user now fails a filter loses that row at once, so no forbidden pair is served in
+between), or ``none`` (that follow-up: the scope only, no reverse lookup).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,6 +49,8 @@ if TYPE_CHECKING:
 
 # How many listing users the reverse lookup reads: those past the cap are marked stale.
 REVERSE_LOOKUP_LIMIT = 100_000
+Fanout = Literal["inline", "later", "none"]
+FANOUTS: tuple[Fanout, ...] = ("inline", "later", "none")
 
 
 def region_ids(
@@ -200,17 +209,21 @@ def run_users(
     scope: Scope,
     settings: core.MatchSettings,
     warm: WarmPopulation | None = None,
+    fanout: Fanout = "inline",
 ) -> JobResult:
     """Score the users in ``scope`` (and a bounded reverse fan-out); replace their sets.
 
     With ``warm`` (the event worker), the population comes from what it holds, brought up
     to date first (:mod:`jobs.match.warm`), instead of a load of each pass's region.
+    ``fanout``: when the reverse fan-out is scored (see the module's docstring).
     """
     figures = ctx.figures
     conn = ctx.session.connection()
     scope_ids = scope.ids_array()
     if scope_ids is None:
         raise ValueError("run_users needs a users scope")
+    if fanout not in FANOUTS:
+        raise ValueError(f"fanout must be one of {FANOUTS}; got {fanout!r}")
     # Before any work: a config that scores differently may not write this version.
     core.claim_version(conn, settings, ctx.now, replace=False, record=True)
     warm_figures: dict[str, Any] | None = None
@@ -218,36 +231,45 @@ def run_users(
         with figures.phase("warm"):
             warm_figures = warm.prepare(conn, ctx.now, settings, scope_ids)
         figures.skip(warm_figures.pop("skipped"), ctx.logger, "match.skip")
-    cap = settings.max_reverse
-    with figures.phase("reverse_lookup"):
-        listers = scores.users_listing(
-            conn, settings.version, scope_ids, exclude=scope_ids, limit=REVERSE_LOOKUP_LIMIT
-        )
+    cap = settings.max_reverse if fanout != "none" else 0
+    listers = np.empty(0, dtype=np.int64)
+    if fanout != "none":
+        with figures.phase("reverse_lookup"):
+            listers = scores.users_listing(
+                conn, settings.version, scope_ids, exclude=scope_ids, limit=REVERSE_LOOKUP_LIMIT
+            )
     reverse_ids = listers[:cap]
     past_cap = listers[cap:]
-    target_ids = np.union1d(scope_ids, reverse_ids)
+    # Scored in this run: the scope, and with the fan-out inline its listers up to the cap.
+    target_ids = np.union1d(scope_ids, reverse_ids if fanout == "inline" else reverse_ids[:0])
     first = _score_and_replace(ctx, conn, settings, target_ids, warm)
     passes = [first]
-    with figures.phase("reverse_lookup"):
-        eligible = _eligible_listers(first.pop, scope_ids, settings)
-        newly = _newly_affected(conn, settings, eligible, np.union1d(target_ids, listers))
-    budget = max(cap - int(reverse_ids.size), 0)
-    newly_ids, newly_past = newly[:budget], newly[budget:]
-    if newly_ids.size:
-        passes.append(_score_and_replace(ctx, conn, settings, np.sort(newly_ids), warm))
-    # Past the cap: a pair that now fails a filter leaves at once, the rest waits.
-    eligible_pairs = set(zip(eligible[0].tolist(), eligible[1].tolist(), strict=True))
-    held = scores.listed_pairs(conn, settings.version, past_cap, scope_ids)
-    forbidden = [pair for pair in held if pair not in eligible_pairs]
-    # A lister outside the loaded region is no candidate of the scope user (the region holds
-    # every eligible one): not in ``eligible_pairs``, so forbidden too.
-    removed = immediate.delete_pairs(conn, forbidden, version=settings.version, both_ways=False)
+    newly_ids = newly_past = np.empty(0, dtype=np.int64)
+    removed = 0
+    if fanout != "none":
+        with figures.phase("reverse_lookup"):
+            eligible = _eligible_listers(first.pop, scope_ids, settings)
+            newly = _newly_affected(conn, settings, eligible, np.union1d(target_ids, listers))
+        budget = max(cap - int(reverse_ids.size), 0)
+        newly_ids, newly_past = newly[:budget], newly[budget:]
+        if newly_ids.size and fanout == "inline":
+            passes.append(_score_and_replace(ctx, conn, settings, np.sort(newly_ids), warm))
+        # Not rescored in this run: a pair that now fails a filter leaves at once, the rest
+        # waits (for the follow-up run, or past the cap for the nightly).
+        unscored = past_cap if fanout == "inline" else listers
+        eligible_pairs = set(zip(eligible[0].tolist(), eligible[1].tolist(), strict=True))
+        held = scores.listed_pairs(conn, settings.version, unscored, scope_ids)
+        forbidden = [pair for pair in held if pair not in eligible_pairs]
+        # A lister outside the loaded region is no candidate of the scope user (the region
+        # holds every eligible one): not in ``eligible_pairs``, so forbidden too.
+        removed = immediate.delete_pairs(conn, forbidden, version=settings.version, both_ways=False)
     stale_ids = np.union1d(past_cap, newly_past)
+    later_ids = np.union1d(reverse_ids, newly_ids) if fanout == "later" else reverse_ids[:0]
     scored_ids = np.unique(np.concatenate([p.scored_ids for p in passes]))
     empty_ids = np.unique(np.concatenate([p.empty_ids for p in passes]))
     with figures.phase("write"):
         set_states.record_scored(conn, settings.version, target_ids, empty_ids, ctx.now)
-        if newly_ids.size:
+        if newly_ids.size and fanout == "inline":
             set_states.record_scored(conn, settings.version, newly_ids, empty_ids, ctx.now)
         set_states.mark_stale(conn, settings.version, stale_ids, "fanout_cap", ctx.now)
     written = sum(p.written for p in passes)
@@ -266,6 +288,7 @@ def run_users(
         warm=warm_figures,
         reverse_users=int(reverse_ids.size + newly_ids.size),
         reverse={
+            "fanout": fanout,
             "listing": int(reverse_ids.size),
             "newly_eligible": int(newly_ids.size),
             "marked_stale": int(stale_ids.size),
@@ -292,5 +315,7 @@ def run_users(
         extra={
             "reverse_user_ids": [int(u) for u in reverse_ids],
             "newly_eligible_user_ids": [int(u) for u in newly_ids],
+            # With fanout "later": whom the follow-up run is to score.
+            "fanout_user_ids": [int(u) for u in later_ids],
         },
     )

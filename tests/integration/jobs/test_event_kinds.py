@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import factories
 import pytest
@@ -314,7 +315,28 @@ def test_profile_update_reaches_newly_eligible_users(scored, tmp_path):
         )
     event_store.enqueue(db.engine, "profile_updated", loner, runner.utcnow())
     drain(db, config)
-    assert any(c == loner for u, c in pairs(db, version) if u != loner)
+    newly = {u for u, c in pairs(db, version) if c == loner and u != loner}
+    assert newly
+    # The loner's own list committed in a run of its own; the newly eligible were scored
+    # in the follow-up run, which started after it had finished.
+    runs = job_runs(db, "match")
+    own = [r for r in runs if r["metadata"]["reverse"]["fanout"] == "later"]
+    follow_up = [r for r in runs if r["metadata"]["reverse"]["fanout"] == "none"]
+    assert len(own) == len(follow_up) == 1
+    assert newly <= set(own[0]["metadata"]["fanout_user_ids"])
+    assert own[0]["finished_at"] <= follow_up[0]["started_at"]
+
+
+def job_runs(db, job: str) -> list[dict[str, Any]]:
+    """The event runs of ``job``, oldest first: metadata (parsed), started_at, finished_at."""
+    runs = schema.job_runs
+    with db.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(runs.c.metadata, runs.c.started_at, runs.c.finished_at)
+            .where(runs.c.job_name == job, runs.c.trigger == "event")
+            .order_by(runs.c.id)
+        ).all()
+    return [{**r._asdict(), "metadata": json.loads(r.metadata)} for r in found]
 
 
 def test_storm_is_coalesced_across_batches_and_the_cap_holds(scored, tmp_path):
@@ -334,18 +356,14 @@ def test_storm_is_coalesced_across_batches_and_the_cap_holds(scored, tmp_path):
     stats = drain(db, config)
     assert stats.events_done == len(storm_users)
     assert stats.events_coalesced == len(ids) - len(storm_users)
-    with db.engine.connect() as conn:
-        metas = [
-            json.loads(m)
-            for m in conn.execute(
-                sa.select(schema.job_runs.c.metadata).where(
-                    schema.job_runs.c.job_name == "match", schema.job_runs.c.trigger == "event"
-                )
-            ).scalars()
-        ]
-    # one claim took every duplicate: each user was rescored once, in batches of 4 picks
-    assert len(metas) == 2
-    assert all(m["reverse_users"] <= 3 for m in metas)
+    metas = [r["metadata"] for r in job_runs(db, "match")]
+    # one claim took every duplicate: each user was rescored once, in batches of 4 picks,
+    # each batch's fan-out in a follow-up run of at most the cap's users
+    own = [m for m in metas if m["reverse"]["fanout"] == "later"]
+    follow_ups = [m for m in metas if m["reverse"]["fanout"] == "none"]
+    assert len(own) == 2 and len(follow_ups) == len(metas) - 2 <= 2
+    assert all(m["reverse_users"] <= 3 and len(m["fanout_user_ids"]) <= 3 for m in own)
+    assert all(m["reverse_users"] == 0 for m in follow_ups)
     assert sum(m["reverse"]["marked_stale"] for m in metas) > 0
 
 

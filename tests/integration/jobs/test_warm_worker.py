@@ -5,6 +5,7 @@ triggers fire; on both engines, through the real worker and the real databases."
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from pathlib import Path
 
 import factories
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from compute import warm as warm_compute
 from compute.population import PER_USER_FIELDS
 from jobs import config as config_mod
-from jobs import runner, worker
+from jobs import match, runner, worker
 from jobs.context import Scope
 from jobs.match import core
 from jobs.match import users as users_mod
@@ -215,9 +216,11 @@ def test_warm_worker_writes_the_rows_a_cold_worker_writes(db, twin_db, seed_with
 def test_a_block_recorded_after_the_load_is_honoured_without_its_event(
     db, seed_with_signals, tmp_path
 ):
-    """X lists Y. X blocks Y after the worker loaded, and no event says so yet; events for
-    S1 (whom X lists) and S2 (whom Y lists) rescore X and Y as listers from the held
-    population, which still allows X–Y: the publish guard must drop the pair, both ways."""
+    """X lists Y. X blocks Y after the worker loaded, and no event says so yet; a run with
+    the fan-out inline (as the worker's refill after a like or a deactivation) for S1 (whom
+    X lists) and S2 (whom Y lists) rescores X and Y as listers from the held population,
+    which still allows X–Y: the publish guard must drop the pair, both ways. (A batch's
+    deferred fan-out re-reads the users it scores, so it would see the block itself.)"""
     config = config_for(tmp_path, True)
     seeded(db, seed_with_signals, config)
     version = config.algorithm_version
@@ -249,9 +252,15 @@ def test_a_block_recorded_after_the_load_is_honoured_without_its_event(
     add = factories.source_frames(likes=[(x, y, "block")])
     with db.engine.begin() as conn:
         conn.execute(sa.insert(schema.likes), add["likes"].to_dict("records"))
-    for s in {s1, s2}:
-        event_store.enqueue(db.engine, "profile_updated", s, runner.utcnow())
-    drain(db, config, held)
+    runner.execute(
+        "match",
+        functools.partial(match.run, warm=held, fanout="inline"),
+        engine=db.engine,
+        database_url=db.url,
+        config=config,
+        scope=Scope.users(*sorted({s1, s2})),
+        trigger="event",
+    )
     assert held.loads == 1
     after = rows(db, version)
     assert (x, y) not in after and (y, x) not in after
