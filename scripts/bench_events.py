@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
+import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,9 +143,14 @@ def _pct(values: list[float], q: float) -> float:
 def measure(engine: sa.Engine, version: str, samples: int, rng: np.random.Generator) -> dict:
     pairs = _pairs(engine, version, samples * 4, rng)
     latencies: dict[str, list[float]] = {}
+    marks: list[tuple[str, int]] = []  # (kind, last run id before its event)
     used = iter(pairs)
 
     def event(kind: str, prepare: Any, check: Any, user: int, other: int | None) -> None:
+        # Each sample meets an idle worker: what is left of the previous one's batch (a
+        # follow-up fan-out, a refill) would otherwise count against this kind.
+        _wait("the worker to be idle", lambda: _idle(engine))
+        marks.append((kind, _last_run_id(engine)))
         with engine.begin() as conn:
             prepare(conn)
         with engine.begin() as conn:
@@ -194,13 +202,51 @@ def measure(engine: sa.Engine, version: str, samples: int, rng: np.random.Genera
             g,
             None,
         )
+    _wait("the worker to be idle", lambda: _idle(engine))
+    marks.append(("", _last_run_id(engine)))
     return {
         kind: {
             "n": len(v),
             "p50_s": round(_pct(v, 50), 3),
             "p95_s": round(_pct(v, 95), 3),
+            "match_runs": match_phases(
+                engine, [(a, b) for (k, a), (_, b) in itertools.pairwise(marks) if k == kind]
+            ),
         }
         for kind, v in latencies.items()
+    }
+
+
+def _last_run_id(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.max(schema.job_runs.c.id))).scalar() or 0)
+
+
+def match_phases(engine: sa.Engine, spans: list[tuple[int, int]]) -> dict[str, dict[str, float]]:
+    """Median seconds per phase of the event match runs with ids in the ``(after, upto]``
+    spans, by fan-out (``inline``, ``later``, ``none``)."""
+    runs = schema.job_runs
+    in_spans = sa.or_(*(sa.and_(runs.c.id > a, runs.c.id <= b) for a, b in spans))
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(runs.c.metadata, runs.c.started_at, runs.c.finished_at).where(
+                in_spans, runs.c.job_name == "match", runs.c.trigger == "event"
+            )
+        ).all()
+    by_fanout: dict[str, list[dict[str, float]]] = {}
+    for meta, started, finished in found:
+        figures = json.loads(meta)
+        phases = {**figures.get("phases_s", {}), "run": (finished - started).total_seconds()}
+        by_fanout.setdefault(figures["reverse"]["fanout"], []).append(phases)
+    return {
+        fanout: {
+            "n": len(rows),
+            **{
+                phase: round(statistics.median(r.get(phase, 0.0) for r in rows), 3)
+                for phase in sorted({p for r in rows for p in r})
+            },
+        }
+        for fanout, rows in by_fanout.items()
     }
 
 
@@ -212,6 +258,16 @@ def _pending(engine: sa.Engine) -> int:
                 sa.select(sa.func.count()).where(e.c.status.in_(("pending", "processing")))
             ).scalar_one()
         )
+
+
+def _idle(engine: sa.Engine) -> bool:
+    """No event waits and no run is in progress (a batch's events may be done before its
+    refill is)."""
+    with engine.connect() as conn:
+        running = conn.execute(
+            sa.select(sa.func.count()).where(schema.job_runs.c.status == "running")
+        ).scalar_one()
+    return _pending(engine) == 0 and int(running) == 0
 
 
 def sustained(engine: sa.Engine, users: list[int]) -> dict:
@@ -411,7 +467,9 @@ def report(
         f"population and re-reads the users each batch touches), "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with "
         f"other work; setup (seed, signal jobs, likes, match) {setup_s:.0f} s; "
-        f"{dt.date.today().isoformat()}.",
+        f"{dt.date.today().isoformat()}. Each sample's event is inserted once the worker is "
+        "idle (no event pending, no run in progress: the previous batch's refill or fan-out "
+        "done).",
         "",
         "| event kind | fresh when | "
         + " | ".join(f"{m} n | {m} p50 s | {m} p95 s" for m in modes)
@@ -431,6 +489,24 @@ def report(
         lines.append(
             f"| {m} | {_load(r['load_start'])} | {_load(r['load_end'])} | {r['first_batch_s']} |"
         )
+    for m in modes:
+        per_kind = {k: f["match_runs"] for k, f in results[m]["latency"].items()}
+        names = sorted(
+            {p for runs in per_kind.values() for f in runs.values() for p in f} - {"n", "run"}
+        )
+        lines += [
+            "",
+            f"Match runs of those samples ({m}), median seconds per phase, by kind and run: "
+            "`later` scores the changed users' own lists, `none` the follow-up over their "
+            "fan-out or a refill of lists that lost a row.",
+            "",
+            "| event kind | run | n | " + " | ".join(names) + " | whole run |",
+            "|---|---|---|" + "---|" * (len(names) + 1),
+        ]
+        for kind, runs in per_kind.items():
+            for fanout, f in sorted(runs.items()):
+                cells = " | ".join(str(f.get(p, "–")) for p in names)
+                lines.append(f"| `{kind}` | `{fanout}` | {f['n']} | {cells} | {f['run']} |")
     for m in modes:
         r = results[m]
         if "sustained" in r:
