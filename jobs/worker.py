@@ -26,9 +26,10 @@ and, settled first in one transaction that also completes them (the *immediate s
 A refill that fails marks its users stale for the nightly's backfill: the event's promise
 (the pair or the user is gone) is already kept. A refill has no fan-out: its users' own data
 did not change. A changed user's match run has a bounded reverse fan-out (see
-:mod:`jobs.match.users`), which the worker scores in a follow-up match run once the changed
-users' own lists have committed (a pair that now fails a filter leaves in the first run; a
-failed follow-up marks its users stale). Duplicate events coalesce: a claim takes every
+:mod:`jobs.match.users`), which the worker scores in follow-up match runs once the changed
+users' own lists have committed: a pair that now fails a filter leaves in the first run, and
+the lists that lost one are refilled first (up to ``fanout.max_reverse``; the rest stay
+stale); a failed follow-up marks its users stale. Duplicate events coalesce: a claim takes every
 pending duplicate of the events it picks, whatever batch they arrived in.
 
 Each batch is a ``worker`` run in ``job_runs`` and its claim expires with that run (see
@@ -231,7 +232,7 @@ class _Batch:
                 self._run(job, users)
             # The changed users' own lists commit first; those who list them (or now may)
             # follow in a run of their own, so nobody waits for the fan-out.
-            matched = self._run("match", plan.match_users, fanout="later")
+            own = self._run("match", plan.match_users, fanout="own")
             self._run("feed", plan.match_users)
         except RunConflictError as exc:
             self._release(batch, exc)
@@ -244,7 +245,7 @@ class _Batch:
             else:
                 self._fail(batch, exc)
             return
-        self._refill(_fanout_ids(matched), runner.utcnow(), fanout="none", feed=False)
+        self._follow_up(plan.match_users, own, runner.utcnow())
         done_at = runner.utcnow()
         done = event_store.finish(self.engine, list(plan.kept_ids), self.run_id, "done", done_at)
         coalesced = event_store.finish(
@@ -346,7 +347,7 @@ class _Batch:
         refill = ({u for pair in likes for u in pair} | set(listers[:cap].tolist())) - gone
         back = {u for u in asked_out if u not in gone}  # active again: a profile change
         self._refill(tuple(sorted(refill - back)), now, fanout="none")
-        self._refill(tuple(sorted(back)), now, fanout="later")
+        self._refill(tuple(sorted(back)), now, fanout="own")
 
     def _refill(
         self,
@@ -355,16 +356,16 @@ class _Batch:
         fanout: Fanout = "inline",
         feed: bool = True,
     ) -> None:
-        """Rescore lists the immediate step shortened, or a batch's deferred fan-out (then
-        ``fanout="later"`` for users whose own data changed: their fan-out follows in one
-        more run); on failure leave them to the nightly (the events' own promise is kept)."""
+        """Rescore lists the immediate step shortened (``none``), users whose own data changed
+        (``own``: their fan-out follows in one more run), or a batch's deferred fan-out
+        (``reverse``); on failure leave them to the nightly (the events' promise is kept)."""
         try:
             if users:
                 matched = self._run("match", users, fanout=fanout)
                 if feed:
                     self._run("feed", users)
-                if fanout == "later":
-                    self._refill(_fanout_ids(matched), now, fanout="none", feed=False)
+                if fanout == "own":
+                    self._follow_up(users, matched, now)
                     return
         except Exception as exc:
             with writer(self.engine).begin() as conn:
@@ -378,6 +379,13 @@ class _Batch:
                 runner.error_chain(exc),
                 extra={"action": "worker.refill_failed", "run_id": self.run_id},
             )
+
+    def _follow_up(self, users: tuple[int, ...], own: JobResult, now: dt.datetime) -> None:
+        """After an ``own`` match run: refill (up to the cap) the lists that lost a pair with
+        ``users``, then score ``users``' reverse fan-out. Those past the cap stay stale."""
+        unlisted = [int(u) for u in own.extra.get("unlisted_user_ids", ())]
+        self._refill(tuple(unlisted[: self.config.fanout.max_reverse]), now, fanout="none")
+        self._refill(users, now, fanout="reverse", feed=False)
 
     def _run(self, job: str, users: tuple[int, ...], fanout: Fanout = "inline") -> JobResult:
         fn = runner.job_function(job)
@@ -457,11 +465,6 @@ class _Batch:
             exc,
             extra={"action": "worker.fail", "event_ids": ids, "run_id": self.run_id},
         )
-
-
-def _fanout_ids(matched: JobResult) -> tuple[int, ...]:
-    """Whom a ``fanout="later"`` match run left for its follow-up."""
-    return tuple(int(u) for u in matched.extra.get("fanout_user_ids", ()))
 
 
 def _groups(batch: Sequence[event_store.Event]) -> list[list[event_store.Event]]:

@@ -224,7 +224,7 @@ def _last_run_id(engine: sa.Engine) -> int:
 
 def match_phases(engine: sa.Engine, spans: list[tuple[int, int]]) -> dict[str, dict[str, float]]:
     """Median seconds per phase of the event match runs with ids in the ``(after, upto]``
-    spans, by fan-out (``inline``, ``later``, ``none``)."""
+    spans, by fan-out (``own``, ``reverse``, ``none``, ``inline``)."""
     runs = schema.job_runs
     in_spans = sa.or_(*(sa.and_(runs.c.id > a, runs.c.id <= b) for a, b in spans))
     with engine.connect() as conn:
@@ -497,8 +497,8 @@ def report(
         lines += [
             "",
             f"Match runs of those samples ({m}), median seconds per phase, by kind and run: "
-            "`later` scores the changed users' own lists, `none` the follow-up over their "
-            "fan-out or a refill of lists that lost a row.",
+            "`own` scores the changed users' own lists, `reverse` the follow-up over their "
+            "fan-out, `none` a refill of lists that lost a row.",
             "",
             "| event kind | run | n | " + " | ".join(names) + " | whole run |",
             "|---|---|---|" + "---|" * (len(names) + 1),

@@ -21,12 +21,18 @@ holds (the cap holds under any storm):
 Scored users with no candidate at all are recorded ``empty`` (the backfill skips them until
 their inputs change); the others' marks are cleared.
 
-``fanout`` chooses when steps 1–2 are scored: ``inline`` (above, one transaction),
-``later`` (the event worker: the scope's own lists and step 3 commit first, so the changed
-user sees the new list without waiting for anyone else's; the users steps 1–2 would rescore
-are returned as ``fanout_user_ids`` for a follow-up run, and every lister whose pair with a
-scope user now fails a filter loses that row at once, so no forbidden pair is served in
-between), or ``none`` (that follow-up: the scope only, no reverse lookup).
+``fanout`` chooses what one run does:
+
+- ``inline``: all of the above in one transaction (``matchjobs score-user``, the backfill);
+- ``own``: the scope's own lists only, and every user whose list holds a scope user who now
+  fails a filter with them loses that row at once and is marked ``stale`` (returned as
+  ``unlisted_user_ids``, for a refill) — the event worker, so that the changed user's new
+  list commits without waiting for anyone else's, and no forbidden pair is served until the
+  fan-out follows;
+- ``reverse``: steps 1–3 for the scope, whose own lists are not rescored (the worker's
+  follow-up run, right after ``own``);
+- ``none``: the scope's lists only, no reverse lookup (a refill: its users' own data did not
+  change, so nobody else's list needs them rescored).
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ if TYPE_CHECKING:
 
 # How many listing users the reverse lookup reads: those past the cap are marked stale.
 REVERSE_LOOKUP_LIMIT = 100_000
-Fanout = Literal["inline", "later", "none"]
-FANOUTS: tuple[Fanout, ...] = ("inline", "later", "none")
+Fanout = Literal["inline", "own", "reverse", "none"]
+FANOUTS: tuple[Fanout, ...] = ("inline", "own", "reverse", "none")
 
 
 def region_ids(
@@ -95,18 +101,22 @@ def _score_and_replace(
     settings: core.MatchSettings,
     target_ids: core.RowArray,
     warm: WarmPopulation | None = None,
+    region_of: core.RowArray | None = None,
 ) -> _Pass:
+    """Load the candidate region of ``region_of`` (default: the targets), score the targets
+    and replace their sets."""
     figures = ctx.figures
+    region_of = target_ids if region_of is None else region_of
     with figures.phase("load"):
         if warm is None:
-            region = region_ids(conn, target_ids, settings)
+            region = region_ids(conn, region_of, settings)
             # Before the load: whatever changes after it is caught when the rows are published.
             guard = population_store.filter_snapshot(conn, region)
             pop, rows_read = core.load_population(conn, ctx, settings, region)
         else:
             # The held population, already brought up to date by run_users; its digests are
             # each user's before their last read, so the guard is as exact as a cold one.
-            region = warm.region_ids(target_ids, settings)
+            region = warm.region_ids(region_of, settings)
             held = warm.region(region, ctx.now, settings)
             guard, pop, rows_read = held.guard, held.pop, 0
             ctx.figures.skip(held.skipped, ctx.logger, "match.skip")
@@ -157,14 +167,21 @@ def _exposure(passes: list[_Pass]) -> core.RowArray:
 
 
 def _eligible_listers(
-    pop: Population, scope_ids: core.RowArray, settings: core.MatchSettings
+    pop: Population,
+    scope_ids: core.RowArray,
+    settings: core.MatchSettings,
+    among: core.RowArray | None = None,
 ) -> tuple[core.RowArray, core.RowArray, np.ndarray]:
     """Every (user, scope user) pair of ``pop`` that passes the hard filters both ways, with
-    the score the user would give the scope user: ``(user_ids, scope_user_ids, scores)``."""
+    the score the user would give the scope user: ``(user_ids, scope_user_ids, scores)``.
+    ``among``: only these users (those of them in ``pop``) instead of everyone."""
     rows_of = pd.Index(pop.user_ids)
     scope_rows = rows_of.get_indexer(scope_ids)
     scope_rows = scope_rows[scope_rows >= 0].astype(np.int64)
     everyone = np.arange(pop.n_users, dtype=np.int64)
+    if among is not None:
+        found = rows_of.get_indexer(among)
+        everyone = np.sort(found[found >= 0]).astype(np.int64)
     users = np.repeat(everyone, scope_rows.size)
     cands = np.tile(scope_rows, everyone.size)
     keep, _ = filters.mutual_filter(pop, users, cands, settings.filters)
@@ -231,7 +248,8 @@ def run_users(
         with figures.phase("warm"):
             warm_figures = warm.prepare(conn, ctx.now, settings, scope_ids)
         figures.skip(warm_figures.pop("skipped"), ctx.logger, "match.skip")
-    cap = settings.max_reverse if fanout != "none" else 0
+    fans_out = fanout in ("inline", "reverse")
+    cap = settings.max_reverse if fans_out else 0
     listers = np.empty(0, dtype=np.int64)
     if fanout != "none":
         with figures.phase("reverse_lookup"):
@@ -239,37 +257,52 @@ def run_users(
                 conn, settings.version, scope_ids, exclude=scope_ids, limit=REVERSE_LOOKUP_LIMIT
             )
     reverse_ids = listers[:cap]
-    past_cap = listers[cap:]
-    # Scored in this run: the scope, and with the fan-out inline its listers up to the cap.
-    target_ids = np.union1d(scope_ids, reverse_ids if fanout == "inline" else reverse_ids[:0])
-    first = _score_and_replace(ctx, conn, settings, target_ids, warm)
+    past_cap = listers[cap:] if fans_out else listers[:0]
+    # Scored in the first pass: the scope's own lists unless ``reverse``, and the listers up
+    # to the cap when the fan-out is scored. Its population covers the scope's region, where
+    # every user the scope can be eligible with lives.
+    target_ids = {
+        "inline": np.union1d(scope_ids, reverse_ids),
+        "own": scope_ids,
+        "reverse": reverse_ids,
+        "none": scope_ids,
+    }[fanout]
+    first = _score_and_replace(
+        ctx, conn, settings, target_ids, warm, region_of=np.union1d(scope_ids, target_ids)
+    )
     passes = [first]
-    newly_ids = newly_past = np.empty(0, dtype=np.int64)
+    newly_ids = newly_past = unlisted = np.empty(0, dtype=np.int64)
     removed = 0
     if fanout != "none":
         with figures.phase("reverse_lookup"):
-            eligible = _eligible_listers(first.pop, scope_ids, settings)
-            newly = _newly_affected(conn, settings, eligible, np.union1d(target_ids, listers))
-        budget = max(cap - int(reverse_ids.size), 0)
-        newly_ids, newly_past = newly[:budget], newly[budget:]
-        if newly_ids.size and fanout == "inline":
+            # ``own`` checks only those who list the scope; the fan-out looks at everyone.
+            among = listers if fanout == "own" else None
+            eligible = _eligible_listers(first.pop, scope_ids, settings, among=among)
+            if fans_out:
+                skip = np.union1d(np.union1d(scope_ids, target_ids), listers)
+                newly = _newly_affected(conn, settings, eligible, skip)
+                budget = max(cap - int(reverse_ids.size), 0)
+                newly_ids, newly_past = newly[:budget], newly[budget:]
+        if newly_ids.size:
             passes.append(_score_and_replace(ctx, conn, settings, np.sort(newly_ids), warm))
-        # Not rescored in this run: a pair that now fails a filter leaves at once, the rest
-        # waits (for the follow-up run, or past the cap for the nightly).
-        unscored = past_cap if fanout == "inline" else listers
+        # Listers not rescored here: a pair that now fails a filter leaves at once, the rest
+        # waits (``own``: for the follow-up; past the cap: for the nightly).
+        unscored = past_cap if fans_out else listers
         eligible_pairs = set(zip(eligible[0].tolist(), eligible[1].tolist(), strict=True))
         held = scores.listed_pairs(conn, settings.version, unscored, scope_ids)
         forbidden = [pair for pair in held if pair not in eligible_pairs]
         # A lister outside the loaded region is no candidate of the scope user (the region
         # holds every eligible one): not in ``eligible_pairs``, so forbidden too.
         removed = immediate.delete_pairs(conn, forbidden, version=settings.version, both_ways=False)
-    stale_ids = np.union1d(past_cap, newly_past)
-    later_ids = np.union1d(reverse_ids, newly_ids) if fanout == "later" else reverse_ids[:0]
+        if fanout == "own":
+            # The follow-up no longer finds them listing the scope: their lists lost a row.
+            unlisted = np.unique(np.asarray([u for u, _ in forbidden], dtype=np.int64))
+    stale_ids = np.union1d(np.union1d(past_cap, newly_past), unlisted)
     scored_ids = np.unique(np.concatenate([p.scored_ids for p in passes]))
     empty_ids = np.unique(np.concatenate([p.empty_ids for p in passes]))
     with figures.phase("write"):
         set_states.record_scored(conn, settings.version, target_ids, empty_ids, ctx.now)
-        if newly_ids.size and fanout == "inline":
+        if newly_ids.size:
             set_states.record_scored(conn, settings.version, newly_ids, empty_ids, ctx.now)
         set_states.mark_stale(conn, settings.version, stale_ids, "fanout_cap", ctx.now)
     written = sum(p.written for p in passes)
@@ -292,6 +325,7 @@ def run_users(
             "listing": int(reverse_ids.size),
             "newly_eligible": int(newly_ids.size),
             "marked_stale": int(stale_ids.size),
+            "unlisted": int(unlisted.size),
             "forbidden_rows_removed": removed,
         },
         empty_users=int(empty_ids.size),
@@ -315,7 +349,6 @@ def run_users(
         extra={
             "reverse_user_ids": [int(u) for u in reverse_ids],
             "newly_eligible_user_ids": [int(u) for u in newly_ids],
-            # With fanout "later": whom the follow-up run is to score.
-            "fanout_user_ids": [int(u) for u in later_ids],
+            "unlisted_user_ids": [int(u) for u in unlisted],
         },
     )

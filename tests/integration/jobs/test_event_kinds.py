@@ -262,10 +262,12 @@ def test_deactivation_removes_the_user_everywhere_at_once(scored):
             assert after[table] == before[table], table
 
 
-def test_profile_update_removes_the_user_from_lists_it_now_fails(scored, tmp_path):
-    """Listers past the cap lose a pair their filters now refuse at once, and are marked
-    stale; the user's own list is rescored."""
-    db, config = scored
+@pytest.mark.parametrize("cap", [0, 500])
+def test_profile_update_removes_the_user_from_lists_it_now_fails(scored, tmp_path, cap):
+    """Listers lose a pair their filters now refuse at once; up to the cap their lists are
+    refilled, past it they are marked stale; the user's own list is rescored."""
+    db, _ = scored
+    config = config_mod.load_config([make_config(tmp_path, max_reverse=cap)])
     version = config.algorithm_version
     listed = pairs(db, version)
     user = max({b for _, b in listed}, key=lambda u: sum(1 for _, c in listed if c == u))
@@ -286,7 +288,14 @@ def test_profile_update_removes_the_user_from_lists_it_now_fails(scored, tmp_pat
     assert not any(genders[c] != wanted for u, c in now_listed if u == user)
     with db.engine.connect() as conn:
         stale = set(set_states.marked_ids(conn, version, "stale").tolist())
-    assert listers <= stale
+    if cap == 0:
+        assert listers <= stale
+    else:
+        refilled = [
+            r for r in job_runs(db, "match") if r["metadata"]["reverse"]["fanout"] == "none"
+        ]
+        assert len(refilled) == 1 and not listers & stale
+        assert refilled[0]["finished_at"] <= job_runs(db, "match")[-1]["started_at"]
 
 
 def test_profile_update_reaches_newly_eligible_users(scored, tmp_path):
@@ -320,10 +329,11 @@ def test_profile_update_reaches_newly_eligible_users(scored, tmp_path):
     # The loner's own list committed in a run of its own; the newly eligible were scored
     # in the follow-up run, which started after it had finished.
     runs = job_runs(db, "match")
-    own = [r for r in runs if r["metadata"]["reverse"]["fanout"] == "later"]
-    follow_up = [r for r in runs if r["metadata"]["reverse"]["fanout"] == "none"]
+    own = [r for r in runs if r["metadata"]["reverse"]["fanout"] == "own"]
+    follow_up = [r for r in runs if r["metadata"]["reverse"]["fanout"] == "reverse"]
     assert len(own) == len(follow_up) == 1
-    assert newly <= set(own[0]["metadata"]["fanout_user_ids"])
+    assert own[0]["metadata"]["reverse_users"] == 0
+    assert newly <= set(follow_up[0]["metadata"]["newly_eligible_user_ids"])
     assert own[0]["finished_at"] <= follow_up[0]["started_at"]
 
 
@@ -359,11 +369,11 @@ def test_storm_is_coalesced_across_batches_and_the_cap_holds(scored, tmp_path):
     metas = [r["metadata"] for r in job_runs(db, "match")]
     # one claim took every duplicate: each user was rescored once, in batches of 4 picks,
     # each batch's fan-out in a follow-up run of at most the cap's users
-    own = [m for m in metas if m["reverse"]["fanout"] == "later"]
-    follow_ups = [m for m in metas if m["reverse"]["fanout"] == "none"]
-    assert len(own) == 2 and len(follow_ups) == len(metas) - 2 <= 2
-    assert all(m["reverse_users"] <= 3 and len(m["fanout_user_ids"]) <= 3 for m in own)
-    assert all(m["reverse_users"] == 0 for m in follow_ups)
+    own = [m for m in metas if m["reverse"]["fanout"] == "own"]
+    follow_ups = [m for m in metas if m["reverse"]["fanout"] == "reverse"]
+    assert len(own) == len(follow_ups) == 2 and len(metas) == 4
+    assert all(m["reverse_users"] == 0 for m in own)
+    assert all(m["reverse_users"] <= 3 for m in follow_ups)
     assert sum(m["reverse"]["marked_stale"] for m in metas) > 0
 
 
