@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import multiprocessing
 import os
@@ -42,11 +41,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from jobs import config as config_mod
-from jobs import pipeline, runner
-from jobs.context import Scope
+from jobs import pipeline
 from jobs.match import core as match
 from jobs.storage import engine as engine_mod
-from jobs.storage import ledger, migrate, scores
+from jobs.storage import migrate, scores
 from jobs.storage import population as population_store
 from jobs.tools import benchmarks, seed
 
@@ -69,28 +67,12 @@ def database_url(name: str) -> str:
     return sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
-def execute(engine: sa.Engine, config: config_mod.Config, job: str) -> dict[str, Any]:
-    run_id, _ = runner.execute(
-        job,
-        runner.job_function(job),
-        engine=engine,
-        database_url=engine.url.render_as_string(hide_password=False),
-        config=config,
-        scope=Scope.all(),
-        trigger="nightly",
-        clock=lambda: seed.DEFAULT_NOW,
-    )
-    run = ledger.recent_runs(engine, limit=1, job_name=job).iloc[0]
-    assert int(run["id"]) == run_id and run["status"] == "succeeded", run
-    return {"duration_s": float(run["duration_ms"]) / 1000, **json.loads(run["metadata"])}
-
-
 def seed_with_signals(url: str, n_users: int) -> None:
     engine = engine_mod.create_engine(url)
     config = config_mod.load_config()
     seed.seed(engine, n_users=n_users, seed=1)
     for job in pipeline.SIGNAL_JOBS:  # the likes job too: behaviour signals as served
-        execute(engine, config, job)
+        benchmarks.run_job(engine, config, job)
     engine.dispose()
 
 
@@ -329,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nightlies = []
     for i in range(args.runs):
-        nightlies.append(execute(engine, config, "match"))
+        nightlies.append(benchmarks.run_job(engine, config, "match"))
         print(f"nightly {i + 1}: {nightlies[-1]['duration_s']:.1f} s", nightlies[-1]["phases_s"])
 
     with engine.connect() as conn:

@@ -65,7 +65,7 @@ def admin(*statements: str) -> None:
 
 
 def run_job(engine: sa.Engine, config: config_mod.Config, job: str) -> dict[str, Any]:
-    # bench_match.py's execute(), repeated rather than shared through jobs/tools:
+    # jobs.tools.benchmarks.run_job, repeated rather than shared:
     # an older checkout (its .venv runs this script) has no such helper in jobs/tools.
     run_id, _ = runner.execute(
         job,
