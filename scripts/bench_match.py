@@ -150,7 +150,6 @@ def single_user_figures(
                 output.user_ids,
                 output.frame,
                 version=settings.version,
-                config_hash=settings.config_hash,
                 computed_at=seed.DEFAULT_NOW,
                 guard=guard,
             )
