@@ -54,17 +54,17 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SECTION = "## Match job"
 
 
-def create_database(name: str) -> str:
-    admin = engine_mod.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+def create_database(admin_url: str, name: str) -> str:
+    admin = engine_mod.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
-    return database_url(name)
+    return database_url(admin_url, name)
 
 
-def database_url(name: str) -> str:
-    return sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+def database_url(admin_url: str, name: str) -> str:
+    return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def seed_with_signals(url: str, n_users: int) -> None:
@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--skip-seed", action="store_true", help="reuse the seeded database")
     parser.add_argument("--db-name", default=DB_NAME, help=f"scratch database (default {DB_NAME})")
+    parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--runs", type=int, default=3, help="nightly and floor runs")
     parser.add_argument("--warm-users", type=int, default=100)
     parser.add_argument("--exhaustive-users", type=int, default=200)
@@ -292,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     load_start = os.getloadavg()[0]
     config = config_mod.load_config()
-    url = database_url(args.db_name) if args.skip_seed else create_database(args.db_name)
+    url = (
+        database_url(args.admin_url, args.db_name)
+        if args.skip_seed
+        else create_database(args.admin_url, args.db_name)
+    )
     engine = engine_mod.create_engine(url)
     migrate.upgrade(engine)
     if not args.skip_seed:

@@ -1,0 +1,52 @@
+"""scripts/bench_match.py keeps working: a small run (seed, nightly on Ray, floor, single user)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from types import ModuleType
+
+import pytest
+import sqlalchemy as sa
+
+from jobs.storage import engine as engine_mod
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def db_name(admin_url: str) -> Iterator[str]:
+    # The script keeps its database for --skip-seed; this one is dropped afterwards.
+    name = f"mj_test_bench_match_{uuid.uuid4().hex[:8]}"
+    yield name
+    admin = engine_mod.create_engine(admin_url)
+    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(False)
+    engine_mod.drop_database(admin, url)
+    admin.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_small_run_prints_the_nightly_the_floor_and_the_single_user_figures(
+    script: Callable[[str], ModuleType],
+    admin_url: str,
+    db_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bench = script("bench_match")
+    argv = [
+        "--users", "1000", "--runs", "1", "--warm-users", "3", "--exhaustive-users", "5",
+        "--db-name", db_name, "--admin-url", admin_url, "--no-write",
+    ]  # fmt: skip
+    assert bench.main(argv) == 0
+    text = capsys.readouterr().out
+    section = text[text.index("## Match job") :]
+    seconds = r"\*\*[\d.]+ s\*\*"
+    assert re.search(
+        r"\| \*\*nightly end to end\*\* \(`job_runs` duration\) \| " + seconds, section
+    )
+    assert re.search(r"\| \*\*write floor\*\*: .* \| " + seconds, section)
+    assert re.search(r"\| single user, cold `matchjobs score-user` CLI \| [\d.]+ s \|", section)
+    assert re.search(r"\| output \| [\d,]+ rows", section)
+    assert re.search(r"load average [\d.]+ at start", section)
