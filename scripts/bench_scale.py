@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from jobs import config as config_mod
 from jobs import pipeline
 from jobs.storage import engine as engine_mod
-from jobs.storage import migrate, sizes, swap
+from jobs.storage import migrate, sizes, source, swap
 from jobs.tools import benchmarks, seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +118,24 @@ def disk(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
+def staged_rows(url: str) -> int:
+    engine = engine_mod.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return swap.staged_rows(conn)
+    finally:
+        engine.dispose()
+
+
+def active_users(url: str) -> int:
+    engine = engine_mod.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return source.count_users(conn, active_only=True)
+    finally:
+        engine.dispose()
+
+
 def failure_reason(returncode: int, stderr: str, memory: benchmarks.TreeMemory, free: Any) -> str:
     """What most likely ended a failed phase, in a few words, then its last error line."""
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
@@ -142,6 +160,8 @@ def drive(args: argparse.Namespace, url: str, workdir: Path) -> list[dict[str, A
     """Run the phases in order, each as a new process; stop at the first that fails."""
     records: list[dict[str, Any]] = []
     before = disk(url)
+    deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
+    seeded_active = 0
     for phase in PHASES:
         result_path = workdir / f"{phase}.json"
         argv = [
@@ -152,18 +172,28 @@ def drive(args: argparse.Namespace, url: str, workdir: Path) -> list[dict[str, A
         ]  # fmt: skip
         stderr_path = workdir / f"{phase}.stderr"
         started = time.perf_counter()
+        timed_out = False
+        staged = None
         with stderr_path.open("w") as stderr:
             proc = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, "CI": "1"}
             )
             with benchmarks.TreeMemory(proc.pid, interval_s=args.sample_s) as memory:
-                returncode = proc.wait()
+                remaining = None if deadline is None else max(deadline - time.monotonic(), 1.0)
+                try:
+                    returncode = proc.wait(timeout=remaining)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    staged = staged_rows(url) if phase == "match" else None
+                    benchmarks.stop_tree(proc.pid)
+                    returncode = proc.wait()
         wall = time.perf_counter() - started
         after = disk(url)
         record: dict[str, Any] = {
             "phase": phase,
             "wall_s": wall,
             "returncode": returncode,
+            "timed_out": timed_out,
             "root_rss_mb": memory.root_rss_mb,
             "tree_pss_mb": memory.tree_pss_mb,
             "processes": memory.processes,
@@ -173,8 +203,24 @@ def drive(args: argparse.Namespace, url: str, workdir: Path) -> list[dict[str, A
             "free_bytes_after": after["free_bytes"],
             "load_after": os.getloadavg()[0],
         }
-        if returncode == 0:
+        if timed_out:
+            returncode = returncode or -1
+            record["returncode"] = returncode
+            record["error"] = (
+                f"stopped after {wall:,.0f} s: the run's --budget-s {args.budget_s:g} s ran out"
+            )
+            if staged is not None:
+                expected = seeded_active * args.top_k
+                record["error"] += (
+                    f"; by then {staged:,} rows were staged, of at most {expected:,} "
+                    f"({seeded_active:,} active users × top_k {args.top_k}: "
+                    f"{100 * staged / max(expected, 1):.1f} %)"
+                )
+            record["stderr_tail"] = stderr_path.read_text().strip().splitlines()[-STDERR_TAIL:]
+        elif returncode == 0:
             record.update(json.loads(result_path.read_text()))
+            if phase == "seed":
+                seeded_active = active_users(url)
         else:
             stderr_text = stderr_path.read_text()
             record["error"] = failure_reason(returncode, stderr_text, memory, after["free_bytes"])
@@ -189,6 +235,12 @@ def drive(args: argparse.Namespace, url: str, workdir: Path) -> list[dict[str, A
             break
         before = after
     return records
+
+
+def _mark(record: dict[str, Any]) -> str:
+    if record["timed_out"]:
+        return " (STOPPED)"
+    return " (FAILED)" if record["returncode"] else ""
 
 
 def _gb(value: Any) -> str:
@@ -247,7 +299,7 @@ def render(
         rate = f"{rows / r['wall_s']:,.0f}" if rows else "-"
         available = r["min_available_mb"]
         lines.append(
-            f"| {r['phase']}{' (FAILED)' if r['returncode'] else ''} | {r['wall_s']:.1f} "
+            f"| {r['phase']}{_mark(r)} | {r['wall_s']:.1f} "
             f"| {'-' if rows is None else f'{rows:,}'} | {rate} | {r['root_rss_mb']:,.0f} "
             f"| {r['tree_pss_mb']:,.0f} | {r['processes']} "
             f"| {'-' if available is None else f'{available:,.0f}'} "
@@ -303,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--sample-s", type=float, default=0.5, help="memory sampling interval")
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        help="wall seconds for the whole run: the phase running when they are spent is "
+        "stopped (with its process tree) and reported as such (default: no limit)",
+    )
     parser.add_argument("--out", type=Path, default=BENCHMARKS, help="the file to write into")
     parser.add_argument("--no-write", action="store_true", help="print, don't touch --out")
     # one phase, in its own process (the driver runs these)

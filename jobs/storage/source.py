@@ -85,10 +85,13 @@ def source_frames(
     return {table.name: given[table.name] for table in schema.SOURCE_TABLES}
 
 
-def count_users(conn: sa.Connection) -> int:
-    """How many rows ``users`` holds."""
+def count_users(conn: sa.Connection, *, active_only: bool = False) -> int:
+    """How many rows ``users`` holds (``active_only``: with ``is_active`` set)."""
+    query = sa.select(sa.func.count()).select_from(schema.users)
+    if active_only:
+        query = query.where(schema.users.c.is_active)
     with translate_errors("count of users"):
-        return int(conn.execute(sa.select(sa.func.count()).select_from(schema.users)).scalar_one())
+        return int(conn.execute(query).scalar_one())
 
 
 def delete_source_rows(conn: sa.Connection) -> dict[str, int]:

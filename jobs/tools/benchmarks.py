@@ -3,6 +3,7 @@ peak memory of a process tree."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -132,7 +133,7 @@ class TreeMemory:
                 return
 
     def sample(self) -> None:
-        tree = _descendants(self.pid)
+        tree = descendants(self.pid)
         self.processes = max(self.processes, len(tree))
         self.root_rss_mb = max(self.root_rss_mb, _rss_mb(self.pid))
         self.tree_pss_mb = max(self.tree_pss_mb, sum(_pss_mb(pid) for pid in tree))
@@ -143,7 +144,7 @@ class TreeMemory:
             self.min_available_mb = available
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """``root`` and every process below it, by the parent ids in ``/proc/*/stat``."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -162,6 +163,33 @@ def _descendants(root: int) -> list[int]:
         found.append(pid)
         todo.extend(children.get(pid, ()))
     return found
+
+
+def stop_tree(root: int, grace_s: float = 15.0) -> None:
+    """SIGTERM process ``root`` and everything below it (a driver and its Ray processes),
+    then SIGKILL whatever still runs after ``grace_s``."""
+    import signal
+    import time
+
+    pids = descendants(root)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _rss_mb(pid: int) -> float:

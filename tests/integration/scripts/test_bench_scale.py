@@ -85,3 +85,19 @@ def test_a_failing_phase_keeps_the_earlier_phases_and_says_why(
     assert "phase `quiz` failed: exit 1" in captured.out
     assert "top_k" in captured.out
     assert "not run: interests, ratings, likes, match" in captured.out
+
+
+@pytest.mark.ray
+def test_a_run_out_of_budget_stops_the_phase_and_reports_it(
+    bench: ModuleType, admin_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Eight seconds never reach the end: the match phase alone starts Ray.
+    argv = ["--users", "300", "--budget-s", "8", "--admin-url", admin_url, "--no-write"]
+    assert bench.main(argv) == 1
+    captured = capsys.readouterr()
+    _scratch_database_is_gone(admin_url, captured.err)
+    rows = _rows(captured.out)
+    phases = list(rows)
+    assert phases[-1].endswith(" (STOPPED)")
+    assert [p.removesuffix(" (STOPPED)") for p in phases] == list(bench.PHASES[: len(phases)])
+    assert "--budget-s 8 s ran out" in captured.out
