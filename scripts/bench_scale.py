@@ -43,6 +43,16 @@ from jobs.tools import benchmarks, seed
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTION = "## Scale"
+INTRO = (
+    "The whole system on N seeded users in a scratch PostgreSQL database, each phase its own "
+    "process: schema upgrade, the chunked seed (one transaction), the signal jobs, then the "
+    "nightly match job on local Ray. Memory: `RSS` is the phase process's own peak, `tree "
+    "PSS` the peak of the proportional set sizes summed over it and every process it started "
+    "(Ray's raylet and workers; shared pages counted once), sampled from /proc; PostgreSQL's "
+    "own processes are not in it, but `min avail` (the machine's lowest MemAvailable during "
+    "the phase) is. Disk: `pg_database_size` after each phase and the free disk under the "
+    "data directory. One subsection per population size and top_k.\n"
+)
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEED = 1
 PHASES: tuple[str, ...] = ("upgrade", "seed", *pipeline.SIGNAL_JOBS, "match")
@@ -260,19 +270,13 @@ def render(
     failed = next((r for r in records if r["returncode"] != 0), None)
     missing = [p for p in PHASES if p not in {r["phase"] for r in records}]
     lines = [
-        SECTION,
+        f"### {args.users:,} users, top_k {args.top_k}",
         "",
-        f"The whole system on {args.users:,} seeded users (seed {SEED}, realistic cities) in a "
-        "scratch PostgreSQL database, each phase its own process: schema upgrade, the chunked "
-        f"seed ({seed.CHUNK_USERS:,} users a chunk, one transaction), the signal jobs, then the "
-        f"nightly match job with `scoring.top_k` {args.top_k} on local Ray "
-        f"({ray_cfg.num_actors} actors × {ray_cfg.num_cpus_per_actor:g} CPU, object store "
-        f"{ray_cfg.object_store_mb:,} MB). Memory: `RSS` is the phase process's own peak, "
-        "`tree PSS` the peak of the proportional set sizes summed over it and every process it "
-        "started (Ray's raylet and workers; shared pages counted once), sampled from /proc every "
-        f"{args.sample_s:g} s; PostgreSQL's own processes are not in it, but `min avail` (the "
-        "machine's lowest MemAvailable during the phase) is. Disk: `pg_database_size` after "
-        "each phase and the free disk under the data directory.",
+        f"Seed {SEED}, realistic cities, {seed.CHUNK_USERS:,} users a seed chunk; local Ray "
+        f"with {ray_cfg.num_actors} actors × {ray_cfg.num_cpus_per_actor:g} CPU and a "
+        f"{ray_cfg.object_store_mb:,} MB object store; memory sampled every {args.sample_s:g} s"
+        + (f"; a budget of {args.budget_s:g} s for the whole run" if args.budget_s else "")
+        + ".",
         "",
         "```",
         command,
@@ -388,12 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_db:
             engine_mod.drop_database(admin, url)
         admin.dispose()
-    section = render(
-        records, args, command, pg_version, (load_start, os.getloadavg()[0]), started_at
-    )
-    print(section)
+    body = render(records, args, command, pg_version, (load_start, os.getloadavg()[0]), started_at)
+    print(f"{SECTION}\n\n{INTRO}\n{body}")
     if not args.no_write:
-        benchmarks.replace_section(args.out, SECTION, section)
+        heading = body.splitlines()[0]
+        benchmarks.replace_subsection(args.out, SECTION, INTRO, heading, body)
     return 0 if all(r["returncode"] == 0 for r in records) else 1
 
 

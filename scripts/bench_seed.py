@@ -33,6 +33,14 @@ ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCRATCH_DB = "mj_bench_seed"
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SECTION = "## Seed"
+INTRO = (
+    "Seeding into PostgreSQL with `seed.seed`, as `matchjobs seed` does: generation (numpy) "
+    f"and COPY writes through `bulk.insert_frame`, {seed.CHUNK_USERS:,} users a chunk (quiz "
+    "answers and interests per slice of users, likes and ratings per group of whole regions), "
+    "all in one transaction, into a freshly migrated database (tables keep their primary keys "
+    "and indexes). Each run is a new process; its peak RSS (`ru_maxrss`) includes the "
+    "interpreter and libraries (about 125 MB). One subsection per population size.\n"
+)
 
 
 def _scratch_url(admin_url: str, db_name: str) -> str:
@@ -93,14 +101,9 @@ def render(
     peaks = ", ".join(f"{run['peak_rss_mb']:,.0f}" for run in runs)
     total_rows = sum(int(runs[0][k]) for k in runs[0] if k.startswith("rows:"))
     lines = [
-        SECTION,
+        f"### {n_users:,} users",
         "",
-        f"Seeding {n_users:,} users (seed {seed_value}) into PostgreSQL with `seed.seed`, as "
-        f"`matchjobs seed` does: generation (numpy) and COPY writes through `bulk.insert_frame`, "
-        f"{seed.CHUNK_USERS:,} users a chunk (quiz answers and interests per slice of users, "
-        "likes and ratings per group of whole regions), all in one transaction, into a freshly "
-        "migrated database (tables keep their primary keys and indexes). Each run is a new "
-        "process; its peak RSS (`ru_maxrss`) includes the interpreter and libraries.",
+        f"Seed {seed_value}.",
         "",
         "```",
         command,
@@ -158,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         f".venv/bin/python scripts/bench_seed.py --users {args.users} --seed {args.seed} "
         f"--runs {args.runs}"
     )
-    section = render(runs, args.users, args.seed, command, f"PostgreSQL {pg_version}", load)
-    print(section)
+    body = render(runs, args.users, args.seed, command, f"PostgreSQL {pg_version}", load)
+    print(f"{SECTION}\n\n{INTRO}\n{body}")
     if not args.no_write:
-        benchmarks.replace_section(BENCHMARKS, SECTION, section)
+        benchmarks.replace_subsection(BENCHMARKS, SECTION, INTRO, f"### {args.users:,} users", body)
     return 0
 
 
