@@ -28,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -56,6 +57,7 @@ INTRO = (
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEED = 1
 PHASES: tuple[str, ...] = ("upgrade", "seed", *pipeline.SIGNAL_JOBS, "match")
+T = TypeVar("T")
 STDERR_TAIL = 20  # lines of a failed phase's stderr kept in the report
 
 
@@ -117,33 +119,25 @@ def phase_main(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ the driver
 
 
-def disk(url: str) -> dict[str, Any]:
+def query(url: str, read: Callable[[sa.Connection], T]) -> T:
+    """``read`` on a connection of its own to ``url`` (the driver holds none between phases,
+    so that it keeps no backend of the scratch database busy while a phase runs)."""
+    engine = engine_mod.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return read(conn)
+    finally:
+        engine.dispose()
+
+
+def disk(conn: sa.Connection) -> dict[str, Any]:
     """The scratch database's size and the free disk under the server's data directory."""
-    engine = engine_mod.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            free, where = swap.free_disk_bytes(conn, None)
-            return {"db_bytes": sizes.database_bytes(conn), "free_bytes": free, "where": where}
-    finally:
-        engine.dispose()
+    free, where = swap.free_disk_bytes(conn, None)
+    return {"db_bytes": sizes.database_bytes(conn), "free_bytes": free, "where": where}
 
 
-def staged_rows(url: str) -> int:
-    engine = engine_mod.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return swap.staged_rows(conn)
-    finally:
-        engine.dispose()
-
-
-def active_users(url: str) -> int:
-    engine = engine_mod.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return source.count_users(conn, active_only=True)
-    finally:
-        engine.dispose()
+def active_users(conn: sa.Connection) -> int:
+    return source.count_users(conn, active_only=True)
 
 
 def failure_reason(returncode: int, stderr: str, memory: benchmarks.TreeMemory, free: Any) -> str:
@@ -169,7 +163,7 @@ def failure_reason(returncode: int, stderr: str, memory: benchmarks.TreeMemory, 
 def drive(args: argparse.Namespace, url: str, workdir: Path) -> list[dict[str, Any]]:
     """Run the phases in order, each as a new process; stop at the first that fails."""
     records: list[dict[str, Any]] = []
-    before = disk(url)
+    before = query(url, disk)
     deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
     seeded_active = 0
     for phase in PHASES:
@@ -194,11 +188,11 @@ def drive(args: argparse.Namespace, url: str, workdir: Path) -> list[dict[str, A
                     returncode = proc.wait(timeout=remaining)
                 except subprocess.TimeoutExpired:
                     timed_out = True
-                    staged = staged_rows(url) if phase == "match" else None
+                    staged = query(url, swap.staged_rows) if phase == "match" else None
                     benchmarks.stop_tree(proc.pid)
                     returncode = proc.wait()
         wall = time.perf_counter() - started
-        after = disk(url)
+        after = query(url, disk)
         record: dict[str, Any] = {
             "phase": phase,
             "wall_s": wall,
@@ -230,7 +224,7 @@ def drive(args: argparse.Namespace, url: str, workdir: Path) -> list[dict[str, A
         elif returncode == 0:
             record.update(json.loads(result_path.read_text()))
             if phase == "seed":
-                seeded_active = active_users(url)
+                seeded_active = query(url, active_users)
         else:
             stderr_text = stderr_path.read_text()
             record["error"] = failure_reason(returncode, stderr_text, memory, after["free_bytes"])
