@@ -153,6 +153,10 @@ def failure_reason(returncode: int, stderr: str, memory: benchmarks.TreeMemory, 
                 f"{memory.tree_pss_mb:,.0f} MB PSS)"
             )
         return f"killed by {name}"
+    if "SIGTERM received" in stderr:
+        # Ray's handler catches the signal and the process exits with a code of its own; the
+        # last line is then some Ray worker's, not the cause.
+        return f"exit {returncode} after a SIGTERM from outside the run (stopped, not crashed)"
     if free is not None and free < 2**30:
         return f"exit {returncode}, free disk {free / 2**30:.2f} GiB: {last}"
     if "MemoryError" in stderr or "out of memory" in stderr.lower():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -101,3 +102,17 @@ def test_a_run_out_of_budget_stops_the_phase_and_reports_it(
     assert phases[-1].endswith(" (STOPPED)")
     assert [p.removesuffix(" (STOPPED)") for p in phases] == list(bench.PHASES[: len(phases)])
     assert "--budget-s 8 s ran out" in captured.out
+
+
+def test_a_phase_stopped_from_outside_is_not_reported_as_its_last_log_line(
+    bench: ModuleType,
+) -> None:
+    # A 1M match stopped by hand exited 1 after Ray's SIGTERM handler, and the report named
+    # a Ray info message about lost objects as the cause.
+    stderr = (
+        "*** SIGTERM received at time=1796326342 on cpu 1 ***\n"
+        "core_worker.cc:609: :info_message: Attempting to recover 2 lost objects\n"
+    )
+    memory = bench.benchmarks.TreeMemory(os.getpid())
+    reason = bench.failure_reason(1, stderr, memory, 10 * 2**30)
+    assert reason == "exit 1 after a SIGTERM from outside the run (stopped, not crashed)"
