@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from types import ModuleType
 
@@ -14,13 +13,16 @@ pytestmark = pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.ray
 def test_a_small_run_reports_each_event_kind_in_each_mode(
-    script: Callable[[str], ModuleType], admin_url: str, capsys: pytest.CaptureFixture[str]
+    script: Callable[[str], ModuleType],
+    admin_url: str,
+    scratch_db_name: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     bench = script("bench_events")
     argv = [
         "--users", "400", "--samples", "1", "--sustained", "5", "--storm", "40",
         "--storm-users", "10", "--storm-s", "1", "--admin-url", admin_url,
-        "--db-name", f"mj_test_bench_events_{uuid.uuid4().hex[:8]}", "--no-write",
+        "--db-name", scratch_db_name("mj_test_bench_events"), "--no-write",
     ]  # fmt: skip
     assert bench.main(argv) == 0
     text = capsys.readouterr().out

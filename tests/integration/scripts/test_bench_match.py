@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
-import sqlalchemy as sa
-
-from jobs.storage import engine as engine_mod
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def db_name(admin_url: str) -> Iterator[str]:
-    # The script keeps its database for --skip-seed; this one is dropped afterwards.
-    name = f"mj_test_bench_match_{uuid.uuid4().hex[:8]}"
-    yield name
-    admin = engine_mod.create_engine(admin_url)
-    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(False)
-    engine_mod.drop_database(admin, url)
-    admin.dispose()
 
 
 @pytest.mark.slow
@@ -31,10 +16,11 @@ def db_name(admin_url: str) -> Iterator[str]:
 def test_a_small_run_prints_the_nightly_the_floor_and_the_single_user_figures(
     script: Callable[[str], ModuleType],
     admin_url: str,
-    db_name: str,
+    scratch_db_name: Callable[..., str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bench = script("bench_match")
+    db_name = scratch_db_name("mj_test_bench_match")
     argv = [
         "--users", "1000", "--runs", "1", "--warm-users", "3", "--exhaustive-users", "5",
         "--db-name", db_name, "--admin-url", admin_url, "--no-write",

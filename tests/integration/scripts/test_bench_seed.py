@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from types import ModuleType
 
@@ -19,9 +18,12 @@ def bench(script: Callable[[str], ModuleType]) -> ModuleType:
 
 @pytest.mark.slow
 def test_a_small_run_prints_every_table_and_the_peak_rss(
-    bench: ModuleType, admin_url: str, capsys: pytest.CaptureFixture[str]
+    bench: ModuleType,
+    admin_url: str,
+    scratch_db_name: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    db_name = f"mj_test_bench_seed_{uuid.uuid4().hex[:8]}"
+    db_name = scratch_db_name("mj_test_bench_seed")
     argv = ["--users", "3000", "--runs", "2", "--admin-url", admin_url, "--db-name", db_name]
     assert bench.main([*argv, "--no-write"]) == 0
     text = capsys.readouterr().out

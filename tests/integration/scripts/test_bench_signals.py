@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from types import ModuleType
 
@@ -14,12 +13,15 @@ pytestmark = pytest.mark.postgres
 
 @pytest.mark.slow
 def test_a_small_run_has_batch_and_single_rows_per_job(
-    script: Callable[[str], ModuleType], admin_url: str, capsys: pytest.CaptureFixture[str]
+    script: Callable[[str], ModuleType],
+    admin_url: str,
+    scratch_db_name: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     bench = script("bench_signals")
     argv = [
         "--users", "400", "--runs", "2", "--single", "2", "--admin-url", admin_url,
-        "--db-name", f"mj_test_bench_signals_{uuid.uuid4().hex[:8]}", "--no-write",
+        "--db-name", scratch_db_name("mj_test_bench_signals"), "--no-write",
     ]  # fmt: skip
     assert bench.main(argv) == 0
     text = capsys.readouterr().out
