@@ -120,13 +120,13 @@ def prepare(url: str, users: int, env: dict[str, str]) -> None:
         run(["--db", url, *argv], env)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000, help="seeded users (default 2000)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per command (default 5)")
     parser.add_argument("--admin-url", default=ADMIN_URL, help=f"default {ADMIN_URL}")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit the file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
     admin = engine_mod.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
@@ -198,7 +198,8 @@ def main() -> None:
     print(section)
     if not args.no_write:
         benchmarks.replace_section(BENCHMARKS, SECTION, section)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

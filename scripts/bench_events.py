@@ -63,8 +63,8 @@ MODES = ("cold", "warm")
 WAIT_S = 300.0
 
 
-def _scratch_url(admin_url: str) -> str:
-    url = sa.engine.make_url(admin_url).set(database=SCRATCH_DB)
+def _scratch_url(admin_url: str, db_name: str) -> str:
+    url = sa.engine.make_url(admin_url).set(database=db_name)
     return url.render_as_string(hide_password=False)
 
 
@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storm-s", type=float, default=10.0)
     parser.add_argument("--modes", default=",".join(MODES), help="cold,warm (in that order)")
     parser.add_argument("--admin-url", default=os.environ.get("MATCHJOBS_BENCH_PG", ADMIN_URL))
+    parser.add_argument("--db-name", default=SCRATCH_DB, help=f"scratch database ({SCRATCH_DB})")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--section", default=SECTION, help="BENCHMARKS.md heading to replace")
     args = parser.parse_args(argv)
@@ -402,9 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--modes must list some of {MODES}; got {args.modes!r}")
     admin = engine_mod.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{SCRATCH_DB}"')
-    url = _scratch_url(args.admin_url)
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{args.db_name}"')
+    url = _scratch_url(args.admin_url, args.db_name)
     engine = engine_mod.create_engine(url)
     config_file = Path(tempfile.mkdtemp()) / "bench-events.yaml"
     config_file.write_text(CONFIG_YAML % "false")
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         engine.dispose()
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)')
         admin.dispose()
     text = report(args, argv, modes, results, setup_s)
     print(text)

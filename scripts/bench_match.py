@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import multiprocessing
 import os
@@ -42,11 +41,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from jobs import config as config_mod
-from jobs import pipeline, runner
-from jobs.context import Scope
+from jobs import pipeline
 from jobs.match import core as match
 from jobs.storage import engine as engine_mod
-from jobs.storage import ledger, migrate, scores
+from jobs.storage import migrate, scores
 from jobs.storage import population as population_store
 from jobs.tools import benchmarks, seed
 
@@ -56,33 +54,17 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SECTION = "## Match job"
 
 
-def create_database(name: str) -> str:
-    admin = engine_mod.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+def create_database(admin_url: str, name: str) -> str:
+    admin = engine_mod.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
-    return database_url(name)
+    return database_url(admin_url, name)
 
 
-def database_url(name: str) -> str:
-    return sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def execute(engine: sa.Engine, config: config_mod.Config, job: str) -> dict[str, Any]:
-    run_id, _ = runner.execute(
-        job,
-        runner.job_function(job),
-        engine=engine,
-        database_url=engine.url.render_as_string(hide_password=False),
-        config=config,
-        scope=Scope.all(),
-        trigger="nightly",
-        clock=lambda: seed.DEFAULT_NOW,
-    )
-    run = ledger.recent_runs(engine, limit=1, job_name=job).iloc[0]
-    assert int(run["id"]) == run_id and run["status"] == "succeeded", run
-    return {"duration_s": float(run["duration_ms"]) / 1000, **json.loads(run["metadata"])}
+def database_url(admin_url: str, name: str) -> str:
+    return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def seed_with_signals(url: str, n_users: int) -> None:
@@ -90,7 +72,7 @@ def seed_with_signals(url: str, n_users: int) -> None:
     config = config_mod.load_config()
     seed.seed(engine, n_users=n_users, seed=1)
     for job in pipeline.SIGNAL_JOBS:  # the likes job too: behaviour signals as served
-        execute(engine, config, job)
+        benchmarks.run_job(engine, config, job)
     engine.dispose()
 
 
@@ -168,7 +150,6 @@ def single_user_figures(
                 output.user_ids,
                 output.frame,
                 version=settings.version,
-                config_hash=settings.config_hash,
                 computed_at=seed.DEFAULT_NOW,
                 guard=guard,
             )
@@ -300,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--skip-seed", action="store_true", help="reuse the seeded database")
     parser.add_argument("--db-name", default=DB_NAME, help=f"scratch database (default {DB_NAME})")
+    parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--runs", type=int, default=3, help="nightly and floor runs")
     parser.add_argument("--warm-users", type=int, default=100)
     parser.add_argument("--exhaustive-users", type=int, default=200)
@@ -311,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     load_start = os.getloadavg()[0]
     config = config_mod.load_config()
-    url = database_url(args.db_name) if args.skip_seed else create_database(args.db_name)
+    url = (
+        database_url(args.admin_url, args.db_name)
+        if args.skip_seed
+        else create_database(args.admin_url, args.db_name)
+    )
     engine = engine_mod.create_engine(url)
     migrate.upgrade(engine)
     if not args.skip_seed:
@@ -329,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nightlies = []
     for i in range(args.runs):
-        nightlies.append(execute(engine, config, "match"))
+        nightlies.append(benchmarks.run_job(engine, config, "match"))
         print(f"nightly {i + 1}: {nightlies[-1]['duration_s']:.1f} s", nightlies[-1]["phases_s"])
 
     with engine.connect() as conn:

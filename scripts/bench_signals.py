@@ -44,8 +44,8 @@ JOBS = {"quiz": quiz.run, "interests": interests.run, "ratings": ratings.run}
 PHASES = ("load", "compute", "write")
 
 
-def _scratch_url(admin_url: str) -> str:
-    url = sa.engine.make_url(admin_url).set(database=SCRATCH_DB)
+def _scratch_url(admin_url: str, db_name: str) -> str:
+    url = sa.engine.make_url(admin_url).set(database=db_name)
     return url.render_as_string(hide_password=False)
 
 
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=25, help="single-user runs per job")
     parser.add_argument("--jobs", nargs="+", choices=sorted(JOBS), default=list(JOBS))
     parser.add_argument("--admin-url", default=ADMIN_URL)
+    parser.add_argument("--db-name", default=SCRATCH_DB, help=f"scratch database ({SCRATCH_DB})")
     parser.add_argument("--no-write", action="store_true", help="print, don't touch BENCHMARKS.md")
     args = parser.parse_args(argv)
     command = "$ .venv/bin/python scripts/bench_signals.py " + " ".join(
@@ -172,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     admin = engine_mod.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         pg_version = "PostgreSQL " + str(conn.exec_driver_sql("SHOW server_version").scalar_one())
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{SCRATCH_DB}"')
-    url = _scratch_url(args.admin_url)
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{args.db_name}"')
+    url = _scratch_url(args.admin_url, args.db_name)
     engine = engine_mod.create_engine(url)
     config = config_mod.load_config()
     rng = np.random.default_rng(args.seed)
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         engine.dispose()
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)')
         admin.dispose()
 
     section = render(results, args.users, args.seed, seeded.rows, seed_s, command, pg_version)

@@ -52,12 +52,13 @@ RESULTS = ROOT / ".bench" / "storage.json"
 SECTION = "## Storage"
 
 
-def url(name: str) -> str:
-    return sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+def url(args: argparse.Namespace, name: str) -> str:
+    admin_url = sa.engine.make_url(args.admin_url)
+    return admin_url.set(database=name).render_as_string(hide_password=False)
 
 
-def admin(*statements: str) -> None:
-    engine = engine_mod.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+def admin(args: argparse.Namespace, *statements: str) -> None:
+    engine = engine_mod.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         for statement in statements:
             conn.exec_driver_sql(statement)
@@ -65,7 +66,7 @@ def admin(*statements: str) -> None:
 
 
 def run_job(engine: sa.Engine, config: config_mod.Config, job: str) -> dict[str, Any]:
-    # bench_match.py's execute(), repeated rather than shared through jobs/tools:
+    # jobs.tools.benchmarks.run_job, repeated rather than shared:
     # an older checkout (its .venv runs this script) has no such helper in jobs/tools.
     run_id, _ = runner.execute(
         job,
@@ -84,8 +85,9 @@ def run_job(engine: sa.Engine, config: config_mod.Config, job: str) -> dict[str,
 
 
 def prepare(args: argparse.Namespace) -> None:
-    admin(f'DROP DATABASE IF EXISTS "{BASE_DB}" WITH (FORCE)', f'CREATE DATABASE "{BASE_DB}"')
-    engine = engine_mod.create_engine(url(BASE_DB))
+    base = args.base_db
+    admin(args, f'DROP DATABASE IF EXISTS "{base}" WITH (FORCE)', f'CREATE DATABASE "{base}"')
+    engine = engine_mod.create_engine(url(args, base))
     config = config_mod.load_config()
     # The base stays at the oldest revision a label may run: each label upgrades its clone.
     migrate.upgrade(engine, args.base_revision)
@@ -96,10 +98,11 @@ def prepare(args: argparse.Namespace) -> None:
         run_job(engine, config, job)
     engine.dispose()
     for label in args.labels:
-        name = f"{BASE_DB}_{label}"
+        name = f"{base}_{label}"
         admin(
+            args,
             f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-            f'CREATE DATABASE "{name}" TEMPLATE "{BASE_DB}"',
+            f'CREATE DATABASE "{name}" TEMPLATE "{base}"',
         )
     print(f"seeded {args.users} users; databases for {', '.join(args.labels)}")
 
@@ -197,8 +200,8 @@ def loadavg() -> str:
 
 
 def measure(args: argparse.Namespace) -> None:
-    name = f"{BASE_DB}_{args.label}"
-    engine = engine_mod.create_engine(url(name))
+    name = f"{args.base_db}_{args.label}"
+    engine = engine_mod.create_engine(url(args, name))
     migrate.upgrade(engine)
     config = config_mod.load_config()
     revision = migrate.current_revision(engine)
@@ -208,7 +211,7 @@ def measure(args: argparse.Namespace) -> None:
         text=True,
         check=False,
     ).stdout.strip()
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    results = json.loads(args.results.read_text()) if args.results.exists() else []
     for _ in range(args.runs):
         load_before = loadavg()
         run = run_job(engine, config, "match")
@@ -229,8 +232,8 @@ def measure(args: argparse.Namespace) -> None:
             **reads,
         }
         results.append(entry)
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=1))
+        args.results.parent.mkdir(exist_ok=True)
+        args.results.write_text(json.dumps(results, indent=1))
         print(
             f"{args.label}: nightly {entry['nightly_s']:.1f} s, "
             f"{entry['total_bytes'] / entry['rows']:.0f} B/row, read p50 {entry['p50_ms']:.3f} ms "
@@ -241,21 +244,21 @@ def measure(args: argparse.Namespace) -> None:
 
 def reads(args: argparse.Namespace) -> None:
     """The API read alone, on the label's database as its last ``measure`` left it."""
-    engine = engine_mod.create_engine(url(f"{BASE_DB}_{args.label}"))
+    engine = engine_mod.create_engine(url(args, f"{args.base_db}_{args.label}"))
     config = config_mod.load_config()
     figures = read_latency(engine, config.algorithm_version, args.reads)
     engine.dispose()
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    results = json.loads(args.results.read_text()) if args.results.exists() else []
     results.append({"label": args.label, "kind": "reads", "load": loadavg(), **figures})
-    RESULTS.write_text(json.dumps(results, indent=1))
+    args.results.write_text(json.dumps(results, indent=1))
     print(
         f"{args.label}: API p50 {figures['p50_ms']:.3f} ms, p99 {figures['p99_ms']:.3f} ms, "
         f"server p50 {figures['server_p50_ms']:.3f} ms (load {loadavg()})"
     )
 
 
-def render(_args: argparse.Namespace) -> None:
-    everything = json.loads(RESULTS.read_text())
+def render(args: argparse.Namespace) -> None:
+    everything = json.loads(args.results.read_text())
     results = [r for r in everything if r.get("kind") != "reads"]
     read_runs = [r for r in everything if r.get("kind") == "reads"]
     lines = [
@@ -319,12 +322,19 @@ def render(_args: argparse.Namespace) -> None:
             )
         last = read_runs[-1]
     lines += ["", "API read plan (last run):", "", "```", last["plan"], "```", ""]
-    benchmarks.replace_section(BENCHMARKS, SECTION, "\n".join(lines))
+    section = "\n".join(lines)
+    if args.no_write:
+        print(section)
+        return
+    benchmarks.replace_section(BENCHMARKS, SECTION, section)
     print(f"wrote {SECTION} to {BENCHMARKS}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--admin-url", default=ADMIN_URL)
+    parser.add_argument("--base-db", default=BASE_DB, help="the seeded base; labels add _LABEL")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the runs' figures")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--users", type=int, default=20000)
@@ -341,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--reads", type=int, default=2000)
     q.set_defaults(func=reads)
     r = sub.add_parser("render")
+    r.add_argument("--no-write", action="store_true", help="print, don't touch BENCHMARKS.md")
     r.set_defaults(func=render)
     args = parser.parse_args(argv)
     args.func(args)

@@ -46,6 +46,7 @@ def cmd_seed(env: cli.Env) -> int:
         now=now,
         replace=args.replace,
         cities=args.cities,
+        show_progress=env.show_progress,
     )
     total = sum(result.rows.values())
     seconds = result.generate_seconds + result.write_seconds

@@ -218,7 +218,12 @@ def cmd_demo(env: cli.Env) -> int:
     args = env.args
     migrate.upgrade(env.engine)
     seeded = seed_mod.seed(
-        env.engine, n_users=args.users, seed=args.seed, now=seed_mod.DEFAULT_NOW, replace=True
+        env.engine,
+        n_users=args.users,
+        seed=args.seed,
+        now=seed_mod.DEFAULT_NOW,
+        replace=True,
+        show_progress=env.show_progress,
     )
     print(f"seeded {seeded.n_users} users into {engine_mod.redact(env.url)}")
     run_id, _ = cli.run_job(env, "nightly", Scope.all(), "nightly")

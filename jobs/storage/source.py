@@ -85,10 +85,13 @@ def source_frames(
     return {table.name: given[table.name] for table in schema.SOURCE_TABLES}
 
 
-def count_users(conn: sa.Connection) -> int:
-    """How many rows ``users`` holds."""
+def count_users(conn: sa.Connection, *, active_only: bool = False) -> int:
+    """How many rows ``users`` holds (``active_only``: with ``is_active`` set)."""
+    query = sa.select(sa.func.count()).select_from(schema.users)
+    if active_only:
+        query = query.where(schema.users.c.is_active)
     with translate_errors("count of users"):
-        return int(conn.execute(sa.select(sa.func.count()).select_from(schema.users)).scalar_one())
+        return int(conn.execute(query).scalar_one())
 
 
 def delete_source_rows(conn: sa.Connection) -> dict[str, int]:
@@ -183,8 +186,17 @@ def load_into_empty(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Write source frames into a database without users, or after deleting every source row.
 
-    Returns ``(deleted, written)`` rows per table. Refuses (``DatabaseNotEmptyError``) a
-    database that has users unless ``replace``: a loader never mixes its rows with others.
+    Returns ``(deleted, written)`` rows per table; see :func:`clear_for_load`.
+    """
+    deleted = clear_for_load(conn, replace=replace, what=what)
+    return deleted, write_frames(conn, frames)
+
+
+def clear_for_load(conn: sa.Connection, *, replace: bool, what: str) -> dict[str, int]:
+    """Make the source tables ready for a loader's rows; return the rows deleted per table.
+
+    Refuses (``DatabaseNotEmptyError``) a database that has users unless ``replace``, which
+    deletes every source row: a loader never mixes its rows with others.
     """
     existing = count_users(conn)
     if existing and not replace:
@@ -192,5 +204,4 @@ def load_into_empty(
             f"database already has {existing} users; {what} expects an empty users table "
             "(pass --replace to delete all source rows first)"
         )
-    deleted = delete_source_rows(conn) if (existing or replace) else {}
-    return deleted, write_frames(conn, frames)
+    return delete_source_rows(conn) if (existing or replace) else {}

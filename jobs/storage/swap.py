@@ -29,6 +29,21 @@ def stage_name(run_id: int) -> str:
     return f"{schema.PARTITION_PREFIX}stage_{int(run_id)}"
 
 
+def staged_rows(conn: sa.Connection) -> int:
+    """Rows inserted into the stage tables there are (a nightly's progress while it writes),
+    from the statistics collector: approximate, and a moment late."""
+    with translate_errors("count of staged rows"):
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT COALESCE(sum(n_tup_ins), 0) FROM pg_stat_user_tables "
+                    "WHERE relname LIKE :p"
+                ),
+                {"p": f"{schema.PARTITION_PREFIX}stage_%"},
+            ).scalar_one()
+        )
+
+
 def partition_name(version: str) -> str:
     """The version's partition: a digest keeps any version string a valid, short name."""
     digest = hashlib.sha1(version.encode()).hexdigest()[:12]

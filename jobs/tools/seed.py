@@ -3,7 +3,9 @@
 ``generate(n_users, seed, now, cities)`` is pure numpy → pandas (randomness only from
 ``np.random.default_rng(seed)``; same arguments, identical frames); ``write(conn, frames)``
 appends the frames to the source tables in the caller's transaction. ``seed(engine, ...)`` is
-what ``matchjobs seed`` runs.
+what ``matchjobs seed`` runs: it draws and writes ``generate_chunks`` one chunk of
+``CHUNK_USERS`` users at a time (a million users' frames at once took 6.5 GB), in one
+transaction.
 
 The latent model (kept in :class:`Latent` so tests and evaluations can check against it):
 
@@ -28,7 +30,7 @@ The latent model (kept in :class:`Latent` so tests and evaluations can check aga
   :func:`like_probability`; some of the people one liked (fewer one passed) were then met and
   rated.
 
-Why one file of ~660 lines: the latent model and the generation that draws from it are one
+Why one file of ~1,000 lines: the latent model and the generation that draws from it are one
 model (each table's draw reads the same latent types and people); the catalogues it draws
 from are :mod:`jobs.tools.seed_catalogues`.
 """
@@ -38,8 +40,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -47,12 +51,16 @@ import pandas as pd
 import sqlalchemy as sa
 
 from compute import geo
+from jobs import progress
 from jobs.storage import migrate, source
 from jobs.tools import seed_catalogues as catalogues
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+# Users per chunk that seed() generates and writes at a time (see generate_chunks). The rows
+# depend on it; changing it changes every population larger than it.
+CHUNK_USERS = 50_000
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -295,70 +303,191 @@ def block_probability(p_like: FloatArray) -> FloatArray:
 
 
 def generate(
-    n_users: int, seed: int, now: dt.datetime, cities: str = DEFAULT_CITIES
+    n_users: int,
+    seed: int,
+    now: dt.datetime,
+    cities: str = DEFAULT_CITIES,
+    *,
+    chunk_users: int = CHUNK_USERS,
 ) -> dict[str, pd.DataFrame]:
     """Source-table frames for a population of ``n_users`` (ids 1..n), keyed by table name.
 
-    ``cities`` names the layout of where users live (:data:`CITY_LAYOUTS`).
+    ``cities`` names the layout of where users live (:data:`CITY_LAYOUTS`). The chunks of
+    :func:`generate_chunks`, concatenated: for tests and small populations (a million users'
+    frames take several GB; :func:`seed` writes chunk by chunk instead).
     """
-    frames, _ = generate_with_latent(n_users, seed, now, cities)
+    frames, _ = generate_with_latent(n_users, seed, now, cities, chunk_users=chunk_users)
     return frames
 
 
 def generate_with_latent(
-    n_users: int, seed: int, now: dt.datetime, cities: str = DEFAULT_CITIES
+    n_users: int,
+    seed: int,
+    now: dt.datetime,
+    cities: str = DEFAULT_CITIES,
+    *,
+    chunk_users: int = CHUNK_USERS,
 ) -> tuple[dict[str, pd.DataFrame], Latent]:
     """Like :func:`generate`, and also the latent truth the rows were drawn from."""
-    if n_users < 1:
-        raise ValueError(f"n_users must be >= 1; got {n_users}")
-    if now.tzinfo is None:
-        raise ValueError(f"now must be timezone-aware (UTC); got naive {now!r}")
     started = time.perf_counter()
-    layout = city_layout(cities, n_users)
-    rng = np.random.default_rng(seed)
-    now_s = int(now.timestamp())
-
-    types = _types(rng)
-    users, people = _users(rng, n_users, now_s, layout)
-    user_types = rng.choice(N_TYPES, size=n_users, p=types.shares).astype(np.int64)
-    quiz_questions, quiz_answers = _quiz(rng, user_types, types.profiles, people, now_s)
-    subjects, interests, user_interests = _interests(rng, user_types, types.subject_prefs, people)
-
-    quality = 0.6 * rng.standard_normal((n_users, 1)) + 0.8 * rng.standard_normal((n_users, 6))
-    rater_bias = rng.normal(0.0, 0.9, n_users)
-    taste = rng.dirichlet([3.0, 1.5, 1.5, 2.0, 1.0, 1.5], size=n_users)
-    generosity = 0.4 * rater_bias / 0.9 + rng.normal(0.0, 0.4, n_users)
-    latent = Latent(
-        user_types=user_types,
-        type_profiles=types.profiles,
-        type_subject_prefs=types.subject_prefs,
-        affinity=types.affinity,
-        quality=quality,
-        rater_bias=rater_bias,
-        taste=taste,
-        generosity=generosity,
-        home_city=people.home_city,
-    )
-    likes, met = _likes(rng, people, latent, now_s)
-    ratings = _ratings(rng, met, latent, people)
-
-    frames = source.source_frames(
-        users=users,
-        quiz_questions=quiz_questions,
-        quiz_answers=quiz_answers,
-        subjects=subjects,
-        interests=interests,
-        user_interests=user_interests,
-        ratings=ratings,
-        likes=likes,
-    )
+    generation = _Generation(n_users, seed, now, cities, chunk_users)
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in source.WRITE_ORDER}
+    for chunk in generation.chunks():
+        for name, frame in chunk.frames.items():
+            parts[name].append(frame)
+    given = {name: _concat(frames) for name, frames in parts.items() if name != "rating_dimensions"}
+    frames = source.source_frames(**given)
     logger.debug(
         "generated %d users in %.2fs",
         n_users,
         time.perf_counter() - started,
         extra={"action": "seed.generate", "rows": {k: len(v) for k, v in frames.items()}},
     )
-    return frames, latent
+    return frames, generation.latent
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    # Empty parts are left out: pandas warns about (and will change) the dtypes it infers
+    # when concatenating them.
+    full = [frame for frame in frames if len(frame)] or frames[:1]
+    if len(full) == 1:
+        return full[0]
+    return pd.concat(full, ignore_index=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Rows of some source tables, in the order :func:`seed` writes them.
+
+    ``step`` is what the chunk holds (``catalogues``, ``users and quiz``, ``interests``,
+    ``likes and ratings``), ``users`` how many users' rows it holds (for likes and ratings:
+    the users of the whole regions it covers).
+    """
+
+    step: str
+    index: int
+    users: int
+    frames: dict[str, pd.DataFrame]
+
+
+def generate_chunks(
+    n_users: int,
+    seed: int,
+    now: dt.datetime,
+    cities: str = DEFAULT_CITIES,
+    *,
+    chunk_users: int = CHUNK_USERS,
+) -> Iterator[Chunk]:
+    """The rows of :func:`generate`, a chunk of about ``chunk_users`` users at a time.
+
+    Only the per-user arrays of the whole population stay in memory (about 200 bytes a user);
+    each chunk's rows are drawn when it is asked for. One generator draws everything in
+    order, so the rows depend on ``chunk_users`` as much as on the seed: keep the default for
+    reproducible populations. A population of at most ``chunk_users`` is one chunk per step,
+    drawn exactly as before chunking.
+    """
+    return _Generation(n_users, seed, now, cities, chunk_users).chunks()
+
+
+class _Generation:
+    """One population's draw: the per-user arrays at once, then the rows chunk by chunk."""
+
+    def __init__(
+        self, n_users: int, seed: int, now: dt.datetime, cities: str, chunk_users: int
+    ) -> None:
+        if n_users < 1:
+            raise ValueError(f"n_users must be >= 1; got {n_users}")
+        if chunk_users < 1:
+            raise ValueError(f"chunk_users must be >= 1; got {chunk_users}")
+        if now.tzinfo is None:
+            raise ValueError(f"now must be timezone-aware (UTC); got naive {now!r}")
+        self.n_users, self.chunk_users = n_users, chunk_users
+        self.now_s = int(now.timestamp())
+        self.rng = np.random.default_rng(seed)
+        layout = city_layout(cities, n_users)
+        self.types = _types(self.rng)
+        self.people = _users(self.rng, n_users, self.now_s, layout)
+        self.user_types = self.rng.choice(N_TYPES, size=n_users, p=self.types.shares).astype(
+            np.int64
+        )
+        self._latent: Latent | None = None
+        self.groups = _region_groups(self.people, chunk_users)
+
+    @property
+    def n_chunks(self) -> int:
+        return 1 + 2 * -(-self.n_users // self.chunk_users) + len(self.groups)
+
+    @property
+    def latent(self) -> Latent:
+        if self._latent is None:
+            raise RuntimeError("the latent qualities are drawn after the interests' chunks")
+        return self._latent
+
+    def chunks(self) -> Iterator[Chunk]:
+        rng, people, n = self.rng, self.people, self.n_users
+        # The draws keep the order of the unchunked generation: every quiz chunk, then every
+        # interest chunk, the latent qualities, then likes and ratings.
+        subjects, interests = _interest_catalogue()
+        yield Chunk(
+            "catalogues",
+            0,
+            0,
+            {
+                "quiz_questions": _quiz_questions(),
+                "subjects": subjects,
+                "interests": interests,
+                "rating_dimensions": source.rating_dimensions_frame(),
+            },
+        )
+        slices = [slice(a, min(a + self.chunk_users, n)) for a in range(0, n, self.chunk_users)]
+        for i, rows in enumerate(slices):
+            answers = _quiz_answers(
+                rng, self.user_types, self.types.profiles, people, rows, self.now_s
+            )
+            frames = {"users": _users_frame(people, rows), "quiz_answers": answers}
+            yield Chunk("users and quiz", i, rows.stop - rows.start, frames)
+        log_p = _interest_log_p(self.types.subject_prefs)
+        for i, rows in enumerate(slices):
+            frame = _user_interests(rng, self.user_types, log_p, people, rows)
+            yield Chunk("interests", i, rows.stop - rows.start, {"user_interests": frame})
+
+        quality = 0.6 * rng.standard_normal((n, 1)) + 0.8 * rng.standard_normal((n, 6))
+        rater_bias = rng.normal(0.0, 0.9, n)
+        taste = rng.dirichlet([3.0, 1.5, 1.5, 2.0, 1.0, 1.5], size=n)
+        generosity = 0.4 * rater_bias / 0.9 + rng.normal(0.0, 0.4, n)
+        latent = Latent(
+            user_types=self.user_types,
+            type_profiles=self.types.profiles,
+            type_subject_prefs=self.types.subject_prefs,
+            affinity=self.types.affinity,
+            quality=quality,
+            rater_bias=rater_bias,
+            taste=taste,
+            generosity=generosity,
+            home_city=people.home_city,
+        )
+        self._latent = latent
+        for i, members in enumerate(self.groups):
+            likes, met = _likes(rng, people, latent, members, self.now_s)
+            ratings = _ratings(rng, met, latent, people)
+            yield Chunk("likes and ratings", i, len(members), {"likes": likes, "ratings": ratings})
+
+
+def _region_groups(people: _People, chunk_users: int) -> list[IntArray]:
+    """The users' rows, ascending, grouped by whole regions of up to ``chunk_users`` users in
+    all (a bigger region is a group of its own): people meet only inside their region."""
+    sizes = np.bincount(people.region, minlength=people.n_regions)
+    group_of_region = np.zeros(people.n_regions, dtype=np.int64)
+    group, in_group = 0, 0
+    for region, size in enumerate(sizes.tolist()):
+        if in_group and in_group + size > chunk_users:
+            group, in_group = group + 1, 0
+        group_of_region[region] = group
+        in_group += size
+    group_of_user = group_of_region[people.region]
+    by_group = np.argsort(group_of_user, kind="stable")
+    bounds = np.searchsorted(group_of_user[by_group], np.arange(group + 2))
+    return [by_group[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,16 +533,18 @@ class _People:
     n_regions: int
     created_s: IntArray
     last_active_s: IntArray
+    # only for the users table's rows
+    birth_day: IntArray  # days since the epoch
+    city_names: npt.NDArray[np.object_]  # None = no location
+    active: npt.NDArray[np.bool_]
+    display_names: npt.NDArray[np.object_]
 
 
 def _timestamps(seconds: IntArray) -> pd.Series:
     return pd.Series(seconds.astype("datetime64[s]")).dt.tz_localize("UTC")
 
 
-def _users(
-    rng: np.random.Generator, n: int, now_s: int, layout: CityLayout
-) -> tuple[pd.DataFrame, _People]:
-    ids = np.arange(1, n + 1, dtype=np.int64)
+def _users(rng: np.random.Generator, n: int, now_s: int, layout: CityLayout) -> _People:
     gender = rng.choice(3, size=n, p=GENDER_SHARES).astype(np.int64)
     seeking = np.zeros(n, dtype=np.int64)
     for g, (masks, shares) in ORIENTATIONS.items():
@@ -470,25 +601,7 @@ def _users(
     initials = np.asarray(list("ABCDEFGHIJKLMNOPRSTVWZ"), dtype=object)
     display = names + " " + initials[rng.integers(0, len(initials), n)] + "."
 
-    frame = pd.DataFrame(
-        {
-            "id": ids,
-            "birth_date": pd.Series(birth_day.astype("datetime64[D]").astype("datetime64[s]")),
-            "gender": gender,
-            "seeking_mask": seeking,
-            "age_min": age_min,
-            "age_max": age_max,
-            "max_distance_km": max_distance,
-            "latitude": lat,
-            "longitude": lon,
-            "city": pd.Series(city_names, dtype=object),
-            "created_at": _timestamps(created_s),
-            "last_active_at": _timestamps(last_active_s),
-            "is_active": ~inactive,
-            "display_name": pd.Series(display, dtype=object),
-        }
-    )
-    people = _People(
+    return _People(
         gender=gender,
         seeking=seeking,
         age=age,
@@ -502,8 +615,35 @@ def _users(
         n_regions=int(layout.region.max()) + 1,
         created_s=created_s,
         last_active_s=last_active_s,
+        birth_day=birth_day,
+        city_names=city_names,
+        active=~inactive,
+        display_names=display,
     )
-    return frame, people
+
+
+def _users_frame(people: _People, rows: slice) -> pd.DataFrame:
+    """The ``users`` rows of ``people[rows]`` (row i = user id i + 1)."""
+    return pd.DataFrame(
+        {
+            "id": np.arange(rows.start + 1, rows.stop + 1, dtype=np.int64),
+            "birth_date": pd.Series(
+                people.birth_day[rows].astype("datetime64[D]").astype("datetime64[s]")
+            ),
+            "gender": people.gender[rows],
+            "seeking_mask": people.seeking[rows],
+            "age_min": people.age_min[rows],
+            "age_max": people.age_max[rows],
+            "max_distance_km": people.max_distance[rows],
+            "latitude": people.lat[rows],
+            "longitude": people.lon[rows],
+            "city": pd.Series(people.city_names[rows], dtype=object),
+            "created_at": _timestamps(people.created_s[rows]),
+            "last_active_at": _timestamps(people.last_active_s[rows]),
+            "is_active": people.active[rows],
+            "display_name": pd.Series(people.display_names[rows], dtype=object),
+        }
+    )
 
 
 def _between(rng: np.random.Generator, start_s: IntArray, end_s: IntArray) -> IntArray:
@@ -512,15 +652,9 @@ def _between(rng: np.random.Generator, start_s: IntArray, end_s: IntArray) -> In
     return start_s + np.floor(rng.random(len(start_s)) * (span + 1)).astype(np.int64)
 
 
-def _quiz(
-    rng: np.random.Generator,
-    user_types: IntArray,
-    profiles: FloatArray,
-    people: _People,
-    now_s: int,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    n, n_q = len(user_types), len(catalogues.QUIZ_QUESTIONS)
-    questions = pd.DataFrame(
+def _quiz_questions() -> pd.DataFrame:
+    n_q = len(catalogues.QUIZ_QUESTIONS)
+    return pd.DataFrame(
         {
             "id": np.arange(1, n_q + 1, dtype=np.int64),
             "text": [q[0] for q in catalogues.QUIZ_QUESTIONS],
@@ -530,39 +664,46 @@ def _quiz(
             "is_active": np.asarray([q[2] for q in catalogues.QUIZ_QUESTIONS]),
         }
     )
+
+
+def _quiz_answers(
+    rng: np.random.Generator,
+    user_types: IntArray,
+    profiles: FloatArray,
+    people: _People,
+    rows: slice,
+    now_s: int,
+) -> pd.DataFrame:
+    """The quiz answers of the users ``rows`` (``user_types`` is the whole population's)."""
+    types = user_types[rows]
+    created_s, last_active_s = people.created_s[rows], people.last_active_s[rows]
+    n, n_q = len(types), len(catalogues.QUIZ_QUESTIONS)
     # Most users answer ~90% of the questions; ~3% give up after a handful; retired
     # (inactive) questions were only answered by some.
     p_answer = rng.beta(12.0, 1.5, n)
     p_answer[rng.random(n) < TOO_FEW_ANSWERS_SHARE] = 0.08
-    question_factor = np.where(questions["is_active"].to_numpy(), 1.0, 0.4)
+    question_factor = np.where([q[2] for q in catalogues.QUIZ_QUESTIONS], 1.0, 0.4)
     answered = rng.random((n, n_q)) < p_answer[:, None] * question_factor[None, :]
     style = rng.normal(0.0, 0.3, n)  # a user's tendency to agree or disagree overall
     noise = rng.normal(0.0, 0.85, (n, n_q))
-    values = np.clip(np.round(profiles[user_types] + style[:, None] + noise), 1.0, 5.0)
-    rows, cols = np.nonzero(answered)
+    values = np.clip(np.round(profiles[types] + style[:, None] + noise), 1.0, 5.0)
+    users, cols = np.nonzero(answered)
     quiz_s = np.minimum(
-        people.created_s + np.round(rng.exponential(6 * 3600.0, n)).astype(np.int64),
-        people.last_active_s,
+        created_s + np.round(rng.exponential(6 * 3600.0, n)).astype(np.int64), last_active_s
     )
-    answers = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "user_id": rows.astype(np.int64) + 1,
+            "user_id": users.astype(np.int64) + rows.start + 1,
             "question_id": cols.astype(np.int64) + 1,
-            "value": values[rows, cols],
+            "value": values[users, cols],
             "answered_at": _timestamps(
-                np.minimum(quiz_s[rows] + 10 * cols, np.minimum(people.last_active_s[rows], now_s))
+                np.minimum(quiz_s[users] + 10 * cols, np.minimum(last_active_s[users], now_s))
             ),
         }
     )
-    return questions, answers
 
 
-def _interests(
-    rng: np.random.Generator,
-    user_types: IntArray,
-    subject_prefs: FloatArray,
-    people: _People,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _interest_catalogue() -> tuple[pd.DataFrame, pd.DataFrame]:
     n_subjects = len(catalogues.SUBJECTS)
     per_subject = len(catalogues.SUBJECTS[0][1])
     subjects = pd.DataFrame(
@@ -578,40 +719,56 @@ def _interests(
             "name": [name for _, names in catalogues.SUBJECTS for name in names],
         }
     )
+    return subjects, interests
+
+
+def _interest_log_p(subject_prefs: FloatArray) -> npt.NDArray[np.float32]:
+    """log P(interest | type), (N_TYPES, n_interests)."""
+    per_subject = len(catalogues.SUBJECTS[0][1])
     # P(interest | type) = 0.8 · P(subject | type) · Zipf within subject + 0.2 · overall
     zipf = np.arange(1, per_subject + 1, dtype=np.float64) ** -catalogues.INTEREST_ZIPF_EXPONENT
     zipf /= zipf.sum()
     by_type = (subject_prefs[:, :, None] * zipf[None, None, :]).reshape(N_TYPES, -1)
     overall = by_type.mean(axis=0)
-    log_p = np.log(0.8 * by_type + 0.2 * overall[None, :]).astype(np.float32)
+    return np.log(0.8 * by_type + 0.2 * overall[None, :]).astype(np.float32)
 
-    n = len(user_types)
+
+def _user_interests(
+    rng: np.random.Generator,
+    user_types: IntArray,
+    log_p: npt.NDArray[np.float32],
+    people: _People,
+    rows: slice,
+) -> pd.DataFrame:
+    """The interests of the users ``rows`` (``user_types`` is the whole population's)."""
+    types = user_types[rows]
+    created_s, last_active_s = people.created_s[rows], people.last_active_s[rows]
+    n = len(types)
     counts = 3 + rng.binomial(12, 0.4, n)  # 3..15 interests each
     # Gumbel top-k: sampling k distinct interests per user without a Python loop.
-    keys = log_p[user_types] + rng.gumbel(size=(n, log_p.shape[1])).astype(np.float32)
+    keys = log_p[types] + rng.gumbel(size=(n, log_p.shape[1])).astype(np.float32)
     order = np.argsort(-keys, axis=1)
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(log_p.shape[1])[None, :], axis=1)
     chosen = ranks < counts[:, None]
-    rows, cols = np.nonzero(chosen)
+    users, cols = np.nonzero(chosen)
     # Favourites (picked first) tend to get higher weights.
     weights = np.clip(
-        np.round(8.5 - 0.45 * ranks[rows, cols] + rng.normal(0, 1.6, len(rows))), 1, 10
+        np.round(8.5 - 0.45 * ranks[users, cols] + rng.normal(0, 1.6, len(users))), 1, 10
     )
-    weights[rng.random(len(rows)) < NULL_INTEREST_WEIGHT_SHARE] = np.nan
+    weights[rng.random(len(users)) < NULL_INTEREST_WEIGHT_SHARE] = np.nan
     created = np.minimum(
-        people.created_s[rows] + rng.integers(0, 3 * SECONDS_PER_DAY, len(rows)),
-        people.last_active_s[rows],
+        created_s[users] + rng.integers(0, 3 * SECONDS_PER_DAY, len(users)),
+        last_active_s[users],
     )
-    user_interests = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "user_id": rows.astype(np.int64) + 1,
+            "user_id": users.astype(np.int64) + rows.start + 1,
             "interest_id": cols.astype(np.int64) + 1,
             "weight": weights,
             "created_at": _timestamps(created),
         }
     )
-    return subjects, interests, user_interests
 
 
 def _passes_filters(
@@ -635,13 +792,16 @@ def _passes_filters(
     return gender_ok & age_ok & distance_ok
 
 
-def _showings(rng: np.random.Generator, people: _People) -> tuple[IntArray, IntArray]:
-    """Who was shown whom: (user rows, target rows), unique pairs sorted by (user, target)."""
+def _showings(
+    rng: np.random.Generator, people: _People, members: IntArray
+) -> tuple[IntArray, IntArray]:
+    """Who was shown whom among ``members`` (the rows of whole regions, ascending): (user rows,
+    target rows), unique pairs sorted by (user, target)."""
     n = len(people.gender)
-    tenure_days = (people.last_active_s - people.created_s) / SECONDS_PER_DAY
-    activity = np.exp(rng.normal(-0.18, 0.6, n)) * np.clip(tenure_days / 14.0, 0.1, 1.0)
+    tenure_days = (people.last_active_s[members] - people.created_s[members]) / SECONDS_PER_DAY
+    activity = np.exp(rng.normal(-0.18, 0.6, len(members))) * np.clip(tenure_days / 14.0, 0.1, 1.0)
     per_user = rng.poisson(ENCOUNTERS_PER_USER * activity)
-    u = np.repeat(np.arange(n, dtype=np.int64), per_user)
+    u = np.repeat(members, per_user)
 
     # The gender of each shown person: one the user seeks, in proportion to how many there are.
     gender_share = np.bincount(people.gender, minlength=3) / n
@@ -654,9 +814,10 @@ def _showings(rng: np.random.Generator, people: _People) -> tuple[IntArray, IntA
     u, target_gender = u[keep], np.minimum(target_gender[keep], 2)
 
     # Someone of that gender in the same region, uniformly.
-    block_key = people.region * 3 + people.gender
-    by_block = np.argsort(block_key, kind="stable")
-    block_starts = np.searchsorted(block_key[by_block], np.arange(people.n_regions * 3 + 1))
+    block_key = people.region[members] * 3 + people.gender[members]
+    order = np.argsort(block_key, kind="stable")
+    by_block = members[order]
+    block_starts = np.searchsorted(block_key[order], np.arange(people.n_regions * 3 + 1))
     want = people.region[u] * 3 + target_gender
     start, size = block_starts[want], block_starts[want + 1] - block_starts[want]
     keep = size > 0
@@ -672,10 +833,12 @@ def _showings(rng: np.random.Generator, people: _People) -> tuple[IntArray, IntA
 
 
 def _likes(
-    rng: np.random.Generator, people: _People, latent: Latent, now_s: int
+    rng: np.random.Generator, people: _People, latent: Latent, members: IntArray, now_s: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The likes, passes and blocks among ``members`` (whole regions: people meet only inside
+    theirs, so a mutual like is decided here too), and who of them then met and rated whom."""
     n = len(people.gender)
-    u, t = _showings(rng, people)
+    u, t = _showings(rng, people, members)
     distance = geo.haversine_km(people.lat[u], people.lon[u], people.lat[t], people.lon[t])
     keep = _passes_filters(people, u, t, distance) | (rng.random(len(u)) < OFF_FILTER_SHARE)
     # u can only act on t while u is active and after t signed up.
@@ -766,7 +929,9 @@ class SeedResult:
     rows: dict[str, int]
     deleted: dict[str, int]
     generate_seconds: float
-    write_seconds: float
+    write_seconds: float  # the COPYs and the commit
+    chunks: int
+    table_write_seconds: dict[str, float]  # summed over the chunks
 
 
 def seed(
@@ -777,18 +942,55 @@ def seed(
     now: dt.datetime = DEFAULT_NOW,
     replace: bool = False,
     cities: str = DEFAULT_CITIES,
+    show_progress: bool = False,
+    chunk_users: int = CHUNK_USERS,
 ) -> SeedResult:
     """Ensure the schema, then write a generated population in one transaction.
 
-    Refuses a database that already has users unless ``replace`` (which first deletes every
-    source row; derived tables are left to their jobs' next run).
+    The rows are generated and written chunk by chunk (``chunk_users`` users at a time; the
+    rows depend on it, see :func:`generate_chunks`), so memory stays bounded whatever
+    ``n_users``; the one transaction keeps the seed all or nothing (a failure leaves the
+    database as it was). Refuses a database that already has
+    users unless ``replace`` (which first deletes every source row, in the same transaction;
+    derived tables are left to their jobs' next run).
     """
     migrate.upgrade(engine)
     started = time.perf_counter()
-    frames = generate(n_users, seed, now, cities)
-    generated = time.perf_counter()
-    with engine.begin() as conn:
-        deleted, rows = source.load_into_empty(conn, frames, replace=replace, what="seed")
+    generation = _Generation(n_users, seed, now, cities, chunk_users)
+    generate_s = time.perf_counter() - started
+    rows: dict[str, int] = {name: 0 for name in source.WRITE_ORDER}
+    table_s: dict[str, float] = {name: 0.0 for name in source.WRITE_ORDER}
+    bar = progress.bar(
+        total=generation.n_chunks,
+        desc=f"seed {n_users:,} users",
+        enabled=show_progress,
+        unit="chunk",
+    )
+    try:
+        with engine.begin() as conn:
+            deleted = source.clear_for_load(conn, replace=replace, what="seed")
+            chunks = generation.chunks()
+            while True:
+                drawn = time.perf_counter()
+                chunk = next(chunks, None)
+                generate_s += time.perf_counter() - drawn
+                if chunk is None:
+                    break
+                for name, frame in chunk.frames.items():
+                    written = time.perf_counter()
+                    rows[name] += source.write_frames(conn, {name: frame})[name]
+                    table_s[name] += time.perf_counter() - written
+                logger.debug(
+                    "seed chunk %s %d: %d users",
+                    chunk.step,
+                    chunk.index,
+                    chunk.users,
+                    extra={"action": "seed.chunk", "step": chunk.step, "index": chunk.index},
+                )
+                bar.set_postfix_str(chunk.step)
+                bar.update(1)
+    finally:
+        bar.close()
     finished = time.perf_counter()
     result = SeedResult(
         n_users=n_users,
@@ -797,8 +999,10 @@ def seed(
         cities=cities,
         rows=rows,
         deleted=deleted,
-        generate_seconds=generated - started,
-        write_seconds=finished - generated,
+        generate_seconds=generate_s,
+        write_seconds=finished - started - generate_s,
+        chunks=generation.n_chunks,
+        table_write_seconds=table_s,
     )
     logger.info(
         "seeded %d users (seed %d, %s cities): %d rows in %.1fs",

@@ -256,6 +256,59 @@ def test_volume_is_proportional(cities: str, n_small: int) -> None:
         assert 3.0 < ratio < 5.5, (name, ratio)
 
 
+# ------------------------------------------------------------------------ chunks
+
+
+def test_a_population_within_one_chunk_is_drawn_as_before_chunking() -> None:
+    # The figures of every test seeding at most CHUNK_USERS users were measured on the
+    # unchunked draw; one chunk per step draws the same rows.
+    whole = seed.generate(600, 5, NOW, chunk_users=600)
+    default = seed.generate(600, 5, NOW)
+    for name in whole:
+        pd.testing.assert_frame_equal(whole[name], default[name], check_exact=True)
+
+
+def test_chunks_hold_whole_regions_and_every_row_once() -> None:
+    n_users = 3000
+    chunked, latent = seed.generate_with_latent(n_users, 11, NOW, chunk_users=700)
+    again = seed.generate(n_users, 11, NOW, chunk_users=700)
+    for name in chunked:  # deterministic for a given chunk size
+        pd.testing.assert_frame_equal(chunked[name], again[name], check_exact=True)
+    assert chunked["users"]["id"].tolist() == list(range(1, n_users + 1))
+    for name, key in (
+        ("quiz_answers", ["user_id", "question_id"]),
+        ("user_interests", ["user_id", "interest_id"]),
+        ("likes", ["user_id", "target_id"]),
+        ("ratings", ["rater_id", "rated_id", "dimension_id"]),
+    ):
+        assert not chunked[name].duplicated(key).any(), name
+    region = seed.city_layout("realistic", n_users).region[latent.home_city]
+    likes = chunked["likes"]
+    assert (region[likes["user_id"] - 1] == region[likes["target_id"] - 1]).all()
+    liked = set(zip(likes["user_id"], likes["target_id"], strict=True))
+    ratings = chunked["ratings"]
+    assert set(zip(ratings["rater_id"], ratings["rated_id"], strict=True)) <= liked
+    # Mutual likes cross no chunk boundary, so chunking keeps them.
+    kinds = likes.set_index(["user_id", "target_id"])["kind"]
+    pairs = kinds[kinds == "like"].index
+    mutual = sum((t, u) in pairs for u, t in pairs)
+    assert mutual > 0.05 * len(pairs)
+    # The same model whatever the chunk size: volumes within a few per cent.
+    whole = seed.generate(n_users, 11, NOW)
+    for name in ("quiz_answers", "user_interests", "likes", "ratings"):
+        ratio = len(chunked[name]) / len(whole[name])
+        assert 0.9 < ratio < 1.1, (name, ratio)
+
+
+def test_generate_chunks_yields_each_step_in_write_order() -> None:
+    chunks = list(seed.generate_chunks(900, 2, NOW, chunk_users=400))
+    steps = [c.step for c in chunks]
+    assert steps[:7] == ["catalogues"] + ["users and quiz"] * 3 + ["interests"] * 3
+    assert set(steps[7:]) == {"likes and ratings"}
+    assert sum(c.users for c in chunks if c.step == "users and quiz") == 900
+    assert sum(c.users for c in chunks if c.step == "likes and ratings") == 900
+
+
 # ------------------------------------------------------------------------ database
 
 
@@ -302,6 +355,32 @@ def test_seed_refuses_a_populated_database_unless_replace(db) -> None:
     with db.engine.connect() as conn:
         assert factories.count_source_rows(conn) == result.rows
         assert source.count_users(conn) == 80
+
+
+def test_seed_in_chunks_writes_the_generated_rows(db) -> None:
+    frames = seed.generate(900, 4, NOW, chunk_users=250)
+    result = seed.seed(db.engine, n_users=900, seed=4, now=NOW, chunk_users=250)
+    assert result.chunks >= 1 + 2 * 4 + 1  # catalogues, users+quiz, interests, likes+ratings
+    assert result.rows == {name: len(frame) for name, frame in frames.items()}
+    assert set(result.table_write_seconds) == set(result.rows)
+    with db.engine.connect() as conn:
+        for table in schema.SOURCE_TABLES:
+            _assert_same(_read(conn, table), frames[table.name], table)
+
+
+def test_a_seed_failing_in_a_later_chunk_writes_nothing(
+    db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Users and quiz answers are written in the first chunks; the failure comes when the
+    # ratings are drawn, at the end: the one transaction leaves the database as it was.
+    def fail(*_args: object) -> pd.DataFrame:
+        raise RuntimeError("drawing ratings failed")
+
+    monkeypatch.setattr(seed, "_ratings", fail)
+    with pytest.raises(RuntimeError, match="drawing ratings failed"):
+        seed.seed(db.engine, n_users=300, seed=1, now=NOW, chunk_users=100)
+    with db.engine.connect() as conn:
+        assert factories.count_source_rows(conn) == dict.fromkeys(source.WRITE_ORDER, 0)
 
 
 def test_cli_seed_json(db, capsys: pytest.CaptureFixture[str]) -> None:

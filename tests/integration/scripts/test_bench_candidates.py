@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
-
 
 @pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    # On sys.path, not loaded from a file spec: the script seeds in a spawned child process,
-    # which imports the script's module by name.
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    return importlib.import_module("bench_candidates")
+def bench(script: Callable[[str], ModuleType]) -> ModuleType:
+    return script("bench_candidates")
 
 
 @pytest.mark.slow
