@@ -177,6 +177,7 @@ def test_quiz_event_refreshes_vector_and_scores(nightly_db, config) -> None:
     assert event_runs == [
         ("worker", "succeeded"),  # the batch, which holds the events' claim
         ("quiz", "succeeded"),
-        ("match", "succeeded"),
+        ("match", "succeeded"),  # the user's own list
         ("feed", "succeeded"),
+        ("match", "succeeded"),  # then the users whose lists the change touches
     ]
