@@ -352,8 +352,8 @@ def run_mode(
     config_file = Path(tempfile.mkdtemp()) / f"bench-events-{mode}.yaml"
     config_file.write_text(CONFIG_YAML % ("true" if mode == "warm" else "false"))
     version = config_mod.load_config([config_file]).algorithm_version
-    out: dict[str, Any] = {"load_start": os.getloadavg()}
-    proc = _worker(url, config_file)
+    out: dict[str, Any] = {"load_start": os.getloadavg(), "throughput": {}}
+    procs = [_worker(url, config_file)]
     try:
         time.sleep(2.0)
         with engine.connect() as conn:
@@ -366,17 +366,25 @@ def run_mode(
         listed_user = _pairs(engine, version, 1, rng)[0][0]
         out["first_batch_s"] = round(warm_up(engine, version, listed_user), 3)
         out["latency"] = measure(engine, version, args.samples, rng)
-        if args.sustained or args.storm:
+        for n_workers in args.workers if args.sustained or args.storm else ():
+            while len(procs) < n_workers:
+                procs.append(_worker(url, config_file))
+                # a warm worker loads everyone at start, while the queue is idle
+                time.sleep(2.0 + args.users / 10_000)
+            figures: dict[str, Any] = {}
             picked = rng.choice(active, size=min(args.sustained + args.storm_users, len(active)))
-        if args.sustained:
-            out["sustained"] = sustained(engine, [int(u) for u in picked[: args.sustained]])
-        if args.storm:
-            users = [int(u) for u in picked[args.sustained :]]
-            out["storm"] = storm(engine, users, args.storm, args.storm_s)
+            if args.sustained:
+                figures["sustained"] = sustained(engine, [int(u) for u in picked[: args.sustained]])
+            if args.storm:
+                users = [int(u) for u in picked[args.sustained :]]
+                figures["storm"] = storm(engine, users, args.storm, args.storm_s)
+            out["throughput"][n_workers] = figures
         out["load_end"] = os.getloadavg()
     finally:
-        proc.terminate()
-        proc.wait(timeout=120)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=120)
     return out
 
 
@@ -393,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storm-users", type=int, default=1_000)
     parser.add_argument("--storm-s", type=float, default=10.0)
     parser.add_argument("--modes", default=",".join(MODES), help="cold,warm (in that order)")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="worker counts for the sustained and storm runs, e.g. 1,2 (default 1); the "
+        "latency samples always run against one worker",
+    )
     parser.add_argument("--admin-url", default=os.environ.get("MATCHJOBS_BENCH_PG", ADMIN_URL))
     parser.add_argument("--db-name", default=SCRATCH_DB, help=f"scratch database ({SCRATCH_DB})")
     parser.add_argument("--no-write", action="store_true")
@@ -401,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes must list some of {MODES}; got {args.modes!r}")
+    try:
+        args.workers = sorted({int(n) for n in args.workers.split(",") if n})
+    except ValueError:
+        parser.error(f"--workers must be worker counts like 1,2; got {args.workers!r}")
+    if not args.workers or args.workers[0] < 1:
+        parser.error(f"--workers must be worker counts ≥ 1; got {args.workers}")
     admin = engine_mod.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)')
@@ -509,20 +529,22 @@ def report(
                 cells = " | ".join(str(f.get(p, "–")) for p in names)
                 lines.append(f"| `{kind}` | `{fanout}` | {f['n']} | {cells} | {f['run']} |")
     for m in modes:
-        r = results[m]
-        if "sustained" in r:
-            rate = r["sustained"]
-            lines += [
-                "",
-                f"Sustained ({m}): {rate['events']} quiz events for distinct users queued at "
-                f"once, drained in {rate['drain_s']} s: **{rate['events_per_s']} events/s** "
-                "with one worker.",
-            ]
-        if "storm" in r:
+        for n_workers, r in results[m]["throughput"].items():
+            who = f"{m}, {n_workers} worker{'s' if n_workers > 1 else ''}"
+            if "sustained" in r:
+                rate = r["sustained"]
+                lines += [
+                    "",
+                    f"Sustained ({who}): {rate['events']} quiz events for distinct users queued "
+                    f"at once, drained in {rate['drain_s']} s: **{rate['events_per_s']} "
+                    "events/s**.",
+                ]
+            if "storm" not in r:
+                continue
             burst = r["storm"]
             lines += [
                 "",
-                f"Storm ({m}): {burst['events']:,} events for {burst['users']:,} users inserted "
+                f"Storm ({who}): {burst['events']:,} events for {burst['users']:,} users inserted "
                 f"over {burst['inserted_over_s']} s, drained "
                 f"{burst['drain_s_from_first_insert']} s after the first insert; "
                 f"{burst['done']} refreshes run, {burst['coalesced']:,} coalesced: coalescing "

@@ -1,4 +1,4 @@
-"""scripts/bench_events.py keeps working: a small run of both worker modes, printed only."""
+"""scripts/bench_events.py keeps working: small runs of both worker modes, printed only."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_a_small_run_reports_each_event_kind_in_each_mode(
     bench = script("bench_events")
     argv = [
         "--users", "400", "--samples", "1", "--sustained", "5", "--storm", "40",
-        "--storm-users", "10", "--storm-s", "1", "--admin-url", admin_url,
+        "--storm-users", "10", "--storm-s", "1", "--workers", "1,2", "--admin-url", admin_url,
         "--db-name", scratch_db_name("mj_test_bench_events"), "--no-write",
     ]  # fmt: skip
     assert bench.main(argv) == 0
@@ -32,5 +32,6 @@ def test_a_small_run_reports_each_event_kind_in_each_mode(
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 2 + 3 * len(bench.MODES), row
     for mode in bench.MODES:
-        assert f"Sustained ({mode}): 5 quiz events" in section
-        assert f"Storm ({mode}): 40 events for 10 users" in section
+        for who in (f"{mode}, 1 worker", f"{mode}, 2 workers"):
+            assert f"Sustained ({who}): 5 quiz events" in section
+            assert f"Storm ({who}): 40 events for 10 users" in section
