@@ -366,7 +366,6 @@ class _Batch:
                     self._run("feed", users)
                 if fanout == "own":
                     self._follow_up(users, matched, now)
-                    return
         except Exception as exc:
             with writer(self.engine).begin() as conn:
                 marked = set_states.mark_stale(
