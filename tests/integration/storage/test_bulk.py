@@ -28,6 +28,12 @@ def vector_frame(user_ids: list[int], scale: float, when: dt.datetime) -> pd.Dat
     )
 
 
+def sync(conn, frame: pd.DataFrame, scope_ids: np.ndarray | None = None) -> dict[str, int]:
+    return bulk.sync_rows(
+        conn, user_quiz_vectors, frame, scope_column="user_id", scope_ids=scope_ids
+    )
+
+
 def read_vectors(engine: sa.Engine) -> pd.DataFrame:
     with engine.connect() as conn:
         frame = bulk.read_frame(conn, sa.select(*user_quiz_vectors.c))
@@ -69,25 +75,13 @@ def test_users_round_trip_with_nulls_and_types(db) -> None:
 
 def test_sync_is_idempotent_and_touches_only_changes(db) -> None:
     with db.engine.begin() as conn:
-        counts = bulk.sync_rows(
-            conn,
-            user_quiz_vectors,
-            vector_frame([1, 2, 3], 1.0, T0),
-            scope_column="user_id",
-            scope_ids=None,
-        )
+        counts = sync(conn, vector_frame([1, 2, 3], 1.0, T0))
     assert counts == {"inserted": 3, "updated": 0, "deleted": 0, "unchanged": 0}
     first = read_vectors(db.engine)
 
     later = T0 + dt.timedelta(days=1)
     with db.engine.begin() as conn:
-        counts = bulk.sync_rows(
-            conn,
-            user_quiz_vectors,
-            vector_frame([1, 2, 3], 1.0, later),
-            scope_column="user_id",
-            scope_ids=None,
-        )
+        counts = sync(conn, vector_frame([1, 2, 3], 1.0, later))
     assert counts == {"inserted": 0, "updated": 0, "deleted": 0, "unchanged": 3}
     pd.testing.assert_frame_equal(read_vectors(db.engine), first)  # byte-for-byte, timestamps too
 
@@ -95,9 +89,7 @@ def test_sync_is_idempotent_and_touches_only_changes(db) -> None:
     frame = vector_frame([1, 2, 4], 1.0, later)
     frame.loc[1, "vector"] = np.full(3, 9.0, dtype=np.float32).tobytes()
     with db.engine.begin() as conn:
-        counts = bulk.sync_rows(
-            conn, user_quiz_vectors, frame, scope_column="user_id", scope_ids=None
-        )
+        counts = sync(conn, frame)
     assert counts == {"inserted": 1, "updated": 1, "deleted": 1, "unchanged": 1}
     after = read_vectors(db.engine)
     assert after["user_id"].tolist() == [1, 2, 4]
@@ -110,45 +102,21 @@ def test_sync_is_idempotent_and_touches_only_changes(db) -> None:
 
 def test_sync_within_a_scope_leaves_other_users_alone(db) -> None:
     with db.engine.begin() as conn:
-        bulk.sync_rows(
-            conn,
-            user_quiz_vectors,
-            vector_frame([1, 2, 3], 1.0, T0),
-            scope_column="user_id",
-            scope_ids=None,
-        )
+        sync(conn, vector_frame([1, 2, 3], 1.0, T0))
     # a single-user scope with no row for user 2 deletes only user 2's row
     with db.engine.begin() as conn:
-        counts = bulk.sync_rows(
-            conn,
-            user_quiz_vectors,
-            vector_frame([], 1.0, T0),
-            scope_column="user_id",
-            scope_ids=np.array([2]),
-        )
+        counts = sync(conn, vector_frame([], 1.0, T0), np.array([2]))
     assert counts["deleted"] == 1
     assert read_vectors(db.engine)["user_id"].tolist() == [1, 3]
 
 
 def test_an_unchanged_sync_writes_nothing(db) -> None:
     with db.engine.begin() as conn:
-        bulk.sync_rows(
-            conn,
-            user_quiz_vectors,
-            vector_frame([1, 2, 3], 1.0, T0),
-            scope_column="user_id",
-            scope_ids=None,
-        )
+        sync(conn, vector_frame([1, 2, 3], 1.0, T0))
     with db.engine.begin() as conn:
         driver = conn.connection.driver_connection
         before = None if db.is_postgres else driver.total_changes
-        counts = bulk.sync_rows(
-            conn,
-            user_quiz_vectors,
-            vector_frame([1, 2, 3], 1.0, T0 + dt.timedelta(days=1)),
-            scope_column="user_id",
-            scope_ids=None,
-        )
+        counts = sync(conn, vector_frame([1, 2, 3], 1.0, T0 + dt.timedelta(days=1)))
         if db.is_postgres:
             # a transaction gets an id with its first write
             assert conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar() is None
@@ -160,18 +128,6 @@ def test_an_unchanged_sync_writes_nothing(db) -> None:
 def test_sync_refuses_repeated_keys_and_rows_outside_the_scope(db) -> None:
     with db.engine.begin() as conn:
         with pytest.raises(ValueError, match="repeats a key"):
-            bulk.sync_rows(
-                conn,
-                user_quiz_vectors,
-                vector_frame([1, 1], 1.0, T0),
-                scope_column="user_id",
-                scope_ids=None,
-            )
+            sync(conn, vector_frame([1, 1], 1.0, T0))
         with pytest.raises(ValueError, match="outside the scope"):
-            bulk.sync_rows(
-                conn,
-                user_quiz_vectors,
-                vector_frame([1, 2], 1.0, T0),
-                scope_column="user_id",
-                scope_ids=np.array([1]),
-            )
+            sync(conn, vector_frame([1, 2], 1.0, T0), np.array([1]))
