@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from compute import validate
+from compute.arrays import unique_codes
 
 GENDER_WOMAN = 0
 GENDER_MAN = 1
@@ -264,8 +265,8 @@ class Population:
         put("interest_indptr", interest_indptr)
         put("interest_ids", interest_ids)
         put("interest_weights", interest_weights)
-        code_ids, codes = np.unique(interest_ids, return_inverse=True)
-        put("interest_code_ids", code_ids.astype(np.int64))
+        code_ids, codes = unique_codes(interest_ids)
+        put("interest_code_ids", code_ids)
         put("interest_codes", codes.astype(np.int32).reshape(-1))
 
         cat_ids = _coerce("catalogue_interest_ids", self.catalogue_interest_ids, np.dtype(np.int64))

@@ -112,9 +112,14 @@ def test_two_users_one_replaced_one_added_one_removed(make_population) -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_replace_users_equals_a_whole_load_of_the_current_rows(make_population, seed) -> None:
+@pytest.mark.parametrize("who", ["some_join_and_leave", "same_users"])
+def test_replace_users_equals_a_whole_load_of_the_current_rows(make_population, seed, who) -> None:
+    """Either way a batch goes (users joining and leaving: the general splice; only held
+    users changing: rows overwritten in place), the result is a whole load of now."""
     rng = np.random.default_rng(seed)
     ids = np.sort(rng.choice(np.arange(1, 400), size=60, replace=False)).tolist()
+    if who == "same_users":
+        ids = ids[:50]
     now_users = {u: random_user(u, rng) for u in ids[:50]}  # active now
     gone = ids[50:55]  # held, inactive now
     new = ids[55:]  # active now, never held
