@@ -10,7 +10,8 @@ One CSV row is one directed date (participant ``iid`` → partner ``pid``). The 
 - **quiz_questions / quiz_answers**: the sign-up survey (:data:`QUESTIONS`). The "what I look
   for" block ``attr1_1 … shar1_1`` is normalized per person to shares of 100, because waves
   used different scales; a block with any item missing or out of scale is skipped whole (its
-  shares would not be comparable).
+  shares would not be comparable). The nominal ``goal`` item (codes 1–6 are labels) becomes
+  six yes/no questions, one per option.
 - **subjects / interests / user_interests**: the 17 activity ratings, grouped into five
   subjects, with weight = the 1–10 rating.
 - **ratings**: ``attr sinc intel fun amb shar`` of a row are ``iid``'s ratings *of* ``pid``
@@ -80,6 +81,13 @@ class Question:
     text: str
     scale_min: float
     scale_max: float
+    # A nominal item (``goal``) is one question per option, answered 1 for the chosen
+    # option and 0 for the others on a scale of -1 to 1: 0 is the midpoint, which the quiz
+    # vector reads as neutral, so a shared choice makes two people alike and the options
+    # neither chose count for nothing. Its codes are labels, not amounts: one numeric answer
+    # would put "other" (6) next to "to say I did it" (5), far from "a fun night out" (1).
+    choice: int | None = None
+    codes: tuple[float, float] | None = None  # the column's valid codes (for a choice)
 
 
 QUESTIONS: tuple[Question, ...] = (
@@ -98,19 +106,26 @@ QUESTIONS: tuple[Question, ...] = (
     Question(9, "intel3_1", "How I see myself: intelligent (1-10)", 1, 10),
     Question(10, "fun3_1", "How I see myself: fun (1-10)", 1, 10),
     Question(11, "amb3_1", "How I see myself: ambitious (1-10)", 1, 10),
-    Question(
-        12,
-        "goal",
-        "My primary goal: 1 fun night out, 2 meet new people, 3 get a date, "
-        "4 serious relationship, 5 to say I did it, 6 other",
-        1,
-        6,
+    Question(12, "date", "How often I go on dates (1 several times a week … 7 almost never)", 1, 7),
+    Question(13, "go_out", "How often I go out (1 several times a week … 7 almost never)", 1, 7),
+    Question(14, "imprace", "Importance of a partner of the same racial background (1-10)", 1, 10),
+    Question(15, "imprelig", "Importance of a partner of the same religion (1-10)", 1, 10),
+    Question(16, "exphappy", "How happy I expect to be with the people I meet (1-10)", 1, 10),
+    *(
+        Question(
+            17 + i, "goal", f"My primary goal: {label} (1 if chosen, else 0)", -1, 1, i + 1, (1, 6)
+        )
+        for i, label in enumerate(
+            (
+                "a fun night out",
+                "to meet new people",
+                "to get a date",
+                "a serious relationship",
+                "to say I did it",
+                "other",
+            )
+        )
     ),
-    Question(13, "date", "How often I go on dates (1 several times a week … 7 almost never)", 1, 7),
-    Question(14, "go_out", "How often I go out (1 several times a week … 7 almost never)", 1, 7),
-    Question(15, "imprace", "Importance of a partner of the same racial background (1-10)", 1, 10),
-    Question(16, "imprelig", "Importance of a partner of the same religion (1-10)", 1, 10),
-    Question(17, "exphappy", "How happy I expect to be with the people I meet (1-10)", 1, 10),
 )
 
 # subject -> (CSV column, interest name)
@@ -338,10 +353,20 @@ def _quiz(
         (~block_ok[:, None] & ~pref_missing & ~pref_out).sum()
     )
     shares = 100.0 * pref_raw / np.where(totals > 0, totals, 1.0)[:, None]
+    choice_keep: dict[str, np.ndarray] = {}  # a nominal column is checked (and counted) once
     for j, question in enumerate(QUESTIONS):
         if question.column in PREFERENCE_COLUMNS:
             values = shares[:, j]
             keep = block_ok
+        elif question.choice is not None:
+            assert question.codes is not None
+            column = people[question.column]
+            if question.column not in choice_keep:
+                choice_keep[question.column] = _check_values(
+                    column, *question.codes, "quiz", skipped
+                )
+            keep = choice_keep[question.column]
+            values = (column.to_numpy(dtype=np.float64) == question.choice).astype(np.float64)
         else:
             values = people[question.column].to_numpy(dtype=np.float64)
             keep = _check_values(

@@ -151,6 +151,31 @@ def test_hand_checked_man_iid_11(converted: speed_dating.Converted) -> None:
     answers = frames["quiz_answers"].set_index(["user_id", "question_id"])["value"]
     assert answers.loc[(11, 1)] == pytest.approx(35.0)
     assert answers.loc[(11, 5)] == 0.0  # a zero share is a real answer
+    # goal 1 (a fun night out): one yes among the six goal questions, the first
+    goal = {q.id: answers.loc[(11, q.id)] for q in speed_dating.QUESTIONS if q.column == "goal"}
+    assert list(goal.values()) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_a_nominal_item_is_one_yes_no_question_per_option(
+    converted: speed_dating.Converted, raw: pd.DataFrame
+) -> None:
+    """goal's codes are labels: each person with a goal answers all six goal questions, yes
+    to exactly their own; a person without one answers none, and is counted once."""
+    goal_questions = [q for q in speed_dating.QUESTIONS if q.column == "goal"]
+    goal_ids = [q.id for q in goal_questions]
+    assert len(goal_ids) == 6
+    # 0, an option not chosen, is its scale's midpoint: neutral in the quiz vector
+    assert all(q.scale_min + q.scale_max == 0 for q in goal_questions)
+    answers = converted.frames["quiz_answers"]
+    goal = answers[answers["question_id"].isin(goal_ids)]
+    per_person = goal.groupby("user_id")["value"]
+    assert (per_person.count() == 6).all() and (per_person.sum() == 1.0).all()
+    stated = raw.groupby("iid")["goal"].first()
+    assert set(per_person.count().index) == set(stated.dropna().index.astype(int))
+    chosen = goal[goal["value"] == 1.0].set_index("user_id")["question_id"]
+    want = stated.dropna().astype(int).map(lambda g: goal_ids[g - 1])
+    assert chosen.sort_index().tolist() == want.sort_index().tolist()
+    assert converted.skipped["quiz_missing"] >= int(stated.isna().sum())
 
 
 def test_out_of_scale_interest_is_skipped_alone(converted: speed_dating.Converted) -> None:
