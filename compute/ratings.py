@@ -10,16 +10,24 @@ known), ``self_rating``, ``duplicate_rating`` (a second valid row for the same
 (rater, rated, dimension): the **last** row in input order is kept, so a caller
 ordering by time keeps the latest rating).
 
-Aggregates (``rating_global_means`` then ``rating_aggregates``)::
+Aggregates (``rating_global_means``, ``rater_leniency``, ``without_leniency`` then
+``rating_aggregates``)::
 
     g_d        = mean of all valid ratings on d       (scale midpoint if there are none)
-    n_pd, mu_pd = count and mean of profile p's ratings on d
+    b_rd       = (sum of rater r's ratings on d - n_rd g_d) / (n_rd + m)   (r's leniency)
+    v'         = clip(v - b_rd, lo_d, hi_d)           (each rating less its rater's leniency)
+    n_pd, mu_pd = count and mean of the v' of profile p's ratings on d
     s_pd       = (n_pd * mu_pd + m * g_d) / (n_pd + m)   (= g_d when n_pd = 0)
     quality_p  = mean_d clip((s_pd - lo_d) / r_d, 0, 1)  in [0, 1]
 
-``g_d`` depends on the population, so the jobs layer computes it over everyone
-and passes it to single-profile runs: with the same ``g`` a single-profile
-aggregate equals the batch row.
+Raters differ in how high they rate: a profile rated by lenient raters would otherwise
+stand above one rated by strict raters for the same impression. The leniency is shrunk
+towards 0 with the same ``m`` pseudo-ratings as the means (a rater with few ratings is
+mostly taken at their word). ``g_d`` and each rater's leniency depend on ratings beyond a
+profile's own, so the jobs layer computes ``g`` over everyone and the leniency of a
+profile's raters over all their ratings (grouped per value, :class:`ValueGroups`) and passes
+them to single-profile runs: with the same ``g`` and groups a single-profile aggregate
+equals the batch row.
 
 Preferences (``rating_preferences``). Over the distinct profiles ``j`` rater
 ``u`` rated::
@@ -54,6 +62,7 @@ the population mean, or never rated, carries no direction.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -393,6 +402,104 @@ def rating_global_means(
     return np.where(counts > 0, sums / np.maximum(counts, 1), midpoints)
 
 
+@dataclass(frozen=True, eq=False)
+class ValueGroups:
+    """Valid ratings counted per (rater, dimension, value), sorted by those three: what
+    :func:`rater_leniency` reads. :func:`value_groups` makes them from rating rows; the
+    jobs layer's grouped query returns the same rows for some raters without reading the
+    others' ratings.
+
+    Attributes
+    ----------
+    rater_ids, dimension_ids : (k,) int64
+    values : (k,) float64
+    counts : (k,) int64, > 0
+    """
+
+    rater_ids: npt.NDArray[np.int64]
+    dimension_ids: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+    counts: npt.NDArray[np.int64]
+
+
+def value_groups(ratings: ValidRatings) -> ValueGroups:
+    """``ratings`` counted per (rater, dimension, value), sorted by rater, dimension, value."""
+    order = np.lexsort((ratings.values, ratings.dimension_ids, ratings.rater_ids))
+    r, d, v = ratings.rater_ids[order], ratings.dimension_ids[order], ratings.values[order]
+    new = np.ones(r.size, dtype=np.bool_)
+    if r.size:
+        new[1:] = (r[1:] != r[:-1]) | (d[1:] != d[:-1]) | (v[1:] != v[:-1])
+    starts = np.flatnonzero(new)
+    return ValueGroups(
+        rater_ids=r[starts],
+        dimension_ids=d[starts],
+        values=v[starts],
+        counts=np.diff(np.r_[starts, r.size]).astype(np.int64),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class RaterLeniency:
+    """How much above the population each rater rates, per dimension (see
+    :func:`rater_leniency`).
+
+    Attributes
+    ----------
+    rater_ids : (r,) int64, sorted, unique
+    bias : (r, d) float64, finite (columns = dimensions by id)
+    """
+
+    rater_ids: npt.NDArray[np.int64]
+    bias: npt.NDArray[np.float64]
+
+
+def rater_leniency(
+    groups: ValueGroups,
+    dimensions: RatingDimensions,
+    params: RatingParams,
+    global_means: npt.NDArray[np.float64],
+) -> RaterLeniency:
+    """Each rater's leniency per dimension, shrunk towards 0 like the profiles' means::
+
+        b_rd = (Σ_j v_rjd - n_rd g_d) / (n_rd + m)      (0 for a dimension r never rated)
+
+    over the rater's valid ratings on ``d``, ``m = prior_weight``. A rater who rates
+    everyone 9 on a scale where the population's mean is 6 has ``b`` near 3: their 9 says
+    less than a strict rater's. The sums run over ``groups`` in their (rater, dimension,
+    value) order, so any run given the same groups gets bit-identical biases.
+    """
+    n_dims = len(dimensions.dimension_ids)
+    global_means = _check_global_means(global_means, n_dims)
+    positions, found = validate.lookup(dimensions.dimension_ids, groups.dimension_ids)
+    if not found.all():
+        raise ValueError("groups hold dimension ids missing from dimensions")
+    rater_ids, rows = np.unique(groups.rater_ids, return_inverse=True)
+    cells = rows.reshape(-1) * n_dims + positions
+    size = rater_ids.size * n_dims
+    counts = np.bincount(cells, weights=groups.counts, minlength=size)
+    sums = np.bincount(cells, weights=groups.counts * groups.values, minlength=size)
+    g = np.tile(global_means, rater_ids.size)
+    bias = (sums - counts * g) / (counts + float(params.prior_weight))
+    bias = np.where(counts > 0, bias, 0.0)  # m = 0 and no rating: no leniency known
+    return RaterLeniency(rater_ids=rater_ids.astype(np.int64), bias=bias.reshape(-1, n_dims))
+
+
+def without_leniency(
+    ratings: ValidRatings, leniency: RaterLeniency, dimensions: RatingDimensions
+) -> ValidRatings:
+    """``ratings`` with each value less its rater's leniency on its dimension, clipped to
+    the dimension's scale (a rater not in ``leniency`` counts as 0)."""
+    positions = _dimension_positions(ratings, dimensions)
+    rows, found = validate.lookup(leniency.rater_ids, ratings.rater_ids)
+    if leniency.rater_ids.size == 0:
+        return ratings
+    bias = np.where(found, leniency.bias[rows, positions], 0.0)
+    values = np.clip(
+        ratings.values - bias, dimensions.scale_min[positions], dimensions.scale_max[positions]
+    )
+    return dataclasses.replace(ratings, values=values)
+
+
 def rating_aggregates(
     profile_ids: npt.NDArray[np.int64],
     ratings: ValidRatings,
@@ -579,3 +686,64 @@ def rating_fit(
     cosine = np.clip(np.einsum("ij,ij->i", unit_preferences, unit_candidates), -1.0, 1.0)
     fit = np.where(valid, 0.5 + 0.5 * cosine, 0.5)
     return fit, valid
+
+
+def reweighted_quality(
+    quality: npt.NDArray[np.floating],
+    centred: npt.NDArray[np.floating],
+    from_weights: npt.NDArray[np.float64],
+    to_weights: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """Profiles' quality with the dimensions weighted by ``to_weights`` instead.
+
+    Quality is a weighted mean of the standings ``y_d = (s_d - lo_d) / r_d``, which lie in
+    [0, 1] (a shrunk mean stays inside its scale), and the centred vector is ``z_d = y_d -
+    (g_d - lo_d) / r_d``; so with weights ``w`` summing to 1::
+
+        quality_w = quality_v + z · (w - v)        (clipped to [0, 1] against rounding)
+
+    for the weights ``v`` the given quality was taken with (``1/d`` each for the ratings
+    job's, ``RatingAggregates.quality``).
+
+    Parameters
+    ----------
+    quality : (n,) float
+    centred : (n, d) float
+        ``RatingAggregates.centred`` rows of the same profiles.
+    from_weights, to_weights : (d,) float64, each ≥ 0 and summing to 1
+
+    Returns
+    -------
+    (n,) float64 in [0, 1]
+    """
+    q = np.asarray(quality, dtype=np.float64)
+    z = np.asarray(centred, dtype=np.float64)
+    shift = np.asarray(to_weights, dtype=np.float64) - np.asarray(from_weights, dtype=np.float64)
+    if z.ndim != 2 or z.shape != (q.size, shift.size):
+        raise ValueError(
+            f"centred must be ({q.size}, {shift.size}) for these weights; got {z.shape}"
+        )
+    return np.clip(q + z @ shift, 0.0, 1.0)
+
+
+def dimension_weights(names: list[str], weights: dict[str, float]) -> npt.NDArray[np.float64]:
+    """(d,) float64: ``weights`` (by dimension name) aligned with ``names`` and normalized
+    to sum 1; every dimension alike (``1/d``) when ``weights`` is empty.
+
+    Raises ``ValueError`` naming what is wrong: a name that is not a dimension, a negative
+    or non-finite weight, or no weight on any of ``names``.
+    """
+    d = len(names)
+    if not weights:
+        return np.full(d, 1.0 / d) if d else np.empty(0)
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(
+            f"dimension_weights names {unknown}, which are not rating dimensions "
+            f"(the catalogue has {sorted(names)})"
+        )
+    w = np.asarray([float(weights.get(name, 0.0)) for name in names], dtype=np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"dimension_weights must be finite, >= 0 and not all 0; got {weights}")
+    normalized: npt.NDArray[np.float64] = w / float(w.sum())
+    return normalized

@@ -88,6 +88,17 @@ class RatingJob(_Model):
     prior_weight: NonNegative = 10.0
     # Distinct rated profiles a rater needs; one profile has no covariance, hence >= 2.
     min_ratings_for_preference: Annotated[int, Field(ge=2)] = 5
+    # Weight of each rating dimension (by its rating_dimensions.name) in a profile's
+    # rating_quality, as the match job reads it; normalized by their sum, a dimension not
+    # named weighs 0. Empty (the default): every dimension alike. `matchjobs tune` fits
+    # them from observed decisions; the ratings job's tables do not depend on them.
+    dimension_weights: dict[str, NonNegative] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _some_dimension_weight(self) -> RatingJob:
+        if self.dimension_weights and sum(self.dimension_weights.values()) <= 0:
+            raise ValueError("dimension_weights: at least one weight must be > 0 (or none given)")
+        return self
 
 
 class LikeJob(_Model):

@@ -63,6 +63,11 @@ OPERATIONAL_SETTINGS = frozenset(
 )
 
 
+# Settings added after versions were first hashed, left out of the hash while unset (empty),
+# so that a config which does not use them keeps the hash its versions were written with.
+ADDED_SETTINGS = (("load", "rating_dimension_weights"),)
+
+
 def scoring_hash(settings: MatchSettings) -> str:
     """16 hex digits of the SHA-256 over every setting that changes a score row.
 
@@ -77,8 +82,14 @@ def scoring_hash(settings: MatchSettings) -> str:
         for f in dataclasses.fields(settings)
         if f.name not in OPERATIONAL_SETTINGS
     }
+    hashed = {
+        k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()
+    }
+    for section, name in ADDED_SETTINGS:
+        if not hashed[section][name]:
+            del hashed[section][name]
     canonical = json.dumps(
-        {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()},
+        hashed,
         sort_keys=True,
         separators=(",", ":"),
         default=repr,
@@ -120,7 +131,8 @@ def settings_from_config(config: Config) -> MatchSettings:
         version=config.algorithm_version,
         config_hash="",  # below: the scoring hash of everything else
         load=population_store.LoadParams(
-            default_max_distance_km=float(config.filters.default_max_distance_km)
+            default_max_distance_km=float(config.filters.default_max_distance_km),
+            rating_dimension_weights=tuple(sorted(config.ratings.dimension_weights.items())),
         ),
         candidates=candidates.CandidateParams(
             k_quiz=cand.quiz_k,

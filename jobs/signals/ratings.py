@@ -15,6 +15,12 @@ What a single-user run reads, so that it writes exactly the batch's rows:
   per (dimension, value) (``signals.valid_rating_value_counts``): a handful of rows for a
   rating scale instead of every rating, and, summed in (dimension, value) order, bit-identical
   whatever order the database scans in.
+- **Leniency** of each rater (how far above the population they rate, which the
+  aggregates take out of their ratings, ``compute.ratings.rater_leniency``) is over all the
+  rater's valid ratings. A batch run groups the ratings it holds per (rater, dimension,
+  value); a users-scope run has the database count them for the raters of the rows it
+  read (``signals.valid_rating_values_by_rater``), the same groups in the same order, so the
+  sums are bit-identical.
 - **Preferences** of a rater covary their likings with the aggregates of the profiles they
   rated. Those aggregates are *recomputed* from the ratings of those profiles (read through
   the ``rated_id`` index; a few hundred rows per rater) rather than taken from the stored
@@ -94,10 +100,29 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
             known_ids,
         )
         global_means = ratings.rating_global_means(_expand(value_counts), dimensions)
+    with figures.phase("load"):
+        # Leniency: every rater of the loaded rows, over all their ratings (a batch run
+        # holds them; a users-scope run counts them per value in the database).
+        if scope_ids is None:
+            groups = ratings.value_groups(valid)
+        else:
+            by_rater = signals.valid_rating_values_by_rater(conn, np.unique(valid.rater_ids))
+            groups = ratings.ValueGroups(
+                rater_ids=by_rater["rater_id"].to_numpy(dtype=np.int64),
+                dimension_ids=by_rater["dimension_id"].to_numpy(dtype=np.int64),
+                values=by_rater["value"].to_numpy(dtype=np.float64),
+                counts=by_rater["n"].to_numpy(dtype=np.int64),
+            )
+    with figures.phase("compute"):
+        leniency = ratings.rater_leniency(groups, dimensions, params, global_means)
         # Every profile in the loaded rows has all its ratings loaded (see the module
         # docstring), so these aggregates are the population's.
         aggregates = ratings.rating_aggregates(
-            np.unique(valid.rated_ids), valid, dimensions, params, global_means
+            np.unique(valid.rated_ids),
+            ratings.without_leniency(valid, leniency, dimensions),
+            dimensions,
+            params,
+            global_means,
         )
         preferences = ratings.rating_preferences(user_ids, valid, aggregates, dimensions, params)
         aggregate_frame = aggregates.long_rows(dimensions)

@@ -27,7 +27,9 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
+from compute import ratings
 from compute.population import Population
+from jobs.errors import ConfigError
 from jobs.storage import bulk, schema
 from jobs.storage import signals as signal_store
 
@@ -39,6 +41,9 @@ class LoadParams:
     """What the loader needs from config (kept separate so storage never sees ``Config``)."""
 
     default_max_distance_km: float
+    # ``ratings.dimension_weights`` as (dimension name, weight) pairs: how rating_quality
+    # weighs the rating dimensions (empty: alike, as the ratings job wrote it).
+    rating_dimension_weights: tuple[tuple[str, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -349,7 +354,7 @@ def load(
     quiz = _vectors(conn, schema.user_quiz_vectors, user_ids, scope)
     interest = _vectors(conn, schema.user_interest_vectors, user_ids, scope)
     lists = _interest_lists(conn, user_ids, scope)
-    rating = _rating_signals(conn, user_ids, scope)
+    rating = _rating_signals(conn, user_ids, scope, dict(params.rating_dimension_weights))
     exclusions = _exclusions(conn, user_ids, scope)
     behaviour, behaviour_read, behaviour_bad = _behaviour(conn, user_ids, scope)
     rows_read += (
@@ -524,18 +529,30 @@ class _RatingSignals:
 
 
 def _rating_signals(
-    conn: sa.Connection, user_ids: npt.NDArray[np.int64], scope: npt.NDArray[np.int64] | None
+    conn: sa.Connection,
+    user_ids: npt.NDArray[np.int64],
+    scope: npt.NDArray[np.int64] | None,
+    dimension_weights: dict[str, float],
 ) -> _RatingSignals:
     """Quality, centred standing and preferences as the ratings job wrote them.
 
     Read from ``profile_rating_standing`` and ``user_rating_preferences`` only: the match job
     never regroups the raw ratings. Rows written for another number of dimensions than the
     catalogue has now cannot be compared, and count as absent; so does everything before the
-    ratings job's first run (the rating signals are then neutral).
+    ratings job's first run (the rating signals are then neutral). With
+    ``dimension_weights`` (``ratings.dimension_weights``), the quality is reweighted from the
+    stored one (:func:`compute.ratings.reweighted_quality`); a weight naming no dimension of
+    the catalogue is a ``ConfigError``, raised before anything is written.
     """
     n = user_ids.size
-    dimensions = signal_store.read(conn, schema.rating_dimensions, columns=("id",))
+    dimensions = signal_store.read(conn, schema.rating_dimensions, columns=("id", "name"))
+    dimensions = dimensions.sort_values("id", kind="stable")  # the centred columns' order
     n_dims = len(dimensions)
+    try:
+        names = [str(name) for name in dimensions["name"]]
+        to_weights = ratings.dimension_weights(names, dimension_weights)
+    except ValueError as exc:
+        raise ConfigError(f"ratings.{exc}") from None
     standing = _vectors(
         conn,
         schema.profile_rating_standing,
@@ -556,6 +573,10 @@ def _rating_signals(
         else absent
     )
     quality = np.where(has_quality, standing.columns["quality"], 0.0)
+    if dimension_weights and n_dims:
+        alike = ratings.dimension_weights(names, {})
+        weighted = ratings.reweighted_quality(quality, centred, alike, to_weights)
+        quality = np.where(has_quality, weighted, 0.0)
     return _RatingSignals(
         quality=quality.astype(np.float32),
         has_quality=has_quality,

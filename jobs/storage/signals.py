@@ -233,6 +233,51 @@ def _sorted_ratings(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[order].reset_index(drop=True)
 
 
+def _valid_rating_counts(*keys: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    """Valid ratings (as ``compute.ratings.validate_ratings`` keeps them, see
+    :func:`valid_rating_value_counts`) counted per ``keys``, as columns ``keys…, n``, sorted
+    by the keys."""
+    ratings, dims, users = schema.ratings, schema.rating_dimensions, schema.users
+    raters, rated = users.alias("raters"), users.alias("rated")
+    return (
+        sa.select(*keys, sa.func.count().label("n"))
+        .select_from(
+            ratings.join(dims, dims.c.id == ratings.c.dimension_id)
+            .join(raters, raters.c.id == ratings.c.rater_id)
+            .join(rated, rated.c.id == ratings.c.rated_id)
+        )
+        .where(
+            ratings.c.value >= dims.c.scale_min,
+            ratings.c.value <= dims.c.scale_max,
+            ratings.c.rater_id != ratings.c.rated_id,
+        )
+        .group_by(*keys)
+        .order_by(*keys)
+    )
+
+
+def valid_rating_values_by_rater(conn: sa.Connection, rater_ids: np.ndarray) -> pd.DataFrame:
+    """Valid ratings given by ``rater_ids``, counted per (rater, dimension, value): the input
+    of their leniency (``compute.ratings.rater_leniency``), without reading anyone else's.
+
+    Valid as in :func:`valid_rating_value_counts`. Columns ``rater_id``, ``dimension_id``
+    int64, ``value`` float64, ``n`` int64, sorted by those three, as
+    ``compute.ratings.value_groups`` sorts them in a batch run.
+    """
+    ratings = schema.ratings
+    rater_ids = np.unique(np.asarray(rater_ids, dtype=np.int64))
+    query = _valid_rating_counts(ratings.c.rater_id, ratings.c.dimension_id, ratings.c.value)
+    if len(rater_ids) <= IN_LIST_LIMIT:
+        query = query.where(ratings.c.rater_id.in_([int(i) for i in rater_ids]))
+    frame = bulk.read_frame(conn, query, what="count valid ratings per rater and value")
+    if len(rater_ids) > IN_LIST_LIMIT:
+        frame = frame[frame["rater_id"].isin(rater_ids)].reset_index(drop=True)
+    for name in ("rater_id", "dimension_id", "n"):
+        frame[name] = frame[name].astype(np.int64)
+    frame["value"] = frame["value"].astype(np.float64)
+    return frame
+
+
 def valid_rating_value_counts(conn: sa.Connection) -> pd.DataFrame:
     """How many valid ratings hold each value, per dimension: the input of the global means.
 
@@ -244,27 +289,8 @@ def valid_rating_value_counts(conn: sa.Connection) -> pd.DataFrame:
     independent of the order the database scans rows in, so every run, batch or single
     profile, derives bit-identical global means without reading every rating.
     """
-    ratings, dims, users = schema.ratings, schema.rating_dimensions, schema.users
-    raters, rated = users.alias("raters"), users.alias("rated")
-    query = (
-        sa.select(
-            ratings.c.dimension_id,
-            ratings.c.value,
-            sa.func.count().label("n"),
-        )
-        .select_from(
-            ratings.join(dims, dims.c.id == ratings.c.dimension_id)
-            .join(raters, raters.c.id == ratings.c.rater_id)
-            .join(rated, rated.c.id == ratings.c.rated_id)
-        )
-        .where(
-            ratings.c.value >= dims.c.scale_min,
-            ratings.c.value <= dims.c.scale_max,
-            ratings.c.rater_id != ratings.c.rated_id,
-        )
-        .group_by(ratings.c.dimension_id, ratings.c.value)
-        .order_by(ratings.c.dimension_id, ratings.c.value)
-    )
+    ratings = schema.ratings
+    query = _valid_rating_counts(ratings.c.dimension_id, ratings.c.value)
     frame = bulk.read_frame(conn, query, what="count valid ratings per value")
     frame["n"] = frame["n"].astype(np.int64)
     return frame

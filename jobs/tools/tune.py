@@ -24,13 +24,18 @@ The method, on ``evaluate``'s machinery so that nothing it is judged on was fitt
    config and the base config (signals from every visible decision), against every baseline.
 
 Every signal of the registry (``compute.signals.SIGNALS``) is a feature: a new signal is
-fitted with no edit here.
+fitted with no edit here. ``rating_quality`` enters split by rating dimension (one column
+per dimension: the quality that dimension alone would give, :class:`Features`), so the fit
+also weighs the dimensions against each other; the file then holds their weights as
+``ratings.dimension_weights`` and the sum of their coefficients as rating_quality's. The
+served score is the same function of the features either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import math
 import tempfile
@@ -44,7 +49,7 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
-from compute import evaluation, scoring, signals, tuning
+from compute import evaluation, ratings, scoring, signals, tuning
 from compute.population import Population
 from jobs import config as config_mod
 from jobs.config import Config
@@ -141,9 +146,106 @@ class Outcome:
 
 # ------------------------------------------------------------------------------ features
 
+QUALITY = signals.index("rating_quality")
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """The fit's columns: every registered signal, with ``rating_quality`` split into one
+    column per rating dimension when there are two or more.
+
+    Column ``d`` of the split holds :func:`compute.ratings.reweighted_quality` with all the
+    weight on dimension ``d`` (neutral where the candidate has no quality). Quality under
+    weights ``w`` (summing to 1) is ``Σ_d w_d`` times those columns, so coefficients
+    ``γ_d ≥ 0`` on them are rating_quality's coefficient ``Σ γ`` with dimension weights
+    ``γ / Σ γ``: the fitted model and the served score agree exactly.
+
+    Attributes
+    ----------
+    dimension_names : tuple of str
+        The catalogue's dimensions by id (the order of the centred vectors).
+    base_weights : (d,) float64
+        The weights the loaded quality was taken with (the base config's).
+    """
+
+    dimension_names: tuple[str, ...]
+    base_weights: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, frames: dict[str, pd.DataFrame], base: Config) -> Features:
+        dims = frames["rating_dimensions"].sort_values("id", kind="stable")
+        names = tuple(str(name) for name in dims["name"])
+        try:
+            weights = ratings.dimension_weights(list(names), base.ratings.dimension_weights)
+        except ValueError as exc:
+            raise ConfigError(f"ratings.{exc}") from None
+        return cls(dimension_names=names, base_weights=weights)
+
+    @property
+    def split(self) -> bool:
+        return len(self.dimension_names) > 1
+
+    @property
+    def width(self) -> int:
+        n = len(signals.SIGNALS)
+        return n - 1 + len(self.dimension_names) if self.split else n
+
+    def labels(self) -> list[str]:
+        keys = [s.key for s in signals.SIGNALS]
+        if not self.split:
+            return keys
+        parts = [f"rating_quality[{name}]" for name in self.dimension_names]
+        return [*keys[:QUALITY], *parts, *keys[QUALITY + 1 :]]
+
+    def expand(
+        self,
+        values: npt.NDArray[np.float64],
+        pop: Population,
+        rows: npt.NDArray[np.int64],
+        neutral: float,
+    ) -> npt.NDArray[np.float64]:
+        """(r, width): ``values`` (r, n_signals) with rating_quality split, the candidates
+        being ``rows`` of ``pop``."""
+        if not self.split:
+            return values
+        d = len(self.dimension_names)
+        centred = pop.rating_dims[rows].astype(np.float64)
+        has = pop.has_rating_quality[rows]
+        if centred.shape[1] != d:  # no standing in this copy: every value neutral
+            centred, has = np.zeros((rows.size, d)), np.zeros(rows.size, dtype=np.bool_)
+        quality = pop.rating_quality[rows].astype(np.float64)
+        parts = [
+            np.where(
+                has, ratings.reweighted_quality(quality, centred, self.base_weights, one), neutral
+            )
+            for one in np.eye(d)
+        ]
+        return np.column_stack([values[:, :QUALITY], *parts, values[:, QUALITY + 1 :]])
+
+    def collapse(self, columns: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Per-column numbers (weights, coefficients; extra trailing ones kept) summed back
+        to one per signal."""
+        if not self.split:
+            return columns
+        d = len(self.dimension_names)
+        joined = columns[QUALITY : QUALITY + d].sum(keepdims=True)
+        return np.concatenate([columns[:QUALITY], joined, columns[QUALITY + d :]])
+
+    def dimension_weights(self, columns: npt.NDArray[np.float64]) -> dict[str, float]:
+        """The dimension weights the fitted columns give (empty: not split, or no weight)."""
+        if not self.split:
+            return {}
+        part = columns[QUALITY : QUALITY + len(self.dimension_names)]
+        if not part.sum() > 0:
+            return {}
+        return {
+            name: round(float(w), WEIGHT_DIGITS)
+            for name, w in zip(self.dimension_names, part / part.sum(), strict=True)
+        }
+
 
 def _row_signals(
-    pop: Population, rows: evaluation.DirectedRows, config: Config
+    pop: Population, rows: evaluation.DirectedRows, config: Config, features: Features
 ) -> tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],
@@ -166,6 +268,8 @@ def _row_signals(
     assert computed.reverse_values is not None  # with_reverse=True
     forward = np.where(np.isnan(computed.values), neutral, computed.values)
     reverse = np.where(np.isnan(computed.reverse_values), neutral, computed.reverse_values)
+    forward = features.expand(forward, pop, b[ok], float(neutral[QUALITY]))
+    reverse = features.expand(reverse, pop, a[ok], float(neutral[QUALITY]))
     forward_rates = scoring.viewer_rates(pop, a[ok], np.nan)
     reverse_rates = scoring.viewer_rates(pop, b[ok], np.nan)
     return forward, reverse, forward_rates, reverse_rates, keep_pairs
@@ -184,6 +288,7 @@ def _cross_fitted(
     visible: dict[str, pd.DataFrame],
     options: Options,
     now: dt.datetime,
+    features: Features,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], evaluation.DirectedRows]:
     """Both directions' signals of every visible pair, each fold's from a copy without it.
 
@@ -197,7 +302,7 @@ def _cross_fitted(
     lo, hi = evaluation.decision_pairs(user_ids, target_ids, np.isin(kinds, ["like", "pass"]))
     rows = evaluation.directed_rows(lo, hi, user_ids, target_ids, kinds == "like")
     fold_of = np.random.default_rng(options.inner_seed).permutation(lo.size) % options.folds
-    m = len(signals.SIGNALS)
+    m = features.width
     forward = np.full((len(rows), m), np.nan)
     reverse = np.full((len(rows), m), np.nan)
     forward_rates = np.full(len(rows), np.nan)
@@ -211,7 +316,7 @@ def _cross_fitted(
             scratch.run_signal_jobs(db, url, base, now)
             pop = scratch.load_population(db, base, now)
         fold_forward, fold_reverse, fold_fr, fold_rr, keep = _row_signals(
-            pop, evaluation.subset_pairs(rows, in_fold), base
+            pop, evaluation.subset_pairs(rows, in_fold), base, features
         )
         pairs = np.flatnonzero(in_fold)[keep]
         # Row 2i is pair i's lo → hi direction, row 2i + 1 its reverse.
@@ -239,8 +344,9 @@ def fit(
     n_visible = outer.n_decision_pairs - int(outer.hidden_lo.size)
     if n_visible < options.min_pairs:
         raise _too_few("visible decision pairs", n_visible, options.min_pairs)
+    features = Features.of(frames, base)
     forward, reverse, forward_rates, reverse_rates, rows = _cross_fitted(
-        engine, base, outer.visible, options, now
+        engine, base, outer.visible, options, now, features
     )
     # A viewer the likes job has no rate for counts as the average known one, in the fit
     # and in the served model (Calibration.default_rate).
@@ -280,6 +386,21 @@ def fit(
         train_rates=forward_rates[train],
         default_rate=default_rate,
     )
+    dimension_weights = features.dimension_weights(result.weights)
+    dimension_coefficients = dict(
+        zip(features.labels(), (float(c) for c in result.fit.coefficients), strict=False)
+    )
+    # One weight and coefficient per signal again, rating_quality's the sum of its columns.
+    result = dataclasses.replace(
+        result,
+        weights=features.collapse(result.weights),
+        fit=dataclasses.replace(
+            result.fit, coefficients=features.collapse(result.fit.coefficients)
+        ),
+        choosing_fit=dataclasses.replace(
+            result.choosing_fit, coefficients=features.collapse(result.choosing_fit.coefficients)
+        ),
+    )
     if not result.weights.sum() > 0:
         raise TooFewPairsError(
             "no signal predicts the fitted likes (every fitted weight is 0): the decided "
@@ -295,6 +416,12 @@ def fit(
         "n_train_rows": int(train.sum()),
         "n_train_likes": n_liked,
         "n_validation_pairs": int(is_validation.sum()),
+        "dimension_weights": dimension_weights,
+        "dimension_coefficients": {
+            label: c
+            for label, c in dimension_coefficients.items()
+            if label.startswith("rating_quality[")
+        },
     }
     logger.info(
         "fitted %d weights on %d rows; reciprocal %s",
@@ -309,8 +436,11 @@ def fit(
 # ------------------------------------------------------------------------------ the YAML
 
 
-def experiment_mapping(result: tuning.TuneResult, version: str) -> dict[str, Any]:
-    """The experiment file's settings: algorithm_version, every weight, scoring.reciprocal.
+def experiment_mapping(
+    result: tuning.TuneResult, version: str, dimension_weights: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The experiment file's settings: algorithm_version, every weight, scoring.reciprocal,
+    and ``ratings.dimension_weights`` when the fit weighed the rating dimensions.
 
     Every other setting is the base config's: the file is merged over it.
     """
@@ -329,6 +459,7 @@ def experiment_mapping(result: tuning.TuneResult, version: str) -> dict[str, Any
             for s, w in zip(signals.SIGNALS, result.weights, strict=True)
         },
         "scoring": {"reciprocal": reciprocal},
+        **({"ratings": {"dimension_weights": dimension_weights}} if dimension_weights else {}),
     }
 
 
@@ -421,6 +552,17 @@ def experiment_yaml(
             else ""
         )
         + ".",
+        *(
+            [
+                "rating_quality's coefficient is the sum of its dimensions': "
+                + ", ".join(
+                    f"{label} {c:.4f}" for label, c in facts["dimension_coefficients"].items()
+                )
+                + " -> ratings.dimension_weights."
+            ]
+            if facts.get("dimension_weights")
+            else []
+        ),
         f"Validation ({result.n_validation_rows} rows, {result.n_validation_decided} decided, "
         f"{result.n_validation_mutual} in mutual pairs; the fitted rows' fit): like AUC "
         f"{_f(result.validation_auc_like)}; mutual-match AUC by reciprocal choice: "
@@ -444,6 +586,12 @@ def experiment_yaml(
     if "calibration" in reciprocal:
         body.append("    calibration:  # the fitted like model of calibrated fusion")
         body += [f"      {key}: {value}" for key, value in reciprocal["calibration"].items()]
+    if "ratings" in mapping:
+        body += ["ratings:", "  dimension_weights:  # of the rating dimensions in rating_quality"]
+        body += [
+            f"    {json.dumps(name)}: {value}"
+            for name, value in mapping["ratings"]["dimension_weights"].items()
+        ]
     return text + "\n".join(body) + "\n"
 
 
@@ -472,7 +620,7 @@ def tune(
     """Fit, write the experiment YAML at ``out``, and evaluate it on the held-out pairs."""
     base = config_mod.load_config(base_files)  # a bad config stops before anything is read
     result, facts = fit(engine, base, options)
-    mapping = experiment_mapping(result, options.algorithm_version)
+    mapping = experiment_mapping(result, options.algorithm_version, facts["dimension_weights"])
     database = engine_mod.redact(database_url)
 
     def render(held_out: dict[str, Any] | None) -> str:

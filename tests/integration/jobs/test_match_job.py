@@ -20,7 +20,7 @@ from compute import signals as signals_mod
 from jobs import config as config_mod
 from jobs import runner
 from jobs.context import Scope
-from jobs.errors import StorageError
+from jobs.errors import ConfigError, StorageError
 from jobs.match import core as match
 from jobs.storage import api, schema, scores, signals
 from jobs.storage import population as population_store
@@ -522,3 +522,29 @@ def test_score_user_command_runs_in_process_without_reverse(
     code = cli.main(["--db", world.url, "score-user", str(user)])
     assert code == 0
     assert f"user {user} and " in capsys.readouterr().out
+
+
+def test_dimension_weights_reweigh_the_quality_the_match_job_scores(world: Any) -> None:
+    """ratings.dimension_weights: the loaded rating_quality is the stored standing's mean
+    under those weights (one dimension alone: its standing), everything else as before; a
+    weight naming no dimension stops the run before any row is written."""
+    with world.engine.connect() as conn:
+        dims = conn.execute(sa.text("SELECT id, name FROM rating_dimensions ORDER BY id")).all()
+        g = conn.execute(sa.text("SELECT count(*) FROM profile_rating_standing")).scalar_one()
+    assert len(dims) >= 2 and g > 0
+    alike = loaded_population(world, make_config())
+    one = loaded_population(world, make_config(ratings={"dimension_weights": {dims[0][1]: 2.0}}))
+    assert np.array_equal(one.user_ids, alike.user_ids)
+    has = alike.has_rating_quality
+    # Standing of dimension 0 = mean standing - mean centred + centred_0 (as stored, float32).
+    centred = alike.rating_dims.astype(np.float64)
+    want = alike.rating_quality - centred.mean(axis=1) + centred[:, 0]
+    assert np.allclose(one.rating_quality[has], want[has], atol=1e-5)
+    assert not np.allclose(one.rating_quality[has], alike.rating_quality[has])
+    assert np.array_equal(one.rating_dims, alike.rating_dims)
+    assert np.array_equal(one.quiz_vectors, alike.quiz_vectors)
+
+    bad = make_config(ratings={"dimension_weights": {"no such dimension": 1.0}})
+    with pytest.raises(ConfigError, match="no such dimension"):
+        run_job(world, bad)
+    assert stored(world).empty

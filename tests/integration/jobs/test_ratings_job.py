@@ -44,17 +44,45 @@ BAD = [
 
 # By hand, m = 2. g1 = (8+6+10+2+3+5+9)/7 = 43/7, g2 = (4+6+8+8+5+9)/6 = 20/3.
 G = {1: F(43, 7), 2: F(20, 3)}
-# (profile, dimension) -> (count, mean, shrunk = (n·mean + 2·g) / (n + 2))
-AGGREGATES = {
-    (4, 1): (3, F(8), F(254, 35)),
-    (4, 2): (2, F(5), F(35, 6)),
-    (5, 1): (2, F(5, 2), F(121, 28)),
-    (5, 2): (2, F(8), F(22, 3)),
-    (6, 1): (1, F(5), F(121, 21)),
-    (6, 2): (1, F(5), F(55, 9)),
-}
+M = 2
+
+
+def _leniency() -> dict[tuple[int, int], F]:
+    """(rater, dimension) -> (Σ v − n·g) / (n + m) over the rater's valid ratings."""
+    given: dict[tuple[int, int], list[F]] = {}
+    for rater, _, dim, value in VALID:
+        given.setdefault((rater, dim), []).append(F(value))
+    return {key: (sum(v) - len(v) * G[key[1]]) / (len(v) + M) for key, v in given.items()}
+
+
+def _aggregates() -> dict[tuple[int, int], tuple[int, F, F]]:
+    """(profile, dimension) -> (count, mean, shrunk) of the ratings less their rater's
+    leniency (clipped to 1-10), shrunk = (n·mean + m·g) / (n + m); the documented formula
+    in exact fractions."""
+    bias = _leniency()
+    cells: dict[tuple[int, int], list[F]] = {}
+    for rater, profile, dim, value in VALID:
+        cells.setdefault((profile, dim), []).append(min(max(F(value) - bias[(rater, dim)], 1), 10))
+    return {
+        key: (len(v), sum(v) / len(v), (sum(v) + M * G[key[1]]) / (len(v) + M))
+        for key, v in cells.items()
+    }
+
+
 # Profile 7 is inactive: no row of its own, but rater 1's preference uses its standing.
-SHRUNK_7 = {1: F(149, 21), 2: F(67, 9)}
+ALL_CELLS = _aggregates()
+AGGREGATES = {key: cell for key, cell in ALL_CELLS.items() if key[0] != 7}
+SHRUNK_7 = {d: ALL_CELLS[(7, d)][2] for d in (1, 2)}
+
+
+def test_leniency_by_hand() -> None:
+    """Profile 4 on dimension 1: rater 1 gave 8 (their dimension-1 ratings 8, 2, 9: leniency
+    (19 − 3·43/7) / 5 = 4/35), rater 2 gave 6 (6, 3: (9 − 86/7) / 4 = −23/28), rater 3 gave
+    10 (10 alone: (10 − 43/7) / 3 = 9/7); mean of 8 − 4/35, 6 + 23/28, 10 − 9/7 = 1093/140."""
+    assert _leniency()[(1, 1)] == F(4, 35)
+    assert _leniency()[(2, 1)] == F(-23, 28)
+    assert _leniency()[(3, 1)] == F(9, 7)
+    assert AGGREGATES[(4, 1)][:2] == (3, F(1093, 140))
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 import yaml
 from scipy import special
 
-from compute import signals
+from compute import ratings, signals
 from jobs import cli
 from jobs import config as config_mod
 from jobs.errors import TooFewPairsError
@@ -23,11 +24,20 @@ SCALE = 10.0
 TOLERANCE = 0.1
 
 
-def known_weight_population(db, n_users: int, candidates_per_user: int, rng_seed: int) -> None:
-    """Seeded profiles (quiz, interests, ratings), with likes drawn from TRUE_WEIGHTS.
+def known_weight_population(
+    db,
+    n_users: int,
+    candidates_per_user: int,
+    rng_seed: int,
+    true_weights: dict[str, float] = TRUE_WEIGHTS,
+    quality_dimension: int | None = None,
+) -> None:
+    """Seeded profiles (quiz, interests, ratings), with likes drawn from ``true_weights``.
 
     The seeder's own likes are dropped; the signals are computed by the production jobs and
-    the registry (``signals.compute_signals``) on the database itself.
+    the registry (``signals.compute_signals``) on the database itself. With
+    ``quality_dimension``, the rating_quality the likes are drawn from is that rating
+    dimension's alone (column ``d`` of the centred standings).
     """
     config = config_mod.load_config()
     frames = seed.generate(n_users, rng_seed, NOW)
@@ -44,7 +54,17 @@ def known_weight_population(db, n_users: int, candidates_per_user: int, rng_seed
     viewers, cands = np.concatenate([lo, hi]), np.concatenate([hi, lo])
     values = signals.compute_signals(pop, viewers, cands).values
     values = np.where(np.isnan(values), signals.neutral_values(0.5), values)
-    true = np.array([TRUE_WEIGHTS.get(name, 0.0) for name in signals.SIGNAL_NAMES])
+    if quality_dimension is not None:
+        d = pop.rating_dims.shape[1]
+        alone = ratings.reweighted_quality(
+            pop.rating_quality[cands],
+            pop.rating_dims[cands],
+            np.full(d, 1 / d),
+            np.eye(d)[quality_dimension],
+        )
+        q = signals.index("rating_quality")
+        values[:, q] = np.where(pop.has_rating_quality[cands], alone, 0.5)
+    true = np.array([true_weights.get(name, 0.0) for name in signals.SIGNAL_NAMES])
     mixed = values @ true
     liked = rng.random(mixed.size) < special.expit(SCALE * (mixed - np.median(mixed)))
     likes = pd.DataFrame(
@@ -99,6 +119,33 @@ def test_tune_recovers_known_weights_and_writes_a_valid_experiment(db, tmp_path)
     default = entries[("default", True)]["metrics"]
     # The generating model's weights beat the default on held-out likes.
     assert tuned["auc_like"] > default["auc_like"] + 0.02
+
+
+def test_tune_recovers_which_rating_dimension_the_likes_follow(db, tmp_path):
+    """Likes drawn from one rating dimension's standing: the fit splits rating_quality by
+    dimension, puts the weight on that one and writes it as ratings.dimension_weights,
+    which the served config then scores with."""
+    truth = {"rating_quality": 0.8, "quiz": 0.2}
+    known_weight_population(db, 300, 20, 11, true_weights=truth, quality_dimension=1)
+    out = tmp_path / "tuned.yaml"
+    outcome = tune.tune(
+        db.engine, db.url, [], out, tune.Options(seed=0, now=NOW, folds=3, bootstrap=0), command="t"
+    )
+    with db.engine.connect() as conn:
+        names = (
+            conn.execute(sa.text("SELECT name FROM rating_dimensions ORDER BY id")).scalars().all()
+        )
+    fitted = outcome.config.ratings.dimension_weights
+    assert set(fitted) <= set(names)
+    # The seed's dimensions are correlated (one latent standing each) and ~300 users rated:
+    # the true dimension leads by far, the others share what their correlation explains.
+    assert max(fitted, key=fitted.get) == names[1], fitted
+    assert fitted[names[1]] / sum(fitted.values()) > 0.4, fitted
+    weights = outcome.config.weights.by_signal()
+    assert weights["rating_quality"] / sum(weights.values()) == pytest.approx(0.8, abs=TOLERANCE)
+    raw = yaml.safe_load(out.read_text())
+    assert raw["ratings"]["dimension_weights"] == fitted
+    assert "rating_quality's coefficient is the sum of its dimensions'" in out.read_text()
 
 
 def test_too_few_decided_pairs_refuse_with_a_clear_error(db, tmp_path):

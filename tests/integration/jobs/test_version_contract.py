@@ -8,7 +8,10 @@ from rewriting an existing version.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -96,8 +99,26 @@ def test_the_scoring_hash_ignores_operational_sections() -> None:
         make_config(filters={"default_max_distance_km": 10}),
         make_config(scoring={"top_k": 11}),
         make_config(candidates={"margin": 3}),
+        make_config(ratings={"dimension_weights": {"looks": 1.0}}),
     ):
         assert match.settings_from_config(changed).config_hash != base
+
+
+def test_a_setting_added_later_leaves_the_hash_of_configs_without_it_alone() -> None:
+    """Versions written before ``ratings.dimension_weights`` existed keep their hash: the
+    key is hashed only when set (its SHA-256 over the settings as they were then)."""
+    settings = match.settings_from_config(make_config())
+    before = {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(settings)
+        if f.name not in match.OPERATIONAL_SETTINGS
+    }
+    hashed = {
+        k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in before.items()
+    }
+    del hashed["load"]["rating_dimension_weights"]
+    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"), default=repr)
+    assert settings.config_hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def test_a_worker_with_another_fanout_writes_the_nightly_hash(world: Any) -> None:

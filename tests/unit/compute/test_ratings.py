@@ -241,3 +241,31 @@ def test_aggregates_and_preferences_are_nan_free(
     preferences = ratings.rating_preferences(KNOWN, valid, aggregates, dims, params)
     assert np.all(np.isfinite(preferences.vectors))
     np.testing.assert_allclose(np.linalg.norm(preferences.vectors, axis=1), 1.0)
+
+
+def test_reweighted_quality_is_the_standing_mean_under_the_new_weights() -> None:
+    """Two dimensions on 1-5 and 0-10, g = (3, 5): standings y and centred z = y - (g-lo)/r."""
+    y = np.array([[0.75, 0.2], [0.5, 0.5], [1.0, 0.0]])
+    z = y - np.array([0.5, 0.5])
+    alike = ratings.dimension_weights(["looks", "humour"], {})
+    assert alike.tolist() == [0.5, 0.5]
+    quality = y.mean(axis=1)
+    to = ratings.dimension_weights(["looks", "humour"], {"looks": 3, "humour": 1})
+    assert to.tolist() == [0.75, 0.25]
+    got = ratings.reweighted_quality(quality, z, alike, to)
+    assert got.tolist() == pytest.approx((y @ to).tolist())
+    only = ratings.reweighted_quality(quality, z, alike, np.array([0.0, 1.0]))
+    assert only.tolist() == pytest.approx(y[:, 1].tolist())
+    # back again: from the reweighted quality to equal weights
+    back = ratings.reweighted_quality(got, z, to, alike)
+    assert back.tolist() == pytest.approx(quality.tolist())
+
+
+def test_dimension_weights_name_what_is_wrong() -> None:
+    assert ratings.dimension_weights(["a", "b"], {"b": 2.0}).tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match=r"\['c'\].*not rating dimensions"):
+        ratings.dimension_weights(["a", "b"], {"c": 1.0})
+    with pytest.raises(ValueError, match="not all 0"):
+        ratings.dimension_weights(["a", "b"], {"a": 0.0})
+    with pytest.raises(ValueError, match="centred must be"):
+        ratings.reweighted_quality(np.zeros(2), np.zeros((2, 3)), np.full(2, 0.5), np.full(2, 0.5))

@@ -111,6 +111,8 @@ def _float_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys += _float_keys(annotation, f"{prefix}{name}.")
+        elif typing.get_origin(annotation) is dict and mentions(annotation, float):
+            keys.append(f"{prefix}{name}.any_name")  # a mapping of names to numbers
         elif mentions(annotation, float):
             keys.append(f"{prefix}{name}")
     return keys
@@ -123,6 +125,7 @@ def test_the_float_keys_are_found_from_the_model() -> None:
     # The walk below must not be vacuous: the keys of the issue are among what it finds.
     assert {"weights.quiz", "ratings.prior_weight", "candidates.geo_cell_deg"} <= set(FLOAT_KEYS)
     assert "scoring.exposure_cap.penalty" in FLOAT_KEYS and "scoring.top_k" not in FLOAT_KEYS
+    assert "ratings.dimension_weights.any_name" in FLOAT_KEYS
 
 
 @pytest.mark.parametrize("key", FLOAT_KEYS)
