@@ -250,6 +250,10 @@ class Audit(_Model):
     # is not swapped in (unless --force-swap) and ends as on_low_coverage says.
     min_coverage: Unit = 0.5
     on_low_coverage: Literal["warn", "fail"] = "fail"
+    # A nightly whose recall@K audit (its lists against exhaustive scoring of the sample)
+    # is below this ends succeeded_with_warnings, the figure in its warning: candidate
+    # generation (FAISS lists, for users past candidates.exact_below) is missing pairs.
+    min_recall: Unit = 0.98
 
 
 class Worker(_Model):

@@ -728,6 +728,16 @@ def _score_all(
         set_states.record_scored(
             conn, settings.version, pop.user_ids, empty, ctx.now, marked_before=ctx.now
         )
+    recall, floor = audit.get("recall_at_k"), ctx.config.audit.min_recall
+    if recall is not None and recall < floor:
+        figures.warn(
+            f"recall@{audit['k']} audit {recall:.4f} is below audit.min_recall {floor}: the "
+            f"lists of {audit['sample_users']} sampled users miss pairs exhaustive scoring "
+            "ranks in their top K (candidate generation: FAISS lists past "
+            "candidates.exact_below)",
+            ctx.logger,
+            "match.recall",
+        )
     funnel = core.merge_funnels([r["funnel"] for r in results])
     funnel["rows_written"] = funnel.get("rows_written", 0) - purged.rows
     appearances = np.zeros(pop.n_users, dtype=np.int64)

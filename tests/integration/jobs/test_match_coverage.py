@@ -171,3 +171,25 @@ def test_force_swap_is_refused_for_jobs_that_do_not_swap(
         "matchjobs: error: ConfigError: --force-swap applies to `run match` and "
         "`run nightly` over all users; got `run quiz`"
     ]
+
+
+def test_a_recall_audit_below_the_floor_ends_succeeded_with_warnings(world: Any) -> None:
+    """audit.min_recall: exact ranking (the default) passes it; FAISS neighbour lists of two
+    quiz and two interest neighbours each, for everyone (candidates.exact_below 2), miss
+    pairs the exhaustive audit ranks in the top 4, and the run says so instead of calling it
+    a plain success."""
+    run_match(world, make_config())
+    row, meta = last_run(world)
+    assert row["status"] == "succeeded" and meta["recall_audit"]["recall_at_k"] == 1.0
+    data = make_config().model_dump()
+    data["candidates"].update(exact_below=2, quiz_k=2, interest_k=2, fallback_k=2)
+    data["scoring"]["top_k"] = 4
+    data["algorithm_version"] = "v1-faiss"
+    _, result = run_match(world, config_mod.from_mapping(data, source="test"))
+    row, meta = last_run(world)
+    recall = meta["recall_audit"]["recall_at_k"]
+    assert recall is not None and recall < 0.98
+    assert row["status"] == "succeeded_with_warnings"
+    assert any(
+        f"recall@4 audit {recall:.4f} is below audit.min_recall 0.98" in w for w in result.warnings
+    )
