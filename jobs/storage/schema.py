@@ -209,6 +209,8 @@ user_interest_vectors = sa.Table(
     _ts("updated_at"),
 )
 
+# Per rated profile and dimension: how many valid ratings, their mean and shrunk mean, each
+# rating taken less its rater's leniency (compute.ratings.rater_leniency).
 profile_rating_aggregates = sa.Table(
     "profile_rating_aggregates",
     metadata,
