@@ -209,9 +209,14 @@ def test_aggregates_and_preferences_by_hand(
     assert set(meta["phases_s"]) == {"load", "compute", "write"}
 
 
+@pytest.mark.parametrize("in_list_limit", [None, 1], ids=["in_list", "whole_table_reads"])
 def test_single_user_equals_batch_for_rater_and_rated(
-    db, ratings_world, ratings_config, run_signal_job
+    db, ratings_world, ratings_config, run_signal_job, monkeypatch, in_list_limit
 ) -> None:
+    """Also when the scope's raters outnumber what one IN list takes: then the ratings and
+    the raters' per-value counts are read whole and filtered, and must give the same rows."""
+    if in_list_limit is not None:
+        monkeypatch.setattr(signals, "IN_LIST_LIMIT", in_list_limit)
     run_signal_job("ratings", config=ratings_config)
     with db.engine.begin() as conn:
         conn.execute(
