@@ -489,10 +489,10 @@ def without_leniency(
 ) -> ValidRatings:
     """``ratings`` with each value less its rater's leniency on its dimension, clipped to
     the dimension's scale (a rater not in ``leniency`` counts as 0)."""
-    positions = _dimension_positions(ratings, dimensions)
-    rows, found = validate.lookup(leniency.rater_ids, ratings.rater_ids)
     if leniency.rater_ids.size == 0:
         return ratings
+    positions = _dimension_positions(ratings, dimensions)
+    rows, found = validate.lookup(leniency.rater_ids, ratings.rater_ids)
     bias = np.where(found, leniency.bias[rows, positions], 0.0)
     values = np.clip(
         ratings.values - bias, dimensions.scale_min[positions], dimensions.scale_max[positions]

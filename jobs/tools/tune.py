@@ -190,13 +190,6 @@ class Features:
         n = len(signals.SIGNALS)
         return n - 1 + len(self.dimension_names) if self.split else n
 
-    def labels(self) -> list[str]:
-        keys = [s.key for s in signals.SIGNALS]
-        if not self.split:
-            return keys
-        parts = [f"rating_quality[{name}]" for name in self.dimension_names]
-        return [*keys[:QUALITY], *parts, *keys[QUALITY + 1 :]]
-
     def expand(
         self,
         values: npt.NDArray[np.float64],
@@ -231,11 +224,22 @@ class Features:
         joined = columns[QUALITY : QUALITY + d].sum(keepdims=True)
         return np.concatenate([columns[:QUALITY], joined, columns[QUALITY + d :]])
 
+    def _dimension_part(self, columns: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The split columns' numbers (empty when not split)."""
+        if not self.split:
+            return columns[:0]
+        return columns[QUALITY : QUALITY + len(self.dimension_names)]
+
+    def dimension_coefficients(self, columns: npt.NDArray[np.float64]) -> dict[str, float]:
+        """Each split column's number, labelled ``rating_quality[<dimension>]``."""
+        return {
+            f"rating_quality[{name}]": float(c)
+            for name, c in zip(self.dimension_names, self._dimension_part(columns), strict=False)
+        }
+
     def dimension_weights(self, columns: npt.NDArray[np.float64]) -> dict[str, float]:
         """The dimension weights the fitted columns give (empty: not split, or no weight)."""
-        if not self.split:
-            return {}
-        part = columns[QUALITY : QUALITY + len(self.dimension_names)]
+        part = self._dimension_part(columns)
         if not part.sum() > 0:
             return {}
         return {
@@ -387,9 +391,7 @@ def fit(
         default_rate=default_rate,
     )
     dimension_weights = features.dimension_weights(result.weights)
-    dimension_coefficients = dict(
-        zip(features.labels(), (float(c) for c in result.fit.coefficients), strict=False)
-    )
+    dimension_coefficients = features.dimension_coefficients(result.fit.coefficients)
     # One weight and coefficient per signal again, rating_quality's the sum of its columns.
     result = dataclasses.replace(
         result,
@@ -417,11 +419,7 @@ def fit(
         "n_train_likes": n_liked,
         "n_validation_pairs": int(is_validation.sum()),
         "dimension_weights": dimension_weights,
-        "dimension_coefficients": {
-            label: c
-            for label, c in dimension_coefficients.items()
-            if label.startswith("rating_quality[")
-        },
+        "dimension_coefficients": dimension_coefficients,
     }
     logger.info(
         "fitted %d weights on %d rows; reciprocal %s",
