@@ -218,17 +218,14 @@ def rank_block(
             within[:, ~c_side.located] = True
         forward, reverse = terms.directions(rows, q_side, distance, reciprocal=sp.reciprocal)
         del distance
-        if reverse is None:
-            score = forward
-        else:
-            score = scoring.fuse(
-                forward,
-                reverse,
-                sp.fusion,
-                sp.calibration,
-                None if query_rates is None else query_rates[positions][:, None],
-                None if cand_rates is None else cand_rates[None, :],
-            )
+        score = scoring.fuse(
+            forward,
+            reverse,
+            sp.fusion,
+            sp.calibration,
+            None if query_rates is None else query_rates[positions][:, None],
+            None if cand_rates is None else cand_rates[None, :],
+        )
         del reverse
         if scale.size:
             score *= scale[None, :]

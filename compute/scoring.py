@@ -12,16 +12,26 @@ combines them:
     harmonic   = 2 · s_ab · s_ba / (s_ab + s_ba)   (0 when both are 0)
     geometric  = √(s_ab · s_ba)
     min        = min(s_ab, s_ba)
-    calibrated = √(P(a likes b) · P(b likes a)),
+    calibrated           = √(P(a likes b) · P(b likes a))       (geometric of the two)
+    calibrated_harmonic  = harmonic of P(a likes b) and P(b likes a)
+    calibrated_min       = min(P(a likes b), P(b likes a))
                  P(v likes c) = σ(intercept + scale · s(v→c) + viewer_rate · g_v)
 
-``calibrated`` reads each direction's score as the like model ``matchjobs tune`` fitted
-(:class:`Calibration`): the fitted logit of the weighted signals plus the viewer's own
-like rate given ``g_v`` (the likes job's shrunk rate; ``default_rate`` where unknown). The
-product is the probability of a mutual like when the two decisions are independent given
-the signals; how readily the *candidate* says yes — constant within one viewer's own
+The ``calibrated*`` fusions read each direction's score as the like model ``matchjobs
+tune`` fitted (:class:`Calibration`): the fitted logit of the weighted signals plus the
+viewer's own like rate given ``g_v`` (the likes job's shrunk rate; ``default_rate`` where
+unknown), and then combine the two like probabilities as the plain fusion of their name
+does. The product (``calibrated``) is the probability of a mutual like when the two
+decisions are independent given the signals and the model is calibrated; harmonic and min
+let the less likely side weigh more, which ranks mutual likes better when the fitted
+probabilities are too confident at the extremes — ``tune`` chooses among them on its
+validation pairs. How readily the *candidate* says yes — constant within one viewer's own
 decisions, so no weight of a one-sided score can carry it — enters through P(b likes a).
 The square root keeps the scale of a probability; it does not change the order.
+
+With a calibration and fusion off (``reciprocal=False``), the score is the one-sided like
+probability P(a likes b): the same order of each user's candidates as s(a→b), on the scale
+of a probability, so scores are comparable across users.
 
 Optional factors, off by default:
 
@@ -53,13 +63,26 @@ from compute import filters, signals, sorting
 from compute.arrays import FloatArray
 from compute.population import Population
 
-Fusion = Literal["harmonic", "geometric", "min", "calibrated"]
-FUSIONS: tuple[str, ...] = ("harmonic", "geometric", "min", "calibrated")
+Fusion = Literal[
+    "harmonic", "geometric", "min", "calibrated", "calibrated_harmonic", "calibrated_min"
+]
+# Each calibrated fusion → the plain fusion it applies to the two like probabilities.
+CALIBRATED_FUSIONS: dict[str, str] = {
+    "calibrated": "geometric",
+    "calibrated_harmonic": "harmonic",
+    "calibrated_min": "min",
+}
+FUSIONS: tuple[str, ...] = ("harmonic", "geometric", "min", *CALIBRATED_FUSIONS)
+
+
+def is_calibrated(fusion: str | None) -> bool:
+    """Whether ``fusion`` reads both directions through a fitted :class:`Calibration`."""
+    return fusion in CALIBRATED_FUSIONS
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """The fitted like model behind ``calibrated`` fusion (see the module docstring).
+    """The fitted like model behind the ``calibrated*`` fusions (see the module docstring).
 
     Attributes
     ----------
@@ -168,7 +191,7 @@ class ScoreParams:
         Seed of the tie-break (:func:`compute.sorting.spread_keys`); the match job uses
         :func:`compute.sorting.spread_seed` of the algorithm version.
     calibration : Calibration or None
-        The like model of ``fusion="calibrated"`` (required by it, unused otherwise).
+        The like model of the ``calibrated*`` fusions (required by them, unused otherwise).
     """
 
     weights: SignalWeights = field(default_factory=SignalWeights)
@@ -192,8 +215,10 @@ class ScoreParams:
             raise ValueError(f"top_k must be an int ≥ 1; got {self.top_k!r}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}; got {self.fusion!r}")
-        if self.fusion == "calibrated" and self.calibration is None:
-            raise ValueError("fusion 'calibrated' needs a calibration (matchjobs tune fits one)")
+        if is_calibrated(self.fusion) and self.calibration is None:
+            raise ValueError(
+                f"fusion {self.fusion!r} needs a calibration (matchjobs tune fits one)"
+            )
         if not self.dormancy_grace_days >= 0:
             raise ValueError(f"dormancy_grace_days must be ≥ 0; got {self.dormancy_grace_days!r}")
         if not self.dormancy_half_life_days > 0:
@@ -277,26 +302,32 @@ def combine(
 
 def fuse(
     forward: npt.NDArray[np.floating],
-    reverse: npt.NDArray[np.floating],
+    reverse: npt.NDArray[np.floating] | None,
     fusion: str,
     calibration: Calibration | None = None,
     forward_rates: npt.NDArray[np.floating] | None = None,
     reverse_rates: npt.NDArray[np.floating] | None = None,
 ) -> npt.NDArray[np.floating]:
-    """Combine both directions' scores (see module docstring); inputs in [0, 1].
+    """The final score from both directions' scores (see module docstring); inputs in [0, 1].
 
-    Any shape and float dtype (the pair path fuses (p,) float64, the block path (q, c)
-    float32 matrices); the inputs are left unchanged. ``calibrated`` also needs the
-    calibration and the like rates of each direction's viewer (a's for a→b, b's for b→a),
-    broadcastable to the scores (:func:`fusion_rates`).
+    ``reverse`` None is fusion off: ``forward`` itself, or P(a likes b) under a calibrated
+    fusion. Any shape and float dtype (the pair path fuses (p,) float64, the block path
+    (q, c) float32 matrices); the inputs are left unchanged. The calibrated fusions also
+    need the calibration and the like rates of each direction's viewer (a's for a→b, b's
+    for b→a), broadcastable to the scores (:func:`fusion_rates`).
     """
-    if fusion == "calibrated":
-        if calibration is None or forward_rates is None or reverse_rates is None:
-            raise ValueError("fusion 'calibrated' needs the calibration and both viewers' rates")
-        both = calibration.like_probability(forward, forward_rates)
-        both *= calibration.like_probability(reverse, reverse_rates)
-        root: npt.NDArray[np.floating] = np.sqrt(both, out=both)
-        return root
+    if is_calibrated(fusion):
+        if calibration is None or forward_rates is None:
+            raise ValueError(f"fusion {fusion!r} needs the calibration and the viewers' rates")
+        forward_like = calibration.like_probability(forward, forward_rates)
+        if reverse is None:
+            return forward_like
+        if reverse_rates is None:
+            raise ValueError(f"fusion {fusion!r} needs the candidates' rates too")
+        reverse_like = calibration.like_probability(reverse, reverse_rates)
+        return fuse(forward_like, reverse_like, CALIBRATED_FUSIONS[fusion])
+    if reverse is None:
+        return forward
     if fusion == "harmonic":
         total = forward + reverse
         product = forward * reverse
@@ -321,7 +352,7 @@ def fusion_rates(
 ) -> tuple[FloatArray | None, FloatArray | None]:
     """The viewers' like rates :func:`fuse` needs for ``params.fusion`` (None, None unless
     calibrated): a's for the forward scores, b's for the reverse ones."""
-    if params.fusion != "calibrated" or params.calibration is None:
+    if not is_calibrated(params.fusion) or params.calibration is None:
         return None, None
     default = params.calibration.default_rate
     return viewer_rates(pop, viewer_rows, default), viewer_rates(pop, candidate_rows, default)
@@ -461,14 +492,13 @@ def score_pairs(
     neutral = signals.neutral_values(params.neutral)
     sig = signals.compute_signals(pop, a, b, params.signal_params, with_reverse=params.reciprocal)
     forward = combine(sig.values, weights, neutral)
+    rates = fusion_rates(pop, a, b, params)
     if sig.reverse_values is not None:
         reverse = combine(sig.reverse_values, weights, neutral)
-        fused = fuse(
-            forward, reverse, params.fusion, params.calibration, *fusion_rates(pop, a, b, params)
-        )
+        fused = fuse(forward, reverse, params.fusion, params.calibration, *rates)
     else:
         reverse = forward
-        fused = forward
+        fused = fuse(forward, None, params.fusion, params.calibration, *rates)
     if params.dormancy:
         fused = fused * dormancy_factor(
             pop.inactive_days[b], params.dormancy_grace_days, params.dormancy_half_life_days

@@ -15,14 +15,14 @@ missing one, say) is indistinguishable from the intercept and gets weight 0 from
 When the viewers' like rates given ``g`` are known (the likes job's), the model also has
 the viewer's own term, ``σ(c + Σ_i β_i x_i + γ · g_viewer)`` with γ ≥ 0: it cannot change
 the order of one viewer's candidates, so the served weights stay β / Σ β, but it keeps the
-viewer's pickiness out of the β, and it is what ``calibrated`` fusion needs to tell how
+viewer's pickiness out of the β, and it is what the ``calibrated*`` fusions need to tell how
 likely each candidate is to say yes back (:class:`compute.scoring.Calibration` is
 (c, Σ β, γ, the rate of a viewer without one)).
 
 Choices are made on a *validation* set of rows never fitted on: ``l2`` from a grid by the
 validation log-loss, then the reciprocal setting (off, or fusion on with one of
-:data:`compute.scoring.FUSIONS`; ``calibrated`` only with the rates) by the validation
-mutual-match AUC of the fused scores, pooled over rows as ``evaluate`` measures it. Ties
+:data:`compute.scoring.FUSIONS`; the ``calibrated*`` ones only with the rates) by the
+validation mutual-match AUC of the fused scores, pooled over rows as ``evaluate`` measures it. Ties
 keep the earlier candidate (off first). With both chosen, the model is fitted once more at
 the chosen ``l2`` on the training and the validation rows together (the validation rows
 have done their job; discarding half the decisions would only make the weights noisier):
@@ -289,7 +289,8 @@ def tune(
     l2_grid : sequence of float ≥ 0, not empty
     train_rates : (n,) float64 in [0, 1], optional
         The viewers' like rates given; with ``validation.forward_rates`` and
-        ``reverse_rates``, the fit has the viewer term and ``calibrated`` is a choice.
+        ``reverse_rates``, the fit has the viewer term and the ``calibrated*`` fusions are
+        choices.
     default_rate : float in [0, 1]
         The rate the served model gives a viewer without one (``Calibration.default_rate``).
 
@@ -331,7 +332,7 @@ def tune(
     best_choice: tuple[bool, str | None] = RECIPROCAL_CHOICES[0]
     best_auc = -np.inf
     for reciprocal, fusion in RECIPROCAL_CHOICES:
-        if fusion == "calibrated" and calibration is None:
+        if scoring.is_calibrated(fusion) and calibration is None:
             continue
         value = ranking_metrics.auc(
             served_scores(weights, validation, reciprocal, fusion, calibration),
@@ -343,8 +344,8 @@ def tune(
     validation_auc_like = ranking_metrics.auc(val_x[:, :m] @ weights, val_y)
     final = fit_logistic(np.vstack([x, val_x]), np.concatenate([y, val_y]), choosing.l2)
     final_weights, final_calibration = _served_model(final, m, rated, default_rate)
-    if best_choice[1] == "calibrated" and final_calibration is None:
-        # The final fit weighs no signal: nothing for calibrated fusion to read.
+    if scoring.is_calibrated(best_choice[1]) and final_calibration is None:
+        # The final fit weighs no signal: nothing for a calibrated fusion to read.
         best_choice = RECIPROCAL_CHOICES[0]
     return TuneResult(
         weights=final_weights,

@@ -156,8 +156,8 @@ class Candidates(_Model):
 
 
 class Calibration(_Model):
-    """The like model of ``combine: calibrated`` (compute.scoring.Calibration): written by
-    ``matchjobs tune``, never by hand."""
+    """The like model of the ``calibrated*`` combines (compute.scoring.Calibration): written
+    by ``matchjobs tune``, never by hand."""
 
     intercept: float
     scale: Positive
@@ -167,15 +167,18 @@ class Calibration(_Model):
 
 class Reciprocal(_Model):
     enabled: bool = False
-    combine: Literal["harmonic", "geometric", "min", "calibrated"] = "harmonic"
+    combine: Literal[
+        "harmonic", "geometric", "min", "calibrated", "calibrated_harmonic", "calibrated_min"
+    ] = "harmonic"
     calibration: Calibration | None = None
 
     @model_validator(mode="after")
     def _calibrated_needs_its_model(self) -> Reciprocal:
-        if self.combine == "calibrated" and self.calibration is None:
+        # compute.scoring.is_calibrated, without importing scipy at config load.
+        if self.combine.startswith("calibrated") and self.calibration is None:
             raise ValueError(
-                "combine 'calibrated' needs scoring.reciprocal.calibration (intercept, scale, "
-                "viewer_rate, default_rate), which `matchjobs tune` writes"
+                f"combine {self.combine!r} needs scoring.reciprocal.calibration (intercept, "
+                "scale, viewer_rate, default_rate), which `matchjobs tune` writes"
             )
         return self
 

@@ -16,7 +16,7 @@ The method, on ``evaluate``'s machinery so that nothing it is judged on was fitt
 3. **Inner split.** The visible pairs are split by pair into a training part and a validation
    part (``validation_fraction``). ``compute.tuning.tune`` fits non-negative weights on the
    training rows' likes and picks the L2 strength by validation log-loss, then the
-   reciprocal setting (off / harmonic / geometric / min / calibrated) by validation
+   reciprocal setting (off / harmonic / geometric / min / the calibrated ones) by validation
    mutual-match AUC; the served weights are then refitted at that L2 on both parts.
 4. The weights and the reciprocal setting are written as an experiment YAML (merged over
    the base config, like every experiment file) whose header says how it was made.
@@ -445,7 +445,7 @@ def experiment_mapping(
     reciprocal: dict[str, Any] = {"enabled": result.reciprocal}
     if result.fusion is not None:
         reciprocal["combine"] = result.fusion
-    if result.fusion == "calibrated" and result.calibration is not None:
+    if scoring.is_calibrated(result.fusion) and result.calibration is not None:
         reciprocal["calibration"] = {
             key: round(float(value), WEIGHT_DIGITS)
             for key, value in dataclasses.asdict(result.calibration).items()
@@ -582,7 +582,7 @@ def experiment_yaml(
     if "combine" in reciprocal:
         body.append(f"    combine: {reciprocal['combine']}")
     if "calibration" in reciprocal:
-        body.append("    calibration:  # the fitted like model of calibrated fusion")
+        body.append("    calibration:  # the fitted like model of the calibrated fusion")
         body += [f"      {key}: {value}" for key, value in reciprocal["calibration"].items()]
     if "ratings" in mapping:
         body += ["ratings:", "  dimension_weights:  # of the rating dimensions in rating_quality"]

@@ -139,7 +139,9 @@ def test_no_written_pair_violates_a_hard_filter_in_either_direction(world: Any) 
 CALIBRATION = {"intercept": -3.0, "scale": 6.0, "viewer_rate": 2.0, "default_rate": 0.4}
 
 
-@pytest.mark.parametrize("variant", ["defaults", "reciprocal_dormancy", "calibrated"])
+@pytest.mark.parametrize(
+    "variant", ["defaults", "reciprocal_dormancy", "calibrated", "calibrated_one_sided"]
+)
 def test_scores_equal_the_reference_and_reasons_follow_contributions(
     world: Any, variant: str
 ) -> None:
@@ -151,12 +153,13 @@ def test_scores_equal_the_reference_and_reasons_follow_contributions(
                 "dormancy": {"enabled": True, "grace_days": 3, "half_life_days": 10},
             }
         )
-    if variant == "calibrated":
+    if variant.startswith("calibrated"):
+        # One-sided: the stored score is P(user likes candidate), the fitted like model's.
         config = make_config(
             scoring={
                 "reciprocal": {
-                    "enabled": True,
-                    "combine": "calibrated",
+                    "enabled": variant == "calibrated",
+                    "combine": "calibrated_harmonic" if variant == "calibrated" else "calibrated",
                     "calibration": CALIBRATION,
                 }
             }
@@ -186,7 +189,7 @@ def test_scores_equal_the_reference_and_reasons_follow_contributions(
             dormancy=(sc.dormancy.grace_days, sc.dormancy.half_life_days)
             if sc.dormancy.enabled
             else None,
-            calibration=tuple(CALIBRATION.values()) if variant == "calibrated" else None,
+            calibration=tuple(CALIBRATION.values()) if variant.startswith("calibrated") else None,
         )
         assert rec.score == pytest.approx(expected, abs=2e-6)
         sig = reference.signals(pop, a, b)

@@ -172,28 +172,34 @@ def score(
     calibration: tuple[float, float, float, float] | None = None,
 ) -> float:
     """Final score of pair (a, b); ``dormancy`` = (grace_days, half_life_days) or None;
-    ``calibration`` = (intercept, scale, viewer_rate, default_rate) for ``calibrated``."""
+    ``calibration`` = (intercept, scale, viewer_rate, default_rate) for the ``calibrated*``
+    fusions, which read each direction as a like probability (fusion off: P(a likes b))."""
     s_ab = directional_score(pop, a, b, weights, neutral)
-    s = s_ab
+
+    def p_like(viewer: int, directional: float) -> float:
+        assert calibration is not None
+        intercept, scale, viewer_rate, default_rate = calibration
+        known = pop.has_like_rate is not None and bool(pop.has_like_rate[viewer])
+        rate = float(pop.like_rate_given[viewer]) if known else default_rate
+        z = intercept + scale * directional + viewer_rate * rate
+        return 1.0 / (1.0 + math.exp(-z))
+
+    calibrated = fusion.startswith("calibrated")
+    s = p_like(a, s_ab) if calibrated else s_ab
     if reciprocal:
         s_ba = directional_score(pop, b, a, weights, neutral)
-        if fusion == "harmonic":
-            s = 0.0 if s_ab + s_ba == 0 else 2 * s_ab * s_ba / (s_ab + s_ba)
-        elif fusion == "geometric":
-            s = math.sqrt(s_ab * s_ba)
-        elif fusion == "calibrated":
-            assert calibration is not None
-            intercept, scale, viewer_rate, default_rate = calibration
-
-            def p_like(viewer: int, directional: float) -> float:
-                known = pop.has_like_rate is not None and bool(pop.has_like_rate[viewer])
-                rate = float(pop.like_rate_given[viewer]) if known else default_rate
-                z = intercept + scale * directional + viewer_rate * rate
-                return 1.0 / (1.0 + math.exp(-z))
-
-            s = math.sqrt(p_like(a, s_ab) * p_like(b, s_ba))
+        x, y = (p_like(a, s_ab), p_like(b, s_ba)) if calibrated else (s_ab, s_ba)
+        plain = {
+            "calibrated": "geometric",
+            "calibrated_harmonic": "harmonic",
+            "calibrated_min": "min",
+        }.get(fusion, fusion)
+        if plain == "harmonic":
+            s = 0.0 if x + y == 0 else 2 * x * y / (x + y)
+        elif plain == "geometric":
+            s = math.sqrt(x * y)
         else:
-            s = min(s_ab, s_ba)
+            s = min(x, y)
     if dormancy is not None:
         grace, half_life = dormancy
         days = float(pop.inactive_days[b])

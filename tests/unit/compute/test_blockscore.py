@@ -40,7 +40,9 @@ def test_block_scores_equal_score_pairs_and_pairs_pass_the_filters(
         fusion=fusion,
         dormancy=dormancy,
         neutral=neutral,
-        calibration=scoring.Calibration(-3.0, 6.0, 2.0, 0.4) if fusion == "calibrated" else None,
+        calibration=(
+            scoring.Calibration(-3.0, 6.0, 2.0, 0.4) if scoring.is_calibrated(fusion) else None
+        ),
     )
     fp = filters.FilterParams()
     for row in range(0, pop.n_users, 7):

@@ -69,7 +69,9 @@ def test_exact_pool_top_k_equals_exhaustive_top_k(
         reciprocal=reciprocal,
         fusion=fusion,
         dormancy=dormancy,
-        calibration=scoring.Calibration(-3.0, 6.0, 2.0, 0.4) if fusion == "calibrated" else None,
+        calibration=(
+            scoring.Calibration(-3.0, 6.0, 2.0, 0.4) if scoring.is_calibrated(fusion) else None
+        ),
     )
     indexes = candidates.build_indexes(pop, params, np.random.default_rng(0))
     rows = np.arange(pop.n_users)

@@ -55,19 +55,21 @@ def test_four_users_score_is_hand_checkable(four_users):
 CALIBRATION = (-3.0, 6.0, 2.0, 0.4)
 
 
-@pytest.mark.parametrize("fusion", ["harmonic", "geometric", "min", "calibrated"])
+@pytest.mark.parametrize("fusion", scoring.FUSIONS)
 @pytest.mark.parametrize("dormancy", [False, True])
-def test_scores_equal_reference(make_random_population, fusion, dormancy):
+@pytest.mark.parametrize("reciprocal", [True, False])
+def test_scores_equal_reference(make_random_population, fusion, dormancy, reciprocal):
     pop = make_random_population(70, np.random.default_rng(11), nan_fraction=0.05)
     pop.has_like_rate[::3] = False  # some viewers without a rate: the default one
     a, b = all_filtered_pairs(pop)
     assert a.size > 50
     params = scoring.ScoreParams(
         top_k=1000,
+        reciprocal=reciprocal,
         fusion=fusion,
         dormancy=dormancy,
         weights=WEIGHTS,
-        calibration=scoring.Calibration(*CALIBRATION) if fusion == "calibrated" else None,
+        calibration=scoring.Calibration(*CALIBRATION) if scoring.is_calibrated(fusion) else None,
     )
     scored = scoring.score_pairs(pop, a, b, params)
     assert len(scored) == a.size
@@ -77,6 +79,7 @@ def test_scores_equal_reference(make_random_population, fusion, dormancy):
             int(x),
             int(y),
             WEIGHT_DICT,
+            reciprocal=reciprocal,
             fusion=fusion,
             dormancy=(14.0, 30.0) if dormancy else None,
             calibration=CALIBRATION,
@@ -96,6 +99,16 @@ def test_calibrated_fusion_by_hand_and_its_refusals():
     # Pair 0: P(a→b) = σ(-2 + 2 + 0) = 0.5, P(b→a) = σ(-2 + 1 + 3) = σ(2).
     assert got[0] == pytest.approx(np.sqrt(0.5 * sigma(2.0)))
     assert got[1] == pytest.approx(np.sqrt(sigma(5.0) * sigma(-0.5)))
+    # The other calibrated fusions combine the same two probabilities as their plain ones.
+    harmonic = scoring.fuse(forward, reverse, "calibrated_harmonic", cal, rates_a, rates_b)
+    assert harmonic[0] == pytest.approx(2 * 0.5 * sigma(2.0) / (0.5 + sigma(2.0)))
+    smaller = scoring.fuse(forward, reverse, "calibrated_min", cal, rates_a, rates_b)
+    assert smaller.tolist() == pytest.approx([0.5, sigma(-0.5)])
+    # Fusion off: the one-sided like probability P(a→b), whatever the calibrated fusion.
+    for fusion in scoring.CALIBRATED_FUSIONS:
+        alone = scoring.fuse(forward, None, fusion, cal, rates_a)
+        assert alone.tolist() == pytest.approx([0.5, sigma(5.0)])
+    assert scoring.fuse(forward, None, "harmonic") is forward
     with pytest.raises(ValueError, match="calibration"):
         scoring.ScoreParams(fusion="calibrated")
     with pytest.raises(ValueError, match="rates"):

@@ -158,10 +158,11 @@ def test_non_finite_number_is_refused_for_every_float_key(
 def test_every_shipped_experiment_loads_and_builds_its_scorer(path: Path) -> None:
     """A shipped experiment (tune's output among them) merges over the default, validates,
     and gives the match job its settings: a calibrated one with its fitted model."""
+    from compute import scoring
     from jobs.match import core as match
 
     cfg = config_mod.load_config([path])
     params = match.settings_from_config(cfg).scoring
     assert params.fusion == cfg.scoring.reciprocal.combine
-    if params.fusion == "calibrated":
+    if scoring.is_calibrated(params.fusion):
         assert params.calibration is not None and params.calibration.scale > 0
