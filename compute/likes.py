@@ -47,6 +47,21 @@ one's sign is fixed (the largest-magnitude entry of its ``V`` column is positive
 basis does not flip between runs; missing rank (fewer users than ``k``, or ``S ≤ λ``) is
 zero-padded.
 
+How much the components are shrunk, ``λ``, is either a number (``regularisation``) or
+chosen from the decisions themselves (``regularisation="auto"``, :func:`choose_threshold`):
+a seeded share (:data:`HOLDOUT_SHARE`) of the decided cells is held out, the rates and
+``R`` are recomputed from the rest, and for each ``r`` the first ``r`` components
+(soft-thresholded at the next singular value) are judged by the share of the held-out
+cells' residual variance they explain, at their best scale (a fit that treats undecided
+cells as 0 shrinks every prediction by about the matrix's density). The best ``r`` is
+kept only if its share beats chance: n held-out cells times the share of a prediction
+unrelated to them is χ²₁, and the best of the ``r`` tried must pass its 95 % point
+(Bonferroni over the tries: about 8.5 / n for 14 components). The full fit then keeps
+``r`` components with ``λ`` its (r + 1)-th singular value.
+``r = 0`` is the rates alone, which is what a population whose decisions show no taste
+beyond who is picky and who is sought after gets. With fewer than :data:`MIN_HELD_OUT`
+held-out cells there is nothing to judge components by, and none is kept.
+
 Every valid decision enters the fit, but only users with at least ``min_decisions``
 decisions *given* get a taste vector (``too_few_decisions_given``) and only users with at
 least ``min_decisions`` decisions *received* get an appeal vector
@@ -65,6 +80,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse
 import scipy.sparse.linalg
+import scipy.stats
 
 from compute import validate
 
@@ -77,6 +93,13 @@ DENSE_MAX_CELLS = 4_000_000
 RATE_COORDINATES = 2
 # Singular values below this fraction of the largest are rounding noise, not taste.
 _RANK_TOLERANCE = 1e-10
+# regularisation="auto" (choose_threshold): the share of decided cells held out, the
+# fewest held-out cells worth judging components by, and the chance the kept components'
+# explained share may have of being luck.
+AUTO = "auto"
+HOLDOUT_SHARE = 0.2
+MIN_HELD_OUT = 100
+CHANCE_P = 0.05
 
 
 @dataclass(frozen=True)
@@ -94,27 +117,34 @@ class LikeParams:
         ``m``, pseudo-decisions at the global like rate in both shrunk rates.
     pass_weight : float > 0
         How strongly a pass counts against (a like counts +1).
-    regularisation : float ≥ 0
-        ``λ``, subtracted from every singular value (floored at 0).
+    regularisation : float ≥ 0 or "auto"
+        ``λ``, subtracted from every singular value (floored at 0); ``"auto"``: chosen on
+        held-out decisions (module docstring).
     """
 
     dim: int
     min_decisions: int
     prior_weight: float
     pass_weight: float
-    regularisation: float
+    regularisation: float | str
 
     def __post_init__(self) -> None:
         for name, least in (("dim", RATE_COORDINATES), ("min_decisions", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
                 raise ValueError(f"{name} must be an int ≥ {least}; got {value!r}")
+        if isinstance(self.regularisation, str) and self.regularisation != AUTO:
+            raise ValueError(
+                f"regularisation must be a number ≥ 0 or {AUTO!r}; got {self.regularisation!r}"
+            )
         for name, positive in (
             ("prior_weight", False),
             ("pass_weight", True),
             ("regularisation", False),
         ):
             value = getattr(self, name)
+            if value == AUTO and name == "regularisation":
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"{name} must be a number; got {value!r}")
             if not np.isfinite(value) or value < 0 or (positive and value == 0):
@@ -300,6 +330,10 @@ class TasteVectors:
     decisions_given, decisions_received : (r,) int64
     singular_values : (dim − 2,) float64
         ``S'`` (after the soft threshold), descending, zero-padded.
+    regularisation : float
+        The ``λ`` applied (``inf``: no component kept).
+    threshold : ThresholdChoice or None
+        How ``λ`` was chosen under ``regularisation="auto"``; None when it was given.
     skipped : dict[str, int]
         Requested users per reason in ``VECTOR_USER_REASONS`` (a user without either vector
         counts under both).
@@ -313,6 +347,8 @@ class TasteVectors:
     decisions_given: npt.NDArray[np.int64]
     decisions_received: npt.NDArray[np.int64]
     singular_values: npt.NDArray[np.float64]
+    regularisation: float
+    threshold: ThresholdChoice | None
     skipped: dict[str, int]
 
 
@@ -341,17 +377,18 @@ def signed_matrix(
 
 
 def _rate_residual(
-    matrix: scipy.sparse.csr_array, decisions: Decisions, params: LikeParams
+    matrix: scipy.sparse.csr_array, params: LikeParams
 ) -> tuple[scipy.sparse.csr_array, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """``(R, α, β)`` of the module docstring for :func:`signed_matrix`'s ``matrix``.
 
     ``α`` is per matrix row (decider), ``β`` per column (target); ``R`` has ``matrix``'s
-    sparsity pattern (a decided cell the rates predict exactly is an explicit 0).
+    sparsity pattern (a decided cell the rates predict exactly is an explicit 0). ``g`` is
+    the matrix's own like share (one cell per decision: :func:`_global_rate`'s).
     """
     w = float(params.pass_weight)
-    g = _global_rate(decisions)
-    m = float(params.prior_weight)
     liked = matrix.data > 0
+    g = float(liked.mean()) if matrix.nnz else 0.5
+    m = float(params.prior_weight)
     row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
     n_rows, n_cols = matrix.shape
     given = np.bincount(row_of, minlength=n_rows).astype(np.int64)
@@ -392,6 +429,88 @@ def _truncated_svd(
     )
 
 
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """How ``regularisation="auto"`` chose ``λ`` (:func:`choose_threshold`).
+
+    Attributes
+    ----------
+    components : int ≥ 0
+        ``r``: the components kept; ``λ`` is the (r + 1)-th singular value of the full
+        fit (0 when every component is kept), so 0 keeps none.
+    held_out : int
+        Decided cells held out (0 when there were too few to judge by).
+    explained : tuple of (r, share)
+        For each ``r``, the share of the held-out cells' residual variance that ``r``
+        components explain (at their best scale); ``r = 0`` explains 0.
+    """
+
+    components: int
+    held_out: int
+    explained: tuple[tuple[int, float], ...]
+
+
+def choose_threshold(
+    matrix: scipy.sparse.csr_array,
+    params: LikeParams,
+    rng: np.random.Generator,
+    dense_max_cells: int = DENSE_MAX_CELLS,
+) -> ThresholdChoice:
+    """How many components predict held-out decisions (module docstring).
+
+    Parameters
+    ----------
+    matrix : (deciders, targets) float64 CSR
+        :func:`signed_matrix`'s signed decisions.
+    params : LikeParams
+    rng : np.random.Generator
+        Picks the held-out cells (then starts ARPACK on large matrices).
+    dense_max_cells : int
+
+    Returns
+    -------
+    ThresholdChoice
+    """
+    components = params.dim - RATE_COORDINATES
+    held = rng.random(matrix.nnz) < HOLDOUT_SHARE
+    n_held = int(held.sum())
+    if n_held < MIN_HELD_OUT or components == 0 or n_held == matrix.nnz:
+        return ThresholdChoice(components=0, held_out=0, explained=())
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    cols = matrix.indices
+    kept = ~held
+    train = scipy.sparse.csr_array(
+        (matrix.data[kept], (rows[kept], cols[kept])), shape=matrix.shape
+    )
+    train.sort_indices()
+    residual, alpha, beta = _rate_residual(train, params)
+    rank = min(components, *train.shape)
+    u, s, vt = _truncated_svd(residual, rank, rng, dense_max_cells)
+    target = matrix.data[held] - alpha[rows[held]] - beta[cols[held]]
+    left, right = u[rows[held]], vt.T[cols[held]]
+    variance = float(target @ target)
+    explained: list[tuple[int, float]] = [(0, 0.0)]
+    for r in range(1, s.size + 1):
+        # r components, soft-thresholded at the first one left out (as the full fit is).
+        shrunk = np.maximum(s - (s[r] if r < s.size else 0.0), 0.0)
+        predicted = np.einsum("ij,j,ij->i", left, shrunk, right)
+        # At its best scale c: a fit on the held-in cells treats the undecided ones as 0,
+        # which shrinks every prediction by about the matrix's density, so the components
+        # are judged by what they explain, 1 − min_c Σ(y − c·p)² / Σy².
+        power = float(predicted @ predicted)
+        share = float(target @ predicted) ** 2 / (power * variance) if power * variance else 0.0
+        explained.append((r, share))
+    best = max(explained, key=lambda rs: (rs[1], -rs[0]))  # of equal shares, fewer components
+    # A prediction unrelated to the decisions still explains n·share ~ χ²₁ of n cells by
+    # chance; the best of s.size such tries must beat its 95 % level (Bonferroni).
+    chance = float(scipy.stats.chi2.isf(CHANCE_P / max(s.size, 1), 1)) / n_held
+    return ThresholdChoice(
+        components=best[0] if best[1] > chance else 0,
+        held_out=n_held,
+        explained=tuple((r, round(share, 6)) for r, share in explained),
+    )
+
+
 def taste_model(
     user_ids: npt.NDArray[np.int64],
     decisions: Decisions,
@@ -425,15 +544,30 @@ def taste_model(
     dim = params.dim
     components = dim - RATE_COORDINATES
     matrix, decider_ids, target_ids = signed_matrix(decisions, params.pass_weight)
-    residual, alpha, beta = _rate_residual(matrix, decisions, params)
+    residual, alpha, beta = _rate_residual(matrix, params)
     rank = min(components, *matrix.shape) if matrix.nnz else 0
     singular = np.zeros(components, dtype=np.float64)
     taste_all = np.zeros((len(decider_ids), dim), dtype=np.float64)
     appeal_all = np.zeros((len(target_ids), dim), dtype=np.float64)
+    threshold = None
+    regularisation = np.inf
+    if params.regularisation == AUTO:
+        threshold = choose_threshold(matrix, params, rng, dense_max_cells)
+        rank = min(rank, threshold.components)  # 0: the rates alone, no SVD to compute
+    else:
+        regularisation = float(params.regularisation)
     if rank:
-        u, s, vt = _truncated_svd(residual, rank, rng, dense_max_cells)
+        if threshold is not None:
+            # One more singular value than kept: the threshold is the first one left out.
+            u, s, vt = _truncated_svd(
+                residual, min(rank + 1, components, *matrix.shape), rng, dense_max_cells
+            )
+            regularisation = float(s[rank]) if s.size > rank else 0.0
+            u, s, vt = u[:, :rank], s[:rank], vt[:rank]
+        else:
+            u, s, vt = _truncated_svd(residual, rank, rng, dense_max_cells)
         kept = s > max(float(s[0]) * _RANK_TOLERANCE, 0.0)
-        shrunk = np.maximum(s - float(params.regularisation), 0.0)
+        shrunk = np.maximum(s - regularisation, 0.0)
         scale = np.where(kept, np.sqrt(shrunk) / np.where(kept, s, 1.0), 0.0)
         # A direction below the rank tolerance is numerical noise: no vector, no value.
         singular[:rank] = np.where(kept, shrunk, 0.0)
@@ -471,6 +605,8 @@ def taste_model(
         decisions_given=decisions_given[emitted],
         decisions_received=decisions_received[emitted],
         singular_values=singular,
+        regularisation=float(regularisation),
+        threshold=threshold,
         skipped={
             "too_few_decisions_given": int((~has_taste).sum()),
             "too_few_decisions_received": int((~has_appeal).sum()),

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from compute import signals
 from jobs.errors import ConfigError
@@ -23,6 +32,22 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 NonNegative = Annotated[float, Field(ge=0)]
+
+
+def _non_negative_or_auto(value: Any) -> float | str:
+    """A finite number ≥ 0, or the word ``auto`` (one message for each way to miss)."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"Input should be a number ≥ 0 or 'auto'; got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError("Input should be a finite number")
+    if value < 0:
+        raise ValueError("Input should be greater than or equal to 0")
+    return float(value)
+
+
+NonNegativeOrAuto = Annotated[float | str, PlainValidator(_non_negative_or_auto)]
 Positive = Annotated[float, Field(gt=0)]
 Unit = Annotated[float, Field(ge=0, le=1)]
 
@@ -113,8 +138,9 @@ class LikeJob(_Model):
     prior_weight: NonNegative = 10.0
     # How strongly a pass counts against, a like counting +1.
     pass_weight: Positive = 1.0
-    # Subtracted from every singular value of the decision matrix (floored at 0).
-    regularisation: NonNegative = 1.0
+    # Subtracted from every singular value of the decision matrix (floored at 0); "auto":
+    # chosen on held-out decisions each run (compute.likes.choose_threshold).
+    regularisation: NonNegativeOrAuto = "auto"
     # Seeds the sparse solver's start vector (large populations): reruns are identical.
     seed: Annotated[int, Field(ge=0)] = 0
 

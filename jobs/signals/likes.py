@@ -40,7 +40,11 @@ def params_from_config(ctx: JobContext) -> likes.LikeParams:
         min_decisions=section.min_decisions,
         prior_weight=float(section.prior_weight),
         pass_weight=float(section.pass_weight),
-        regularisation=float(section.regularisation),
+        regularisation=(
+            section.regularisation
+            if section.regularisation == likes.AUTO
+            else float(section.regularisation)
+        ),
     )
 
 
@@ -110,6 +114,17 @@ def run(ctx: JobContext, scope: Scope) -> JobResult:
             "appeal_vectors": int(vectors.has_appeal.sum()),
             "dim": params.dim,
             "singular_values": [round(float(s), 6) for s in vectors.singular_values],
+            # The λ applied (None: no component kept) and, under "auto", how it was chosen.
+            "regularisation": (
+                round(vectors.regularisation, 6) if np.isfinite(vectors.regularisation) else None
+            ),
+            "auto_regularisation": None
+            if vectors.threshold is None
+            else {
+                "components": vectors.threshold.components,
+                "held_out_decisions": vectors.threshold.held_out,
+                "explained": {str(r): share for r, share in vectors.threshold.explained},
+            },
         },
     )
 

@@ -216,7 +216,8 @@ def test_no_decisions_at_all_gives_no_vectors_and_the_prior() -> None:
         ("min_decisions", 1.5, ValueError),
         ("pass_weight", 0.0, ValueError),
         ("prior_weight", -1.0, ValueError),
-        ("regularisation", "x", TypeError),
+        ("regularisation", "x", ValueError),
+        ("regularisation", None, TypeError),
     ],
 )
 def test_bad_params_are_refused_naming_the_field(field: str, value: object, error: type) -> None:
@@ -231,3 +232,71 @@ def test_bad_arguments_are_refused() -> None:
         likes.like_behaviour(np.array([1, 1]), decisions([(1, 2, "like")]), PARAMS)
     with pytest.raises(TypeError, match="rng"):
         likes.taste_model(np.array([1]), decisions([(1, 2, "like")]), PARAMS, 0)  # type: ignore[arg-type]
+
+
+def _population_decisions(rng: np.random.Generator, taste: bool) -> likes.Decisions:
+    """300 deciders × 300 targets, 40 decisions each. With ``taste``, deciders and targets
+    fall into two types and a decider likes their own type far more often (a low-rank
+    taste); without it, each like is a coin whose odds depend on the decider's and the
+    target's openness alone, which the rates already hold."""
+    n, per = 300, 40
+    open_given, open_received = rng.uniform(0.2, 0.8, n), rng.uniform(0.2, 0.8, n)
+    kind_of = rng.integers(0, 2, n)
+    rows = []
+    for u in range(n):
+        for t in rng.choice(n, per, replace=False):
+            p = (open_given[u] + open_received[t]) / 2
+            if taste:
+                p = 0.85 if kind_of[u] == kind_of[t] else 0.15
+            rows.append((u + 1, n + t + 1, "like" if rng.random() < p else "pass"))
+    return decisions(rows, known=list(range(1, 2 * n + 1)))
+
+
+AUTO = likes.LikeParams(
+    dim=6, min_decisions=5, prior_weight=5.0, pass_weight=1.0, regularisation="auto"
+)
+
+
+def test_auto_keeps_components_where_decisions_show_taste_and_none_where_they_do_not() -> None:
+    users = np.arange(1, 601)
+    tasteful = likes.taste_model(
+        users, _population_decisions(np.random.default_rng(1), True), AUTO, np.random.default_rng(0)
+    )
+    choice = tasteful.threshold
+    assert choice is not None and choice.held_out > likes.MIN_HELD_OUT
+    # One taste (two types) explains ~40 % of what the rates leave; the rest is noise.
+    assert 1 <= choice.components <= 2
+    assert dict(choice.explained)[choice.components] > 0.3
+    assert tasteful.singular_values[0] > 10 * max(tasteful.singular_values[1], 1e-9) > 0
+    assert 0 < tasteful.regularisation < np.inf
+
+    noise = likes.taste_model(
+        users,
+        _population_decisions(np.random.default_rng(1), False),
+        AUTO,
+        np.random.default_rng(0),
+    )
+    assert noise.threshold is not None and noise.threshold.components == 0
+    assert max(share for _, share in noise.threshold.explained) < 0.01
+    assert not noise.singular_values.any() and noise.regularisation == np.inf
+    components = AUTO.dim - likes.RATE_COORDINATES
+    taste = noise.taste[noise.has_taste]
+    assert not taste[:, :components].any()  # the rates alone ...
+    assert np.isfinite(taste[:, components]).all() and taste[:, components].std() > 0  # ... stay
+
+
+def test_auto_is_deterministic_and_keeps_no_component_with_too_few_decisions() -> None:
+    users = np.arange(1, 601)
+    found = _population_decisions(np.random.default_rng(2), True)
+    one = likes.taste_model(users, found, AUTO, np.random.default_rng(3))
+    two = likes.taste_model(users, found, AUTO, np.random.default_rng(3))
+    assert one.threshold == two.threshold
+    assert np.array_equal(one.taste, two.taste, equal_nan=True)
+    assert np.array_equal(one.appeal, two.appeal, equal_nan=True)
+
+    rows = [(1, 2, "like"), (1, 3, "pass"), (2, 3, "like"), (3, 1, "pass")]
+    small = likes.taste_model(
+        np.array([1, 2, 3]), decisions(rows, known=[1, 2, 3]), AUTO, np.random.default_rng(0)
+    )
+    assert small.threshold == likes.ThresholdChoice(components=0, held_out=0, explained=())
+    assert small.regularisation == np.inf and not small.singular_values.any()
