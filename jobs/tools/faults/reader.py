@@ -7,7 +7,9 @@ leave a published set (the app's exclusions), never join it. So a read is bad wh
 - it holds fewer rows of a set than a later read of the same set: the earlier read saw
   half a set (``partial``, counted on the later read, which proves it);
 - it is empty for a user whose list was served before and is served after, and whom the
-  scenario did not touch (``empty``);
+  scenario did not touch (``empty``) — unless every row of the last whole list read for
+  them was with a user the scenario touched: a row (u, c) may leave its set only when u or
+  c changed, so such a list may empty with the user untouched;
 - it fails (``errors``): a reader must never be refused by a swap.
 
 Latencies are kept per phase (``idle``, ``writes`` …), set by the scenario.
@@ -45,6 +47,8 @@ class Reader:
         self._largest: dict[tuple[int, Any], int] = {}
         self._empty_at: dict[int, int] = {}
         self._served: set[int] = set()
+        # Candidates of each user's last read, when it held the whole list (< limit rows).
+        self._whole_list: dict[int, frozenset[int]] = {}
         self.reads = 0
         self.bad = {"mixed": 0, "partial": 0, "empty": 0, "errors": 0}
         self.first_error: str | None = None
@@ -98,14 +102,21 @@ class Reader:
     def _judge(self, user: int, rows: list[Any]) -> None:
         with self._lock:
             touched = user in self._touched
+            touched_users = frozenset(self._touched)
         stamps = {r.computed_at for r in rows}
         if len(stamps) > 1:
             self.bad["mixed"] += 1
             return
         if not rows:
-            if not touched and user in self._served:
+            # Every row of the last whole list with a changed user: all may have left.
+            emptied = self._whole_list.get(user, frozenset({-1})) <= touched_users
+            if not touched and user in self._served and not emptied:
                 self._empty_at[user] = self.reads
             return
+        if len(rows) < self._limit:
+            self._whole_list[user] = frozenset(int(r.candidate_id) for r in rows)
+        else:
+            self._whole_list.pop(user, None)
         if user in self._empty_at and not touched:
             # Served before, empty in between, served again: a reader saw no set at all.
             self.bad["empty"] += 1
