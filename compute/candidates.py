@@ -409,40 +409,75 @@ def _search_mask(
     indexes: CandidateIndexes,
     query_rows: RowArray,
     filter_params: filters.FilterParams,
-) -> npt.NDArray[np.bool_]:
-    """(q, P) bool: which partitions each query row searches."""
+) -> tuple[npt.NDArray[np.bool_], RowArray]:
+    """``(mask, columns)``: which partitions each query row searches, as a (q, k) bool mask
+    over the ``columns`` (k,) of the partitions any row could search (ascending); every
+    other partition is searched by no row.
+
+    The rules are per row; ``columns`` first drops what no row of the batch can reach by
+    gender, age or age band (the batch's loosest bounds), so the per-row rules run on the
+    tens of partitions a query group reaches, not on every partition of the population.
+    """
     query_cohort = filters.cohort_keys(pop.gender[query_rows], pop.seeking_mask[query_rows])
-    mask = filters.cohorts_compatible(query_cohort[:, None], indexes.partition_cohort[None, :])
-    if filter_params.enforce_age:
+    cohorts = np.unique(query_cohort)
+    columns = np.flatnonzero(
+        filters.cohorts_compatible(cohorts[:, None], indexes.partition_cohort[None, :]).any(axis=0)
+    )
+    years = np.floor(pop.age[query_rows].astype(np.float64))
+    lo = pop.age_min[query_rows].astype(np.int64)
+    hi = pop.age_max[query_rows].astype(np.int64) + 1
+    if filter_params.enforce_age and query_rows.size:
         # Member ages floor into [age_min_q, age_max_q] ⇔ age ∈ [age_min_q, age_max_q + 1).
-        years = np.floor(pop.age[query_rows].astype(np.float64))
-        mask &= (indexes.partition_age_min[None, :] <= years[:, None]) & (
-            years[:, None] <= indexes.partition_age_max[None, :]
+        # NaN years compare false in the per-row rule below: nanmin/nanmax keep the others'.
+        keep = np.ones(columns.size, dtype=np.bool_)
+        if np.isfinite(years).any():
+            keep &= (indexes.partition_age_min[columns] <= np.nanmax(years)) & (
+                np.nanmin(years) <= indexes.partition_age_max[columns]
+            )
+        else:
+            keep[:] = False
+        if indexes.age_band_years is not None:
+            band_lo = indexes.partition_age_band[columns] * indexes.age_band_years
+            keep &= (band_lo < hi.max()) & (lo.min() < band_lo + indexes.age_band_years)
+        columns = columns[keep]
+    mask = filters.cohorts_compatible(
+        query_cohort[:, None], indexes.partition_cohort[columns][None, :]
+    )
+    if filter_params.enforce_age:
+        mask &= (indexes.partition_age_min[columns][None, :] <= years[:, None]) & (
+            years[:, None] <= indexes.partition_age_max[columns][None, :]
         )
         if indexes.age_band_years is not None:
             width = indexes.age_band_years
-            band_lo = indexes.partition_age_band * width
-            lo = pop.age_min[query_rows].astype(np.int64)
-            hi = pop.age_max[query_rows].astype(np.int64) + 1
+            band_lo = indexes.partition_age_band[columns] * width
             mask &= (band_lo[None, :] < hi[:, None]) & (lo[:, None] < band_lo[None, :] + width)
     if indexes.geo_cell_deg is None or not filter_params.enforce_distance:
-        return mask
+        return mask, columns
     limit = pop.max_distance_km[query_rows].astype(np.float64)
     limit = np.where(np.isnan(limit), np.inf, limit)
-    located = np.flatnonzero(indexes.partition_cell != _NO_CELL)
+    located = np.flatnonzero(indexes.partition_cell[columns] != _NO_CELL)
     if located.size == 0 or query_rows.size == 0:
-        return mask
-    # One bound per distinct cell (tens), not per partition (thousands).
-    cells, cell_of = np.unique(indexes.partition_cell[located], return_inverse=True)
+        return mask, columns
+    # One bound per distinct cell, not per partition.
+    cells, cell_of = np.unique(indexes.partition_cell[columns[located]], return_inverse=True)
     bound = geo.min_distance_to_cell_km(
         pop.lat[query_rows][:, None],
         pop.lon[query_rows][:, None],
         cells[None, :],
         indexes.geo_cell_deg,
     )[:, cell_of.reshape(-1)]
-    reach = np.minimum(limit[:, None], indexes.partition_max_distance_km[located][None, :])
+    reach = np.minimum(limit[:, None], indexes.partition_max_distance_km[columns[located]][None, :])
     mask[:, located] &= bound <= reach
-    return mask
+    return mask, columns
+
+
+def _full_mask(
+    mask: npt.NDArray[np.bool_], columns: RowArray, n_partitions: int
+) -> npt.NDArray[np.bool_]:
+    """(q, P) bool: :func:`_search_mask`'s mask over every partition."""
+    full = np.zeros((mask.shape[0], n_partitions), dtype=np.bool_)
+    full[:, columns] = mask
+    return full
 
 
 def reach_counts(
@@ -464,8 +499,8 @@ def reach_counts(
     step = max(1, (1 << 24) // max(indexes.n_partitions, 1))
     for start in range(0, rows.size, step):
         chunk = rows[start : start + step]
-        mask = _search_mask(pop, indexes, chunk, filter_params)
-        reach[start : start + step] = mask.astype(np.int64) @ member_counts
+        mask, columns = _search_mask(pop, indexes, chunk, filter_params)
+        reach[start : start + step] = mask.astype(np.int64) @ member_counts[columns]
     return reach
 
 
@@ -585,22 +620,27 @@ def generate_candidates(
     removed_total: dict[str, int] = dict.fromkeys(filters.FILTER_ORDER, 0)
     member_counts = np.diff(indexes.source("fallback").member_indptr)
     for group_rows in _query_groups(pop, indexes, rows):
-        group_mask = _search_mask(pop, indexes, group_rows, filter_params)
+        group_mask, columns = _search_mask(pop, indexes, group_rows, filter_params)
         # Exact or FAISS is decided per row (by the candidates that row can reach), so a
         # row takes the same path alone as inside any batch.
-        reach = group_mask.astype(np.int64) @ member_counts
+        reach = group_mask.astype(np.int64) @ member_counts[columns]
         for exact in (True, False):
             chosen = np.flatnonzero((reach < params.exact_below) == exact)
             if chosen.size == 0:
                 continue
             group, mask = group_rows[chosen], group_mask[chosen]
-            block = _block_members(indexes, np.flatnonzero(mask.any(axis=0)))
+            block = _block_members(indexes, columns[mask.any(axis=0)])
             if block.size == 0:
                 continue
             allowed = None
             if not exact:
                 lists, removed = neighbours.faiss_pairs(
-                    pop, indexes.sources, group, mask, params, filter_params
+                    pop,
+                    indexes.sources,
+                    group,
+                    _full_mask(mask, columns, indexes.n_partitions),
+                    params,
+                    filter_params,
                 )
                 for key, count in removed.items():
                     removed_total[key] += count
