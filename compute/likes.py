@@ -557,15 +557,12 @@ def taste_model(
     else:
         regularisation = float(params.regularisation)
     if rank:
+        # Under auto, one more singular value than kept: the threshold is the first left out.
+        wanted = rank if threshold is None else min(rank + 1, components, *matrix.shape)
+        u, s, vt = _truncated_svd(residual, wanted, rng, dense_max_cells)
         if threshold is not None:
-            # One more singular value than kept: the threshold is the first one left out.
-            u, s, vt = _truncated_svd(
-                residual, min(rank + 1, components, *matrix.shape), rng, dense_max_cells
-            )
             regularisation = float(s[rank]) if s.size > rank else 0.0
             u, s, vt = u[:, :rank], s[:rank], vt[:rank]
-        else:
-            u, s, vt = _truncated_svd(residual, rank, rng, dense_max_cells)
         kept = s > max(float(s[0]) * _RANK_TOLERANCE, 0.0)
         shrunk = np.maximum(s - regularisation, 0.0)
         scale = np.where(kept, np.sqrt(shrunk) / np.where(kept, s, 1.0), 0.0)

@@ -102,14 +102,14 @@ class Reader:
     def _judge(self, user: int, rows: list[Any]) -> None:
         with self._lock:
             touched = user in self._touched
-            touched_users = frozenset(self._touched)
         stamps = {r.computed_at for r in rows}
         if len(stamps) > 1:
             self.bad["mixed"] += 1
             return
         if not rows:
             # Every row of the last whole list with a changed user: all may have left.
-            emptied = self._whole_list.get(user, frozenset({-1})) <= touched_users
+            with self._lock:
+                emptied = self._whole_list.get(user, frozenset({-1})) <= self._touched
             if not touched and user in self._served and not emptied:
                 self._empty_at[user] = self.reads
             return
